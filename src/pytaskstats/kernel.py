@@ -1,0 +1,416 @@
+"""The AF_NETLINK transport: the only module that opens netlink sockets.
+
+:class:`Connection` answers queries (one at a time or pipelined) and cgroupstats;
+:class:`Listener` holds registered exit-listener sockets and turns overruns into
+counted :class:`~pytaskstats.records.Lost` events instead of exceptions.
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import struct
+from collections import deque
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+
+from . import genetlink as genl
+from . import netlink as nl
+from . import taskstats as ts
+from .cpulist import format_cpulist, parse_cpulist
+from .errors import RemoteProtocolError, TaskstatsError, Unsupported, from_errno
+from .records import CgroupStats, ExitRecord, Lost, TaskStats
+
+NETLINK_GENERIC = 16
+SO_RCVBUFFORCE = 33
+SO_MEMINFO = 55
+SK_MEMINFO_DROPS = 8
+RECV_BUFFER = 65536  # >= two v17 records per message (1,428 B) with ample room
+QUERY_RCVBUF = 1 << 20
+LISTEN_RCVBUF = 16 << 20
+POSSIBLE_CPUS = "/sys/devices/system/cpu/possible"
+
+
+def possible_cpus() -> list[int]:
+    """The kernel's possible CPUs (what a cpumask may name)."""
+    with open(POSSIBLE_CPUS) as f:
+        return parse_cpulist(f.read())
+
+
+class NetlinkSocket:
+    """One bound NETLINK_GENERIC socket with a reused receive buffer."""
+
+    def __init__(self, rcvbuf: int = QUERY_RCVBUF, timeout: float | None = 5.0) -> None:
+        try:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                      NETLINK_GENERIC)
+        except OSError as err:
+            raise Unsupported(f"cannot open a generic netlink socket: {err.strerror}: this "
+                              "kernel or sandbox has no AF_NETLINK; use the procfs source"
+                              ) from err
+        self.sock.bind((0, 0))
+        self.portid: int = self.sock.getsockname()[0]
+        self.rcvbuf = self._set_rcvbuf(rcvbuf)
+        self.sock.settimeout(timeout)
+        self.buffer = bytearray(RECV_BUFFER)
+        self.view = memoryview(self.buffer)
+        self.seq = 0
+
+    def _set_rcvbuf(self, size: int) -> int:
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+        except PermissionError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        return int(self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+    def next_seq(self, n: int = 1) -> int:
+        """Reserve ``n`` sequence numbers; return the first."""
+        first = self.seq + 1
+        self.seq += n
+        return first
+
+    def send(self, data: bytes) -> None:
+        """Send one datagram (one or more requests)."""
+        self.sock.send(data)
+
+    def recv(self) -> int:
+        """Receive one datagram into ``buffer``; return its length.
+
+        Raises OSError(ENOBUFS) on overrun and RemoteProtocolError if the datagram
+        was longer than the buffer (MSG_TRUNC).
+        """
+        n = self.sock.recv_into(self.buffer, RECV_BUFFER, socket.MSG_TRUNC)
+        if n > RECV_BUFFER:
+            raise RemoteProtocolError(f"netlink datagram of {n} bytes truncated to "
+                                      f"{RECV_BUFFER}")
+        return n
+
+    def drops(self) -> int:
+        """The kernel's count of messages dropped on this socket (sk_drops)."""
+        raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
+        return int(struct.unpack_from("=9I", raw)[SK_MEMINFO_DROPS])
+
+    def fileno(self) -> int:
+        """The socket's file descriptor."""
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        """Close the socket (the kernel drops its listeners lazily)."""
+        self.sock.close()
+
+
+def lookup_family(sock: NetlinkSocket, name: str = ts.FAMILY_NAME) -> genl.FamilyInfo:
+    """Ask nlctrl for ``name``'s id; Unsupported if the family is not there."""
+    seq = sock.next_seq()
+    sock.send(genl.encode_get_family(name, seq=seq))
+    while True:
+        n = _recv(sock, "family lookup")
+        for msg in nl.split_messages(sock.view, n):
+            if msg.seq != seq:
+                continue
+            if msg.type == nl.NLMSG_ERROR:
+                reply = nl.decode_error(msg)
+                if reply.error:
+                    raise from_errno(reply.error, "family lookup", seq=seq)
+            elif msg.type == genl.GENL_ID_CTRL:
+                return genl.decode_family(msg)
+
+
+def _recv(sock: NetlinkSocket, op: str) -> int:
+    try:
+        return sock.recv()
+    except TimeoutError as err:
+        raise TaskstatsError(f"{op}: no answer from the kernel within the timeout") from err
+    except OSError as err:
+        raise from_errno(err.errno or errno.EIO, op) from err
+
+
+class Connection:
+    """Queries to the kernel's TASKSTATS family over one socket.
+
+    Exit events that arrive on this socket (if it was registered) are kept in
+    ``pending_exits`` instead of being mistaken for replies.
+    """
+
+    def __init__(self, rcvbuf: int = QUERY_RCVBUF, timeout: float | None = 5.0) -> None:
+        self.sock = NetlinkSocket(rcvbuf, timeout)
+        try:
+            self.family = lookup_family(self.sock)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.pending_exits: deque[ExitRecord] = deque()
+        # replies in flight must fit the receive buffer (~2.3 KiB of memory each)
+        self.window = max(8, min(256, self.sock.rcvbuf // 4096))
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, data: bytes, seq: int, op: str, *, ack: bool = False,
+                 pid: int | None = None, tgid: int | None = None) -> list[ts.Event]:
+        """Send one request; return the events answering ``seq``.
+
+        Without ``ack`` the first answer ends the request; with it, the ACK does.
+        """
+        self.sock.send(data)
+        answer: list[ts.Event] = []
+        while True:
+            n = _recv(self.sock, op)
+            for event in ts.decode(self.sock.view, self.family.id, n):
+                if isinstance(event, ExitRecord):
+                    self.pending_exits.append(event)
+                elif event.seq != seq:
+                    continue
+                elif isinstance(event, nl.ErrorReply):
+                    if event.error:
+                        raise from_errno(event.error, op, pid=pid, tgid=tgid, seq=seq,
+                                         ext_message=event.ext_message)
+                    return answer
+                else:
+                    answer.append(event)
+                    if not ack:
+                        return answer
+
+    def query(self, scope: str, ident: int) -> TaskStats:
+        """The record of task ``ident`` (scope "pid") or thread group (scope "tgid")."""
+        seq = self.sock.next_seq()
+        encode = ts.encode_get_pid if scope == "pid" else ts.encode_get_tgid
+        kw = {scope: ident}
+        for event in self._request(encode(self.family.id, ident, seq=seq), seq, "query", **kw):
+            if isinstance(event, ts.StatsReply):
+                return event.stats
+        raise RemoteProtocolError(f"the kernel answered the {scope} query with no record")
+
+    def query_many(self, scope: str, ids: Iterable[int]) -> dict[int, TaskStats]:
+        """Pipelined queries: many requests in flight, replies matched by sequence.
+
+        Tasks that vanished (ESRCH) are left out.  Replies lost to an overrun or a
+        timeout are asked for again once.
+        """
+        return _Pipeline(self, scope, list(ids)).run()
+
+    def cgroup(self, fd: int) -> CgroupStats:
+        """cgroupstats of the cgroup v1 directory open as ``fd`` (with an ACK, so a
+        bad fd cannot hang)."""
+        seq = self.sock.next_seq()
+        for event in self._request(ts.encode_cgroup_get(self.family.id, fd, seq=seq), seq,
+                                   "cgroupstats", ack=True):
+            if isinstance(event, ts.CgroupStatsReply):
+                return event.stats
+        raise TaskstatsError(
+            f"cgroupstats: the kernel gave no answer for fd {fd}: it is not an open "
+            "directory of a cgroup v1 hierarchy")
+
+    def register(self, cpumask: str, *, deregister: bool = False) -> None:
+        """(De)register this socket as exit listener for ``cpumask``, with an ACK."""
+        seq = self.sock.next_seq()
+        encode = ts.encode_deregister if deregister else ts.encode_register
+        op = ("deregister" if deregister else "register") + f" cpumask {cpumask}"
+        self._request(encode(self.family.id, cpumask, seq=seq), seq, op, ack=True)
+
+
+class _Pipeline:
+    """State of one pipelined bulk query."""
+
+    def __init__(self, conn: Connection, scope: str, ids: list[int]) -> None:
+        self.conn, self.scope, self.ids = conn, scope, ids
+        self.out: dict[int, TaskStats] = {}
+        self.outstanding: dict[int, int] = {}  # seq -> id
+        self.retried = False
+
+    def send(self, ids: list[int]) -> None:
+        sock, family = self.conn.sock, self.conn.family.id
+        first = sock.next_seq(len(ids))
+        encode = ts.encode_get_fast(self.scope)
+        sock.send(b"".join(encode(family, ident, first + k) for k, ident in enumerate(ids)))
+        self.outstanding.update(zip(range(first, first + len(ids)), ids, strict=True))
+
+    def run(self) -> dict[int, TaskStats]:
+        window, todo = self.conn.window, self.ids
+        i = 0
+        while i < len(todo) or self.outstanding:
+            room = window - len(self.outstanding)
+            if i < len(todo) and room >= window // 2:
+                self.send(todo[i:i + room])
+                i += room
+            self.receive_one()
+        return self.out
+
+    def receive_one(self) -> None:
+        sock = self.conn.sock
+        try:
+            n = sock.recv()
+        except (TimeoutError, BlockingIOError) as err:
+            self.retry(err)
+            return
+        except OSError as err:
+            if err.errno != errno.ENOBUFS:
+                raise from_errno(err.errno or errno.EIO, "bulk query") from err
+            self.retry(err)
+            return
+        for event in ts.decode(sock.view, self.conn.family.id, n):
+            self.handle(event)
+
+    def handle(self, event: ts.Event) -> None:
+        if isinstance(event, ExitRecord):
+            self.conn.pending_exits.append(event)
+            return
+        ident = self.outstanding.pop(event.seq, None)
+        if ident is None:
+            return
+        if isinstance(event, ts.StatsReply):
+            self.out[ident] = event.stats
+        elif isinstance(event, nl.ErrorReply) and event.error not in (0, errno.ESRCH):
+            raise from_errno(event.error, "query", seq=event.seq,
+                             **{self.scope: ident})
+
+    def retry(self, err: Exception) -> None:
+        if self.retried or not self.outstanding:
+            raise TaskstatsError(f"bulk {self.scope} query: {len(self.outstanding)} replies "
+                                 f"did not come ({err})") from err
+        self.retried = True
+        lost = list(self.outstanding.values())
+        self.outstanding.clear()
+        for k in range(0, len(lost), self.conn.window):
+            self.send(lost[k:k + self.conn.window])
+
+
+class Listener:
+    """Registered exit listener sockets, one per CPU group.
+
+    Iterate it (or call :meth:`poll`) to get :class:`ExitRecord` and
+    :class:`Lost` events.  ``received`` and ``lost`` count records.  Closing it
+    deregisters every socket.
+    """
+
+    def __init__(self, cpus: Iterable[int] | str | None = None, *, per_cpu: bool = False,
+                 groups: int = 1, rcvbuf: int = LISTEN_RCVBUF) -> None:
+        cpu_list = _cpus(cpus)
+        self.groups = _split(cpu_list, len(cpu_list) if per_cpu else groups)
+        self.conns: list[Connection] = []
+        self.selector = selectors.DefaultSelector()
+        self.received = self.lost = 0
+        self._drops: list[int] = []
+        try:
+            for group in self.groups:
+                conn = Connection(rcvbuf, timeout=5.0)
+                self.conns.append(conn)
+                conn.register(format_cpulist(group))
+                conn.sock.sock.setblocking(False)
+                self.selector.register(conn.sock.fileno(), selectors.EVENT_READ, len(self._drops))
+                self._drops.append(conn.sock.drops())
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def fds(self) -> list[int]:
+        """The sockets' file descriptors, for callers that multiplex."""
+        return [c.sock.fileno() for c in self.conns]
+
+    def poll(self, timeout: float | None = None) -> list[ExitRecord | Lost]:
+        """Wait up to ``timeout`` seconds for events; return what arrived."""
+        out: list[ExitRecord | Lost] = []
+        for key, _ in self.selector.select(timeout):
+            out += self._drain(key.data)
+        return out
+
+    def drain(self) -> list[ExitRecord | Lost]:
+        """Everything already queued on every socket, without waiting."""
+        out: list[ExitRecord | Lost] = []
+        for index in range(len(self.conns)):
+            out += self._drain(index)
+        return out
+
+    def _drain(self, index: int) -> list[ExitRecord | Lost]:
+        conn = self.conns[index]
+        group = self.groups[index]
+        cpu = group[0] if len(group) == 1 else None
+        out: list[ExitRecord | Lost] = list(conn.pending_exits)
+        conn.pending_exits.clear()
+        while True:
+            try:
+                n = conn.sock.recv()
+            except BlockingIOError:
+                break
+            except OSError as err:
+                if err.errno != errno.ENOBUFS:
+                    raise from_errno(err.errno or errno.EIO, "exit listener") from err
+                out.append(self._lost(index, "overrun"))
+                continue
+            except RemoteProtocolError:
+                out.append(self._count(Lost(count=1, reason="truncated",
+                                            cpus=format_cpulist(group))))
+                continue
+            out += self._decode(conn, n, cpu, group)
+        self.received += sum(isinstance(e, ExitRecord) for e in out)
+        return out
+
+    def _decode(self, conn: Connection, n: int, cpu: int | None,
+                group: list[int]) -> list[ExitRecord | Lost]:
+        try:
+            events = ts.decode(conn.sock.view, conn.family.id, n, cpu=cpu)
+        except RemoteProtocolError:
+            return [self._count(Lost(count=1, reason="malformed", cpus=format_cpulist(group)))]
+        return [e for e in events if isinstance(e, ExitRecord)]
+
+    def _lost(self, index: int, reason: str) -> Lost:
+        drops = self.conns[index].sock.drops()
+        count, self._drops[index] = drops - self._drops[index], drops
+        return self._count(Lost(count=max(count, 1), reason=reason,
+                                cpus=format_cpulist(self.groups[index])))
+
+    def _count(self, lost: Lost) -> Lost:
+        self.lost += lost.count
+        return lost
+
+    def __iter__(self) -> Iterator[ExitRecord | Lost]:
+        while True:
+            yield from self.poll(None)
+
+    def close(self) -> None:
+        """Deregister and close every socket."""
+        for conn, group in zip(self.conns, self.groups, strict=False):
+            try:
+                conn.sock.sock.setblocking(True)
+                conn.register(format_cpulist(group), deregister=True)
+            except (OSError, TaskstatsError):
+                pass  # closing the socket deregisters it anyway (ECONNREFUSED on next exit)
+            conn.close()
+        self.conns.clear()
+        self.selector.close()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _cpus(cpus: Iterable[int] | str | None) -> list[int]:
+    if cpus is None:
+        return possible_cpus()
+    if isinstance(cpus, str):
+        return parse_cpulist(cpus)
+    return sorted(set(cpus))
+
+
+def _split(cpus: list[int], groups: int) -> list[list[int]]:
+    """Split CPUs into ``groups`` contiguous, near-equal groups."""
+    groups = max(1, min(groups, len(cpus)))
+    size, rem = divmod(len(cpus), groups)
+    out, pos = [], 0
+    for g in range(groups):
+        n = size + (g < rem)
+        out.append(cpus[pos:pos + n])
+        pos += n
+    return out

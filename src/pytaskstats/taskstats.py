@@ -1,0 +1,351 @@
+"""The TASKSTATS generic netlink family, sans-IO: every message, both directions.
+
+Requests (user -> kernel): GET by PID or TGID, REGISTER/DEREGISTER_CPUMASK,
+CGROUPSTATS GET.  Replies and events (kernel -> user): CMD_NEW query replies and
+exit events with AGGR_PID/AGGR_TGID nests, CGROUPSTATS NEW, errors and acks.
+Encoders exist for both sides, so taskstatsd and the test kernel speak the same
+codec.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from functools import cache
+from typing import NamedTuple
+
+from . import genetlink as genl
+from . import netlink as nl
+from .errors import LocalProtocolError, RemoteProtocolError
+from .fields import FIELDS, LATEST_VERSION, MIN_VERSION, Timespec, layout
+from .records import CgroupStats, ExitRecord, TaskStats
+
+FAMILY_NAME = "TASKSTATS"
+GENL_VERSION = 1
+CMD_GET, CMD_NEW = 1, 2
+CGROUPSTATS_CMD_GET, CGROUPSTATS_CMD_NEW = 4, 5
+TYPE_PID, TYPE_TGID, TYPE_STATS, TYPE_AGGR_PID, TYPE_AGGR_TGID, TYPE_NULL = 1, 2, 3, 4, 5, 6
+ATTR_PID, ATTR_TGID, ATTR_REGISTER_CPUMASK, ATTR_DEREGISTER_CPUMASK = 1, 2, 3, 4
+CGROUPSTATS_TYPE_CGROUP_STATS = 1
+CGROUPSTATS_ATTR_FD = 1
+CGROUPSTATS = struct.Struct("=5Q")
+_U16 = struct.Struct("=H")
+_NFIELDS = len(TaskStats._fields)
+_TGID_DROPPED = tuple(f.index for f in FIELDS if not f.tgid)
+
+
+class StatsReply(NamedTuple):
+    """A query reply: ``scope`` "pid" or "tgid", the id asked for, and the record."""
+
+    seq: int
+    scope: str
+    id: int
+    stats: TaskStats
+
+
+class CgroupStatsReply(NamedTuple):
+    """A CGROUPSTATS reply."""
+
+    seq: int
+    stats: CgroupStats
+
+
+class Done(NamedTuple):
+    """NLMSG_DONE."""
+
+    seq: int
+
+
+Event = StatsReply | ExitRecord | CgroupStatsReply | nl.ErrorReply | Done
+
+
+class Request(NamedTuple):
+    """A decoded request, as the kernel dispatches it (register > deregister > pid > tgid).
+
+    ``op`` is one of "register", "deregister", "pid", "tgid", "cgroup" or "" when
+    the message carries none of the attributes (the kernel answers EINVAL).
+    """
+
+    op: str
+    value: int | str
+    seq: int
+    pid: int
+    flags: int
+    header: bytes
+
+
+# ---------------------------------------------------------------- requests
+
+def encode_get_pid(family: int, pid: int, *, seq: int, ack: bool = False) -> bytes:
+    """TASKSTATS_CMD_GET for one task."""
+    return _get(family, nl.encode_u32(ATTR_PID, pid), seq, ack)
+
+
+def encode_get_tgid(family: int, tgid: int, *, seq: int, ack: bool = False) -> bytes:
+    """TASKSTATS_CMD_GET for a thread group."""
+    return _get(family, nl.encode_u32(ATTR_TGID, tgid), seq, ack)
+
+
+def encode_register(family: int, cpumask: str, *, seq: int, ack: bool = True) -> bytes:
+    """Register an exit listener for the CPUs in ``cpumask`` (a cpulist like "0-3,5")."""
+    return _get(family, nl.encode_str(ATTR_REGISTER_CPUMASK, cpumask), seq, ack)
+
+
+def encode_deregister(family: int, cpumask: str, *, seq: int, ack: bool = True) -> bytes:
+    """Deregister the exit listener for ``cpumask``."""
+    return _get(family, nl.encode_str(ATTR_DEREGISTER_CPUMASK, cpumask), seq, ack)
+
+
+def encode_cgroup_get(family: int, fd: int, *, seq: int, ack: bool = True) -> bytes:
+    """CGROUPSTATS_CMD_GET for an open cgroup directory fd (ack: a bad fd gets no reply)."""
+    flags = nl.NLM_F_REQUEST | (nl.NLM_F_ACK if ack else 0)
+    return genl.encode(family, CGROUPSTATS_CMD_GET, nl.encode_u32(CGROUPSTATS_ATTR_FD, fd),
+                       seq=seq, flags=flags, version=GENL_VERSION)
+
+
+_GET_U32 = struct.Struct("=IHHIIBBHHHI")  # nlmsghdr, genlmsghdr, one u32 attribute
+
+
+def encode_get_fast(scope: str) -> Callable[[int, int, int], bytes]:
+    """An encoder ``(family, id, seq) -> bytes`` of GET requests for the bulk query.
+
+    Byte-identical to :func:`encode_get_pid`/:func:`encode_get_tgid`, in one pack.
+    """
+    attr = ATTR_PID if scope == "pid" else ATTR_TGID
+    pack = _GET_U32.pack
+
+    def encode(family: int, ident: int, seq: int) -> bytes:
+        return pack(28, family, nl.NLM_F_REQUEST, seq, 0, CMD_GET, GENL_VERSION, 0, 8, attr,
+                    ident)
+
+    return encode
+
+
+def _get(family: int, attr: bytes, seq: int, ack: bool) -> bytes:
+    flags = nl.NLM_F_REQUEST | (nl.NLM_F_ACK if ack else 0)
+    return genl.encode(family, CMD_GET, attr, seq=seq, flags=flags, version=GENL_VERSION)
+
+
+def decode_request(msg: nl.Message) -> Request:
+    """Decode a request as the kernel would (liberal: unknown attributes ignored)."""
+    cmd, _ = genl.genl_header(msg)
+    header = bytes(msg.data[msg.start - nl.HEADER.size: msg.start])
+    found: dict[int, int | str] = {}
+    for atype, a, b in nl.iter_attrs(msg.data, msg.start + genl.GENL_HEADER.size, msg.end):
+        if atype in (ATTR_REGISTER_CPUMASK, ATTR_DEREGISTER_CPUMASK) and cmd == CMD_GET:
+            found[atype] = nl.get_str(msg.data, a, b)
+        elif atype in (ATTR_PID, ATTR_TGID) or (atype == CGROUPSTATS_ATTR_FD):
+            found.setdefault(atype, nl.get_u32(msg.data, a, b, f"request attribute {atype}"))
+    if cmd == CGROUPSTATS_CMD_GET:
+        if CGROUPSTATS_ATTR_FD in found:
+            return Request("cgroup", found[CGROUPSTATS_ATTR_FD], msg.seq, msg.pid, msg.flags,
+                           header)
+    elif cmd == CMD_GET:
+        for atype, op in ((ATTR_REGISTER_CPUMASK, "register"),
+                          (ATTR_DEREGISTER_CPUMASK, "deregister"),
+                          (ATTR_PID, "pid"), (ATTR_TGID, "tgid")):
+            if atype in found:
+                return Request(op, found[atype], msg.seq, msg.pid, msg.flags, header)
+    else:
+        raise RemoteProtocolError(f"unknown taskstats command {cmd}")
+    return Request("", 0, msg.seq, msg.pid, msg.flags, header)
+
+
+# ---------------------------------------------------------------- struct taskstats
+
+@cache
+def _plan(version: int, count: int) -> tuple[struct.Struct, tuple[int, ...], bool]:
+    """Struct, table index per flat value (-1: second half of a timespec), fast path."""
+    lay = layout(version)
+    targets: list[int] = []
+    for f in lay.fields[:count]:
+        targets += [f.index, -1] if f.ctype == "timespec" else [f.index]
+    fast = targets == list(range(len(targets)))
+    return lay.struct_for(count), tuple(targets), fast
+
+
+@cache
+def _fit(version: int, size: int) -> int:
+    """How many fields of ``version``'s layout fit entirely in ``size`` bytes."""
+    lay = layout(version)
+    n = len(lay.fields)
+    while n and lay.end_of(n) > size:
+        n -= 1
+    return n
+
+
+_COMM = FIELDS[[f.name for f in FIELDS].index("ac_comm")].index
+
+
+def decode_stats(data: bytes | memoryview, start: int, end: int, *, scope: str = "pid",
+                 source: str = "kernel", version_hint: int | None = None) -> TaskStats:
+    """Decode a STATS attribute payload ``data[start:end]``.
+
+    The layout is chosen by the ``version`` field and bounded by the payload: fields
+    that do not fit are None; bytes past the newest known layout are kept in
+    ``extra``.  ``version_hint`` stands in for a version of 0 (TGID exit records of
+    older kernels).  TGID records get None for the fields they do not carry.
+    """
+    size = end - start
+    if size < 2:
+        raise RemoteProtocolError(f"STATS payload of {size} bytes has no version")
+    version = _U16.unpack_from(data, start)[0]
+    if version == 0 and version_hint:
+        version = version_hint
+    if version < MIN_VERSION:
+        raise RemoteProtocolError(f"unsupported struct taskstats version {version}")
+    count = _fit(version, size)
+    st, targets, fast = _plan(version, count)
+    flat = st.unpack_from(data, start)
+    if fast:
+        vals = list(flat)
+        vals += [None] * (_NFIELDS - 4 - len(vals))
+    else:
+        vals = _scatter(flat, targets)
+    if count > _COMM and vals[_COMM] is not None:
+        vals[_COMM] = vals[_COMM].split(b"\0", 1)[0].decode("utf-8", "replace")
+    vals[0] = version
+    if scope == "tgid":
+        for i in _TGID_DROPPED:
+            vals[i] = None
+    full = layout(version).size
+    extra = bytes(data[start + full:end]) if version > LATEST_VERSION and size > full else b""
+    vals += (scope, source, size, extra)
+    return tuple.__new__(TaskStats, vals)
+
+
+def _scatter(flat: tuple[object, ...], targets: tuple[int, ...]) -> list[object]:
+    vals: list[object] = [None] * (_NFIELDS - 4)
+    for i, target in enumerate(targets):
+        if target >= 0:
+            vals[target] = flat[i]
+        else:
+            ts = Timespec(flat[i - 1], flat[i])  # type: ignore[arg-type]
+            vals[targets[i - 1]] = ts if ts != (0, 0) else None
+    return vals
+
+
+def encode_stats(stats: TaskStats, version: int | None = None) -> bytes:
+    """The struct bytes of ``stats`` in its (or the given) version's layout.
+
+    None fields are written as 0; ``extra`` is appended for versions past the newest.
+    """
+    version = stats.version if version is None else version
+    if version < MIN_VERSION:
+        raise LocalProtocolError(f"cannot encode struct taskstats version {version}")
+    lay = layout(version)
+    flat: list[object] = []
+    for f in lay.fields:
+        value = version if f.name == "version" else stats[f.index]
+        if f.ctype == "timespec":
+            flat += list(value) if value is not None else [0, 0]
+        elif f.ctype == "comm":
+            flat.append((value or "").encode()[:31])
+        else:
+            flat.append(value or 0)
+    try:
+        body = lay.struct_for(len(lay.fields)).pack(*flat)
+    except struct.error as err:
+        raise LocalProtocolError(f"a field does not fit its C type: {err}") from err
+    return body.ljust(lay.size, b"\0") + (stats.extra if version > LATEST_VERSION else b"")
+
+
+# ---------------------------------------------------------------- replies and events
+
+def _aggr(kind: int, id_type: int, ident: int, stats: bytes) -> bytes:
+    return nl.encode_attr(kind, nl.encode_u32(id_type, ident) + nl.encode_attr(TYPE_STATS, stats))
+
+
+def encode_stats_reply(family: int, reply: StatsReply, *, pid: int) -> bytes:
+    """A CMD_NEW query reply as the kernel sends it to port ``pid``."""
+    pid_scope = reply.scope == "pid"
+    attr = _aggr(TYPE_AGGR_PID if pid_scope else TYPE_AGGR_TGID,
+                 TYPE_PID if pid_scope else TYPE_TGID, reply.id, encode_stats(reply.stats))
+    return genl.encode(family, CMD_NEW, attr, seq=reply.seq, flags=0, pid=pid)
+
+
+def encode_exit(family: int, record: ExitRecord) -> bytes:
+    """A CMD_NEW exit event (port 0): AGGR_PID, plus AGGR_TGID when the group ended."""
+    attrs = _aggr(TYPE_AGGR_PID, TYPE_PID, record.pid, encode_stats(record.task))
+    if record.group is not None:
+        attrs += _aggr(TYPE_AGGR_TGID, TYPE_TGID, record.tgid or 0, encode_stats(record.group))
+    return genl.encode(family, CMD_NEW, attrs, seq=record.seq, flags=0, pid=0)
+
+
+def encode_cgroupstats_reply(family: int, reply: CgroupStatsReply, *, pid: int) -> bytes:
+    """A CGROUPSTATS_CMD_NEW reply."""
+    attr = nl.encode_attr(CGROUPSTATS_TYPE_CGROUP_STATS, CGROUPSTATS.pack(*reply.stats[:5]))
+    return genl.encode(family, CGROUPSTATS_CMD_NEW, attr, seq=reply.seq, flags=0, pid=pid)
+
+
+def _decode_aggr(data: bytes | memoryview, start: int, end: int, scope: str, source: str,
+                 hint: int | None) -> tuple[int, TaskStats]:
+    ident, stats = None, None
+    for atype, a, b in nl.iter_attrs(data, start, end):
+        if atype in (TYPE_PID, TYPE_TGID):
+            ident = nl.get_u32(data, a, b, "TASKSTATS_TYPE_PID/TGID")
+        elif atype == TYPE_STATS:
+            stats = decode_stats(data, a, b, scope=scope, source=source, version_hint=hint)
+    if ident is None or stats is None:
+        raise RemoteProtocolError(f"AGGR_{scope.upper()} nest lacks its id or STATS")
+    return ident, stats
+
+
+def decode_taskstats_msg(msg: nl.Message, *, source: str = "kernel",
+                         cpu: int | None = None) -> StatsReply | ExitRecord:
+    """Decode a TASKSTATS_CMD_NEW message: a query reply, or an exit event (port 0)."""
+    cmd, _ = genl.genl_header(msg)
+    if cmd != CMD_NEW:
+        raise RemoteProtocolError(f"taskstats message with command {cmd}, expected CMD_NEW")
+    data = msg.data
+    aggr: dict[int, tuple[int, TaskStats]] = {}
+    for atype, a, b in nl.iter_attrs(data, msg.start + genl.GENL_HEADER.size, msg.end):
+        if atype == TYPE_AGGR_PID:
+            aggr[atype] = _decode_aggr(data, a, b, "pid", source, None)
+        elif atype == TYPE_AGGR_TGID:
+            hint = aggr[TYPE_AGGR_PID][1].version if TYPE_AGGR_PID in aggr else None
+            aggr[atype] = _decode_aggr(data, a, b, "tgid", source, hint)
+    if msg.pid == 0 and TYPE_AGGR_PID in aggr:
+        (pid, task), group = aggr[TYPE_AGGR_PID], aggr.get(TYPE_AGGR_TGID)
+        tgid = group[0] if group else task.ac_tgid
+        return ExitRecord(task=task, group=group[1] if group else None, pid=pid, tgid=tgid,
+                          cpu=cpu, seq=msg.seq)
+    for atype, scope in ((TYPE_AGGR_PID, "pid"), (TYPE_AGGR_TGID, "tgid")):
+        if atype in aggr:
+            return StatsReply(msg.seq, scope, aggr[atype][0], aggr[atype][1])
+    raise RemoteProtocolError("taskstats message without AGGR_PID or AGGR_TGID")
+
+
+def decode_cgroupstats_msg(msg: nl.Message, *, source: str = "kernel") -> CgroupStatsReply:
+    """Decode a CGROUPSTATS_CMD_NEW reply."""
+    for atype, a, b in nl.iter_attrs(msg.data, msg.start + genl.GENL_HEADER.size, msg.end):
+        if atype == CGROUPSTATS_TYPE_CGROUP_STATS:
+            if b - a < CGROUPSTATS.size:
+                raise RemoteProtocolError(f"cgroupstats payload of {b - a} bytes, expected 40")
+            return CgroupStatsReply(msg.seq, CgroupStats(*CGROUPSTATS.unpack_from(msg.data, a),
+                                                         source=source))
+    raise RemoteProtocolError("CGROUPSTATS reply without CGROUPSTATS_TYPE_CGROUP_STATS")
+
+
+def decode(data: bytes | memoryview, family: int, size: int | None = None, *,
+           source: str = "kernel", cpu: int | None = None) -> list[Event]:
+    """Decode one datagram from the kernel (or taskstatsd) into events.
+
+    Raises RemoteProtocolError for malformed bytes and for message types that do
+    not belong to the family.
+    """
+    events: list[Event] = []
+    for msg in nl.split_messages(data, size):
+        if msg.type == family:
+            cmd, _ = genl.genl_header(msg)
+            if cmd == CGROUPSTATS_CMD_NEW:
+                events.append(decode_cgroupstats_msg(msg, source=source))
+            else:
+                events.append(decode_taskstats_msg(msg, source=source, cpu=cpu))
+        elif msg.type == nl.NLMSG_ERROR:
+            events.append(nl.decode_error(msg))
+        elif msg.type == nl.NLMSG_DONE:
+            events.append(Done(msg.seq))
+        elif msg.type != nl.NLMSG_NOOP:
+            raise RemoteProtocolError(f"unexpected netlink message type {msg.type}")
+    return events
