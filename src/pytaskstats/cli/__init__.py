@@ -1,0 +1,1 @@
+"""The ``taskstats`` command line: one module per subcommand, formatting kept pure."""
