@@ -1,0 +1,38 @@
+"""``taskstats get PID`` / ``--tgid TGID``: one whole record, with units."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .. import delayacct
+from ..client import Client
+from .common import delayacct_json, format_record, print_json, record_json, warn_delayacct
+
+
+def add_parser(sub: Any) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser("get", help="print the record of a task or thread group",
+                       description="Print every field of a task's (or thread group's) "
+                       "taskstats record, with units.")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("pid", nargs="?", type=int, help="task (thread) id")
+    target.add_argument("--tgid", type=int, help="thread group (process) id: summed threads")
+    p.add_argument("--json", action="store_true", help="one JSON object, kernel field names")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Query and print."""
+    state = delayacct.status()
+    with Client() as client:
+        if args.tgid is not None:
+            stats, title = client.tgid(args.tgid), f"tgid {args.tgid} (thread group)"
+        else:
+            stats, title = client.pid(args.pid), f"pid {args.pid} ({{comm}})"
+    if args.json:
+        print_json({"record": record_json(stats, state), "delayacct": delayacct_json(state)})
+        return 0
+    warn_delayacct(state)
+    print(format_record(stats, title.replace("{comm}", stats.ac_comm or "?"), state))
+    return 0

@@ -1,0 +1,112 @@
+"""``taskstats listen``: stream every task exit (text, JSON lines or procacct lines)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .. import delayacct
+from ..client import Client
+from ..records import ExitRecord, Lost, TaskStats
+from .common import (
+    delayacct_json,
+    human_bytes,
+    human_duration,
+    print_json,
+    record_json,
+    wait_status,
+)
+
+
+def add_parser(sub: Any) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser("listen", help="stream every task exit",
+                       description="Register an exit listener and print each exiting task's "
+                       "record (and its thread group's record when the process ends). "
+                       "Lost records are counted and reported, never silent.")
+    p.add_argument("--cpus", metavar="MASK", help="cpulist to listen on (default: all)")
+    p.add_argument("--per-cpu", action="store_true",
+                   help="one socket per CPU (each record then names its CPU)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object per event")
+    fmt.add_argument("--format", choices=("text", "procacct"), default="text",
+                     help="procacct: the kernel's tools/accounting/procacct lines")
+    p.add_argument("-n", "--count", type=int, default=0, metavar="N",
+                   help="stop after N exit records (default: run until interrupted)")
+    p.set_defaults(func=run)
+
+
+def _val(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def procacct_line(stats: TaskStats) -> str:
+    """A line in procacct's format; absent (pre-v12) values print as "-", not 0."""
+    kind = "?" if stats.group_dead is None else ("P" if stats.group_dead else "T")
+    cpu = None if stats.ac_utime is None or stats.ac_stime is None else (
+        stats.ac_utime + stats.ac_stime)
+    dev = "-" if stats.exe_major is None else f"{stats.exe_major}:{stats.exe_minor}"
+    return (f"{kind} pid={_val(stats.ac_pid)} tgid={_val(stats.ac_tgid)} "
+            f"uid={_val(stats.ac_uid)} wall={_val(stats.ac_etime)} "
+            f"gwall={_val(stats.ac_tgetime)} cpu={_val(cpu)} vmpeak={_val(stats.hiwater_vm)} "
+            f"rsspeak={_val(stats.hiwater_rss)} dev={dev} inode={_val(stats.ac_exe_inode)} "
+            f"comm={stats.ac_comm or ''}")
+
+
+def _secs(stats: TaskStats, name: str) -> str:
+    value = stats.seconds(name)
+    return "-" if value is None else human_duration(value)
+
+
+def text_line(rec: ExitRecord, delayacct_on: bool | None) -> str:
+    """A readable one-line summary of an exit."""
+    t = rec.task
+    iowait = "n/a" if delayacct_on is False else _secs(t, "blkio_delay_total")
+    rss = "-" if t.hiwater_rss is None else human_bytes(t.hiwater_rss * 1024)
+    end = {True: " [process ended]", False: "", None: ""}[rec.ended_process]
+    cpu = "" if rec.cpu is None else f" cpu={rec.cpu}"
+    return (f"exit pid={rec.pid} tgid={_val(rec.tgid)} ppid={_val(t.ac_ppid)} "
+            f"uid={_val(t.ac_uid)} comm={t.ac_comm}{cpu} status={wait_status(t.ac_exitcode)} "
+            f"wall={_secs(t, 'ac_etime')} user={_secs(t, 'ac_utime')} "
+            f"sys={_secs(t, 'ac_stime')} cpuwait={_secs(t, 'cpu_delay_total')} "
+            f"iowait={iowait} rss={rss}{end}")
+
+
+def exit_json(rec: ExitRecord, delayacct_on: bool | None) -> dict[str, Any]:
+    """An exit event as JSON: context, the task record and the group record."""
+    return {"event": "exit", "pid": rec.pid, "tgid": rec.tgid, "cpu": rec.cpu,
+            "ended_process": rec.ended_process, "task": record_json(rec.task, delayacct_on),
+            "group": None if rec.group is None else record_json(rec.group, delayacct_on)}
+
+
+def _emit(event: ExitRecord | Lost, args: argparse.Namespace, state: bool | None) -> None:
+    if isinstance(event, Lost):
+        if args.json:
+            print_json({"event": "lost", **event._asdict()})
+        print(f"taskstats: lost {event.count} exit records ({event.reason}, cpus "
+              f"{event.cpus})", file=sys.stderr)
+    elif args.json:
+        print_json(exit_json(event, state))
+    elif args.format == "procacct":
+        print(procacct_line(event.task))
+    else:
+        print(text_line(event, state))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Listen until interrupted (or ``--count`` exits), printing each event."""
+    state = delayacct.status()
+    if args.json:
+        print_json({"event": "start", "delayacct": delayacct_json(state)})
+    elif state is False:
+        print(f"taskstats: note: {delayacct.OFF_NOTE}", file=sys.stderr)
+    seen = 0
+    with Client() as client, client.listen(args.cpus, per_cpu=args.per_cpu) as listener:
+        for event in listener:
+            _emit(event, args, state)
+            sys.stdout.flush()
+            seen += isinstance(event, ExitRecord)
+            if args.count and seen >= args.count:
+                break
+    return 0

@@ -1,0 +1,240 @@
+"""``taskstats run -- CMD ARGS...``: account a command and every descendant.
+
+An exit listener is registered on every CPU before the command starts, and this
+process becomes a child subreaper, so every descendant process and thread,
+however short-lived and even orphaned, is seen at its exit: nothing is polled.
+The command's exit status is passed through (128+N when killed by signal N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import delayacct
+from ..client import Client
+from ..kernel import Listener
+from ..records import ExitRecord, Lost
+from ..summary import ProcessSummary, process_tree, summarize, totals
+from .common import delayacct_json, human_bytes, human_duration, print_json, wait_status
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def add_parser(sub: Any) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser("run", help="run a command and account it and all its descendants",
+                       description="Run CMD and report the accounting of it and every "
+                       "descendant process and thread, including short-lived and orphaned "
+                       "ones, from the kernel's exit records.")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.add_argument("--wait-all", action="store_true",
+                   help="also wait for descendants that outlive the command")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the command's status and the tree's exit records."""
+
+    command: list[str]
+    returncode: int
+    wall_s: float
+    records: list[ExitRecord] = field(default_factory=list)
+    lost: int = 0
+    still_running: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def _children() -> list[tuple[int, str]]:
+    """Our live children (orphans re-parented to us), with their comm."""
+    out = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids = [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    out.append((pid, f.read().strip()))
+            except OSError:
+                continue
+    return out
+
+
+def _reap_orphans() -> bool:
+    """Reap exited children without waiting; False once we have none."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+
+
+def execute(command: list[str], listener: Listener, *, wait_all: bool) -> RunResult:
+    """Run ``command`` under ``listener``; collect exit records until it (and, with
+    ``wait_all``, every orphan) has exited."""
+    _subreaper()
+    result = RunResult(command, 0, 0.0)
+
+    def collect(events: list[ExitRecord | Lost]) -> None:
+        for event in events:
+            if isinstance(event, Lost):
+                result.lost += event.count
+            else:
+                result.records.append(event)
+
+    start = time.monotonic()
+    proc = subprocess.Popen(command)
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        while True:
+            ready, _, _ = select.select([*listener.fds, pidfd], [], [])
+            collect(listener.drain())
+            if pidfd in ready:
+                break
+    finally:
+        os.close(pidfd)
+    result.returncode = proc.wait()
+    result.wall_s = time.monotonic() - start
+    while wait_all and _reap_orphans():
+        collect(listener.poll(0.05))
+    collect(listener.drain())
+    result.still_running = _children()
+    result.records = process_tree(result.records, proc.pid, os.getpid())
+    return result
+
+
+def exit_status(returncode: int) -> int:
+    """The shell's convention: 128+N for a command killed by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _cell(value: int | None, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "us":
+        return human_duration(value / 1e6)
+    if kind == "ns":
+        return human_duration(value / 1e9)
+    if kind == "KB":
+        return human_bytes(value * 1024)
+    if kind == "B":
+        return human_bytes(value)
+    return str(value)
+
+
+COLUMNS = (  # header, width, value key, unit
+    ("WALL", 9, "etime", "us"), ("USER", 9, "ac_utime", "us"), ("SYS", 9, "ac_stime", "us"),
+    ("CPUWAIT", 9, "cpu_delay_total", "ns"), ("IOWAIT", 9, "blkio_delay_total", "ns"),
+    ("MEMWAIT", 9, "memory_delay_total", "ns"), ("READ", 8, "read_bytes", "B"),
+    ("WRITE", 8, "write_bytes", "B"), ("CTXSW", 7, "ctxsw", ""),
+    ("PEAKRSS", 9, "hiwater_rss", "KB"))
+_NOT_MEASURED = ("blkio_delay_total", "memory_delay_total")
+
+
+def _row_values(values: dict[str, int | None], etime: int | None) -> dict[str, int | None]:
+    nv, niv = values.get("nvcsw"), values.get("nivcsw")
+    ctx = None if nv is None or niv is None else nv + niv
+    return {**values, "etime": etime, "ctxsw": ctx}
+
+
+def _cells(values: dict[str, int | None], state: bool | None) -> str:
+    out = []
+    for _, width, key, unit in COLUMNS:
+        text = "n/a" if state is False and key in _NOT_MEASURED else _cell(values[key], unit)
+        out.append(f"{text:>{width}}")
+    return " ".join(out)
+
+
+def format_text(result: RunResult, procs: list[ProcessSummary], state: bool | None) -> str:
+    """The per-process table and the totals line."""
+    head = " ".join(f"{h:>{w}}" for h, w, _, _ in COLUMNS)
+    lines = [f"{'PID':>7} {'PPID':>7} {'THR':>4} {'COMMAND':<16} {head} STATUS"]
+    for p in procs:
+        status = wait_status(p.exitcode)
+        lines.append(f"{p.tgid:>7} {p.ppid or 0:>7} {p.threads:>4} {p.comm[:16]:<16} "
+                     f"{_cells(_row_values(p.values, p.etime_us), state)} {status}")
+    tot = totals(procs)
+    wall_us = int(result.wall_s * 1e6)
+    lines.append(f"{'TOTAL':>7} {'':>7} {tot['threads'] or 0:>4} "
+                 f"{str(tot['processes']) + ' processes':<16} "
+                 f"{_cells(_row_values(tot, wall_us), state)} {exit_status(result.returncode)}")
+    return "\n".join(lines)
+
+
+def format_json(result: RunResult, procs: list[ProcessSummary], state: bool | None
+                ) -> dict[str, Any]:
+    """The run as JSON: kernel field names and units; derived values named apart."""
+    def values(v: dict[str, int | None]) -> dict[str, int | None]:
+        return {k: (None if state is False and k in _NOT_MEASURED + tuple(
+            f"{m}_delay_total" for m in ("swapin", "freepages", "thrashing", "compact",
+                                         "wpcopy", "irq")) else x) for k, x in v.items()}
+    return {
+        "command": result.command, "exit_status": exit_status(result.returncode),
+        "wall_s": round(result.wall_s, 6), "delayacct": delayacct_json(state),
+        "lost": result.lost, "still_running": [{"pid": p, "comm": c}
+                                               for p, c in result.still_running],
+        "processes": [{"tgid": p.tgid, "ppid": p.ppid, "comm": p.comm, "threads": p.threads,
+                       "ac_btime": p.btime, "ac_etime": p.etime_us,
+                       "ac_exitcode": p.exitcode, **values(p.values)} for p in procs],
+        "totals": values(totals(procs)),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command and print its accounting; return its exit status."""
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("taskstats run: give a command: taskstats run -- CMD ARGS...", file=sys.stderr)
+        return 2
+    state = delayacct.status()
+    previous = signal.signal(signal.SIGINT, lambda *_: None)  # the command gets Ctrl-C
+    try:
+        with Client() as client, client.listen(per_cpu=True) as listener:
+            result = execute(command, listener, wait_all=args.wait_all)
+    except FileNotFoundError as err:
+        print(f"taskstats run: {command[0]}: command not found ({err.strerror})",
+              file=sys.stderr)
+        return 127
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    procs = summarize(result.records)
+    if args.json:
+        print_json(format_json(result, procs, state))
+    else:
+        _print_text(result, procs, state)
+    return exit_status(result.returncode)
+
+
+def _print_text(result: RunResult, procs: list[ProcessSummary], state: bool | None) -> None:
+    err = sys.stderr
+    print(f"\ntaskstats run: {' '.join(result.command)}: exit status "
+          f"{exit_status(result.returncode)}, wall {human_duration(result.wall_s)}", file=err)
+    if state is False:
+        print(f"note: {delayacct.OFF_NOTE}", file=err)
+    print(format_text(result, procs, state), file=err)
+    if result.lost:
+        print(f"warning: {result.lost} exit records were lost (listener overrun): totals "
+              "are incomplete", file=err)
+    for pid, comm in result.still_running:
+        print(f"still running (not accounted): pid {pid} ({comm}); use --wait-all",
+              file=err)
