@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import pytaskstats
 from pytaskstats import Client, delayacct
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -68,3 +71,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def _kernel_gate() -> None:
     require_kernel()
+
+
+@pytest.fixture(scope="session")
+def nobody_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for running pytaskstats as nobody: a world-readable copy of the
+    package on PYTHONPATH (the checkout may sit under a private home)."""
+    base = tmp_path_factory.mktemp("nobody")
+    for path in (base, *base.parents):
+        if str(path) in ("/", "/tmp"):
+            break
+        path.chmod(0o755)
+    shutil.copytree(Path(pytaskstats.__file__).parent, base / "pytaskstats",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for path in base.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return {**os.environ, "PYTHONPATH": str(base)}
+
+
+def as_nobody(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python3 ARGS`` as uid/gid 65534 with no groups."""
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           sys.executable, *args], capture_output=True, text=True,
+                          timeout=60, check=False, env=env, cwd="/")

@@ -57,7 +57,7 @@ class StatsFields(NamedTuple):
     """
 
     version: Annotated[int, F("u16", 1, "", "struct version of the producing kernel", T)] = 0
-    ac_exitcode: Annotated[U, F("u32", 2, "", "exit status (wait(2) encoding) of exiting tasks")] = None  # noqa: E501
+    ac_exitcode: Annotated[U, F("u32", 2, "", "exit status (wait(2) encoding) of exiting tasks")] = None
     ac_flag: Annotated[U, F("u8", 2, "flags", "AFORK ASU ACOMPAT ACORE AXSIG AGROUP bits")] = None
     ac_nice: Annotated[U, F("i8", 2, "", "task nice value (signed)")] = None
     cpu_count: Annotated[U, F("u64", 1, "count", "times run on a CPU", T, 8)] = None
@@ -85,12 +85,12 @@ class StatsFields(NamedTuple):
     hiwater_rss: Annotated[U, F("u64", 2, "KB", "peak resident set size")] = None
     hiwater_vm: Annotated[U, F("u64", 2, "KB", "peak virtual memory size")] = None
     read_char: Annotated[U, F("u64", 2, "bytes", "bytes read by syscalls (rounded to KiB)")] = None
-    write_char: Annotated[U, F("u64", 2, "bytes", "bytes written by syscalls (rounded to KiB)")] = None  # noqa: E501
-    read_syscalls: Annotated[U, F("u64", 2, "count", "read syscalls (kernel rounds to 1024)")] = None  # noqa: E501
-    write_syscalls: Annotated[U, F("u64", 2, "count", "write syscalls (kernel rounds to 1024)")] = None  # noqa: E501
-    read_bytes: Annotated[U, F("u64", 3, "bytes", "bytes read from storage (rounded to KiB)")] = None  # noqa: E501
-    write_bytes: Annotated[U, F("u64", 3, "bytes", "bytes written to storage (rounded to KiB)")] = None  # noqa: E501
-    cancelled_write_bytes: Annotated[U, F("u64", 3, "bytes", "truncated dirty page cache bytes")] = None  # noqa: E501
+    write_char: Annotated[U, F("u64", 2, "bytes", "bytes written by syscalls (rounded to KiB)")] = None
+    read_syscalls: Annotated[U, F("u64", 2, "count", "read syscalls (kernel rounds to 1024)")] = None
+    write_syscalls: Annotated[U, F("u64", 2, "count", "write syscalls (kernel rounds to 1024)")] = None
+    read_bytes: Annotated[U, F("u64", 3, "bytes", "bytes read from storage (rounded to KiB)")] = None
+    write_bytes: Annotated[U, F("u64", 3, "bytes", "bytes written to storage (rounded to KiB)")] = None
+    cancelled_write_bytes: Annotated[U, F("u64", 3, "bytes", "truncated dirty page cache bytes")] = None
     nvcsw: Annotated[U, F("u64", 4, "count", "voluntary context switches", T)] = None
     nivcsw: Annotated[U, F("u64", 4, "count", "involuntary context switches", T)] = None
     ac_utimescaled: Annotated[U, F("u64", 5, "us", "user CPU time, frequency scaled")] = None
@@ -104,8 +104,8 @@ class StatsFields(NamedTuple):
     compact_count: Annotated[U, F("u64", 11, "count", "direct compaction waits", T)] = None
     compact_delay_total: Annotated[U, F("u64", 11, "ns", "time in direct compaction", T)] = None
     ac_tgid: Annotated[U, F("u32", 12, "", "thread group id")] = None
-    ac_tgetime: Annotated[U, F("u64", 12, "us", "elapsed time of the thread group", align=8)] = None  # noqa: E501
-    ac_exe_dev: Annotated[U, F("u64", 12, "dev_t", "device of the executable (huge_encode_dev)")] = None  # noqa: E501
+    ac_tgetime: Annotated[U, F("u64", 12, "us", "elapsed time of the thread group", align=8)] = None
+    ac_exe_dev: Annotated[U, F("u64", 12, "dev_t", "device of the executable (huge_encode_dev)")] = None
     ac_exe_inode: Annotated[U, F("u64", 12, "", "inode of the executable")] = None
     wpcopy_count: Annotated[U, F("u64", 13, "count", "write-protect copy (CoW) waits", T)] = None
     wpcopy_delay_total: Annotated[U, F("u64", 13, "ns", "time in write-protect copy", T)] = None
@@ -127,14 +127,14 @@ class StatsFields(NamedTuple):
     wpcopy_delay_min: Annotated[U, F("u64", 15, "ns", "shortest write-protect copy", T)] = None
     irq_delay_max: Annotated[U, F("u64", 15, "ns", "longest IRQ episode", T)] = None
     irq_delay_min: Annotated[U, F("u64", 15, "ns", "shortest IRQ episode", T)] = None
-    cpu_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when cpu_delay_max was seen", T)] = None  # noqa: E501
-    blkio_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when blkio_delay_max was seen", T)] = None  # noqa: E501
-    swapin_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when swapin_delay_max was seen", T)] = None  # noqa: E501
-    freepages_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when freepages_delay_max was seen", T)] = None  # noqa: E501
-    thrashing_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when thrashing_delay_max was seen", T)] = None  # noqa: E501
-    compact_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when compact_delay_max was seen", T)] = None  # noqa: E501
-    wpcopy_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when wpcopy_delay_max was seen", T)] = None  # noqa: E501
-    irq_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when irq_delay_max was seen", T)] = None  # noqa: E501
+    cpu_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when cpu_delay_max was seen", T)] = None
+    blkio_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when blkio_delay_max was seen", T)] = None
+    swapin_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when swapin_delay_max was seen", T)] = None
+    freepages_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when freepages_delay_max was seen", T)] = None
+    thrashing_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when thrashing_delay_max was seen", T)] = None
+    compact_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when compact_delay_max was seen", T)] = None
+    wpcopy_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when wpcopy_delay_max was seen", T)] = None
+    irq_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when irq_delay_max was seen", T)] = None
     # record attributes, not struct fields (no F metadata):
     scope: str = "pid"  # "pid" or "tgid": which kind of record this is
     source: str = "kernel"  # where it came from: kernel, daemon or procfs
@@ -146,7 +146,7 @@ class Field(NamedTuple):
     """One row of the table, with its position in the record tuple."""
 
     name: str
-    index: int
+    position: int  # index in the record tuple
     ctype: str
     version: int
     unit: str

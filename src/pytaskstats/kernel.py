@@ -183,8 +183,9 @@ class Connection:
         """The record of task ``ident`` (scope "pid") or thread group (scope "tgid")."""
         seq = self.sock.next_seq()
         encode = ts.encode_get_pid if scope == "pid" else ts.encode_get_tgid
-        kw = {scope: ident}
-        for event in self._request(encode(self.family.id, ident, seq=seq), seq, "query", **kw):
+        pid, tgid = (ident, None) if scope == "pid" else (None, ident)
+        for event in self._request(encode(self.family.id, ident, seq=seq), seq, "query",
+                                   pid=pid, tgid=tgid):
             if isinstance(event, ts.StatsReply):
                 return event.stats
         raise RemoteProtocolError(f"the kernel answered the {scope} query with no record")
@@ -269,8 +270,8 @@ class _Pipeline:
         if isinstance(event, ts.StatsReply):
             self.out[ident] = event.stats
         elif isinstance(event, nl.ErrorReply) and event.error not in (0, errno.ESRCH):
-            raise from_errno(event.error, "query", seq=event.seq,
-                             **{self.scope: ident})
+            pid, tgid = (ident, None) if self.scope == "pid" else (None, ident)
+            raise from_errno(event.error, "query", seq=event.seq, pid=pid, tgid=tgid)
 
     def retry(self, err: Exception) -> None:
         if self.retried or not self.outstanding:
@@ -347,7 +348,7 @@ class Listener:
                 out.append(self._lost(index, "overrun"))
                 continue
             except RemoteProtocolError:
-                out.append(self._count(Lost(count=1, reason="truncated",
+                out.append(self._count(Lost(records=1, reason="truncated",
                                             cpus=format_cpulist(group))))
                 continue
             out += self._decode(conn, n, cpu, group)
@@ -359,17 +360,17 @@ class Listener:
         try:
             events = ts.decode(conn.sock.view, conn.family.id, n, cpu=cpu)
         except RemoteProtocolError:
-            return [self._count(Lost(count=1, reason="malformed", cpus=format_cpulist(group)))]
+            return [self._count(Lost(records=1, reason="malformed", cpus=format_cpulist(group)))]
         return [e for e in events if isinstance(e, ExitRecord)]
 
     def _lost(self, index: int, reason: str) -> Lost:
         drops = self.conns[index].sock.drops()
         count, self._drops[index] = drops - self._drops[index], drops
-        return self._count(Lost(count=max(count, 1), reason=reason,
+        return self._count(Lost(records=max(count, 1), reason=reason,
                                 cpus=format_cpulist(self.groups[index])))
 
     def _count(self, lost: Lost) -> Lost:
-        self.lost += lost.count
+        self.lost += lost.records
         return lost
 
     def __iter__(self) -> Iterator[ExitRecord | Lost]:

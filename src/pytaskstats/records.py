@@ -67,7 +67,7 @@ class TaskStats(StatsFields):
 
     def carried(self) -> tuple[str, ...]:
         """Names of the kernel fields this record carries (not None)."""
-        return tuple(f.name for f in FIELDS if self[f.index] is not None)
+        return tuple(f.name for f in FIELDS if self[f.position] is not None)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: kernel field names and units, plus record attributes.
@@ -77,7 +77,7 @@ class TaskStats(StatsFields):
         """
         out: dict[str, Any] = {}
         for f in FIELDS:
-            value = self[f.index]
+            value = self[f.position]
             out[f.name] = value._asdict() if isinstance(value, Timespec) else value
         out.update(scope=self.scope, source=self.source, payload_len=self.payload_len,
                    exe_major=self.exe_major, exe_minor=self.exe_minor)
@@ -140,10 +140,10 @@ class CgroupStats(NamedTuple):
 class Lost(NamedTuple):
     """Exit records that were lost, in the event stream where the loss was seen.
 
-    ``reason``: "overrun" (the socket buffer was full; ``count`` is the kernel's
+    ``reason``: "overrun" (the socket buffer was full; ``records`` is the kernel's
     exact drop count), "truncated" or "malformed"; ``cpus`` is the listener's cpulist.
     """
 
-    count: int
+    records: int
     reason: str
     cpus: str

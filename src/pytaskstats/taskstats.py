@@ -31,7 +31,7 @@ CGROUPSTATS_ATTR_FD = 1
 CGROUPSTATS = struct.Struct("=5Q")
 _U16 = struct.Struct("=H")
 _NFIELDS = len(TaskStats._fields)
-_TGID_DROPPED = tuple(f.index for f in FIELDS if not f.tgid)
+_TGID_DROPPED = tuple(f.position for f in FIELDS if not f.tgid)
 
 
 class StatsReply(NamedTuple):
@@ -159,7 +159,7 @@ def _plan(version: int, count: int) -> tuple[struct.Struct, tuple[int, ...], boo
     lay = layout(version)
     targets: list[int] = []
     for f in lay.fields[:count]:
-        targets += [f.index, -1] if f.ctype == "timespec" else [f.index]
+        targets += [f.position, -1] if f.ctype == "timespec" else [f.position]
     fast = targets == list(range(len(targets)))
     return lay.struct_for(count), tuple(targets), fast
 
@@ -174,7 +174,7 @@ def _fit(version: int, size: int) -> int:
     return n
 
 
-_COMM = FIELDS[[f.name for f in FIELDS].index("ac_comm")].index
+_COMM = next(f.position for f in FIELDS if f.name == "ac_comm")
 
 
 def decode_stats(data: bytes | memoryview, start: int, end: int, *, scope: str = "pid",
@@ -236,13 +236,15 @@ def encode_stats(stats: TaskStats, version: int | None = None) -> bytes:
     lay = layout(version)
     flat: list[object] = []
     for f in lay.fields:
-        value = version if f.name == "version" else stats[f.index]
-        if f.ctype == "timespec":
-            flat += list(value) if value is not None else [0, 0]
-        elif f.ctype == "comm":
-            flat.append((value or "").encode()[:31])
+        value = version if f.name == "version" else stats[f.position]
+        if isinstance(value, Timespec):
+            flat += [value.tv_sec, value.tv_nsec]
+        elif f.ctype == "timespec":
+            flat += [0, 0]
+        elif isinstance(value, str):
+            flat.append(value.encode()[:31])
         else:
-            flat.append(value or 0)
+            flat.append(value or (b"" if f.ctype == "comm" else 0))
     try:
         body = lay.struct_for(len(lay.fields)).pack(*flat)
     except struct.error as err:
@@ -278,7 +280,7 @@ def encode_cgroupstats_reply(family: int, reply: CgroupStatsReply, *, pid: int) 
     return genl.encode(family, CGROUPSTATS_CMD_NEW, attr, seq=reply.seq, flags=0, pid=pid)
 
 
-def _decode_aggr(data: bytes | memoryview, start: int, end: int, scope: str, source: str,
+def _decode_aggr(data: bytes | memoryview, start: int, end: int, scope: str, *, source: str,
                  hint: int | None) -> tuple[int, TaskStats]:
     ident, stats = None, None
     for atype, a, b in nl.iter_attrs(data, start, end):
@@ -301,10 +303,10 @@ def decode_taskstats_msg(msg: nl.Message, *, source: str = "kernel",
     aggr: dict[int, tuple[int, TaskStats]] = {}
     for atype, a, b in nl.iter_attrs(data, msg.start + genl.GENL_HEADER.size, msg.end):
         if atype == TYPE_AGGR_PID:
-            aggr[atype] = _decode_aggr(data, a, b, "pid", source, None)
+            aggr[atype] = _decode_aggr(data, a, b, "pid", source=source, hint=None)
         elif atype == TYPE_AGGR_TGID:
             hint = aggr[TYPE_AGGR_PID][1].version if TYPE_AGGR_PID in aggr else None
-            aggr[atype] = _decode_aggr(data, a, b, "tgid", source, hint)
+            aggr[atype] = _decode_aggr(data, a, b, "tgid", source=source, hint=hint)
     if msg.pid == 0 and TYPE_AGGR_PID in aggr:
         (pid, task), group = aggr[TYPE_AGGR_PID], aggr.get(TYPE_AGGR_TGID)
         tgid = group[0] if group else task.ac_tgid
@@ -322,8 +324,9 @@ def decode_cgroupstats_msg(msg: nl.Message, *, source: str = "kernel") -> Cgroup
         if atype == CGROUPSTATS_TYPE_CGROUP_STATS:
             if b - a < CGROUPSTATS.size:
                 raise RemoteProtocolError(f"cgroupstats payload of {b - a} bytes, expected 40")
-            return CgroupStatsReply(msg.seq, CgroupStats(*CGROUPSTATS.unpack_from(msg.data, a),
-                                                         source=source))
+            sleeping, running, stopped, unint, io_wait = CGROUPSTATS.unpack_from(msg.data, a)
+            return CgroupStatsReply(msg.seq, CgroupStats(sleeping, running, stopped, unint,
+                                                         io_wait, source))
     raise RemoteProtocolError("CGROUPSTATS reply without CGROUPSTATS_TYPE_CGROUP_STATS")
 
 

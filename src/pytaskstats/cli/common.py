@@ -94,7 +94,7 @@ def format_record(stats: TaskStats, title: str, delayacct_on: bool | None) -> st
              f"from {stats.source}"]
     absent = []
     for field in FIELDS:
-        value = stats[field.index]
+        value = stats[field.position]
         if value is None:
             absent.append(field.name)
             continue

@@ -84,7 +84,7 @@ def _emit(event: ExitRecord | Lost, args: argparse.Namespace, state: bool | None
     if isinstance(event, Lost):
         if args.json:
             print_json({"event": "lost", **event._asdict()})
-        print(f"taskstats: lost {event.count} exit records ({event.reason}, cpus "
+        print(f"taskstats: lost {event.records} exit records ({event.reason}, cpus "
               f"{event.cpus})", file=sys.stderr)
     elif args.json:
         print_json(exit_json(event, state))

@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
-        status: int = args.func(args)
+        status = int(args.func(args))
     except TaskstatsError as err:
         print(f"taskstats: {err}", file=sys.stderr)
         return 1

@@ -98,7 +98,7 @@ def execute(command: list[str], listener: Listener, *, wait_all: bool) -> RunRes
     def collect(events: list[ExitRecord | Lost]) -> None:
         for event in events:
             if isinstance(event, Lost):
-                result.lost += event.count
+                result.lost += event.records
             else:
                 result.records.append(event)
 

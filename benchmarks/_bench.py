@@ -1,0 +1,95 @@
+"""Shared helpers of the benchmark scripts (not a benchmark itself).
+
+Building the C helpers, listing tasks, running contenders interleaved and
+printing tables.  Only the standard library and pytaskstats are used here.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BUILD = HERE / ".build"  # gitignored
+
+
+def require_root() -> None:
+    """Exit with a message (not a traceback) when not root."""
+    if os.geteuid() != 0:
+        sys.exit(f"{Path(sys.argv[0]).name}: run as root (TASKSTATS needs CAP_NET_ADMIN)")
+
+
+def build_c(name: str) -> Path:
+    """Compile ``benchmarks/NAME.c`` with gcc -O2 into benchmarks/.build/NAME (if stale)."""
+    src = HERE / f"{name}.c"
+    exe = BUILD / name
+    if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
+        return exe
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        sys.exit(f"cannot build {src.name}: no gcc/cc on PATH")
+    BUILD.mkdir(exist_ok=True)
+    subprocess.run([gcc, "-O2", "-Wall", "-Wextra", "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+def task_ids() -> list[int]:
+    """Every thread of every process: the names in /proc/*/task/ (initial pid namespace)."""
+    ids: list[int] = []
+    for proc in os.listdir("/proc"):
+        if not proc.isdigit():
+            continue
+        try:
+            ids += [int(t) for t in os.listdir(f"/proc/{proc}/task") if t.isdigit()]
+        except OSError:
+            continue  # the process exited while we listed
+    return sorted(ids)
+
+
+def interleave(contenders: Sequence[tuple[str, Callable[[], float]]],
+               reps: int) -> dict[str, list[float]]:
+    """Run each contender once per round, ``reps`` rounds, rotating the order each round.
+
+    A contender returns its own measurement (e.g. ns per task).  A full GC runs
+    before every measurement so no contender pays for another's garbage.
+    """
+    results: dict[str, list[float]] = {name: [] for name, _ in contenders}
+    n = len(contenders)
+    for rep in range(reps):
+        for k in range(n):
+            name, run = contenders[(rep + k) % n]
+            gc.collect()
+            results[name].append(run())
+    return results
+
+
+def median(values: Sequence[float]) -> float:
+    """The median."""
+    return float(statistics.median(values))
+
+
+def spread(values: Sequence[float]) -> str:
+    """``min-max`` of the repetitions, relative to the median, e.g. ``-3%/+8%``."""
+    med = median(values)
+    if med == 0:
+        return "-"
+    return f"-{(1 - min(values) / med) * 100:.0f}%/+{(max(values) / med - 1) * 100:.0f}%"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [str(cells[0]).ljust(widths[0])]
+        out += [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])

@@ -1,0 +1,240 @@
+"""Live tests against the real kernel's TASKSTATS family (root; CI runs them)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytaskstats import AccessDenied, Client, ExitRecord, NoSuchTask, TaskStats
+from pytaskstats.errors import NetlinkError
+
+from .conftest import as_nobody
+
+pytestmark = pytest.mark.kernel
+TICK_US = 1_000_000 // os.sysconf("SC_CLK_TCK")
+
+# A child that does known work, then stops itself so its counters hold still.
+WORKER = textwrap.dedent("""
+    import os, signal, sys, threading
+    path, nthreads = sys.argv[1], int(sys.argv[2])
+    with open(path, "wb") as f:
+        f.write(b"x" * (256 * 1024)); f.flush(); os.fsync(f.fileno())
+    with open(path, "rb") as f:
+        f.read()
+    def spin():
+        sum(range(300_000))
+        ev.wait()
+    ev = threading.Event()
+    threads = [threading.Thread(target=spin) for _ in range(nthreads)]
+    for t in threads: t.start()
+    sum(range(2_000_000))
+    os.kill(os.getpid(), signal.SIGSTOP)
+    ev.set()
+    for t in threads: t.join()
+""")
+
+
+def _wait_stopped(pid: int) -> None:
+    for _ in range(500):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"worker {pid} never stopped")
+
+
+@pytest.fixture
+def worker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
+    """A stopped worker process; its thread count is the test's param (default 0)."""
+    threads = getattr(request, "param", 0)
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "f"), str(threads)])
+    try:
+        _wait_stopped(proc.pid)
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def _proc_io(pid: int) -> dict[str, int]:
+    lines = Path(f"/proc/{pid}/io").read_text().splitlines()
+    return {k: int(v) for k, _, v in (line.partition(":") for line in lines)}
+
+
+def test_pid_record_agrees_with_proc(client: Client, worker: int) -> None:
+    rec = client.pid(worker)
+    stat = Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()
+    status, io = _proc_status(worker), _proc_io(worker)
+    assert rec.scope == "pid" and rec.version >= 8
+    assert rec.ac_pid == worker and rec.ac_comm == Path(f"/proc/{worker}/comm").read_text()[:-1]
+    assert rec.ac_ppid == int(stat[1]) == os.getpid()
+    assert rec.ac_uid == int(status["Uid"].split()[0])
+    assert abs(rec.ac_utime - int(stat[11]) * TICK_US) <= TICK_US  # type: ignore[operator]
+    assert abs(rec.ac_stime - int(stat[12]) * TICK_US) <= TICK_US  # type: ignore[operator]
+    assert rec.nvcsw == int(status["voluntary_ctxt_switches"])
+    assert rec.nivcsw == int(status["nonvoluntary_ctxt_switches"])
+    assert rec.write_char == io["wchar"] & ~1023 and rec.write_char >= 256 * 1024
+    assert rec.read_char == io["rchar"] & ~1023
+    assert rec.write_bytes == io["write_bytes"] & ~1023 and rec.write_bytes >= 256 * 1024
+    assert rec.hiwater_rss is not None and rec.hiwater_rss > 1000
+
+
+@pytest.mark.parametrize("worker", [3], indirect=True)
+def test_tgid_sums_its_threads(client: Client, worker: int) -> None:
+    tids = [int(t) for t in os.listdir(f"/proc/{worker}/task")]
+    assert len(tids) == 4
+    threads = client.pids(tids)
+    group = client.tgid(worker)
+    assert group.scope == "tgid"
+    for name in ("ac_utime", "ac_stime", "nvcsw", "nivcsw", "cpu_run_real_total",
+                 "cpu_count", "cpu_delay_total"):
+        assert getattr(group, name) == sum(getattr(t, name) for t in threads.values()), name
+    # fields a TGID record does not carry are absent, not zero
+    assert group.ac_comm is None and group.ac_pid is None and group.read_bytes is None
+    assert group.hiwater_rss is None and group.ac_uid is None
+
+
+def test_bulk_query_leaves_out_vanished_tasks(client: Client) -> None:
+    tids = [int(t) for p in os.listdir("/proc") if p.isdigit()
+            for t in _listdir(f"/proc/{p}/task")]
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    out = client.pids([*tids, gone.pid])
+    assert gone.pid not in out
+    assert os.getpid() in out and out[os.getpid()].ac_pid == os.getpid()
+    assert len(out) >= len(tids) - 10  # a few may exit while we scan
+    assert all(rec.ac_pid == tid for tid, rec in out.items())
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def test_errors_name_the_task_and_the_remedy(client: Client) -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    with pytest.raises(NoSuchTask) as info:
+        client.pid(proc.pid)
+    assert info.value.pid == proc.pid and "no such task" in str(info.value)
+    with pytest.raises(NetlinkError, match="cgroup v1"):
+        client.cgroup("/sys/fs/cgroup/unified")
+    with pytest.raises(ValueError):
+        client.pid(0)
+
+
+def _spawn_threads_and_exit() -> subprocess.Popen[bytes]:
+    code = "import threading; [t.start() or t.join() for t in [threading.Thread(target=sum, " \
+           "args=(range(1000),)) for _ in range(2)]]; import sys; sys.exit(5)"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_listen_sees_both_records_of_a_multithreaded_exit(client: Client) -> None:
+    with client.listen(per_cpu=True) as listener:
+        proc = _spawn_threads_and_exit()
+        proc.wait()
+        pid = proc.pid
+        events = listener.drain() + listener.poll(0.2)
+    mine = [e for e in events if isinstance(e, ExitRecord) and e.tgid == pid]
+    threads = [e for e in mine if e.pid != pid]
+    leader = [e for e in mine if e.pid == pid]
+    assert len(threads) == 2 and len(leader) == 1
+    last = leader[0]  # the main thread joins the others, so it exits last
+    assert last.group is not None and last.ended_process
+    assert last.group.scope == "tgid" and last.group.ac_etime is not None
+    assert last.task.ac_exitcode == 5 << 8
+    assert all(e.cpu in (0, 1) for e in mine)
+    assert all(not e.ended_process and e.group is None for e in threads)
+
+
+def test_replies_and_exit_events_on_one_socket_are_told_apart(client: Client) -> None:
+    conn = client._conn
+    conn.register("0-1")
+    try:
+        proc = subprocess.Popen(["true"])
+        proc.wait()
+        time.sleep(0.05)
+        rec = conn.query("pid", os.getpid())  # the exit event arrives first
+        assert rec.ac_pid == os.getpid()
+        assert any(e.pid == proc.pid for e in conn.pending_exits)
+    finally:
+        conn.register("0-1", deregister=True)
+
+
+def test_cgroupstats_counts_sleeping_and_stopped_tasks(client: Client) -> None:
+    """3 tasks asleep on a pipe, 1 stopped; 2 in nanosleep, which the kernel counts in
+    no state (they sleep TASK_INTERRUPTIBLE|TASK_FREEZABLE, outside its switch)."""
+    group = Path(f"/sys/fs/cgroup/cpu/pytaskstats-test-{os.getpid()}")
+    group.mkdir()
+    r, w = os.pipe()
+    procs = [subprocess.Popen(["cat"], stdin=r, stdout=subprocess.DEVNULL) for _ in range(4)]
+    procs += [subprocess.Popen(["sleep", "30"]) for _ in range(2)]
+    try:
+        for p in procs:
+            (group / "cgroup.procs").write_text(str(p.pid))
+        os.kill(procs[0].pid, signal.SIGSTOP)
+        _wait_stopped(procs[0].pid)
+        time.sleep(0.1)
+        stats = client.cgroup(str(group))
+        assert (stats.nr_sleeping, stats.nr_stopped, stats.nr_running) == (3, 1, 0)
+        assert stats.nr_uninterruptible == stats.nr_io_wait == 0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        os.close(r)
+        os.close(w)
+        time.sleep(0.05)
+        group.rmdir()
+
+
+def test_unprivileged_query_says_what_to_do(nobody_env: dict[str, str]) -> None:
+    done = as_nobody(nobody_env, "-m", "pytaskstats", "get", str(os.getpid()))
+    assert done.returncode == 1
+    assert "CAP_NET_ADMIN" in done.stderr and "taskstatsd" in done.stderr
+    assert "Traceback" not in done.stderr
+    # cgroupstats needs no privilege
+    ok = as_nobody(nobody_env, "-m", "pytaskstats", "cgroup", "/sys/fs/cgroup/cpu", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert '"nr_sleeping"' in ok.stdout
+
+
+def test_access_denied_from_the_api(nobody_env: dict[str, str]) -> None:
+    code = ("from pytaskstats import Client, AccessDenied\n"
+            "try:\n  Client().pid(1)\nexcept AccessDenied as e:\n  print('denied', e.pid)")
+    done = as_nobody(nobody_env, "-c", code)
+    assert done.stdout.strip() == "denied 1", done.stderr
+    assert AccessDenied.__module__ == "pytaskstats"
+
+
+def test_delay_accounting_shows_io_waits_when_on(client: Client, delayacct_on: None,
+                                                 tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(1 << 20))
+    code = ("import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY|os.O_DIRECT); "
+            "buf=bytearray(1<<20); import mmap; m=mmap.mmap(-1, 1<<20); os.readv(fd,[m]); "
+            "os.kill(os.getpid(), 19)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(data)])
+    try:
+        _wait_stopped(proc.pid)
+        rec: TaskStats = client.pid(proc.pid)
+        assert rec.blkio_count is not None and rec.blkio_count > 0
+        assert rec.blkio_delay_total is not None and rec.blkio_delay_total > 0
+    finally:
+        proc.kill()
+        proc.wait()
