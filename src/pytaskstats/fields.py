@@ -238,7 +238,8 @@ def markdown() -> str:
     lines = [
         "# struct taskstats field reference",
         "",
-        "Generated from `src/pytaskstats/fields.py` by `python -m pytaskstats.fields`;",
+        "Generated from the table in `src/pytaskstats/fields.py` by",
+        "`python -c 'import pytaskstats.fields as f; print(f.markdown(), end=\"\")'`;",
         "a test keeps it in step. Offsets are for v16/v17 (x86_64 and other 64-bit ABIs).",
         "Record attributes and JSON keys use these names and units. `tgid` = carried in",
         "TGID (thread group) records; other fields are None there, never 0.",
@@ -252,7 +253,3 @@ def markdown() -> str:
         lines.append(f"| `{f.name}` | {f.ctype} | {f.version} | {offs[f.name]} | {f.unit} "
                      f"| {'yes' if f.tgid else ''} | {f.help} |")
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(markdown(), end="")

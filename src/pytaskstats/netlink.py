@@ -9,7 +9,6 @@ else.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from typing import NamedTuple
 
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -115,12 +114,13 @@ def encode_str(attr_type: int, value: str) -> bytes:
     return encode_attr(attr_type, value.encode() + b"\0")
 
 
-def iter_attrs(data: bytes | memoryview, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """Walk attributes in ``data[start:end]``: yield (type, payload start, payload end).
+def iter_attrs(data: bytes | memoryview, start: int, end: int) -> list[tuple[int, int, int]]:
+    """The attributes in ``data[start:end]`` as (type, payload start, payload end).
 
     The type is masked with NLA_TYPE_MASK.  A length field that points outside the
     bounds raises RemoteProtocolError naming the offset.
     """
+    out = []
     off = start
     unpack = ATTR.unpack_from
     while end - off >= 4:
@@ -129,10 +129,11 @@ def iter_attrs(data: bytes | memoryview, start: int, end: int) -> Iterator[tuple
             raise RemoteProtocolError(
                 f"attribute type {atype & NLA_TYPE_MASK} at offset {off} has length {length}, "
                 f"{end - off} bytes left")
-        yield atype & NLA_TYPE_MASK, off + 4, off + length
+        out.append((atype & NLA_TYPE_MASK, off + 4, off + length))
         off += (length + 3) & ~3
     if off < end:
         raise RemoteProtocolError(f"{end - off} trailing bytes cannot hold an attribute")
+    return out
 
 
 def get_u32(data: bytes | memoryview, start: int, end: int, what: str) -> int:

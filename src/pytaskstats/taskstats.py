@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from functools import cache
 from typing import NamedTuple
 
 from . import genetlink as genl
@@ -153,28 +152,36 @@ def decode_request(msg: nl.Message) -> Request:
 
 # ---------------------------------------------------------------- struct taskstats
 
-@cache
-def _plan(version: int, count: int) -> tuple[struct.Struct, tuple[int, ...], bool]:
-    """Struct, table index per flat value (-1: second half of a timespec), fast path."""
+class _Plan(NamedTuple):
+    """How to decode one (version, payload size): built once, then looked up."""
+
+    struct: struct.Struct
+    targets: tuple[int, ...]  # table position per unpacked value (-1: timespec's 2nd half)
+    fast: bool  # unpacked values are already in table order
+    padding: tuple[None, ...]  # Nones for the fields past the payload
+    has_comm: bool
+    extra_from: int  # payload offset of bytes past the newest layout (0: none)
+
+
+_PLANS: dict[tuple[int, int], _Plan] = {}
+_COMM = next(f.position for f in FIELDS if f.name == "ac_comm")
+
+
+def _make_plan(version: int, size: int) -> _Plan:
     lay = layout(version)
+    count = len(lay.fields)
+    while count and lay.end_of(count) > size:
+        count -= 1
     targets: list[int] = []
     for f in lay.fields[:count]:
         targets += [f.position, -1] if f.ctype == "timespec" else [f.position]
     fast = targets == list(range(len(targets)))
-    return lay.struct_for(count), tuple(targets), fast
-
-
-@cache
-def _fit(version: int, size: int) -> int:
-    """How many fields of ``version``'s layout fit entirely in ``size`` bytes."""
-    lay = layout(version)
-    n = len(lay.fields)
-    while n and lay.end_of(n) > size:
-        n -= 1
-    return n
-
-
-_COMM = next(f.position for f in FIELDS if f.name == "ac_comm")
+    extra_from = lay.size if version > LATEST_VERSION and size > lay.size else 0
+    plan = _Plan(lay.struct_for(count), tuple(targets), fast,
+                 (None,) * (_NFIELDS - 4 - len(targets)), count > _COMM, extra_from)
+    if len(_PLANS) < 4096:  # sizes come from the peer: bound the cache
+        _PLANS[version, size] = plan
+    return plan
 
 
 def decode_stats(data: bytes | memoryview, start: int, end: int, *, scope: str = "pid",
@@ -194,22 +201,16 @@ def decode_stats(data: bytes | memoryview, start: int, end: int, *, scope: str =
         version = version_hint
     if version < MIN_VERSION:
         raise RemoteProtocolError(f"unsupported struct taskstats version {version}")
-    count = _fit(version, size)
-    st, targets, fast = _plan(version, count)
-    flat = st.unpack_from(data, start)
-    if fast:
-        vals = list(flat)
-        vals += [None] * (_NFIELDS - 4 - len(vals))
-    else:
-        vals = _scatter(flat, targets)
-    if count > _COMM and vals[_COMM] is not None:
-        vals[_COMM] = vals[_COMM].split(b"\0", 1)[0].decode("utf-8", "replace")
+    plan = _PLANS.get((version, size)) or _make_plan(version, size)
+    flat = plan.struct.unpack_from(data, start)
+    vals = [*flat, *plan.padding] if plan.fast else _scatter(flat, plan.targets)
+    if plan.has_comm:
+        vals[_COMM] = vals[_COMM].partition(b"\0")[0].decode("utf-8", "replace")
     vals[0] = version
     if scope == "tgid":
         for i in _TGID_DROPPED:
             vals[i] = None
-    full = layout(version).size
-    extra = bytes(data[start + full:end]) if version > LATEST_VERSION and size > full else b""
+    extra = bytes(data[start + plan.extra_from:end]) if plan.extra_from else b""
     vals += (scope, source, size, extra)
     return tuple.__new__(TaskStats, vals)
 
@@ -284,10 +285,10 @@ def _decode_aggr(data: bytes | memoryview, start: int, end: int, scope: str, *, 
                  hint: int | None) -> tuple[int, TaskStats]:
     ident, stats = None, None
     for atype, a, b in nl.iter_attrs(data, start, end):
-        if atype in (TYPE_PID, TYPE_TGID):
-            ident = nl.get_u32(data, a, b, "TASKSTATS_TYPE_PID/TGID")
-        elif atype == TYPE_STATS:
+        if atype == TYPE_STATS:
             stats = decode_stats(data, a, b, scope=scope, source=source, version_hint=hint)
+        elif atype in (TYPE_PID, TYPE_TGID):
+            ident = nl.get_u32(data, a, b, "TASKSTATS_TYPE_PID/TGID")
     if ident is None or stats is None:
         raise RemoteProtocolError(f"AGGR_{scope.upper()} nest lacks its id or STATS")
     return ident, stats
@@ -299,23 +300,26 @@ def decode_taskstats_msg(msg: nl.Message, *, source: str = "kernel",
     cmd, _ = genl.genl_header(msg)
     if cmd != CMD_NEW:
         raise RemoteProtocolError(f"taskstats message with command {cmd}, expected CMD_NEW")
+    return _decode_new(msg, source, cpu)
+
+
+def _decode_new(msg: nl.Message, source: str, cpu: int | None) -> StatsReply | ExitRecord:
     data = msg.data
-    aggr: dict[int, tuple[int, TaskStats]] = {}
+    task = group = None
     for atype, a, b in nl.iter_attrs(data, msg.start + genl.GENL_HEADER.size, msg.end):
         if atype == TYPE_AGGR_PID:
-            aggr[atype] = _decode_aggr(data, a, b, "pid", source=source, hint=None)
+            task = _decode_aggr(data, a, b, "pid", source=source, hint=None)
         elif atype == TYPE_AGGR_TGID:
-            hint = aggr[TYPE_AGGR_PID][1].version if TYPE_AGGR_PID in aggr else None
-            aggr[atype] = _decode_aggr(data, a, b, "tgid", source=source, hint=hint)
-    if msg.pid == 0 and TYPE_AGGR_PID in aggr:
-        (pid, task), group = aggr[TYPE_AGGR_PID], aggr.get(TYPE_AGGR_TGID)
-        tgid = group[0] if group else task.ac_tgid
-        return ExitRecord(task=task, group=group[1] if group else None, pid=pid, tgid=tgid,
-                          cpu=cpu, seq=msg.seq)
-    for atype, scope in ((TYPE_AGGR_PID, "pid"), (TYPE_AGGR_TGID, "tgid")):
-        if atype in aggr:
-            return StatsReply(msg.seq, scope, aggr[atype][0], aggr[atype][1])
-    raise RemoteProtocolError("taskstats message without AGGR_PID or AGGR_TGID")
+            hint = task[1].version if task else None
+            group = _decode_aggr(data, a, b, "tgid", source=source, hint=hint)
+    if task is None:
+        if group is None:
+            raise RemoteProtocolError("taskstats message without AGGR_PID or AGGR_TGID")
+        return StatsReply(msg.seq, "tgid", group[0], group[1])
+    if msg.pid != 0:
+        return StatsReply(msg.seq, "pid", task[0], task[1])
+    return ExitRecord(task=task[1], group=group[1] if group else None, pid=task[0],
+                      tgid=group[0] if group else task[1].ac_tgid, cpu=cpu, seq=msg.seq)
 
 
 def decode_cgroupstats_msg(msg: nl.Message, *, source: str = "kernel") -> CgroupStatsReply:
@@ -341,10 +345,12 @@ def decode(data: bytes | memoryview, family: int, size: int | None = None, *,
     for msg in nl.split_messages(data, size):
         if msg.type == family:
             cmd, _ = genl.genl_header(msg)
-            if cmd == CGROUPSTATS_CMD_NEW:
+            if cmd == CMD_NEW:
+                events.append(_decode_new(msg, source, cpu))
+            elif cmd == CGROUPSTATS_CMD_NEW:
                 events.append(decode_cgroupstats_msg(msg, source=source))
             else:
-                events.append(decode_taskstats_msg(msg, source=source, cpu=cpu))
+                raise RemoteProtocolError(f"unexpected taskstats command {cmd}")
         elif msg.type == nl.NLMSG_ERROR:
             events.append(nl.decode_error(msg))
         elif msg.type == nl.NLMSG_DONE:
