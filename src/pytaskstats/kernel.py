@@ -1,4 +1,4 @@
-"""The AF_NETLINK transport: the only module that opens netlink sockets.
+"""Talking to the TASKSTATS family over a transport (the kernel or taskstatsd).
 
 :class:`Connection` answers queries (one at a time or pipelined) and cgroupstats;
 :class:`Listener` holds registered exit-listener sockets and turns overruns into
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import errno
 import selectors
-import socket
-import struct
 from collections import deque
 from collections.abc import Iterable, Iterator
 from types import TracebackType
@@ -19,14 +17,11 @@ from . import genetlink as genl
 from . import netlink as nl
 from . import taskstats as ts
 from .cpulist import format_cpulist, parse_cpulist
-from .errors import RemoteProtocolError, TaskstatsError, Unsupported, from_errno
+from .errors import RemoteProtocolError, TaskstatsError, from_errno
 from .records import CgroupStats, ExitRecord, Lost, TaskStats
+from .transport import NetlinkSocket, UnixSocket
 
-NETLINK_GENERIC = 16
-SO_RCVBUFFORCE = 33
-SO_MEMINFO = 55
-SK_MEMINFO_DROPS = 8
-RECV_BUFFER = 65536  # >= two v17 records per message (1,428 B) with ample room
+Transport = NetlinkSocket | UnixSocket
 QUERY_RCVBUF = 1 << 20
 LISTEN_RCVBUF = 16 << 20
 POSSIBLE_CPUS = "/sys/devices/system/cpu/possible"
@@ -38,69 +33,7 @@ def possible_cpus() -> list[int]:
         return parse_cpulist(f.read())
 
 
-class NetlinkSocket:
-    """One bound NETLINK_GENERIC socket with a reused receive buffer."""
-
-    def __init__(self, rcvbuf: int = QUERY_RCVBUF, timeout: float | None = 5.0) -> None:
-        try:
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                      NETLINK_GENERIC)
-        except OSError as err:
-            raise Unsupported(f"cannot open a generic netlink socket: {err.strerror}: this "
-                              "kernel or sandbox has no AF_NETLINK; use the procfs source"
-                              ) from err
-        self.sock.bind((0, 0))
-        self.portid: int = self.sock.getsockname()[0]
-        self.rcvbuf = self._set_rcvbuf(rcvbuf)
-        self.sock.settimeout(timeout)
-        self.buffer = bytearray(RECV_BUFFER)
-        self.view = memoryview(self.buffer)
-        self.seq = 0
-
-    def _set_rcvbuf(self, size: int) -> int:
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-        except PermissionError:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-        return int(self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-
-    def next_seq(self, n: int = 1) -> int:
-        """Reserve ``n`` sequence numbers; return the first."""
-        first = self.seq + 1
-        self.seq += n
-        return first
-
-    def send(self, data: bytes) -> None:
-        """Send one datagram (one or more requests)."""
-        self.sock.send(data)
-
-    def recv(self) -> int:
-        """Receive one datagram into ``buffer``; return its length.
-
-        Raises OSError(ENOBUFS) on overrun and RemoteProtocolError if the datagram
-        was longer than the buffer (MSG_TRUNC).
-        """
-        n = self.sock.recv_into(self.buffer, RECV_BUFFER, socket.MSG_TRUNC)
-        if n > RECV_BUFFER:
-            raise RemoteProtocolError(f"netlink datagram of {n} bytes truncated to "
-                                      f"{RECV_BUFFER}")
-        return n
-
-    def drops(self) -> int:
-        """The kernel's count of messages dropped on this socket (sk_drops)."""
-        raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
-        return int(struct.unpack_from("=9I", raw)[SK_MEMINFO_DROPS])
-
-    def fileno(self) -> int:
-        """The socket's file descriptor."""
-        return self.sock.fileno()
-
-    def close(self) -> None:
-        """Close the socket (the kernel drops its listeners lazily)."""
-        self.sock.close()
-
-
-def lookup_family(sock: NetlinkSocket, name: str = ts.FAMILY_NAME) -> genl.FamilyInfo:
+def lookup_family(sock: Transport, name: str = ts.FAMILY_NAME) -> genl.FamilyInfo:
     """Ask nlctrl for ``name``'s id; Unsupported if the family is not there."""
     seq = sock.next_seq()
     sock.send(genl.encode_get_family(name, seq=seq))
@@ -117,24 +50,29 @@ def lookup_family(sock: NetlinkSocket, name: str = ts.FAMILY_NAME) -> genl.Famil
                 return genl.decode_family(msg)
 
 
-def _recv(sock: NetlinkSocket, op: str) -> int:
+def _recv(sock: Transport, op: str) -> int:
     try:
         return sock.recv()
     except TimeoutError as err:
-        raise TaskstatsError(f"{op}: no answer from the kernel within the timeout") from err
+        raise TaskstatsError(f"{op}: no answer from the {sock.source} within the timeout"
+                             ) from err
     except OSError as err:
         raise from_errno(err.errno or errno.EIO, op) from err
 
 
 class Connection:
-    """Queries to the kernel's TASKSTATS family over one socket.
+    """Queries to the TASKSTATS family over one socket: to the kernel, or to
+    taskstatsd when ``socket_path`` is given.
 
     Exit events that arrive on this socket (if it was registered) are kept in
     ``pending_exits`` instead of being mistaken for replies.
     """
 
-    def __init__(self, rcvbuf: int = QUERY_RCVBUF, timeout: float | None = 5.0) -> None:
-        self.sock = NetlinkSocket(rcvbuf, timeout)
+    def __init__(self, rcvbuf: int = QUERY_RCVBUF, timeout: float | None = 5.0, *,
+                 socket_path: str | None = None) -> None:
+        self.sock: Transport = (UnixSocket(socket_path, timeout) if socket_path
+                                else NetlinkSocket(rcvbuf, timeout))
+        self.source = self.sock.source
         try:
             self.family = lookup_family(self.sock)
         except BaseException:
@@ -155,16 +93,17 @@ class Connection:
         self.close()
 
     def _request(self, data: bytes, seq: int, op: str, *, ack: bool = False,
-                 pid: int | None = None, tgid: int | None = None) -> list[ts.Event]:
+                 pid: int | None = None, tgid: int | None = None,
+                 fds: tuple[int, ...] = ()) -> list[ts.Event]:
         """Send one request; return the events answering ``seq``.
 
         Without ``ack`` the first answer ends the request; with it, the ACK does.
         """
-        self.sock.send(data)
+        self.sock.send(data, fds)
         answer: list[ts.Event] = []
         while True:
             n = _recv(self.sock, op)
-            for event in ts.decode(self.sock.view, self.family.id, n):
+            for event in ts.decode(self.sock.view, self.family.id, n, source=self.source):
                 if isinstance(event, ExitRecord):
                     self.pending_exits.append(event)
                 elif event.seq != seq:
@@ -200,10 +139,10 @@ class Connection:
 
     def cgroup(self, fd: int) -> CgroupStats:
         """cgroupstats of the cgroup v1 directory open as ``fd`` (with an ACK, so a
-        bad fd cannot hang)."""
+        bad fd cannot hang).  To taskstatsd the fd itself is passed (SCM_RIGHTS)."""
         seq = self.sock.next_seq()
         for event in self._request(ts.encode_cgroup_get(self.family.id, fd, seq=seq), seq,
-                                   "cgroupstats", ack=True):
+                                   "cgroupstats", ack=True, fds=(fd,)):
             if isinstance(event, ts.CgroupStatsReply):
                 return event.stats
         raise TaskstatsError(
@@ -257,7 +196,7 @@ class _Pipeline:
                 raise from_errno(err.errno or errno.EIO, "bulk query") from err
             self.retry(err)
             return
-        for event in ts.decode(sock.view, self.conn.family.id, n):
+        for event in ts.decode(sock.view, self.conn.family.id, n, source=self.conn.source):
             self.handle(event)
 
     def handle(self, event: ts.Event) -> None:
@@ -284,8 +223,12 @@ class _Pipeline:
             self.send(lost[k:k + self.conn.window])
 
 
+Event = ExitRecord | Lost
+
+
 class Listener:
-    """Registered exit listener sockets, one per CPU group.
+    """Registered exit listener sockets, one per CPU group, to the kernel or (with
+    ``socket_path``) to taskstatsd.
 
     Iterate it (or call :meth:`poll`) to get :class:`ExitRecord` and
     :class:`Lost` events.  ``received`` and ``lost`` count records.  Closing it
@@ -293,7 +236,8 @@ class Listener:
     """
 
     def __init__(self, cpus: Iterable[int] | str | None = None, *, per_cpu: bool = False,
-                 groups: int = 1, rcvbuf: int = LISTEN_RCVBUF) -> None:
+                 groups: int = 1, rcvbuf: int = LISTEN_RCVBUF,
+                 socket_path: str | None = None) -> None:
         cpu_list = _cpus(cpus)
         self.groups = _split(cpu_list, len(cpu_list) if per_cpu else groups)
         self.conns: list[Connection] = []
@@ -301,12 +245,12 @@ class Listener:
         self.received = self.lost = 0
         self._drops: list[int] = []
         try:
-            for group in self.groups:
-                conn = Connection(rcvbuf, timeout=5.0)
+            for index, group in enumerate(self.groups):
+                conn = Connection(rcvbuf, timeout=5.0, socket_path=socket_path)
                 self.conns.append(conn)
                 conn.register(format_cpulist(group))
-                conn.sock.sock.setblocking(False)
-                self.selector.register(conn.sock.fileno(), selectors.EVENT_READ, len(self._drops))
+                conn.sock.setblocking(False)
+                self.selector.register(conn.sock.fileno(), selectors.EVENT_READ, index)
                 self._drops.append(conn.sock.drops())
         except BaseException:
             self.close()
@@ -317,25 +261,24 @@ class Listener:
         """The sockets' file descriptors, for callers that multiplex."""
         return [c.sock.fileno() for c in self.conns]
 
-    def poll(self, timeout: float | None = None) -> list[ExitRecord | Lost]:
+    def poll(self, timeout: float | None = None) -> list[Event]:
         """Wait up to ``timeout`` seconds for events; return what arrived."""
-        out: list[ExitRecord | Lost] = []
+        return [e for e, _ in self.poll_raw(timeout)]
+
+    def drain(self) -> list[Event]:
+        """Everything already queued on every socket, without waiting."""
+        return [e for index in range(len(self.conns)) for e, _ in self._drain(index)]
+
+    def poll_raw(self, timeout: float | None = None) -> list[tuple[Event, bytes | None]]:
+        """Like :meth:`poll`, with each exit's message bytes exactly as received."""
+        out: list[tuple[Event, bytes | None]] = []
         for key, _ in self.selector.select(timeout):
             out += self._drain(key.data)
         return out
 
-    def drain(self) -> list[ExitRecord | Lost]:
-        """Everything already queued on every socket, without waiting."""
-        out: list[ExitRecord | Lost] = []
-        for index in range(len(self.conns)):
-            out += self._drain(index)
-        return out
-
-    def _drain(self, index: int) -> list[ExitRecord | Lost]:
+    def _drain(self, index: int) -> list[tuple[Event, bytes | None]]:
         conn = self.conns[index]
-        group = self.groups[index]
-        cpu = group[0] if len(group) == 1 else None
-        out: list[ExitRecord | Lost] = list(conn.pending_exits)
+        out: list[tuple[Event, bytes | None]] = [(e, None) for e in conn.pending_exits]
         conn.pending_exits.clear()
         while True:
             try:
@@ -345,35 +288,42 @@ class Listener:
             except OSError as err:
                 if err.errno != errno.ENOBUFS:
                     raise from_errno(err.errno or errno.EIO, "exit listener") from err
-                out.append(self._lost(index, "overrun"))
+                out.append((self._lost(index, "overrun"), None))
                 continue
             except RemoteProtocolError:
-                out.append(self._count(Lost(records=1, reason="truncated",
-                                            cpus=format_cpulist(group))))
+                out.append((self._count(index, 1, "truncated"), None))
                 continue
-            out += self._decode(conn, n, cpu, group)
-        self.received += sum(isinstance(e, ExitRecord) for e in out)
+            out += self._decode(index, n)
+        self.received += sum(isinstance(e, ExitRecord) for e, _ in out)
         return out
 
-    def _decode(self, conn: Connection, n: int, cpu: int | None,
-                group: list[int]) -> list[ExitRecord | Lost]:
+    def _decode(self, index: int, n: int) -> list[tuple[Event, bytes | None]]:
+        conn, group = self.conns[index], self.groups[index]
+        cpu = group[0] if len(group) == 1 else None
+        raw = bytes(conn.sock.view[:n])
         try:
-            events = ts.decode(conn.sock.view, conn.family.id, n, cpu=cpu)
+            events = ts.decode(raw, conn.family.id, source=conn.source, cpu=cpu)
         except RemoteProtocolError:
-            return [self._count(Lost(records=1, reason="malformed", cpus=format_cpulist(group)))]
-        return [e for e in events if isinstance(e, ExitRecord)]
+            return [(self._count(index, 1, "malformed"), None)]
+        out: list[tuple[Event, bytes | None]] = []
+        for event in events:
+            if isinstance(event, ExitRecord):
+                out.append((event, raw if len(events) == 1 else None))
+            elif isinstance(event, nl.ErrorReply) and event.error == errno.ENOBUFS:
+                # taskstatsd's notice that it dropped records for this slow client
+                out.append((self._count(index, event.ext_offset or 1, "overrun"), None))
+        return out
 
     def _lost(self, index: int, reason: str) -> Lost:
         drops = self.conns[index].sock.drops()
         count, self._drops[index] = drops - self._drops[index], drops
-        return self._count(Lost(records=max(count, 1), reason=reason,
-                                cpus=format_cpulist(self.groups[index])))
+        return self._count(index, max(count, 1), reason)
 
-    def _count(self, lost: Lost) -> Lost:
-        self.lost += lost.records
-        return lost
+    def _count(self, index: int, records: int, reason: str) -> Lost:
+        self.lost += records
+        return Lost(records=records, reason=reason, cpus=format_cpulist(self.groups[index]))
 
-    def __iter__(self) -> Iterator[ExitRecord | Lost]:
+    def __iter__(self) -> Iterator[Event]:
         while True:
             yield from self.poll(None)
 
@@ -381,7 +331,7 @@ class Listener:
         """Deregister and close every socket."""
         for conn, group in zip(self.conns, self.groups, strict=False):
             try:
-                conn.sock.sock.setblocking(True)
+                conn.sock.setblocking(True)
                 conn.register(format_cpulist(group), deregister=True)
             except (OSError, TaskstatsError):
                 pass  # closing the socket deregisters it anyway (ECONNREFUSED on next exit)

@@ -1,0 +1,130 @@
+"""Transports: the sockets that carry netlink datagrams.
+
+:class:`NetlinkSocket` talks to the kernel (AF_NETLINK, NETLINK_GENERIC);
+:class:`UnixSocket` talks to taskstatsd (AF_UNIX, SOCK_SEQPACKET) with the same
+datagrams, plus file descriptors passed with SCM_RIGHTS.  Both receive into one
+reused buffer.  These and :mod:`pytaskstats.daemon` are the only socket users.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Sequence
+
+from .errors import RemoteProtocolError, TaskstatsError, Unsupported
+
+NETLINK_GENERIC = 16
+SO_RCVBUFFORCE = 33
+SO_MEMINFO = 55
+SK_MEMINFO_DROPS = 8
+RECV_BUFFER = 65536  # >= two v17 records per message (1,428 B) with ample room
+DEFAULT_SOCKET = "/run/taskstats/taskstatsd.sock"
+
+
+class _Buffered:
+    """A receive buffer, a sequence counter and the socket they belong to."""
+
+    source = "kernel"
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray(RECV_BUFFER)
+        self.view = memoryview(self.buffer)
+        self.seq = 0
+
+    def next_seq(self, n: int = 1) -> int:
+        """Reserve ``n`` sequence numbers; return the first."""
+        first = self.seq + 1
+        self.seq += n
+        return first
+
+    def recv(self) -> int:
+        """Receive one datagram into ``buffer``; return its length.
+
+        Raises OSError(ENOBUFS) on a kernel overrun and RemoteProtocolError if the
+        datagram was longer than the buffer (MSG_TRUNC).
+        """
+        n = self.sock.recv_into(self.buffer, RECV_BUFFER, socket.MSG_TRUNC)
+        if n > RECV_BUFFER:
+            raise RemoteProtocolError(f"netlink datagram of {n} bytes truncated to "
+                                      f"{RECV_BUFFER}")
+        return n
+
+    def send(self, data: bytes, fds: Sequence[int] = ()) -> None:
+        """Send one datagram (one or more requests), with ``fds`` where supported."""
+        self.sock.send(data)
+
+    def drops(self) -> int:
+        """Messages the peer dropped on this socket, where the socket can tell."""
+        return 0
+
+    def fileno(self) -> int:
+        """The socket's file descriptor."""
+        return self.sock.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        """Blocking or not."""
+        self.sock.setblocking(flag)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+class NetlinkSocket(_Buffered):
+    """One bound NETLINK_GENERIC socket to the kernel."""
+
+    def __init__(self, rcvbuf: int, timeout: float | None = 5.0) -> None:
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                 NETLINK_GENERIC)
+        except OSError as err:
+            raise Unsupported(f"cannot open a generic netlink socket: {err.strerror}: this "
+                              "kernel or sandbox has no AF_NETLINK; use the procfs source"
+                              ) from err
+        super().__init__(sock)
+        sock.bind((0, 0))
+        self.portid: int = sock.getsockname()[0]
+        self.rcvbuf = self._set_rcvbuf(rcvbuf)
+        sock.settimeout(timeout)
+
+    def _set_rcvbuf(self, size: int) -> int:
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+        except PermissionError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        return int(self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+    def drops(self) -> int:
+        """The kernel's count of messages dropped on this socket (sk_drops)."""
+        raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
+        return int(struct.unpack_from("=9I", raw)[SK_MEMINFO_DROPS])
+
+
+class UnixSocket(_Buffered):
+    """A SOCK_SEQPACKET connection to taskstatsd at ``path``."""
+
+    source = "daemon"
+
+    def __init__(self, path: str, timeout: float | None = 5.0) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(path)
+        except OSError as err:
+            sock.close()
+            raise TaskstatsError(
+                f"cannot reach taskstatsd at {path}: {err.strerror}: start it "
+                "(taskstatsd --foreground) or point TASKSTATS_SOCKET / --socket at it"
+            ) from err
+        super().__init__(sock)
+        self.portid = 0
+        self.rcvbuf = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+    def send(self, data: bytes, fds: Sequence[int] = ()) -> None:
+        """Send one datagram, passing ``fds`` with SCM_RIGHTS."""
+        if fds:
+            socket.send_fds(self.sock, [data], list(fds))
+        else:
+            self.sock.send(data)
