@@ -1,8 +1,9 @@
 """The public facade: ``Client`` answers queries and listens for exits.
 
-Backends return the same record types; ``Client.backend`` says which one is in
-use and ``Client.backend_reason`` why.  This version has the kernel backend; the
-daemon (taskstatsd) and procfs backends plug in behind the same methods.
+Backends return the same record types: "kernel" (the TASKSTATS netlink family,
+needs CAP_NET_ADMIN) and "daemon" (taskstatsd over its Unix socket, for anyone).
+"auto" takes the kernel when this process may use it, else the daemon when its
+socket exists.  ``Client.backend`` says which, ``Client.backend_reason`` why.
 """
 
 from __future__ import annotations
@@ -10,14 +11,48 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from types import TracebackType
+from typing import Any
 
 from .errors import Unsupported
 from .kernel import Connection, Listener
 from .records import CgroupStats, TaskStats
+from .transport import DEFAULT_SOCKET
 
-__all__ = ["Client"]
+__all__ = ["Client", "choose_backend", "daemon_socket"]
 
-BACKENDS = ("auto", "kernel")
+BACKENDS = ("auto", "kernel", "daemon")
+CAP_NET_ADMIN = 12
+
+
+def daemon_socket(path: str | None = None) -> str:
+    """The daemon's socket: ``path``, else $TASKSTATS_SOCKET, else the default."""
+    return path or os.environ.get("TASKSTATS_SOCKET") or DEFAULT_SOCKET
+
+
+def has_net_admin() -> bool:
+    """Whether this process has CAP_NET_ADMIN in its effective set."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    except OSError:
+        pass
+    return os.geteuid() == 0
+
+
+def choose_backend(backend: str, socket_path: str) -> tuple[str, str]:
+    """Resolve "auto" to a backend; return (backend, reason)."""
+    if backend == "kernel":
+        return "kernel", "asked for the kernel backend"
+    if backend == "daemon":
+        return "daemon", "asked for the daemon backend"
+    if has_net_admin():
+        return "kernel", "this process has CAP_NET_ADMIN, so it asks the kernel directly"
+    if os.path.exists(socket_path):
+        return "daemon", (f"no CAP_NET_ADMIN: using taskstatsd at {socket_path}")
+    return "kernel", (f"no CAP_NET_ADMIN and no taskstatsd socket at {socket_path}: "
+                      "the kernel will refuse")
 
 
 class Client:
@@ -28,12 +63,14 @@ class Client:
     ``NoSuchTask``, ``AccessDenied`` (no CAP_NET_ADMIN), ``Unsupported``...
     """
 
-    def __init__(self, backend: str = "auto", *, timeout: float = 5.0) -> None:
+    def __init__(self, backend: str = "auto", *, socket_path: str | None = None,
+                 timeout: float = 5.0) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-        self._conn = Connection(timeout=timeout)
-        self.backend = "kernel"
-        self.backend_reason = "the kernel's TASKSTATS family answered"
+        self.socket_path = daemon_socket(socket_path)
+        self.backend, self.backend_reason = choose_backend(backend, self.socket_path)
+        via = self.socket_path if self.backend == "daemon" else None
+        self._conn = Connection(timeout=timeout, socket_path=via)
 
     @property
     def struct_version(self) -> int:
@@ -85,7 +122,15 @@ class Client:
         ``per_cpu``: one socket per CPU (each record then knows its CPU);
         ``groups``: otherwise, how many sockets to split the CPUs over.
         """
-        return Listener(cpus, per_cpu=per_cpu, groups=groups)
+        via = self.socket_path if self.backend == "daemon" else None
+        return Listener(cpus, per_cpu=per_cpu, groups=groups, socket_path=via)
+
+    def daemon_request(self, cmd: int, params: dict[str, Any]) -> Any:
+        """A taskstatsd extension request (status, history); daemon backend only."""
+        if self.backend != "daemon":
+            raise Unsupported("status and history come from taskstatsd: start it, or use "
+                              "--socket / TASKSTATS_SOCKET to point at it")
+        return self._conn.extension(cmd, params)
 
     def close(self) -> None:
         """Release the socket."""

@@ -12,11 +12,13 @@ import selectors
 from collections import deque
 from collections.abc import Iterable, Iterator
 from types import TracebackType
+from typing import Any
 
 from . import genetlink as genl
 from . import netlink as nl
 from . import taskstats as ts
 from .cpulist import format_cpulist, parse_cpulist
+from .daemon import protocol
 from .errors import RemoteProtocolError, TaskstatsError, from_errno
 from .records import CgroupStats, ExitRecord, Lost, TaskStats
 from .transport import NetlinkSocket, UnixSocket
@@ -157,6 +159,29 @@ class Connection:
         self._request(encode(self.family.id, cpumask, seq=seq), seq, op, ack=True)
 
 
+    def extension(self, cmd: int, params: dict[str, Any]) -> Any:
+        """A taskstatsd extension request: its JSON reply, or the rows of a
+        multi-part reply."""
+        seq = self.sock.next_seq()
+        self.sock.send(protocol.encode_request(cmd, params, seq=seq))
+        rows: list[Any] = []
+        while True:
+            n = _recv(self.sock, "taskstatsd request")
+            for msg in nl.split_messages(self.sock.view, n):
+                if msg.seq != seq:
+                    continue
+                if msg.type == nl.NLMSG_ERROR:
+                    reply = nl.decode_error(msg)
+                    raise from_errno(reply.error or errno.EIO, "taskstatsd request", seq=seq,
+                                     ext_message=reply.ext_message)
+                if msg.type == nl.NLMSG_DONE:
+                    return rows
+                doc = protocol.decode_json(msg)
+                if not msg.flags & nl.NLM_F_MULTI:
+                    return doc
+                rows += doc
+
+
 class _Pipeline:
     """State of one pipelined bulk query."""
 
@@ -275,6 +300,10 @@ class Listener:
         for key, _ in self.selector.select(timeout):
             out += self._drain(key.data)
         return out
+
+    def drain_raw(self, index: int) -> list[tuple[Event, bytes | None]]:
+        """What is queued on socket ``index``, with each exit's message bytes."""
+        return self._drain(index)
 
     def _drain(self, index: int) -> list[tuple[Event, bytes | None]]:
         conn = self.conns[index]

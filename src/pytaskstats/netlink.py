@@ -18,6 +18,7 @@ NLMSG_NOOP = 1
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLMSG_OVERRUN = 4
+NLMSG_MIN_TYPE = 0x10  # first type number of a family
 NLM_F_REQUEST = 0x01
 NLM_F_MULTI = 0x02
 NLM_F_ACK = 0x04
@@ -176,9 +177,13 @@ def decode_error(msg: Message) -> ErrorReply:
     return ErrorReply(error, msg.seq, text, offset)
 
 
-def encode_error(error: int, request_header: bytes, *, seq: int, pid: int) -> bytes:
-    """An NLMSG_ERROR (``error`` positive, 0 for an ACK) echoing a capped request header."""
-    if len(request_header) < HEADER.size:
-        request_header = request_header.ljust(HEADER.size, b"\0")
-    body = I32.pack(-error) + request_header[: HEADER.size]
-    return encode_message(NLMSG_ERROR, NLM_F_CAPPED, seq, pid, body)
+def encode_error(error: int, request_header: bytes, *, seq: int, pid: int,
+                 ext_message: str = "", ext_offset: int | None = None) -> bytes:
+    """An NLMSG_ERROR (``error`` positive, 0 for an ACK) echoing a capped request
+    header, with extended-ACK attributes when a message or offset is given."""
+    header = request_header[:HEADER.size].ljust(HEADER.size, b"\0")
+    tlvs = encode_str(NLMSGERR_ATTR_MSG, ext_message) if ext_message else b""
+    if ext_offset is not None:
+        tlvs += encode_u32(NLMSGERR_ATTR_OFFS, ext_offset)
+    flags = NLM_F_CAPPED | (NLM_F_ACK_TLVS if tlvs else 0)
+    return encode_message(NLMSG_ERROR, flags, seq, pid, I32.pack(-error) + header + tlvs)

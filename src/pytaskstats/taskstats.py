@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import genetlink as genl
 from . import netlink as nl
@@ -203,7 +203,7 @@ def decode_stats(data: bytes | memoryview, start: int, end: int, *, scope: str =
         raise RemoteProtocolError(f"unsupported struct taskstats version {version}")
     plan = _PLANS.get((version, size)) or _make_plan(version, size)
     flat = plan.struct.unpack_from(data, start)
-    vals = [*flat, *plan.padding] if plan.fast else _scatter(flat, plan.targets)
+    vals: list[Any] = [*flat, *plan.padding] if plan.fast else _scatter(flat, plan.targets)
     if plan.has_comm:
         vals[_COMM] = vals[_COMM].partition(b"\0")[0].decode("utf-8", "replace")
     vals[0] = version
@@ -211,7 +211,7 @@ def decode_stats(data: bytes | memoryview, start: int, end: int, *, scope: str =
         for i in _TGID_DROPPED:
             vals[i] = None
     extra = bytes(data[start + plan.extra_from:end]) if plan.extra_from else b""
-    vals += (scope, source, size, extra)
+    vals += [scope, source, size, extra]
     return tuple.__new__(TaskStats, vals)
 
 

@@ -1,0 +1,230 @@
+"""``taskstatsd``: kernel exit listeners -> journal + client fan-out; a query socket.
+
+One thread runs the event loop: it drains the kernel listener sockets first (one
+per CPU, large buffers), journals and fans out each exit, then serves clients.
+The journal's writer is a thread of its own, so disk stalls never block the
+kernel reader.  Loss is counted everywhere it can happen and shown by
+``taskstats status``.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, delayacct
+from ..errors import TaskstatsError
+from ..kernel import Connection, Listener, possible_cpus
+from ..records import ExitRecord, Lost
+from . import config as config_mod
+from .journal import Journal, JournalEntry
+from .notify import notify
+from .server import Limits, Peer, Policy, Server
+
+HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "cgroup", "group_by", "sort",
+                "limit")
+
+
+def cgroup_of(tgid: int) -> str | None:
+    """The cgroup path of a process (v2 unified path if any, else the first v1 one)."""
+    try:
+        text = Path(f"/proc/{tgid}/cgroup").read_text()
+    except OSError:
+        return None
+    first = None
+    for line in text.splitlines():
+        hier, _, rest = line.partition(":")
+        path = rest.partition(":")[2]
+        if hier == "0":
+            return path
+        first = first or path
+    return first
+
+
+class Daemon:
+    """The running service; see the module docstring."""
+
+    def __init__(self, cfg: config_mod.Config) -> None:
+        self.cfg = cfg
+        self.started_ns = time.time_ns()
+        self.counters = {"received": 0, "lost_overrun": 0, "lost_truncated": 0,
+                         "lost_malformed": 0}
+        self.cgroups: dict[int, str | None] = {}
+        os.makedirs(cfg.state_dir, mode=0o755, exist_ok=True)
+        self.journal = Journal(
+            os.path.join(cfg.state_dir, "journal.sqlite3"), synchronous=cfg.synchronous,
+            retention_s=cfg.retention_days * 86400 if cfg.retention_days else None,
+            max_bytes=int(cfg.max_journal_mb * 1024 * 1024) if cfg.max_journal_mb else None,
+            low_free_pct=cfg.low_free_pct, resume_free_pct=cfg.resume_free_pct)
+        self.kernel = Connection()
+        self.listener = Listener(per_cpu=True, rcvbuf=cfg.rcvbuf_bytes)
+        cpus = possible_cpus()
+        self.server = Server(
+            cfg.socket, self.kernel, policy=Policy(cfg.admin_gid),
+            limits=Limits(cfg.max_clients, cfg.max_request_bytes, cfg.client_queue_records),
+            status=self.status, history=self.history, possible_cpus=cpus,
+            nr_cpu_ids=cpus[-1] + 1)
+        self.selector = selectors.DefaultSelector()
+        for index, fd in enumerate(self.listener.fds):
+            self.selector.register(fd, selectors.EVENT_READ, ("kernel", index))
+        self.selector.register(self.server.sock, selectors.EVENT_READ, ("accept", 0))
+        self.running = True
+
+    # ------------------------------------------------------------ loop
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT."""
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        notify("READY=1\nSTATUS=listening")
+        try:
+            while self.running:
+                self.step(1.0)
+        finally:
+            notify("STOPPING=1")
+            self.close()
+
+    def _stop(self, *_: object) -> None:
+        self.running = False
+
+    def step(self, timeout: float) -> None:
+        """One turn of the loop: kernel first, then clients."""
+        events = self.selector.select(timeout)
+        events.sort(key=lambda ev: ev[0].data[0] != "kernel")
+        for key, mask in events:
+            kind, index = key.data
+            if kind == "kernel":
+                self.ingest(index)
+            elif kind == "accept":
+                self._accept()
+            else:
+                self._client(self.server.peers.get(index), mask)
+        self._flush_all()
+
+    def ingest(self, index: int) -> None:
+        """Journal and fan out everything queued on kernel socket ``index``."""
+        now = time.time_ns()
+        for event, raw in self.listener.drain_raw(index):
+            if isinstance(event, Lost):
+                self.counters[f"lost_{event.reason}"] += event.records
+                self.journal.note_lost(event.reason, event.records)
+                continue
+            self.counters["received"] += 1
+            raw = raw if raw is not None else b""
+            self.journal.submit(JournalEntry(event, now, self._cgroup(event), raw))
+            self.server.publish(event, raw)
+
+    def _cgroup(self, record: ExitRecord) -> str | None:
+        if not self.cfg.cgroups:
+            return None
+        tgid = record.tgid or record.pid
+        if tgid not in self.cgroups:
+            if len(self.cgroups) > 65536:
+                self.cgroups.clear()
+            self.cgroups[tgid] = cgroup_of(tgid)
+        path = self.cgroups[tgid]
+        if record.ended_process:
+            self.cgroups.pop(tgid, None)
+        return path
+
+    def _accept(self) -> None:
+        peer = self.server.accept()
+        if peer is not None:
+            self.selector.register(peer.sock, selectors.EVENT_READ, ("peer", peer.id))
+
+    def _client(self, peer: Peer | None, mask: int) -> None:
+        if peer is None:
+            return
+        alive = self.server.readable(peer) if mask & selectors.EVENT_READ else True
+        if alive and mask & selectors.EVENT_WRITE:
+            alive = self.server.flush(peer)
+        if not alive:
+            self.selector.unregister(peer.sock)
+            self.server.drop(peer)
+
+    def _flush_all(self) -> None:
+        for peer in list(self.server.peers.values()):
+            if not self.server.flush(peer):
+                self.selector.unregister(peer.sock)
+                self.server.drop(peer)
+                continue
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.want_write else 0)
+            if self.selector.get_key(peer.sock).events != events:
+                self.selector.modify(peer.sock, events, ("peer", peer.id))
+
+    # ------------------------------------------------------------ answers
+
+    def status(self) -> dict[str, Any]:
+        """The health document `taskstats status` shows."""
+        now = time.time_ns()
+        try:
+            version = self.kernel.query("pid", os.getpid()).version
+        except TaskstatsError:
+            version = None
+        return {
+            "daemon": {"pid": os.getpid(), "version": __version__,
+                       "started_ns": self.started_ns, "uptime_s": (now - self.started_ns) / 1e9,
+                       "socket": self.cfg.socket, "state_dir": self.cfg.state_dir},
+            "kernel": {"family_id": self.kernel.family.id, "struct_version": version,
+                       "delayacct": delayacct.status()},
+            "listeners": {"kernel_sockets": len(self.listener.fds),
+                          "client_listeners": self.server.listeners.count()},
+            "clients": len(self.server.peers),
+            "counters": {**self.counters, **self.journal.counters(),
+                         "client_dropped": self.server.dropped_client_records},
+            "gaps": [list(g) for g in self.journal.gaps()[-10:]],
+        }
+
+    def history(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Journal rows for `taskstats history` (validated keys only)."""
+        unknown = set(params) - set(HISTORY_KEYS) - {"totals"}
+        if unknown:
+            raise TaskstatsError(f"unknown history parameters {sorted(unknown)}")
+        query = {k: v for k, v in params.items() if k in HISTORY_KEYS}
+        self.journal.flush()
+        if params.get("totals"):
+            query.pop("group_by", None)
+            query.pop("sort", None)
+            query.pop("limit", None)
+            return [self.journal.totals(**query)]
+        return self.journal.query(**query)
+
+    def close(self) -> None:
+        """Deregister from the kernel, close clients, flush and close the journal."""
+        self.listener.close()
+        self.server.close()
+        self.kernel.close()
+        self.journal.stop()
+
+
+def _daemonize() -> None:
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``taskstatsd``."""
+    cfg = config_mod.load(argv)
+    if not cfg.foreground:
+        _daemonize()  # before any thread or socket exists
+    try:
+        daemon = Daemon(cfg)
+    except TaskstatsError as err:
+        print(f"taskstatsd: {err}", file=sys.stderr)
+        return 1
+    print(f"taskstatsd: listening on {cfg.socket}, journal in {cfg.state_dir}",
+          file=sys.stderr)
+    daemon.run()
+    return 0

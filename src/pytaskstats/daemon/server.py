@@ -1,0 +1,343 @@
+"""The client side of taskstatsd: a Unix SOCK_SEQPACKET socket speaking the kernel's
+generic netlink framing, with the kernel's semantics and an access policy.
+
+Each client connection is a "port".  Requests are answered as kernel/taskstats.c
+answers them (family lookup, GET by pid/tgid, REGISTER/DEREGISTER_CPUMASK with
+per-CPU listener lists, CGROUPSTATS with an fd passed by SCM_RIGHTS); malformed
+or oversized frames get an NLMSG_ERROR with the kernel's errno.  Exit records
+are fanned out to the listeners of the CPU the task exited on; a slow client
+loses its own records (counted, and told with an ENOBUFS notice carrying the
+count in the extended-ACK offset), never delaying anyone else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import genetlink as genl
+from .. import netlink as nl
+from .. import taskstats as ts
+from ..errors import (
+    AccessDenied,
+    NetlinkError,
+    NoSuchTask,
+    ProtocolError,
+    TaskstatsError,
+    Unsupported,
+)
+from ..kernel import Connection
+from ..records import ExitRecord
+from . import protocol
+from .listeners import ListenerLists, MaskError, check_cpumask
+
+MAX_FDS = 4
+ADMIN_PERM = 0x01
+
+
+@dataclass
+class Limits:
+    """Per-daemon limits: clients, request bytes, queued exit records per client."""
+
+    max_clients: int = 256
+    max_request: int = 65536
+    queue_records: int = 8192
+
+
+@dataclass
+class Peer:
+    """One client connection, with its credentials from SO_PEERCRED."""
+
+    sock: socket.socket
+    id: int
+    pid: int
+    uid: int
+    gid: int
+    admin: bool
+    replies: deque[bytes] = field(default_factory=deque)
+    records: deque[bytes] = field(default_factory=deque)
+    dropped_unsent: int = 0  # dropped since the last ENOBUFS notice
+    dropped: int = 0
+    want_write: bool = False
+
+
+def peer_groups(pid: int) -> set[int]:
+    """Supplementary groups of process ``pid`` (empty if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Groups:"):
+                return {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    return set()
+
+
+class Policy:
+    """Root and members of ``admin_gid`` see everything; others their own uid."""
+
+    def __init__(self, admin_gid: int | None = None) -> None:
+        self.admin_gid = admin_gid
+
+    def is_admin(self, pid: int, uid: int, gid: int) -> bool:
+        """Whether a peer with these credentials sees every task."""
+        if uid == 0:
+            return True
+        if self.admin_gid is None:
+            return False
+        return gid == self.admin_gid or self.admin_gid in peer_groups(pid)
+
+
+class Server:
+    """Accepts clients and answers their requests; see the module docstring."""
+
+    def __init__(self, path: str, kernel: Connection, *, policy: Policy, limits: Limits,
+                 status: Callable[[], dict[str, Any]],
+                 history: Callable[[dict[str, Any]], list[dict[str, Any]]],
+                 possible_cpus: list[int], nr_cpu_ids: int) -> None:
+        self.path, self.kernel, self.policy, self.limits = path, kernel, policy, limits
+        self.status, self.history = status, history
+        self.possible, self.nr_cpu_ids = possible_cpus, nr_cpu_ids
+        self.listeners = ListenerLists()
+        self.peers: dict[int, Peer] = {}
+        self.next_id = 1
+        self.dropped_client_records = 0
+        self.sock = _listen(path)
+        family = kernel.family
+        self.family = genl.FamilyInfo(family.id, ts.FAMILY_NAME, family.version, 0, 0,
+                                      family.ops)
+
+    # ------------------------------------------------------------ connections
+
+    def accept(self) -> Peer | None:
+        """Accept one pending client (None when over the limit or nothing pending)."""
+        try:
+            conn, _ = self.sock.accept()
+        except BlockingIOError:
+            return None
+        if len(self.peers) >= self.limits.max_clients:
+            conn.close()
+            return None
+        conn.setblocking(False)
+        pid, uid, gid = struct.unpack("3i", conn.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        peer = Peer(conn, self.next_id, pid, uid, gid, self.policy.is_admin(pid, uid, gid))
+        self.next_id += 1
+        self.peers[peer.id] = peer
+        return peer
+
+    def drop(self, peer: Peer) -> None:
+        """Forget a client: close it and prune it from every CPU's list."""
+        self.listeners.prune(peer.id)
+        self.peers.pop(peer.id, None)
+        peer.sock.close()
+
+    def close(self) -> None:
+        """Close every client and the listening socket; remove the socket file."""
+        for peer in list(self.peers.values()):
+            self.drop(peer)
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    # ------------------------------------------------------------ requests
+
+    def readable(self, peer: Peer) -> bool:
+        """Read and answer one datagram; False when the client has gone."""
+        try:
+            data, fds, flags, _ = socket.recv_fds(peer.sock, self.limits.max_request + 1,
+                                                  MAX_FDS, socket.MSG_TRUNC)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        if not data and not fds:
+            return False
+        try:
+            if flags & socket.MSG_CTRUNC:
+                self._error(peer, errno.EINVAL, data, "too many file descriptors")
+            elif len(data) > self.limits.max_request:
+                self._error(peer, errno.EMSGSIZE, data, "request too large")
+            else:
+                self.handle(peer, data, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return self.flush(peer)
+
+    def handle(self, peer: Peer, data: bytes, fds: list[int]) -> None:
+        """Answer every message of one datagram."""
+        try:
+            messages = nl.split_messages(data)
+        except ProtocolError as err:
+            self._error(peer, errno.EINVAL, data, str(err))
+            return
+        if not messages:
+            self._error(peer, errno.EINVAL, data, "no netlink message")
+        for msg in messages:
+            header = bytes(data[msg.start - nl.HEADER.size: msg.start])
+            try:
+                self._dispatch(peer, msg, fds)
+            except ProtocolError as err:
+                self._error(peer, errno.EINVAL, header, str(err), msg.seq)
+            except MaskError as err:
+                self._error(peer, err.errno, header, str(err), msg.seq)
+            except NetlinkError as err:
+                self._error(peer, err.errno, header, "", msg.seq)
+            except TaskstatsError as err:
+                self._error(peer, _errno_of(err), header, "", msg.seq)
+
+    def _dispatch(self, peer: Peer, msg: nl.Message, fds: list[int]) -> None:
+        if msg.type == genl.GENL_ID_CTRL:
+            self._family(peer, msg)
+        elif msg.type == self.family.id:
+            self._taskstats(peer, msg, fds)
+        elif msg.type == protocol.FAMILY_ID:
+            self._extension(peer, msg)
+        elif msg.type >= nl.NLMSG_MIN_TYPE:
+            raise NetlinkError("unknown family", errno=errno.ENOENT)
+        # NOOP/DONE/ERROR from a client are ignored, as the kernel does
+
+    def _family(self, peer: Peer, msg: nl.Message) -> None:
+        name = genl.decode_get_family(msg)
+        if name == ts.FAMILY_NAME:
+            info = self.family
+        elif name == protocol.FAMILY_NAME:
+            info = genl.FamilyInfo(protocol.FAMILY_ID, name, 1, 0, 0, protocol.OPS)
+        else:
+            raise NetlinkError(f"no family {name}", errno=errno.ENOENT)
+        self._reply(peer, genl.encode_family(info, seq=msg.seq, pid=msg.pid))
+        self._ack(peer, msg)
+
+    def _taskstats(self, peer: Peer, msg: nl.Message, fds: list[int]) -> None:
+        req = ts.decode_request(msg)
+        if req.op in ("pid", "tgid"):
+            assert isinstance(req.value, int)
+            stats = self._query(peer, req.op, req.value)
+            reply = ts.StatsReply(msg.seq, req.op, req.value, stats)
+            self._reply(peer, ts.encode_stats_reply(self.family.id, reply, pid=msg.pid))
+        elif req.op in ("register", "deregister"):
+            assert isinstance(req.value, str)
+            cpus = check_cpumask(req.value, self.possible, self.nr_cpu_ids)
+            if req.op == "register":
+                self.listeners.register(peer.id, cpus)
+            else:
+                self.listeners.deregister(peer.id, cpus)
+        elif req.op == "cgroup":
+            if not fds:
+                raise NetlinkError("no fd passed", errno=errno.EBADF)
+            stats_cg = self.kernel.cgroup(fds[0])
+            self._reply(peer, ts.encode_cgroupstats_reply(
+                self.family.id, ts.CgroupStatsReply(msg.seq, stats_cg), pid=msg.pid))
+        else:
+            raise NetlinkError("no attribute", errno=errno.EINVAL)
+        self._ack(peer, msg)
+
+    def _query(self, peer: Peer, scope: str, ident: int) -> Any:
+        stats = self.kernel.query(scope, ident)
+        if peer.admin:
+            return stats
+        owner = stats.ac_uid if scope == "pid" else self.kernel.query("pid", ident).ac_uid
+        if owner != peer.uid:
+            raise NetlinkError("not the client's task", errno=errno.EPERM)
+        return stats
+
+    def _extension(self, peer: Peer, msg: nl.Message) -> None:
+        cmd, _ = genl.genl_header(msg)
+        params = protocol.decode_json(msg)
+        if not isinstance(params, dict):
+            raise ProtocolError("request parameters must be a JSON object")
+        if cmd == protocol.CMD_STATUS:
+            self._reply(peer, protocol.encode_reply(self.status(), seq=msg.seq, pid=msg.pid))
+        elif cmd == protocol.CMD_HISTORY:
+            if not peer.admin:
+                params["uid"] = peer.uid
+            for part in protocol.encode_rows(self.history(params), seq=msg.seq, pid=msg.pid):
+                self._reply(peer, part)
+        else:
+            raise NetlinkError(f"unknown command {cmd}", errno=errno.EOPNOTSUPP)
+
+    def _ack(self, peer: Peer, msg: nl.Message) -> None:
+        if msg.flags & nl.NLM_F_ACK:
+            header = bytes(msg.data[msg.start - nl.HEADER.size: msg.start])
+            self._reply(peer, nl.encode_error(0, header, seq=msg.seq, pid=msg.pid))
+
+    def _error(self, peer: Peer, err: int, header: bytes, text: str, seq: int = 0) -> None:
+        self._reply(peer, nl.encode_error(err, header[:nl.HEADER.size], seq=seq, pid=0,
+                                          ext_message=text))
+
+    def _reply(self, peer: Peer, data: bytes) -> None:
+        peer.replies.append(data)
+
+    # ------------------------------------------------------------ exit records
+
+    def publish(self, record: ExitRecord, raw: bytes) -> None:
+        """Queue an exit message for every listener of its CPU allowed to see it."""
+        uid = record.task.ac_uid
+        for pid in self.listeners.for_cpu(record.cpu):
+            peer = self.peers.get(pid)
+            if peer is None or not (peer.admin or uid == peer.uid):
+                continue
+            if len(peer.records) >= self.limits.queue_records:
+                peer.dropped_unsent += 1
+                peer.dropped += 1
+                self.dropped_client_records += 1
+            else:
+                peer.records.append(raw)
+
+    def flush(self, peer: Peer) -> bool:
+        """Send what is queued without blocking; False when the client has gone."""
+        try:
+            while peer.replies:
+                peer.sock.send(peer.replies[0])
+                peer.replies.popleft()
+            if peer.dropped_unsent:
+                peer.sock.send(nl.encode_error(
+                    errno.ENOBUFS, b"", seq=0, pid=0, ext_offset=peer.dropped_unsent,
+                    ext_message=f"{peer.dropped_unsent} exit records dropped: client too slow"))
+                peer.dropped_unsent = 0
+            while peer.records:
+                peer.sock.send(peer.records[0])
+                peer.records.popleft()
+        except BlockingIOError:
+            peer.want_write = True
+            return True
+        except OSError:
+            return False
+        peer.want_write = False
+        return True
+
+
+def _errno_of(err: TaskstatsError) -> int:
+    if isinstance(err, NoSuchTask):
+        return errno.ESRCH
+    if isinstance(err, AccessDenied):
+        return errno.EPERM
+    if isinstance(err, Unsupported):
+        return errno.ENOENT
+    return errno.EIO
+
+
+def _listen(path: str) -> socket.socket:
+    """Bind the client socket at ``path``, reachable by every local user."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)  # a stale socket from a previous run
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    sock.bind(path)
+    os.chmod(path, 0o666)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
