@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..client import Client
-from .common import print_json
+from .common import open_client, print_json
 
 
 def add_parser(sub: Any) -> None:
@@ -21,7 +20,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Query and print."""
-    with Client() as client:
+    with open_client(args) as client:
         stats = client.cgroup(args.path)
     if args.json:
         print_json({"path": args.path, **stats._asdict()})

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from .. import delayacct
+from ..client import Client
 from ..fields import DELAY_KINDS, FIELDS, Field, Timespec
 from ..records import TaskStats
 
@@ -20,6 +21,16 @@ _UNIT_SCALE = {"ns": 1e-9, "us": 1e-6}
 # non-CPU delay kinds: meaningless while delay accounting is off
 OFF_KINDS = tuple(k for k in DELAY_KINDS if k != "cpu")
 MEMORY_KINDS = ("swapin", "freepages", "thrashing", "compact", "wpcopy")
+
+
+def open_client(args: Any, backend: str | None = None) -> Client:
+    """A Client from the global options (--backend, --socket); says on stderr when
+    it falls back to taskstatsd."""
+    asked: str = backend or getattr(args, "backend", "auto")
+    client = Client(asked, socket_path=getattr(args, "socket", None))
+    if client.backend == "daemon" and asked == "auto":
+        print(f"taskstats: note: {client.backend_reason}", file=sys.stderr)
+    return client
 
 
 def delay_kind(name: str) -> str | None:

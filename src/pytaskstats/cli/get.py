@@ -6,8 +6,14 @@ import argparse
 from typing import Any
 
 from .. import delayacct
-from ..client import Client
-from .common import delayacct_json, format_record, print_json, record_json, warn_delayacct
+from .common import (
+    delayacct_json,
+    format_record,
+    open_client,
+    print_json,
+    record_json,
+    warn_delayacct,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -25,7 +31,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Query and print."""
     state = delayacct.status()
-    with Client() as client:
+    with open_client(args) as client:
         if args.tgid is not None:
             stats, title = client.tgid(args.tgid), f"tgid {args.tgid} (thread group)"
         else:

@@ -7,12 +7,12 @@ import sys
 from typing import Any
 
 from .. import delayacct
-from ..client import Client
 from ..records import ExitRecord, Lost, TaskStats
 from .common import (
     delayacct_json,
     human_bytes,
     human_duration,
+    open_client,
     print_json,
     record_json,
     wait_status,
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     elif state is False:
         print(f"taskstats: note: {delayacct.OFF_NOTE}", file=sys.stderr)
     seen = 0
-    with Client() as client, client.listen(args.cpus, per_cpu=args.per_cpu) as listener:
+    with open_client(args) as client, client.listen(args.cpus, per_cpu=args.per_cpu) as listener:
         for event in listener:
             _emit(event, args, state)
             sys.stdout.flush()

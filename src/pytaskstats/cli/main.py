@@ -9,15 +9,22 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from ..errors import TaskstatsError
-from . import cgroup, delayacct, get, getdelays, listen, run
+from . import cgroup, delayacct, get, getdelays, history, listen, run, status
 
-COMMANDS: tuple[ModuleType, ...] = (get, getdelays, listen, run, cgroup, delayacct)
+COMMANDS: tuple[ModuleType, ...] = (get, getdelays, listen, run, cgroup, delayacct, status,
+                                     history)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand's options."""
     parser = argparse.ArgumentParser(
         prog="taskstats", description="Linux per-task accounting and delays (taskstats).")
+    parser.add_argument("--backend", choices=("auto", "kernel", "daemon"), default="auto",
+                        help="where records come from (default: the kernel if permitted, "
+                        "else taskstatsd)")
+    parser.add_argument("--socket", metavar="PATH", default=None,
+                        help="taskstatsd's socket (default: $TASKSTATS_SOCKET or "
+                        "/run/taskstats/taskstatsd.sock)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)
@@ -32,13 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
-        status = int(args.func(args))
+        code = int(args.func(args))
     except TaskstatsError as err:
         print(f"taskstats: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    return status
+    return code
 
 
 if __name__ == "__main__":

@@ -20,11 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import delayacct
-from ..client import Client
 from ..kernel import Listener
 from ..records import ExitRecord, Lost
 from ..summary import ProcessSummary, process_tree, summarize, totals
-from .common import delayacct_json, human_bytes, human_duration, print_json, wait_status
+from .common import (
+    delayacct_json,
+    human_bytes,
+    human_duration,
+    open_client,
+    print_json,
+    wait_status,
+)
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -209,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     state = delayacct.status()
     previous = signal.signal(signal.SIGINT, lambda *_: None)  # the command gets Ctrl-C
     try:
-        with Client() as client, client.listen(per_cpu=True) as listener:
+        with open_client(args) as client, client.listen(per_cpu=True) as listener:
             result = execute(command, listener, wait_all=args.wait_all)
     except FileNotFoundError as err:
         print(f"taskstats run: {command[0]}: command not found ({err.strerror})",

@@ -1,0 +1,86 @@
+"""``taskstats history``: the exit journal of taskstatsd, filtered, grouped, sorted."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from typing import Any
+
+from ..daemon import protocol
+from .common import human_duration, open_client, print_json
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_when(text: str, now_ns: int) -> int:
+    """"90s", "15m", "2h", "1d" ago, or seconds since the epoch -> ns since the epoch."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if match:
+        return now_ns - int(float(match[1]) * _UNITS[match[2]] * 1e9)
+    try:
+        return int(float(text) * 1e9)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give an age like 15m, 2h, 1d or seconds since the epoch") from None
+
+
+def add_parser(sub: Any) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser("history", help="query taskstatsd's exit journal",
+                       description="Exit records journaled by taskstatsd. Non-root users see "
+                       "their own. Times are ages (15m, 2h, 1d) or epoch seconds.")
+    p.add_argument("--since", help="from this time (e.g. 1h)")
+    p.add_argument("--until", help="up to this time")
+    p.add_argument("--comm", help="command name")
+    p.add_argument("--uid", type=int)
+    p.add_argument("--pid", type=int)
+    p.add_argument("--cgroup", help="cgroup path")
+    p.add_argument("--group-by", choices=("comm", "uid", "cgroup"))
+    p.add_argument("--sort", help="any field name, '-' first for descending (e.g. "
+                   "-blkio_delay_total)")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--totals", action="store_true", help="one line of sums")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per record (kernel field names)")
+    p.set_defaults(func=run)
+
+
+def params(args: argparse.Namespace, now_ns: int) -> dict[str, Any]:
+    """The request parameters from the options."""
+    out: dict[str, Any] = {}
+    if args.since:
+        out["since_ns"] = parse_when(args.since, now_ns)
+    if args.until:
+        out["until_ns"] = parse_when(args.until, now_ns)
+    for key in ("comm", "uid", "pid", "cgroup", "group_by", "sort", "limit"):
+        value = getattr(args, key)
+        if value is not None:
+            out[key] = value
+    if args.totals:
+        out["totals"] = True
+    return out
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One journal row (or group) as a readable line."""
+    def secs(key: str, scale: float) -> str:
+        value = row.get(key)
+        return "-" if value is None else human_duration(value * scale)
+    head = (f"{row['exits']:>6} exits {row.get('key', '')!s:<24}" if "exits" in row else
+            f"{time.strftime('%F %T', time.localtime(row['time_ns'] / 1e9))} "
+            f"pid {row.get('pid')} {row.get('ac_comm') or '?':<16}")
+    return (f"{head} user {secs('ac_utime', 1e-6)} sys {secs('ac_stime', 1e-6)} "
+            f"cpuwait {secs('cpu_delay_total', 1e-9)} iowait {secs('blkio_delay_total', 1e-9)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Ask the daemon and print."""
+    with open_client(args, backend="daemon") as client:
+        rows = client.daemon_request(protocol.CMD_HISTORY, params(args, time.time_ns()))
+    for row in rows:
+        if args.json:
+            print_json(row)
+        else:
+            print(format_row(row))
+    return 0
