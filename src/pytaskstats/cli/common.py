@@ -26,7 +26,7 @@ MEMORY_KINDS = ("swapin", "freepages", "thrashing", "compact", "wpcopy")
 def open_client(args: Any, backend: str | None = None) -> Client:
     """A Client from the global options (--backend, --socket); says on stderr when
     it falls back to taskstatsd."""
-    asked: str = backend or getattr(args, "backend", "auto")
+    asked = str(backend or getattr(args, "backend", "auto"))
     client = Client(asked, socket_path=getattr(args, "socket", None))
     if client.backend == "daemon" and asked == "auto":
         print(f"taskstats: note: {client.backend_reason}", file=sys.stderr)

@@ -185,7 +185,8 @@ class Daemon:
         """Journal rows for `taskstats history` (validated keys only)."""
         unknown = set(params) - set(HISTORY_KEYS) - {"totals"}
         if unknown:
-            raise TaskstatsError(f"unknown history parameters {sorted(unknown)}")
+            raise ValueError(f"unknown history parameters {sorted(unknown)}; known: "
+                             f"{', '.join(HISTORY_KEYS)}, totals")
         query = {k: v for k, v in params.items() if k in HISTORY_KEYS}
         self.journal.flush()
         if params.get("totals"):

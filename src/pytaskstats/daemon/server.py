@@ -18,6 +18,7 @@ import os
 import socket
 import stat
 import struct
+import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .. import genetlink as genl
 from .. import netlink as nl
 from .. import taskstats as ts
 from ..errors import (
+    BUG_HINT,
     AccessDenied,
     NetlinkError,
     NoSuchTask,
@@ -194,6 +196,12 @@ class Server:
                 self._error(peer, err.errno, header, "", msg.seq)
             except TaskstatsError as err:
                 self._error(peer, _errno_of(err), header, "", msg.seq)
+            except (ValueError, TypeError) as err:  # bad parameters of a daemon request
+                self._error(peer, errno.EINVAL, header, str(err), msg.seq)
+            except Exception as err:  # noqa: BLE001 - a client frame must never stop us
+                print(f"taskstatsd: internal error on a request: {err!r} ({BUG_HINT})",
+                      file=sys.stderr)
+                self._error(peer, errno.EIO, header, "internal error", msg.seq)
 
     def _dispatch(self, peer: Peer, msg: nl.Message, fds: list[int]) -> None:
         if msg.type == genl.GENL_ID_CTRL:

@@ -1,0 +1,62 @@
+"""A real taskstatsd for tests: started in a world-reachable temp dir, stoppable,
+killable and restartable on the same state."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+class RunningDaemon:
+    """taskstatsd as a subprocess; ``socket`` is its client socket path."""
+
+    def __init__(self, state_dir: Path | None = None, *extra: str) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="taskstatsd-", dir="/tmp"))
+        self.base.chmod(0o755)
+        self.socket = str(self.base / "run" / "taskstatsd.sock")
+        self.state_dir = state_dir or self.base / "state"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start (or restart) and wait until the socket answers."""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pytaskstats.daemon", "--foreground", "--socket",
+             self.socket, "--state-dir", str(self.state_dir), "--config", os.devnull,
+             *self.extra], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(self.socket):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read() if self.proc.stderr else b""
+                raise RuntimeError(f"taskstatsd did not start: {err.decode()}")
+            time.sleep(0.02)
+
+    @property
+    def pid(self) -> int:
+        """The daemon's pid."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop it with ``sig``; return its exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=20)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        if sig == signal.SIGKILL and os.path.exists(self.socket):
+            os.unlink(self.socket)  # a killed daemon leaves it behind
+        return code
+
+    def close(self) -> None:
+        """Stop if running and remove the temp dir."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)

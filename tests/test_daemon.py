@@ -1,0 +1,266 @@
+"""taskstatsd against the real kernel: the kernel's semantics over its socket,
+access policy, fan-out, malformed frames, the journal through `taskstats history`."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pytaskstats import AccessDenied, Client, ExitRecord, Lost, NetlinkError
+from pytaskstats import netlink as nl
+from pytaskstats import taskstats as ts
+from pytaskstats.daemon import protocol
+from pytaskstats.kernel import Connection
+
+from .conftest import as_nobody
+from .daemon_util import RunningDaemon
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[RunningDaemon]:
+    """One taskstatsd for the module's tests."""
+    from .conftest import require_kernel
+
+    require_kernel()
+    d = RunningDaemon()
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def _exits(conn: Connection, pid: int, timeout: float = 2.0) -> list[ExitRecord]:
+    """Exit records of ``pid`` received on a registered connection."""
+    conn.sock.sock.settimeout(0.2)
+    out: list[ExitRecord] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            n = conn.sock.recv()
+        except TimeoutError:
+            if out:
+                break
+            continue
+        out += [e for e in ts.decode(conn.sock.view, conn.family.id, n, source="daemon")
+                if isinstance(e, ExitRecord) and e.pid == pid]
+    return out
+
+
+def test_query_through_the_daemon_matches_the_kernel(daemon: RunningDaemon) -> None:
+    with Client("daemon", socket_path=daemon.socket) as via, Client("kernel") as direct:
+        assert via.backend == "daemon"
+        rec = via.pid(os.getpid())
+        assert rec.source == "daemon" and rec.ac_pid == os.getpid()
+        assert rec.ac_comm == direct.pid(os.getpid()).ac_comm
+        assert via.tgid(os.getpid()).scope == "tgid"
+        assert set(via.pids([os.getpid(), 1])) == {os.getpid(), 1}
+        cg = via.cgroup("/sys/fs/cgroup/cpu")
+        assert cg.source == "daemon" and cg.nr_sleeping > 0
+        with pytest.raises(NetlinkError, match="cgroup v1"):
+            via.cgroup("/sys/fs/cgroup/unified")
+
+
+def test_register_rules_duplicate_deregister_and_prune(daemon: RunningDaemon) -> None:
+    conn = Connection(socket_path=daemon.socket)
+    conn.register("0-1")
+    conn.register("0-1")  # a duplicate is ignored: each exit comes once
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    assert len(_exits(conn, proc.pid)) == 1
+    conn.register("0-1", deregister=True)
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    assert _exits(conn, proc.pid, timeout=0.5) == []
+    conn.register("0-1")
+    with Client("daemon", socket_path=daemon.socket) as c:
+        before = c.daemon_request(protocol.CMD_STATUS, {})["listeners"]["client_listeners"]
+        conn.close()  # disconnect prunes the listener
+        time.sleep(0.1)
+        after = c.daemon_request(protocol.CMD_STATUS, {})["listeners"]["client_listeners"]
+    assert after == before - 1
+
+
+@pytest.mark.parametrize(("mask", "err"), [
+    ("garbage", errno.EINVAL), ("0-100000", errno.ERANGE), ("0," * 200, errno.E2BIG),
+    ("1-0", errno.EINVAL), ("", errno.EINVAL)])
+def test_cpumask_errors_are_the_kernels(daemon: RunningDaemon, mask: str, err: int) -> None:
+    with Connection(socket_path=daemon.socket) as conn, pytest.raises(NetlinkError) as info:
+        conn.register(mask)
+    assert info.value.errno == err
+
+
+def _raw(daemon: RunningDaemon, data: bytes, fds: list[int] | None = None) -> list[object]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        s.settimeout(2)
+        s.connect(daemon.socket)
+        if fds:
+            socket.send_fds(s, [data], fds)
+        else:
+            s.send(data)
+        reply = s.recv(1 << 17)
+    return list(ts.decode(reply, 0x7FFF))
+
+
+def test_malformed_and_oversized_frames_get_errors(daemon: RunningDaemon) -> None:
+    for frame, err in ((b"\x01\x02", errno.EINVAL), (b"\xff" * 40, errno.EINVAL),
+                       (b"\0" * 70000, errno.EMSGSIZE)):
+        (reply,) = _raw(daemon, frame)
+        assert isinstance(reply, nl.ErrorReply) and reply.error == err
+    # a request for a family nobody registered
+    (reply,) = _raw(daemon, nl.encode_message(0x7FFE, nl.NLM_F_REQUEST, 5, 0, b"\1\1\0\0"))
+    assert isinstance(reply, nl.ErrorReply) and reply.error == errno.ENOENT and reply.seq == 5
+
+
+def test_unexpected_fds_are_closed(daemon: RunningDaemon) -> None:
+    before = len(os.listdir(f"/proc/{daemon.pid}/fd"))
+    r, w = os.pipe()
+    try:
+        for _ in range(5):
+            _raw(daemon, ts.encode_get_pid(1, os.getpid(), seq=1), [r, w])
+    finally:
+        os.close(r)
+        os.close(w)
+    assert len(os.listdir(f"/proc/{daemon.pid}/fd")) == before
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=1, max_size=300))
+def test_fuzzed_frames_never_break_the_daemon(daemon: RunningDaemon, frame: bytes) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        s.settimeout(2)
+        s.connect(daemon.socket)
+        s.send(frame)
+        s.settimeout(0.05)
+        try:
+            s.recv(1 << 17)
+        except TimeoutError:
+            pass  # some frames (e.g. NLMSG_NOOP) get no answer, as from the kernel
+    assert Client("daemon", socket_path=daemon.socket).pid(os.getpid()).ac_pid == os.getpid()
+
+
+def test_unprivileged_user_sees_own_tasks_only(daemon: RunningDaemon,
+                                               nobody_env: dict[str, str]) -> None:
+    code = ("import os, sys\nfrom pytaskstats import Client, AccessDenied\n"
+            "c = Client(socket_path=sys.argv[1])\n"
+            "print(c.backend, c.pid(os.getpid()).ac_uid)\n"
+            "try:\n  c.pid(1)\nexcept AccessDenied as e:\n  print('denied', e.pid)\n")
+    done = as_nobody(nobody_env, "-c", code, daemon.socket)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["daemon 65534", "denied 1"]
+    cli = as_nobody(nobody_env, "-m", "pytaskstats", "--socket", daemon.socket, "cgroup",
+                    "/sys/fs/cgroup/cpu", "--json")
+    assert cli.returncode == 0 and "nr_sleeping" in cli.stdout, cli.stderr
+    assert AccessDenied.__module__ == "pytaskstats"
+
+
+LISTEN_AS = """
+import os, subprocess, sys, time
+from pytaskstats import Client, ExitRecord
+with Client(socket_path=sys.argv[1]) as c, c.listen() as listener:
+    open(sys.argv[2], "w").close()          # ready
+    deadline = time.monotonic() + 4
+    seen = set()
+    while time.monotonic() < deadline:
+        for e in listener.poll(0.1):
+            if isinstance(e, ExitRecord):
+                seen.add(e.task.ac_uid)
+    print(sorted(seen))
+"""
+
+
+def test_two_users_each_see_their_own_exits(daemon: RunningDaemon,
+                                            nobody_env: dict[str, str]) -> None:
+    procs = []
+    for uid in (65534, 40000):
+        ready = f"{daemon.base}/ready-{uid}"
+        procs.append((ready, subprocess.Popen(
+            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable,
+             "-c", LISTEN_AS, daemon.socket, ready], env=nobody_env, cwd="/",
+            stdout=subprocess.PIPE, text=True)))
+    os.chmod(daemon.base, 0o777)
+    for ready, _ in procs:
+        while not os.path.exists(ready):
+            time.sleep(0.02)
+    for uid in (65534, 40000, 0):
+        subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                        "true"], check=True)
+    seen = [json.loads(p.communicate(timeout=20)[0]) for _, p in procs]
+    assert seen == [[65534], [40000]]
+
+
+def test_slow_client_loses_only_its_own_records() -> None:
+    """100 clients listen while one stalls: the others get every exit; the stalled
+    one loses records, is told how many (a Lost event), and nobody waits for it."""
+    small = RunningDaemon(None, "--client-queue-records", "20")
+    try:
+        stalled = Client("daemon", socket_path=small.socket).listen()
+        clients = [Connection(socket_path=small.socket) for _ in range(100)]
+        for c in clients:
+            c.register("0-1")
+        n = 300
+        for _ in range(n):
+            subprocess.run(["true"], check=True)
+        assert [_count_exits(c, "true") for c in clients[:3]] == [n, n, n]
+        events = stalled.drain()
+        time.sleep(0.3)  # the daemon sends the rest, with the loss notice, once we read
+        events += stalled.drain()
+        got = sum(isinstance(e, ExitRecord) and e.task.ac_comm == "true" for e in events)
+        lost = sum(e.records for e in events if isinstance(e, Lost))
+        assert lost > 0 and got < n and stalled.lost == lost
+        with Client("daemon", socket_path=small.socket) as c:
+            status = c.daemon_request(protocol.CMD_STATUS, {})
+        assert status["clients"] >= 101 and status["counters"]["client_dropped"] >= lost
+        stalled.close()
+        for c in clients:
+            c.close()
+    finally:
+        small.close()
+
+
+def _count_exits(conn: Connection, comm: str) -> int:
+    conn.sock.sock.settimeout(0.3)
+    count = 0
+    while True:
+        try:
+            n = conn.sock.recv()
+        except TimeoutError:
+            return count
+        count += sum(1 for e in ts.decode(conn.sock.view, conn.family.id, n)
+                     if isinstance(e, ExitRecord) and e.task.ac_comm == comm)
+
+
+def test_history_and_status_through_the_cli(daemon: RunningDaemon) -> None:
+    marker = f"hist{os.getpid() % 10000}"
+    subprocess.run(["cp", "/bin/true", f"{daemon.base}/{marker}"], check=True)
+    for _ in range(3):
+        subprocess.run([f"{daemon.base}/{marker}"], check=True)
+    time.sleep(0.5)
+    cli = [sys.executable, "-m", "pytaskstats", "--socket", daemon.socket]
+    out = subprocess.run([*cli, "history", "--comm", marker, "--json"], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    rows = [json.loads(line) for line in out]
+    assert len(rows) == 3 and all(r["ac_comm"] == marker for r in rows)
+    assert all(r["ac_utime"] is not None and "time_ns" in r and "cpu" in r for r in rows)
+    grouped = subprocess.run([*cli, "history", "--comm", marker, "--group-by", "comm",
+                              "--json"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(grouped)["exits"] == 3
+    status = subprocess.run([*cli, "status", "--json"], capture_output=True, text=True,
+                            check=True).stdout
+    doc = json.loads(status)["daemon"]
+    assert doc["counters"]["received"] >= 3 and doc["kernel"]["struct_version"] >= 8
+    bad = subprocess.run([*cli, "history", "--sort", "nonsense"], capture_output=True,
+                         text=True, check=False)
+    assert bad.returncode == 1 and "nonsense" in bad.stderr
