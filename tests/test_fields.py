@@ -74,7 +74,7 @@ def test_field_metadata(field: fields.Field) -> None:
 def test_field_names_unique_and_indices_match_record() -> None:
     names = [f.name for f in FIELDS]
     assert len(names) == len(set(names))
-    assert all(TaskStats._fields[f.index] == f.name for f in FIELDS)
+    assert all(TaskStats._fields[f.position] == f.name for f in FIELDS)
 
 
 def test_delay_kinds() -> None:
@@ -102,6 +102,6 @@ def test_to_dict_keys(extra: bytes) -> None:
 
 
 def test_docs_fields_md_is_generated_from_the_table() -> None:
-    # The main developer generates it: python -m pytaskstats.fields > docs/fields.md
+    # generated from fields.markdown() (see the command in its header)
     assert DOCS.is_file(), "docs/fields.md is missing"
     assert DOCS.read_text(encoding="utf-8") == fields.markdown()

@@ -97,3 +97,14 @@ def test_decode_family_as_the_kernel_sends_it() -> None:
 def test_decode_family_rejects(msg: nl.Message, fragment: str) -> None:
     with pytest.raises(RemoteProtocolError, match=fragment):
         genl.decode_family(msg)
+
+
+def test_decode_family_without_version_raises_protocol_error_only() -> None:
+    """Peer-controlled input: a missing attribute is RemoteProtocolError, never TypeError."""
+    msg = ctrl(genl.CTRL_CMD_NEWFAMILY, nla(genl.CTRL_ATTR_FAMILY_ID, b"\x1b\x00")
+               + nla(genl.CTRL_ATTR_FAMILY_NAME, b"TASKSTATS\0"))
+    try:
+        info = genl.decode_family(msg)
+    except RemoteProtocolError:
+        return
+    assert (info.id, info.name) == (27, "TASKSTATS")

@@ -30,7 +30,7 @@ class FamilyInfo(NamedTuple):
 
     id: int
     name: str
-    version: int
+    version: int = 0
     hdrsize: int = 0
     maxattr: int = 0
     ops: tuple[tuple[int, int], ...] = ()

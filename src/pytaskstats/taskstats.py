@@ -114,8 +114,11 @@ def encode_get_fast(scope: str) -> Callable[[int, int, int], bytes]:
     pack = _GET_U32.pack
 
     def encode(family: int, ident: int, seq: int) -> bytes:
-        return pack(28, family, nl.NLM_F_REQUEST, seq, 0, CMD_GET, GENL_VERSION, 0, 8, attr,
-                    ident)
+        try:
+            return pack(28, family, nl.NLM_F_REQUEST, seq & 0xFFFFFFFF, 0, CMD_GET,
+                        GENL_VERSION, 0, 8, attr, ident)
+        except struct.error as err:
+            raise LocalProtocolError(f"id {ident} does not fit in a u32") from err
 
     return encode
 
@@ -134,7 +137,7 @@ def decode_request(msg: nl.Message) -> Request:
         if atype in (ATTR_REGISTER_CPUMASK, ATTR_DEREGISTER_CPUMASK) and cmd == CMD_GET:
             found[atype] = nl.get_str(msg.data, a, b)
         elif atype in (ATTR_PID, ATTR_TGID) or (atype == CGROUPSTATS_ATTR_FD):
-            found.setdefault(atype, nl.get_u32(msg.data, a, b, f"request attribute {atype}"))
+            found[atype] = nl.get_u32(msg.data, a, b, f"request attribute {atype}")  # last wins
     if cmd == CGROUPSTATS_CMD_GET:
         if CGROUPSTATS_ATTR_FD in found:
             return Request("cgroup", found[CGROUPSTATS_ATTR_FD], msg.seq, msg.pid, msg.flags,
@@ -177,8 +180,9 @@ def _make_plan(version: int, size: int) -> _Plan:
         targets += [f.position, -1] if f.ctype == "timespec" else [f.position]
     fast = targets == list(range(len(targets)))
     extra_from = lay.size if version > LATEST_VERSION and size > lay.size else 0
+    has_comm = any(f.position == _COMM for f in lay.fields[:count])
     plan = _Plan(lay.struct_for(count), tuple(targets), fast,
-                 (None,) * (_NFIELDS - 4 - len(targets)), count > _COMM, extra_from)
+                 (None,) * (_NFIELDS - 4 - len(targets)), has_comm, extra_from)
     if len(_PLANS) < 4096:  # sizes come from the peer: bound the cache
         _PLANS[version, size] = plan
     return plan

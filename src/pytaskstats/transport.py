@@ -34,7 +34,9 @@ class _Buffered:
         self.seq = 0
 
     def next_seq(self, n: int = 1) -> int:
-        """Reserve ``n`` sequence numbers; return the first."""
+        """Reserve ``n`` consecutive 32-bit sequence numbers; return the first."""
+        if self.seq + n >= 0xFFFFFFFF:
+            self.seq = 0  # wrap (nlmsg_seq is a u32); old replies are long gone
         first = self.seq + 1
         self.seq += n
         return first
