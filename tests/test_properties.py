@@ -4,6 +4,7 @@ and the codec modules stay free of I/O imports (STYLE.md conventions 1 and 11)."
 from __future__ import annotations
 
 import ast
+import contextlib
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,6 @@ from pytaskstats.errors import RemoteProtocolError
 from pytaskstats.fields import FIELDS, Field, Timespec, layout
 from pytaskstats.records import ExitRecord, TaskStats
 from tests.conftest import FIXTURES
-
 
 FAMILY = 27
 SETTINGS = settings(max_examples=200, deadline=None,
