@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib
 import struct
 from collections.abc import Callable
 from pathlib import Path
