@@ -222,7 +222,7 @@ class Server:
             info = genl.FamilyInfo(protocol.FAMILY_ID, name, 1, 0, 0, protocol.OPS)
         else:
             raise NetlinkError(f"no family {name}", errno=errno.ENOENT)
-        self._reply(peer, genl.encode_family(info, seq=msg.seq, pid=msg.pid))
+        self._reply(peer, genl.encode_family(info, seq=msg.seq, pid=peer.id))
         self._ack(peer, msg)
 
     def _taskstats(self, peer: Peer, msg: nl.Message, fds: list[int]) -> None:
@@ -231,7 +231,7 @@ class Server:
             assert isinstance(req.value, int)
             stats = self._query(peer, req.op, req.value)
             reply = ts.StatsReply(msg.seq, req.op, req.value, stats)
-            self._reply(peer, ts.encode_stats_reply(self.family.id, reply, pid=msg.pid))
+            self._reply(peer, ts.encode_stats_reply(self.family.id, reply, pid=peer.id))
         elif req.op in ("register", "deregister"):
             assert isinstance(req.value, str)
             cpus = check_cpumask(req.value, self.possible, self.nr_cpu_ids)
@@ -244,7 +244,7 @@ class Server:
                 raise NetlinkError("no fd passed", errno=errno.EBADF)
             stats_cg = self.kernel.cgroup(fds[0])
             self._reply(peer, ts.encode_cgroupstats_reply(
-                self.family.id, ts.CgroupStatsReply(msg.seq, stats_cg), pid=msg.pid))
+                self.family.id, ts.CgroupStatsReply(msg.seq, stats_cg), pid=peer.id))
         else:
             raise NetlinkError("no attribute", errno=errno.EINVAL)
         self._ack(peer, msg)
@@ -264,11 +264,11 @@ class Server:
         if not isinstance(params, dict):
             raise ProtocolError("request parameters must be a JSON object")
         if cmd == protocol.CMD_STATUS:
-            self._reply(peer, protocol.encode_reply(self.status(), seq=msg.seq, pid=msg.pid))
+            self._reply(peer, protocol.encode_reply(self.status(), seq=msg.seq, pid=peer.id))
         elif cmd == protocol.CMD_HISTORY:
             if not peer.admin:
                 params["uid"] = peer.uid
-            for part in protocol.encode_rows(self.history(params), seq=msg.seq, pid=msg.pid):
+            for part in protocol.encode_rows(self.history(params), seq=msg.seq, pid=peer.id):
                 self._reply(peer, part)
         else:
             raise NetlinkError(f"unknown command {cmd}", errno=errno.EOPNOTSUPP)
@@ -276,7 +276,7 @@ class Server:
     def _ack(self, peer: Peer, msg: nl.Message) -> None:
         if msg.flags & nl.NLM_F_ACK:
             header = bytes(msg.data[msg.start - nl.HEADER.size: msg.start])
-            self._reply(peer, nl.encode_error(0, header, seq=msg.seq, pid=msg.pid))
+            self._reply(peer, nl.encode_error(0, header, seq=msg.seq, pid=peer.id))
 
     def _error(self, peer: Peer, err: int, header: bytes, text: str, seq: int = 0) -> None:
         self._reply(peer, nl.encode_error(err, header[:nl.HEADER.size], seq=seq, pid=0,
