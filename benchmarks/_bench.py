@@ -9,14 +9,24 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pytaskstats import netlink as nl
+from pytaskstats import taskstats as ts
+from pytaskstats.kernel import Connection
+
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / ".build"  # gitignored
+RECV_BUFFER = 65536
+NETLINK_GENERIC = 16
+SO_RCVBUFFORCE = 33
+SO_MEMINFO = 55
 
 
 def require_root() -> None:
@@ -25,8 +35,12 @@ def require_root() -> None:
         sys.exit(f"{Path(sys.argv[0]).name}: run as root (TASKSTATS needs CAP_NET_ADMIN)")
 
 
-def build_c(name: str) -> Path:
-    """Compile ``benchmarks/NAME.c`` with gcc -O2 into benchmarks/.build/NAME (if stale)."""
+def build_c(name: str, *, static: bool = False) -> Path:
+    """Compile ``benchmarks/NAME.c`` with gcc -O2 into benchmarks/.build/NAME (if stale).
+
+    ``static``: link statically if the toolchain can (cheaper fork/exec), else
+    dynamically.
+    """
     src = HERE / f"{name}.c"
     exe = BUILD / name
     if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
@@ -35,7 +49,12 @@ def build_c(name: str) -> Path:
     if gcc is None:
         sys.exit(f"cannot build {src.name}: no gcc/cc on PATH")
     BUILD.mkdir(exist_ok=True)
-    subprocess.run([gcc, "-O2", "-Wall", "-Wextra", "-o", str(exe), str(src)], check=True)
+    cmd = [gcc, "-O2", "-Wall", "-Wextra", "-o", str(exe), str(src)]
+    if static:
+        linked = subprocess.run([*cmd, "-static"], capture_output=True, check=False)
+        if linked.returncode == 0:
+            return exe
+    subprocess.run(cmd, check=True)
     return exe
 
 
@@ -50,6 +69,54 @@ def task_ids() -> list[int]:
         except OSError:
             continue  # the process exited while we listed
     return sorted(ids)
+
+
+def family_id() -> int:
+    """The TASKSTATS family id, looked up by pytaskstats."""
+    with Connection() as conn:
+        return conn.family.id
+
+
+def raw_socket(rcvbuf: int = 1 << 20, timeout: float | None = 5.0, *,
+               rcvtimeo: float | None = None) -> socket.socket:
+    """A bare bound NETLINK_GENERIC socket of our own (for the baselines and captures).
+
+    ``timeout`` is Python's socket timeout: CPython then poll()s before every
+    send and recv.  ``rcvtimeo`` (use with ``timeout=None``) sets the kernel's
+    SO_RCVTIMEO instead: a blocking socket whose recv fails with EAGAIN after
+    that long, with no extra system call.
+    """
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                         NETLINK_GENERIC)
+    sock.bind((0, 0))
+    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+    sock.settimeout(timeout)
+    if rcvtimeo is not None:
+        sec = int(rcvtimeo)
+        usec = int((rcvtimeo - sec) * 1e6)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", sec, usec))
+    return sock
+
+
+def raw_register(sock: socket.socket, family: int, cpus: str, *,
+                 deregister: bool = False) -> None:
+    """(De)register ``sock`` as exit listener for ``cpus``; wait for the ACK."""
+    encode = ts.encode_deregister if deregister else ts.encode_register
+    seq = 0x7FFF0000
+    sock.send(encode(family, cpus, seq=seq, ack=True))
+    buf = bytearray(RECV_BUFFER)
+    while True:
+        n = sock.recv_into(buf, RECV_BUFFER)
+        for event in ts.decode(memoryview(buf), family, n):
+            if isinstance(event, nl.ErrorReply) and event.seq == seq:
+                if event.error:
+                    raise OSError(event.error, f"(de)register {cpus}: {os.strerror(event.error)}")
+                return
+
+
+def sk_drops(sock: socket.socket) -> int:
+    """The kernel's count of datagrams dropped on ``sock`` (SO_MEMINFO)."""
+    return int(struct.unpack_from("=9I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))[8])
 
 
 def interleave(contenders: Sequence[tuple[str, Callable[[], float]]],

@@ -12,8 +12,11 @@ Contenders, interleaved round by round (medians of ``--reps`` rounds):
   STATS attributes fetched (``get_attr``) and one field read, which forces its
   lazy decode of the whole struct.
 
-Informational rows (not contenders) split the costs: the C program with 128
-requests per send(), and Python's bare socket loops (no decode at all).
+Informational rows ("[info]", not contenders) split the costs: the C program
+with 128 requests per send(), and bare Python socket loops that only send, recv
+and match sequence numbers (no decode), once with Python's socket timeout
+(``settimeout``, as pytaskstats' sockets have: CPython adds a poll() to every
+send and recv) and once blocking with the kernel's SO_RCVTIMEO.
 
 ``--profile`` prints cProfile tables of the two pytaskstats contenders instead.
 """
@@ -27,17 +30,28 @@ import io
 import math
 import os
 import pstats
+import socket
 import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 
-from _bench import build_c, interleave, median, require_root, spread, table, task_ids
+from _bench import (
+    RECV_BUFFER,
+    build_c,
+    family_id,
+    interleave,
+    median,
+    raw_socket,
+    require_root,
+    spread,
+    table,
+    task_ids,
+)
 
 from pytaskstats import Client, NoSuchTask
 from pytaskstats import taskstats as ts
-from pytaskstats.kernel import RECV_BUFFER, Connection
 
 TARGET_PIPELINED = 1.0  # x the C floor
 TARGET_SINGLE = 1.5  # x the C floor
@@ -87,7 +101,7 @@ def py_single(client: Client, ids: list[int], repeat: int) -> Callable[[], int]:
         pid = client.pid
         for _ in range(repeat):
             for i in ids:
-                try:
+                try:  # noqa: SIM105 - cheaper than contextlib.suppress in a timed loop
                     pid(i)
                 except NoSuchTask:
                     pass
@@ -119,10 +133,9 @@ def pyroute2_scan(ids: list[int], queries: int) -> tuple[Callable[[], int], Call
     return scan, sock.close
 
 
-def raw_pipelined(conn: Connection, ids: list[int], repeat: int,
+def raw_pipelined(sock: socket.socket, family: int, ids: list[int], repeat: int,
                   window: int) -> Callable[[], int]:
     """Python's transport floor: batched sends, recv_into per reply, seq check only."""
-    sock, family = conn.sock.sock, conn.family.id
     encode = ts.encode_get_fast("pid")
     buf = bytearray(RECV_BUFFER)
     unpack = _HEADER.unpack_from
@@ -144,9 +157,9 @@ def raw_pipelined(conn: Connection, ids: list[int], repeat: int,
     return scan
 
 
-def raw_single(conn: Connection, ids: list[int], repeat: int) -> Callable[[], int]:
+def raw_single(sock: socket.socket, family: int, ids: list[int], repeat: int
+               ) -> Callable[[], int]:
     """Python's transport floor for one query per round trip."""
-    sock, family = conn.sock.sock, conn.family.id
     encode = ts.encode_get_fast("pid")
     buf = bytearray(RECV_BUFFER)
     unpack = _HEADER.unpack_from
@@ -204,16 +217,24 @@ def main() -> None:
         return
 
     exe = str(build_c("c_floor"))
-    raw_conn = Connection()  # for the family id and the bare socket loops
-    family = raw_conn.family.id
+    family = family_id()
+    # bare sockets of our own for the no-decode loops: one with Python's socket
+    # timeout (as pytaskstats' sockets have), one blocking with SO_RCVTIMEO
+    raw = raw_socket(timeout=5.0)
+    raw_k = raw_socket(timeout=None, rcvtimeo=5.0)
     contenders: list[tuple[str, Callable[[], float]]] = [
         ("C floor (send+recv per task)", c_floor(exe, family, ids, repeat)),
         ("pytaskstats pipelined pids()", timed(py_pipelined(client, ids, repeat))),
         ("pytaskstats one by one pid()", timed(py_single(client, ids, repeat))),
-        (f"C, {C_WINDOW} requests per send [info]", c_floor(exe, family, ids, repeat, C_WINDOW)),
-        ("Python socket, pipelined, no decode [info]",
-         timed(raw_pipelined(raw_conn, ids, repeat, raw_conn.window // 2))),
-        ("Python socket, one by one, no decode [info]", timed(raw_single(raw_conn, ids, repeat))),
+        (f"[info] C, {C_WINDOW} requests per send", c_floor(exe, family, ids, repeat, C_WINDOW)),
+        ("[info] Python socket, pipelined, settimeout",
+         timed(raw_pipelined(raw, family, ids, repeat, C_WINDOW))),
+        ("[info] Python socket, pipelined, SO_RCVTIMEO",
+         timed(raw_pipelined(raw_k, family, ids, repeat, C_WINDOW))),
+        ("[info] Python socket, one by one, settimeout",
+         timed(raw_single(raw, family, ids, repeat))),
+        ("[info] Python socket, one by one, SO_RCVTIMEO",
+         timed(raw_single(raw_k, family, ids, repeat))),
     ]
     close_pyroute2: Callable[[], None] | None = None
     if not args.no_pyroute2:
@@ -232,7 +253,8 @@ def main() -> None:
     wall = time.perf_counter() - t0
     if close_pyroute2 is not None:
         close_pyroute2()
-    raw_conn.close()
+    raw.close()
+    raw_k.close()
 
     floor = median(results[contenders[0][0]])
     pipelined = median(results["pytaskstats pipelined pids()"])
