@@ -55,7 +55,7 @@ def lookup_family(sock: Transport, name: str = ts.FAMILY_NAME) -> genl.FamilyInf
 def _recv(sock: Transport, op: str) -> int:
     try:
         return sock.recv()
-    except TimeoutError as err:
+    except (TimeoutError, BlockingIOError) as err:
         raise TaskstatsError(f"{op}: no answer from the {sock.source} within the timeout"
                              ) from err
     except OSError as err:
@@ -123,10 +123,9 @@ class Connection:
     def query(self, scope: str, ident: int) -> TaskStats:
         """The record of task ``ident`` (scope "pid") or thread group (scope "tgid")."""
         seq = self.sock.next_seq()
-        encode = ts.encode_get_pid if scope == "pid" else ts.encode_get_tgid
         pid, tgid = (ident, None) if scope == "pid" else (None, ident)
-        for event in self._request(encode(self.family.id, ident, seq=seq), seq, "query",
-                                   pid=pid, tgid=tgid):
+        request = ts.encode_get_fast(scope)(self.family.id, ident, seq)
+        for event in self._request(request, seq, "query", pid=pid, tgid=tgid):
             if isinstance(event, ts.StatsReply):
                 return event.stats
         raise RemoteProtocolError(f"the kernel answered the {scope} query with no record")
@@ -288,24 +287,21 @@ class Listener:
 
     def poll(self, timeout: float | None = None) -> list[Event]:
         """Wait up to ``timeout`` seconds for events; return what arrived."""
-        return [e for e, _ in self.poll_raw(timeout)]
+        out: list[Event] = []
+        for key, _ in self.selector.select(timeout):
+            out += [e for e, _ in self._drain(key.data, raw=False)]
+        return out
 
     def drain(self) -> list[Event]:
         """Everything already queued on every socket, without waiting."""
-        return [e for index in range(len(self.conns)) for e, _ in self._drain(index)]
-
-    def poll_raw(self, timeout: float | None = None) -> list[tuple[Event, bytes | None]]:
-        """Like :meth:`poll`, with each exit's message bytes exactly as received."""
-        out: list[tuple[Event, bytes | None]] = []
-        for key, _ in self.selector.select(timeout):
-            out += self._drain(key.data)
-        return out
+        return [e for i in range(len(self.conns)) for e, _ in self._drain(i, raw=False)]
 
     def drain_raw(self, index: int) -> list[tuple[Event, bytes | None]]:
-        """What is queued on socket ``index``, with each exit's message bytes."""
-        return self._drain(index)
+        """What is queued on socket ``index``, with each exit's message bytes exactly
+        as received (None for losses)."""
+        return self._drain(index, raw=True)
 
-    def _drain(self, index: int) -> list[tuple[Event, bytes | None]]:
+    def _drain(self, index: int, *, raw: bool) -> list[tuple[Event, bytes | None]]:
         conn = self.conns[index]
         out: list[tuple[Event, bytes | None]] = [(e, None) for e in conn.pending_exits]
         conn.pending_exits.clear()
@@ -322,16 +318,17 @@ class Listener:
             except RemoteProtocolError:
                 out.append((self._count(index, 1, "truncated"), None))
                 continue
-            out += self._decode(index, n)
+            out += self._decode(index, n, raw)
         self.received += sum(isinstance(e, ExitRecord) for e, _ in out)
         return out
 
-    def _decode(self, index: int, n: int) -> list[tuple[Event, bytes | None]]:
+    def _decode(self, index: int, n: int, keep: bool) -> list[tuple[Event, bytes | None]]:
         conn, group = self.conns[index], self.groups[index]
         cpu = group[0] if len(group) == 1 else None
-        raw = bytes(conn.sock.view[:n])
+        raw = bytes(conn.sock.view[:n]) if keep else None
         try:
-            events = ts.decode(raw, conn.family.id, source=conn.source, cpu=cpu)
+            events = ts.decode(raw or conn.sock.view, conn.family.id, n, source=conn.source,
+                               cpu=cpu)
         except RemoteProtocolError:
             return [(self._count(index, 1, "malformed"), None)]
         out: list[tuple[Event, bytes | None]] = []

@@ -338,6 +338,29 @@ def decode_cgroupstats_msg(msg: nl.Message, *, source: str = "kernel") -> Cgroup
     raise RemoteProtocolError("CGROUPSTATS reply without CGROUPSTATS_TYPE_CGROUP_STATS")
 
 
+# nlmsghdr, genlmsghdr, AGGR nest header, PID/TGID attribute, STATS header: the shape
+# of nearly every datagram (one reply, or the exit of a single-threaded task)
+_SINGLE = struct.Struct("=IHHIIBBHHHHHIHH")
+
+
+def _decode_single(data: bytes | memoryview, n: int, family: int, source: str,
+                   cpu: int | None) -> StatsReply | ExitRecord | None:
+    """The one-message, one-nest datagram, every length and type checked; None when
+    the datagram has any other shape (the general walk then decodes it)."""
+    (length, mtype, _, seq, pid, cmd, _, _, nest_len, nest_type, id_len, id_type, ident,
+     stats_len, stats_type) = _SINGLE.unpack_from(data, 0)
+    if not (length == n and mtype == family and cmd == CMD_NEW and nest_len == n - 20
+            and id_len == 8 and stats_len == n - 32 and stats_type == TYPE_STATS
+            and nest_type - TYPE_AGGR_PID == id_type - TYPE_PID
+            and nest_type in (TYPE_AGGR_PID, TYPE_AGGR_TGID)):
+        return None
+    scope = "pid" if nest_type == TYPE_AGGR_PID else "tgid"
+    stats = decode_stats(data, 36, n, scope=scope, source=source)
+    if pid or scope == "tgid":
+        return StatsReply(seq, scope, ident, stats)
+    return ExitRecord(task=stats, pid=ident, tgid=stats.ac_tgid, cpu=cpu, seq=seq)
+
+
 def decode(data: bytes | memoryview, family: int, size: int | None = None, *,
            source: str = "kernel", cpu: int | None = None) -> list[Event]:
     """Decode one datagram from the kernel (or taskstatsd) into events.
@@ -345,6 +368,11 @@ def decode(data: bytes | memoryview, family: int, size: int | None = None, *,
     Raises RemoteProtocolError for malformed bytes and for message types that do
     not belong to the family.
     """
+    n = len(data) if size is None else size
+    if n >= _SINGLE.size + 4 and n <= len(data):
+        single = _decode_single(data, n, family, source, cpu)
+        if single is not None:
+            return [single]
     events: list[Event] = []
     for msg in nl.split_messages(data, size):
         if msg.type == family:

@@ -41,6 +41,15 @@ class _Buffered:
         self.seq += n
         return first
 
+    def set_timeout(self, timeout: float | None) -> None:
+        """A receive timeout in the kernel (SO_RCVTIMEO), keeping the socket blocking:
+        Python's settimeout() would add a poll() to every call.  A timed-out recv
+        raises BlockingIOError."""
+        self.sock.setblocking(True)
+        seconds = 0.0 if timeout is None else max(timeout, 1e-6)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                             struct.pack("@ll", int(seconds), int(seconds % 1 * 1e6)))
+
     def recv(self) -> int:
         """Receive one datagram into ``buffer``; return its length.
 
@@ -89,7 +98,7 @@ class NetlinkSocket(_Buffered):
         sock.bind((0, 0))
         self.portid: int = sock.getsockname()[0]
         self.rcvbuf = self._set_rcvbuf(rcvbuf)
-        sock.settimeout(timeout)
+        self.set_timeout(timeout)
 
     def _set_rcvbuf(self, size: int) -> int:
         try:
@@ -121,6 +130,7 @@ class UnixSocket(_Buffered):
                 "(taskstatsd --foreground) or point TASKSTATS_SOCKET / --socket at it"
             ) from err
         super().__init__(sock)
+        self.set_timeout(timeout)
         self.portid = 0
         self.rcvbuf = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
