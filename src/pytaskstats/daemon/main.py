@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, delayacct
+from .. import taskstats as ts
 from ..errors import TaskstatsError
 from ..kernel import Connection, Listener, possible_cpus
 from ..records import ExitRecord, Lost
@@ -116,9 +117,10 @@ class Daemon:
                 self.journal.note_lost(event.reason, event.records)
                 continue
             self.counters["received"] += 1
-            raw = raw if raw is not None else b""
-            self.journal.submit(JournalEntry(event, now, self._cgroup(event), raw))
-            self.server.publish(event, raw)
+            # raw is None only when a datagram held several messages: re-encode
+            data = raw if raw is not None else ts.encode_exit(self.kernel.family.id, event)
+            self.journal.submit(JournalEntry(event, now, self._cgroup(event), data))
+            self.server.publish(event, data)
 
     def _cgroup(self, record: ExitRecord) -> str | None:
         if not self.cfg.cgroups:

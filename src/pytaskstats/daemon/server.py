@@ -198,7 +198,7 @@ class Server:
                 self._error(peer, _errno_of(err), header, "", msg.seq)
             except (ValueError, TypeError) as err:  # bad parameters of a daemon request
                 self._error(peer, errno.EINVAL, header, str(err), msg.seq)
-            except Exception as err:  # noqa: BLE001 - a client frame must never stop us
+            except Exception as err:  # a client frame must never stop the daemon
                 print(f"taskstatsd: internal error on a request: {err!r} ({BUG_HINT})",
                       file=sys.stderr)
                 self._error(peer, errno.EIO, header, "internal error", msg.seq)
