@@ -9,6 +9,7 @@ kernel reader.  Loss is counted everywhere it can happen and shown by
 
 from __future__ import annotations
 
+import fcntl
 import os
 import selectors
 import signal
@@ -28,8 +29,8 @@ from .journal import Journal, JournalEntry
 from .notify import notify
 from .server import Limits, Peer, Policy, Server
 
-HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "cgroup", "group_by", "sort",
-                "limit")
+HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "tgid", "cgroup", "group_by",
+                "sort", "limit")
 
 
 def cgroup_of(tgid: int) -> str | None:
@@ -58,6 +59,7 @@ class Daemon:
                          "lost_malformed": 0}
         self.cgroups: dict[int, str | None] = {}
         os.makedirs(cfg.state_dir, mode=0o755, exist_ok=True)
+        self.lock = _lock(os.path.join(cfg.state_dir, "taskstatsd.lock"))
         self.journal = Journal(
             os.path.join(cfg.state_dir, "journal.sqlite3"), synchronous=cfg.synchronous,
             retention_s=cfg.retention_days * 86400 if cfg.retention_days else None,
@@ -204,6 +206,18 @@ class Daemon:
         self.server.close()
         self.kernel.close()
         self.journal.stop()
+
+
+def _lock(path: str) -> int:
+    """Hold an exclusive lock on ``path`` for the life of the process."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise TaskstatsError(f"another taskstatsd holds {path}: one daemon per state "
+                             "directory") from None
+    return fd
 
 
 def _daemonize() -> None:

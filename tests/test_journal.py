@@ -1,0 +1,639 @@
+"""The exit journal: commit rules, columns, queries, loss accounting, disk-low
+hysteresis, restarts and retention.  Clocks and statvfs are injected; no sleeps."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+import pytaskstats
+from pytaskstats import taskstats
+from pytaskstats.daemon.journal import (
+    AGGREGATES,
+    Gap,
+    Journal,
+    JournalEntry,
+    JournalError,
+    commit_due,
+    decode_raw,
+)
+from pytaskstats.fields import FIELDS, Timespec
+from pytaskstats.records import ExitRecord
+from tests.conftest import FIXTURES, fixture_bytes
+
+FAMILY = 27
+CONTEXT = ("time_ns", "cpu", "pid", "tgid", "ended_process", "cgroup")
+V17 = "exit_v17_dual.bin"
+EXIT_FIXTURES = ["exit_v8_tgid_version0.bin", "exit_v16_dual.bin", V17]
+
+
+class Clock:
+    """An injected clock: seconds (monotonic) or ns (wall), moved by the test."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Wall:
+    def __init__(self, ns: int = 1_000_000_000_000) -> None:
+        self.ns = ns
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+class FsStats(NamedTuple):
+    f_bavail: int
+    f_blocks: int
+
+
+class Disk:
+    """A fake statvfs reporting ``free_pct`` percent available."""
+
+    def __init__(self, free_pct: float = 50.0) -> None:
+        self.free_pct = free_pct
+        self.paths: list[str] = []
+
+    def __call__(self, path: str) -> FsStats:
+        self.paths.append(path)
+        return FsStats(int(self.free_pct * 100), 10_000)
+
+
+def decoded(name: str = V17) -> ExitRecord:
+    event = taskstats.decode(fixture_bytes(name), FAMILY)[0]
+    assert isinstance(event, ExitRecord)
+    return event
+
+
+def entry(pid: int = 4243, *, comm: str = "fixture", uid: int = 1000, time_ns: int = 10**9,
+          cgroup: str | None = "/system.slice/a.service", name: str = V17,
+          **fields: Any) -> JournalEntry:
+    """An exit of ``pid`` (its own process), its raw bytes encoded to match."""
+    base = decoded(name)
+    task = base.task._replace(ac_pid=pid, ac_tgid=pid, ac_comm=comm, ac_uid=uid, **fields)
+    group = None if base.group is None else base.group._replace()
+    record = dataclasses.replace(base, task=task, group=group, pid=pid, tgid=pid)
+    return JournalEntry(record, time_ns, cgroup, taskstats.encode_exit(FAMILY, record))
+
+
+Factory = Callable[..., Journal]
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Factory]:
+    """Open journals (default: a file in tmp_path, frozen clocks); stop them all after."""
+    opened: list[Journal] = []
+
+    def factory(path: str | Path | None = None, **kwargs: Any) -> Journal:
+        kwargs.setdefault("clock", Clock())
+        kwargs.setdefault("wall_ns", Wall())
+        kwargs.setdefault("statvfs", Disk())
+        journal = Journal(tmp_path / "journal.db" if path is None else path, **kwargs)
+        opened.append(journal)
+        return journal
+
+    yield factory
+    for journal in opened:
+        journal.stop()
+
+
+@pytest.fixture(params=["memory", "file"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Both stores: the in-memory twin and a WAL file."""
+    return ":memory:" if request.param == "memory" else str(tmp_path / "journal.db")
+
+
+def integrity(path: str | Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [row[0] for row in conn.execute("PRAGMA integrity_check")]
+
+
+def committed(journal: Journal) -> int:
+    """Rows journaled; for an in-memory journal also a barrier after the writer's rules."""
+    count: int = journal.totals()["exits"]
+    return count
+
+
+# ---------------------------------------------------------------- commit rules
+
+def test_commit_rule_fires_on_size_or_age_and_not_before() -> None:
+    assert not commit_due(9, 0.0, 0.1, 10, 0.25)
+    assert commit_due(10, 0.0, 0.1, 10, 0.25)
+    assert not commit_due(3, 100.0, 100.249, 10, 0.25)
+    assert commit_due(3, 100.0, 100.25, 10, 0.25)
+    # aw-core compared the times the wrong way round: old data must commit, young not
+    assert commit_due(1, 0.0, 1_000.0, 10, 0.25)
+    assert not commit_due(1, 1_000.0, 1_000.0, 10, 0.25)
+    assert not commit_due(0, 0.0, 1_000.0, 10, 0.25)
+
+
+def test_batch_size_commits_nothing_before_and_everything_at(make: Factory) -> None:
+    journal = make(":memory:", batch_size=10, max_delay_s=0.25)
+    for pid in range(9):
+        assert journal.submit(entry(pid))
+    assert committed(journal) == 0
+    assert journal.pending == 9
+    assert journal.submit(entry(9))
+    assert committed(journal) == 10
+    assert journal.counters()["journaled"] == 10
+    assert journal.pending == 0
+
+
+def test_max_delay_commits_once_the_oldest_is_old_enough(make: Factory) -> None:
+    clock = Clock(100.0)
+    journal = make(":memory:", batch_size=100, max_delay_s=0.25, clock=clock)
+    journal.submit(entry(1))
+    clock.now = 100.2
+    journal.submit(entry(2))  # a younger record does not restart the age
+    assert committed(journal) == 0
+    clock.now = 100.249
+    assert committed(journal) == 0
+    clock.now = 100.25
+    assert committed(journal) == 2
+    journal.submit(entry(3))  # the next batch ages from its own first record
+    clock.now = 100.4
+    assert committed(journal) == 2
+    clock.now = 1_000.0
+    assert committed(journal) == 3
+
+
+def test_flush_commits_at_once(make: Factory, store: str) -> None:
+    journal = make(store, batch_size=1000)
+    journal.submit(entry(1))
+    journal.flush()
+    assert committed(journal) == 1
+
+
+# ---------------------------------------------------------------- columns and raw bytes
+
+def expected_columns(record: ExitRecord) -> dict[str, Any]:
+    task = record.task
+    out: dict[str, Any] = {}
+    for f in FIELDS:
+        value = task[f.position]
+        out[f.name] = value.to_ns() if isinstance(value, Timespec) else value
+    return out
+
+
+@pytest.mark.parametrize("name", EXIT_FIXTURES)
+def test_every_column_round_trips(make: Factory, store: str, name: str) -> None:
+    record = dataclasses.replace(decoded(name), cpu=3)
+    raw = fixture_bytes(name)
+    journal = make(store)
+    journal.submit(JournalEntry(record, 123_456_789, "/a/b", raw))
+    journal.flush()
+    [row] = journal.query(raw=True)
+    assert set(row) == {*CONTEXT, *(f.name for f in FIELDS), "raw"}
+    assert {k: row[k] for k in CONTEXT} == {
+        "time_ns": 123_456_789, "cpu": 3, "pid": record.pid, "tgid": record.tgid,
+        "ended_process": record.ended_process, "cgroup": "/a/b"}
+    assert {f.name: row[f.name] for f in FIELDS} == expected_columns(record)
+    assert row["raw"] == raw
+    assert decode_raw(row["raw"]) == dataclasses.replace(record, cpu=None)
+
+
+def test_absent_values_are_sql_null(make: Factory, tmp_path: Path) -> None:
+    base = decoded("exit_v8_tgid_version0.bin")
+    record = dataclasses.replace(base, group=None, tgid=None)
+    journal = make()
+    journal.submit(JournalEntry(record, 1, None, taskstats.encode_exit(FAMILY, record)))
+    journal.flush()
+    [row] = journal.query()
+    assert row["cpu"] is row["tgid"] is row["cgroup"] is row["ended_process"] is None
+    absent = [f.name for f in FIELDS if f.version > 8]
+    assert absent and all(row[name] is None for name in absent)
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        types = conn.execute(f"SELECT {', '.join(['cpu', 'cgroup', *absent])} FROM exits")
+        assert set(types.fetchone()) == {None}
+
+
+def test_ended_process_false_and_huge_u64(make: Factory, store: str) -> None:
+    huge = 2**64 - 1
+    record = dataclasses.replace(entry(5, ac_flag=0, cpu_count=huge).record, group=None)
+    journal = make(store)
+    journal.submit(JournalEntry(record, 1, None, taskstats.encode_exit(FAMILY, record)))
+    journal.flush()
+    [row] = journal.query()
+    assert row["ended_process"] is False
+    assert row["cpu_count"] == huge
+    assert journal.counters()["journaled"] == 1
+
+
+def test_entry_checks_its_types() -> None:
+    with pytest.raises(TypeError):
+        JournalEntry(decoded(), 1, None, bytearray(b"x"))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- queries
+
+@pytest.fixture
+def sample(make: Factory, store: str) -> Journal:
+    journal = make(store)
+    rows = [(1, "bash", 0, "/s/x"), (2, "make", 1000, "/s/y"), (3, "make", 1000, "/t"),
+            (4, "cc1", 1000, "/sx"), (5, "bash", 0, None)]
+    for pid, comm, uid, cgroup in rows:
+        journal.submit(entry(pid, comm=comm, uid=uid, cgroup=cgroup, time_ns=pid * 100,
+                             ac_utime=pid * 10, hiwater_rss=pid))
+    journal.flush()
+    return journal
+
+
+def pids(rows: list[dict[str, Any]]) -> list[int]:
+    return [row["pid"] for row in rows]
+
+
+def test_filters(sample: Journal) -> None:
+    assert pids(sample.query()) == [1, 2, 3, 4, 5]
+    assert pids(sample.query(comm="make")) == [2, 3]
+    assert pids(sample.query(uid=0)) == [1, 5]
+    assert pids(sample.query(pid=4)) == [4]
+    assert pids(sample.query(tgid=4)) == [4]
+    assert pids(sample.query(since_ns=200, until_ns=400)) == [2, 3]
+    assert pids(sample.query(cgroup="/s")) == [1, 2]  # the cgroup and its descendants
+    assert pids(sample.query(cgroup="/s/x/")) == [1]
+    assert pids(sample.query(cgroup="/")) == [1, 2, 3, 4]
+    assert pids(sample.query(comm="make", uid=0)) == []
+    assert sample.query(comm="x'; DROP TABLE exits; --") == []
+    assert len(sample.query()) == 5
+
+
+def test_sort_and_limit(sample: Journal) -> None:
+    assert pids(sample.query(sort="-pid")) == [5, 4, 3, 2, 1]
+    assert pids(sample.query(sort="ac_comm")) == [1, 5, 4, 2, 3]
+    assert pids(sample.query(sort="-ac_utime", limit=2)) == [5, 4]
+    assert sample.query(limit=0) == []
+
+
+@pytest.mark.parametrize("bad", ["bogus", "-", "pid DESC", "pid; DROP TABLE exits", "raw"])
+def test_rejected_sort_names_the_allowed(sample: Journal, bad: str) -> None:
+    with pytest.raises(ValueError, match=r"choose one of .*ac_utime"):
+        sample.query(sort=bad)
+
+
+def test_rejected_group_and_limit(sample: Journal) -> None:
+    with pytest.raises(ValueError, match="comm, uid, cgroup"):
+        sample.query(group_by="pid")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="choose one of ac_comm, exits"):
+        sample.query(group_by="comm", sort="pid")
+    with pytest.raises(ValueError, match="non-negative"):
+        sample.query(limit=-1)
+    with pytest.raises(ValueError):
+        sample.query(group_by="comm", raw=True)
+
+
+def test_group_by_sums_counts_and_peaks(sample: Journal) -> None:
+    groups = sample.query(group_by="comm", sort="-exits")
+    assert [(g["ac_comm"], g["exits"]) for g in groups] == [
+        ("bash", 2), ("make", 2), ("cc1", 1)]
+    by_comm = {g["ac_comm"]: g for g in groups}
+    assert by_comm["make"]["ac_utime"] == 50
+    assert by_comm["make"]["hiwater_rss"] == 3
+    assert set(by_comm["make"]) == {"ac_comm", "exits", *AGGREGATES}
+    by_uid = sample.query(group_by="uid", sort="ac_uid")
+    assert [(g["ac_uid"], g["exits"]) for g in by_uid] == [(0, 2), (1000, 3)]
+    by_cgroup = sample.query(group_by="cgroup", cgroup="/s", limit=1)
+    assert [(g["cgroup"], g["exits"]) for g in by_cgroup] == [("/s/x", 1)]
+
+
+def test_aggregates_follow_units() -> None:
+    assert AGGREGATES["cpu_delay_total"] == "SUM(cpu_delay_total)"
+    assert AGGREGATES["read_bytes"] == "SUM(read_bytes)"
+    assert AGGREGATES["hiwater_vm"] == "MAX(hiwater_vm)"
+    assert AGGREGATES["irq_delay_max"] == "MAX(irq_delay_max)"
+    assert AGGREGATES["cpu_delay_min"] == "MIN(NULLIF(cpu_delay_min, 0))"
+    for name in ("version", "ac_uid", "ac_flag", "ac_btime", "ac_tgetime", "ac_comm",
+                 "cpu_delay_max_ts", "ac_exe_dev"):
+        assert name not in AGGREGATES
+
+
+def test_totals(sample: Journal) -> None:
+    totals = sample.totals(comm="bash")
+    assert totals["exits"] == 2
+    assert totals["ac_utime"] == 60
+    assert totals["hiwater_rss"] == 5
+    assert sample.totals(comm="nobody")["exits"] == 0
+
+
+def test_sums_beyond_int64_fall_back_to_total(make: Factory, store: str) -> None:
+    journal = make(store)
+    for pid in (1, 2):
+        journal.submit(entry(pid, cpu_count=2**62 + 2**40))
+    journal.flush()
+    assert journal.totals()["cpu_count"] == 2**63 + 2**41
+
+
+# ---------------------------------------------------------------- loss accounting
+
+def test_queue_full_drops_are_counted(make: Factory) -> None:
+    journal = make(":memory:", batch_size=1000, queue_size=5)
+    assert all(journal.submit(entry(pid)) for pid in range(5))
+    assert not journal.submit(entry(99))
+    assert journal.counters()["dropped_queue_full"] == 1
+    journal.flush()
+    assert journal.submit(entry(6))
+    journal.flush()
+    assert journal.counters()["journaled"] == 6
+    assert journal.accounted() == 7
+
+
+def test_disk_low_suspends_and_resumes_with_hysteresis(make: Factory, tmp_path: Path) -> None:
+    clock, wall, disk = Clock(), Wall(5_000), Disk(50.0)
+    journal = make(clock=clock, wall_ns=wall, statvfs=disk, check_interval_s=5.0)
+    assert journal.submit(entry(1))
+    journal.flush()
+
+    def tick(free_pct: float, at_ns: int) -> None:
+        disk.free_pct, wall.ns = free_pct, at_ns
+        clock.now += 5.0
+        journal.flush()
+
+    tick(1.5, 6_000)
+    assert journal.suspended
+    assert not journal.submit(entry(2))
+    tick(3.9, 7_000)  # above the low mark, under the resume mark: still suspended
+    assert journal.suspended
+    assert not journal.submit(entry(3))
+    tick(4.0, 8_000)
+    assert not journal.suspended
+    assert journal.submit(entry(4))
+    journal.flush()
+    counts = journal.counters()
+    assert (counts["journaled"], counts["dropped_disk_low"], counts["suspensions"]) == (2, 2, 1)
+    assert journal.gaps() == [Gap(6_000, 8_000, "disk_low")]
+    assert journal.accounted() == 4
+    assert disk.paths[-1] == str(tmp_path)
+
+
+def test_starts_suspended_on_a_low_disk(make: Factory) -> None:
+    journal = make(statvfs=Disk(0.5))
+    assert journal.suspended
+    assert not journal.submit(entry(1))
+    assert journal.counters()["suspensions"] == 1
+
+
+def test_disk_full_error_drops_the_batch_and_suspends(make: Factory, tmp_path: Path) -> None:
+    clock = Clock()
+    journal = make(clock=clock)
+    pages: int = journal._call(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    journal._call(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+    for pid in range(50):
+        journal.submit(entry(pid))
+    journal.flush()  # SQLITE_FULL: counted, not raised, not retried
+    assert journal.suspended
+    assert journal.counters()["dropped_disk_low"] == 50
+    journal._call(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
+    clock.now += 5.0
+    journal.flush()  # the next check finds free space (the fake disk says 50 %)
+    assert not journal.suspended
+    assert journal.submit(entry(99))
+    journal.flush()
+    assert journal.counters()["journaled"] == 1
+    assert [gap.reason for gap in journal.gaps()] == ["disk_low"]
+    assert integrity(tmp_path / "journal.db") == ["ok"]
+
+
+def test_other_write_errors_are_counted_not_raised(make: Factory) -> None:
+    journal = make(":memory:")
+    journal._call(lambda c: c.execute("PRAGMA query_only = ON"))
+    journal.submit(entry(1))
+    journal.flush()
+    assert journal.counters()["dropped_write_error"] == 1
+    assert not journal.suspended
+    journal._call(lambda c: c.execute("PRAGMA query_only = OFF"))
+    journal.submit(entry(2))
+    journal.flush()
+    assert journal.counters()["journaled"] == 1
+    assert journal.accounted() == 2
+
+
+def test_accounted_equals_received_plus_noted_losses(make: Factory) -> None:
+    clock, disk = Clock(), Disk(50.0)
+    journal = make(":memory:", clock=clock, statvfs=disk, batch_size=1000, queue_size=10)
+    received = 0
+    for pid in range(15):  # 10 queued, 5 dropped: queue full
+        journal.submit(entry(pid))
+        received += 1
+    journal.flush()
+    journal._call(lambda c: c.execute("PRAGMA query_only = ON"))
+    journal.submit(entry(20))
+    received += 1
+    journal.flush()  # a write error
+    journal._call(lambda c: c.execute("PRAGMA query_only = OFF"))
+    journal.note_lost("overrun", 7)
+    journal.note_lost("malformed")
+    counts = journal.counters()
+    assert (counts["journaled"], counts["dropped_queue_full"],
+            counts["dropped_write_error"]) == (10, 5, 1)
+    assert journal.lost_total() == 8
+    assert journal.accounted() == received + 8
+    with pytest.raises(ValueError):
+        journal.note_lost("Bad Reason", 1)
+
+
+def test_accounting_holds_with_concurrent_producers(tmp_path: Path) -> None:
+    """Real clocks and threads: whatever was dropped, nothing goes unaccounted."""
+    pool = [entry(pid) for pid in range(50)]
+    with Journal(tmp_path / "journal.db", batch_size=64, queue_size=500,
+                 statvfs=Disk()) as journal:
+        def produce() -> None:
+            for item in pool * 40:
+                journal.submit(item)
+
+        threads = [threading.Thread(target=produce) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        journal.flush()
+        counts = journal.counters()
+        assert journal.accounted() == 4 * 2000
+        assert counts["journaled"] == committed(journal)
+        assert counts["journaled"] + counts["dropped_queue_full"] == 8000
+
+
+# ---------------------------------------------------------------- restart
+
+def test_restart_keeps_counters_and_records_a_stopped_gap(make: Factory,
+                                                          tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    first = make(path, wall_ns=Wall(2_000))
+    first.submit(entry(1))
+    first.submit(entry(2))
+    first.note_lost("overrun", 3)
+    first.stop()
+    second = make(path, wall_ns=Wall(5_000))
+    assert second.counters()["journaled"] == 2
+    assert second.counters()["lost_overrun"] == 3
+    assert second.gaps() == [Gap(2_000, 5_000, "stopped")]
+    second.submit(entry(3))
+    second.stop()
+    third = make(path, wall_ns=Wall(9_000))
+    assert third.counters()["journaled"] == 3
+    assert [gap.reason for gap in third.gaps()] == ["stopped", "stopped"]
+    assert len(third.query()) == 3
+    third.stop()
+    assert integrity(path) == ["ok"]
+
+
+CRASH = """
+import os, sys
+from pytaskstats import taskstats
+from pytaskstats.daemon.journal import Journal, JournalEntry
+raw = open(sys.argv[2], "rb").read()
+journal = Journal(sys.argv[1], wall_ns=lambda: 7_000, clock=lambda: 0.0)
+journal.submit(JournalEntry(taskstats.decode(raw, 27)[0], 7_000, None, raw))
+journal.flush()
+journal.submit(JournalEntry(taskstats.decode(raw, 27)[0], 7_001, None, raw))
+os._exit(0)  # a crash: no stop(); the frozen clock never lets the second record commit
+"""
+
+
+def test_unclean_stop_leaves_a_daemon_down_gap(make: Factory, tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    env = {**os.environ, "PYTHONPATH": str(Path(pytaskstats.__file__).parent.parent)}
+    subprocess.run([sys.executable, "-c", CRASH, str(path), str(FIXTURES / V17)],
+                   check=True, timeout=60, env=env)
+    journal = make(path, wall_ns=Wall(9_000))
+    assert journal.gaps() == [Gap(7_000, 9_000, "daemon_down")]
+    assert journal.counters()["journaled"] == 1
+    assert len(journal.query()) == 1
+    journal.stop()
+    assert integrity(path) == ["ok"]
+
+
+def test_schema(make: Factory, tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    make(path).stop()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(exits)")]
+        assert columns == ["id", *CONTEXT, "raw", *(f.name for f in FIELDS)]
+        indexed = {row[2] for row in conn.execute(
+            "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index'")}
+        assert indexed == {"CREATE INDEX exits_time_ns ON exits (time_ns)"}
+        conn.execute("ALTER TABLE exits DROP COLUMN irq_delay_max_ts")  # an older table
+    make(path).stop()  # a field column missing from an older journal is added
+    with sqlite3.connect(path) as conn:
+        assert "irq_delay_max_ts" in {row[1] for row in conn.execute("PRAGMA table_info(exits)")}
+
+
+def test_unusable_files_raise_a_clear_error(make: Factory, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database" * 100)
+    with pytest.raises(JournalError, match="not a usable SQLite journal"):
+        make(garbage)
+    newer = tmp_path / "newer.db"
+    with sqlite3.connect(newer) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(JournalError, match="newer"):
+        make(newer)
+
+
+def test_stop_is_final_and_idempotent(make: Factory) -> None:
+    with make(":memory:") as journal:
+        journal.submit(entry(1))
+    journal.stop()
+    with pytest.raises(RuntimeError):
+        journal.submit(entry(2))
+    with pytest.raises(RuntimeError):
+        journal.query()
+
+
+# ---------------------------------------------------------------- retention
+
+def test_retention_by_age(make: Factory) -> None:
+    clock, wall = Clock(), Wall(1_000 * 10**9)
+    journal = make(clock=clock, wall_ns=wall, retention_s=60.0)
+    for pid, age_s in ((1, 120), (2, 61), (3, 59), (4, 1)):
+        journal.submit(entry(pid, time_ns=wall.ns - age_s * 10**9))
+    journal.flush()
+    assert len(journal.query()) == 4
+    clock.now += 5.0
+    journal.flush()
+    assert pids(journal.query()) == [3, 4]
+    assert journal.counters()["retired"] == 2
+    assert journal.accounted() == 4  # retention is not loss
+
+
+def test_retention_by_size_keeps_the_newest(make: Factory, tmp_path: Path) -> None:
+    clock = Clock()
+    limit = 256 * 1024
+    journal = make(clock=clock, max_bytes=limit)
+    for pid in range(400):
+        journal.submit(entry(pid))
+    journal.flush()
+    clock.now += 5.0
+    journal.flush()
+    kept = pids(journal.query())
+    assert 0 < len(kept) < 400
+    assert kept == list(range(400 - len(kept), 400))
+    assert journal.counters()["retired"] == 400 - len(kept)
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        page_size, pages, free = (conn.execute(f"PRAGMA {p}").fetchone()[0]
+                                  for p in ("page_size", "page_count", "freelist_count"))
+    assert (pages - free) * page_size <= limit
+
+
+def test_checkpoint_truncates_the_wal(make: Factory, tmp_path: Path) -> None:
+    clock = Clock()
+    journal = make(clock=clock)
+    for pid in range(200):
+        journal.submit(entry(pid))
+    journal.flush()
+    assert (tmp_path / "journal.db-wal").stat().st_size > 0
+    clock.now += 5.0
+    journal.flush()
+    assert (tmp_path / "journal.db-wal").stat().st_size == 0
+
+
+@pytest.mark.parametrize("bad", [{"synchronous": "OFF"}, {"batch_size": 0},
+                                 {"retention_s": 0}, {"max_bytes": -1},
+                                 {"low_free_pct": 5.0, "resume_free_pct": 4.0}])
+def test_rejected_settings(make: Factory, bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        make(":memory:", **bad)
+
+
+def test_heartbeat_without_traffic(make: Factory, tmp_path: Path) -> None:
+    clock, wall = Clock(), Wall(1_000)
+    journal = make(clock=clock, wall_ns=wall)
+    wall.ns = 2_000
+    clock.now += 5.0
+    journal.flush()
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    assert meta == {"last_alive_ns": 2_000}
+
+
+def test_stop_while_suspended_closes_the_disk_low_gap(make: Factory, tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    make(path, statvfs=Disk(1.0), wall_ns=Wall(3_000)).stop()
+    journal = make(path, wall_ns=Wall(4_000))
+    assert journal.gaps() == [Gap(3_000, 3_000, "disk_low"), Gap(3_000, 4_000, "stopped")]
+
+
+def test_a_writer_bug_fails_the_waiting_callers(make: Factory,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = make(":memory:")
+
+    def broken() -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(journal, "_maintain", broken)
+    with pytest.raises(RuntimeError, match="writer failed"):
+        journal.flush()
+    with pytest.raises(RuntimeError, match="stopped"):
+        journal.submit(entry(1))
