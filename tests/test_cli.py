@@ -1,0 +1,185 @@
+"""The `taskstats` command line against the real kernel, plus its pure formatting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytaskstats import delayacct, taskstats
+from pytaskstats.cli import listen, run
+from pytaskstats.cli.common import format_record, human_duration, unmeasured, wait_status
+from pytaskstats.summary import process_tree, summarize, totals
+
+from .conftest import fixture_bytes
+
+CLI = [sys.executable, "-m", "pytaskstats"]
+
+
+def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120,
+                          check=check)
+
+
+# ------------------------------------------------------------------ pure formatting
+
+def test_wait_status_and_durations() -> None:
+    assert (wait_status(3 << 8), wait_status(9), wait_status(None)) == ("3", "SIGKILL", "-")
+    assert [human_duration(x) for x in (0, 2e-5, 0.25, 3.5, 150)] == [
+        "0", "20.0us", "250.00ms", "3.500s", "2m30.0s"]
+
+
+def test_tgid_record_says_which_fields_it_lacks() -> None:
+    exit_rec = taskstats.decode(fixture_bytes("exit_v16_dual.bin"), 27)[0]
+    assert isinstance(exit_rec, taskstats.ExitRecord) and exit_rec.group is not None
+    text = format_record(exit_rec.group, "tgid 4242", True)
+    assert "absent (not carried by thread group records)" in text
+    assert "ac_comm" in text.split("absent")[1] and "\n  ac_comm" not in text
+    off = format_record(exit_rec.task, "pid 4243", False)
+    assert "blkio_delay_total          n/a (delay accounting off)" in off
+    assert "cpu_delay_total            n/a" not in off
+    assert unmeasured("swapin_count", False) and not unmeasured("cpu_count", False)
+
+
+def test_procacct_line_matches_the_kernel_tool() -> None:
+    rec = taskstats.decode(fixture_bytes("exit_v16_dual.bin"), 27)[0]
+    assert isinstance(rec, taskstats.ExitRecord)
+    line = listen.procacct_line(rec.task)
+    t = rec.task
+    assert t.ac_utime is not None and t.ac_stime is not None
+    assert line == (f"P pid={t.ac_pid} tgid={t.ac_tgid} uid={t.ac_uid} wall={t.ac_etime} "
+                    f"gwall={t.ac_tgetime} cpu={t.ac_utime + t.ac_stime} "
+                    f"vmpeak={t.hiwater_vm} rsspeak={t.hiwater_rss} dev=259:300 "
+                    f"inode={t.ac_exe_inode} comm=fixture-v16")
+    old = taskstats.decode(fixture_bytes("reply_v08.bin"), 27)[0]
+    assert isinstance(old, taskstats.StatsReply)
+    assert listen.procacct_line(old.stats).startswith("? pid=")
+    assert "tgid=- " in listen.procacct_line(old.stats)  # absent, not 0
+
+
+def test_process_tree_follows_parents_and_orphans() -> None:
+    base = taskstats.decode(fixture_bytes("exit_v16_dual.bin"), 27)[0]
+    assert isinstance(base, taskstats.ExitRecord)
+
+    def rec(pid: int, ppid: int, comm: str = "x") -> taskstats.ExitRecord:
+        task = base.task._replace(ac_pid=pid, ac_tgid=pid, ac_ppid=ppid, ac_comm=comm)
+        return taskstats.ExitRecord(task=task, pid=pid, tgid=pid)
+
+    records = [rec(12, 11), rec(11, 10), rec(13, 99), rec(14, 1), rec(10, 5), rec(15, 13)]
+    # 10 is the command (started by us, 5); 13 is an orphan re-parented to us (99)
+    tree = process_tree(records, root=10, reaper=99)
+    assert sorted(r.pid for r in tree) == [10, 11, 12, 13, 15]
+    procs = summarize(tree)
+    assert {p.tgid for p in procs} == {10, 11, 12, 13, 15}
+    total = totals(procs)
+    assert total["processes"] == 5 and total["threads"] == 5
+    assert total["ac_utime"] == 5 * (base.task.ac_utime or 0)
+    assert total["hiwater_rss"] == base.task.hiwater_rss
+
+
+# ------------------------------------------------------------------ live kernel
+
+@pytest.mark.kernel
+def test_run_accounts_a_pipelines_short_lived_children() -> None:
+    script = ("for i in 1 2 3 4 5; do /bin/echo $i | /usr/bin/wc -c > /dev/null; done; "
+              "( /bin/sleep 0.05 & ); exit 7")
+    done = _cli("run", "--json", "--wait-all", "--", "sh", "-c", script, check=False)
+    assert done.returncode == 7, done.stderr
+    doc = json.loads(done.stdout)
+    comms = [p["comm"] for p in doc["processes"]]
+    assert comms.count("echo") == 5 and comms.count("wc") == 5
+    assert "sleep" in comms  # an orphan, re-parented to us (subreaper) and waited for
+    assert doc["exit_status"] == 7 and doc["lost"] == 0
+    sh = next(p for p in doc["processes"] if p["comm"] == "sh" and p["ac_exitcode"] == 7 << 8)
+    assert doc["totals"]["processes"] == len(doc["processes"]) >= 12
+    assert doc["totals"]["ac_utime"] >= sh["ac_utime"]
+    assert all(p["hiwater_rss"] > 0 for p in doc["processes"])
+    if delayacct.status() is False:
+        assert doc["totals"]["blkio_delay_total"] is None  # not measured, not 0
+
+
+@pytest.mark.kernel
+def test_run_text_report_and_signal_status() -> None:
+    done = _cli("run", "--", "sh", "-c", "kill -9 $$", check=False)
+    assert done.returncode == 128 + 9
+    assert "exit status 137" in done.stderr and "SIGKILL" in done.stderr
+    assert "TOTAL" in done.stderr and "PEAKRSS" in done.stderr
+    missing = _cli("run", "--", "/nonexistent/command", check=False)
+    assert missing.returncode == 127 and "command not found" in missing.stderr
+
+
+@pytest.mark.kernel
+def test_run_waits_for_orphans_with_wait_all() -> None:
+    done = _cli("run", "--json", "--wait-all", "--", "sh", "-c", "(sleep 0.3; true) &",
+                check=False)
+    doc = json.loads(done.stdout)
+    assert doc["still_running"] == []
+    assert "sleep" in [p["comm"] for p in doc["processes"]]
+    quick = json.loads(_cli("run", "--json", "--", "sh", "-c", "(sleep 0.3) &").stdout)
+    assert [p["comm"] for p in quick["still_running"]] in (["sleep"], ["sh"])
+
+
+@pytest.mark.kernel
+def test_get_json_and_text() -> None:
+    doc = json.loads(_cli("get", str(os.getpid()), "--json").stdout)
+    assert doc["record"]["ac_pid"] == os.getpid() and doc["record"]["scope"] == "pid"
+    assert doc["delayacct"]["enabled"] == delayacct.status()
+    tg = json.loads(_cli("get", "--tgid", str(os.getpid()), "--json").stdout)
+    assert tg["record"]["ac_comm"] is None and tg["record"]["ac_utime"] is not None
+    text = _cli("get", str(os.getpid())).stdout
+    assert f"pid {os.getpid()}" in text and "ac_utime" in text and " us (" in text
+    gone = _cli("get", "999999999", check=False)
+    assert gone.returncode != 0 and "Traceback" not in gone.stderr
+
+
+@pytest.mark.kernel
+def test_listen_streams_exits_as_json_lines(tmp_path: Path) -> None:
+    proc = subprocess.Popen([*CLI, "listen", "--json", "--per-cpu", "-n", "200"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    start = json.loads(proc.stdout.readline())
+    assert start["event"] == "start"
+    marker = tmp_path / "marker-exe"
+    marker.write_bytes(Path("/bin/true").read_bytes())
+    marker.chmod(0o755)
+    seen = None
+    deadline = time.monotonic() + 20
+    while seen is None and time.monotonic() < deadline:
+        subprocess.run([str(marker)], check=True)
+        line = proc.stdout.readline()
+        event = json.loads(line)
+        if event["event"] == "exit" and event["task"]["ac_comm"] == "marker-exe":
+            seen = event
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    assert seen is not None and seen["ended_process"] is True and seen["cpu"] in (0, 1)
+
+
+@pytest.mark.kernel
+def test_delayacct_command_switches_and_reports(delayacct_on: None) -> None:
+    assert "delay accounting: on" in _cli("delayacct").stdout
+    _cli("delayacct", "off")
+    assert delayacct.status() is False
+    assert "off" in _cli("delayacct", "status").stdout
+    _cli("delayacct", "on")
+    assert delayacct.status() is True
+
+
+@pytest.mark.kernel
+def test_cgroup_command_text_and_json() -> None:
+    text = _cli("cgroup", "/sys/fs/cgroup/cpu").stdout
+    assert text.startswith("/sys/fs/cgroup/cpu: sleeping ")
+    bad = _cli("cgroup", "/sys/fs/cgroup/unified", check=False)
+    assert bad.returncode == 1 and "cgroup v1" in bad.stderr
+
+
+def test_run_needs_a_command() -> None:
+    done = _cli("run", check=False)
+    assert done.returncode == 2 and "give a command" in done.stderr
+    assert run.exit_status(-15) == 143
