@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytaskstats import delayacct, taskstats
+from pytaskstats import ExitRecord, delayacct, taskstats
 from pytaskstats.cli import listen, run
 from pytaskstats.cli.common import format_record, human_duration, unmeasured, wait_status
 from pytaskstats.summary import process_tree, summarize, totals
@@ -36,7 +36,7 @@ def test_wait_status_and_durations() -> None:
 
 def test_tgid_record_says_which_fields_it_lacks() -> None:
     exit_rec = taskstats.decode(fixture_bytes("exit_v16_dual.bin"), 27)[0]
-    assert isinstance(exit_rec, taskstats.ExitRecord) and exit_rec.group is not None
+    assert isinstance(exit_rec, ExitRecord) and exit_rec.group is not None
     text = format_record(exit_rec.group, "tgid 4242", True)
     assert "absent (not carried by thread group records)" in text
     assert "ac_comm" in text.split("absent")[1] and "\n  ac_comm" not in text
@@ -48,7 +48,7 @@ def test_tgid_record_says_which_fields_it_lacks() -> None:
 
 def test_procacct_line_matches_the_kernel_tool() -> None:
     rec = taskstats.decode(fixture_bytes("exit_v16_dual.bin"), 27)[0]
-    assert isinstance(rec, taskstats.ExitRecord)
+    assert isinstance(rec, ExitRecord)
     line = listen.procacct_line(rec.task)
     t = rec.task
     assert t.ac_utime is not None and t.ac_stime is not None
@@ -64,11 +64,11 @@ def test_procacct_line_matches_the_kernel_tool() -> None:
 
 def test_process_tree_follows_parents_and_orphans() -> None:
     base = taskstats.decode(fixture_bytes("exit_v16_dual.bin"), 27)[0]
-    assert isinstance(base, taskstats.ExitRecord)
+    assert isinstance(base, ExitRecord)
 
-    def rec(pid: int, ppid: int, comm: str = "x") -> taskstats.ExitRecord:
+    def rec(pid: int, ppid: int, comm: str = "x") -> ExitRecord:
         task = base.task._replace(ac_pid=pid, ac_tgid=pid, ac_ppid=ppid, ac_comm=comm)
-        return taskstats.ExitRecord(task=task, pid=pid, tgid=pid)
+        return ExitRecord(task=task, pid=pid, tgid=pid)
 
     records = [rec(12, 11), rec(11, 10), rec(13, 99), rec(14, 1), rec(10, 5), rec(15, 13)]
     # 10 is the command (started by us, 5); 13 is an orphan re-parented to us (99)
