@@ -13,6 +13,17 @@ import time
 from pathlib import Path
 
 
+HANDOVER = """
+import os, sys
+fds, names, argv = [int(f) for f in sys.argv[1].split(",")], sys.argv[2], sys.argv[3:]
+for i, fd in enumerate(fds):
+    os.dup2(fd, 3 + i)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(fds)),
+                  LISTEN_FDNAMES=names)
+os.execv(argv[0], argv)
+"""
+
+
 class RunningDaemon:
     """taskstatsd as a subprocess; ``socket`` is its client socket path."""
 
@@ -25,12 +36,18 @@ class RunningDaemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
-    def start(self) -> None:
-        """Start (or restart) and wait until the socket answers."""
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pytaskstats.daemon", "--foreground", "--socket",
-             self.socket, "--state-dir", str(self.state_dir), "--config", os.devnull,
-             *self.extra], stderr=subprocess.PIPE)
+    def start(self, env: dict[str, str] | None = None,
+              stored: list[tuple[str, int]] = ()) -> None:  # type: ignore[assignment]
+        """Start (or restart) and wait until the socket answers.  ``stored`` fds are
+        handed over the way systemd returns its fd store (from fd 3, $LISTEN_*)."""
+        argv = [sys.executable, "-m", "pytaskstats.daemon", "--foreground", "--socket",
+                self.socket, "--state-dir", str(self.state_dir), "--config", os.devnull,
+                *self.extra]
+        if stored:  # what systemd does between fork and exec
+            argv = [sys.executable, "-c", HANDOVER, ",".join(str(fd) for _, fd in stored),
+                    ":".join(name for name, _ in stored), *argv]
+        self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, env=env,
+                                     pass_fds=[fd for _, fd in stored])
         deadline = time.monotonic() + 20
         while not os.path.exists(self.socket):
             if self.proc.poll() is not None or time.monotonic() > deadline:

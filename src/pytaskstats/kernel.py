@@ -71,12 +71,15 @@ class Connection:
     """
 
     def __init__(self, rcvbuf: int = QUERY_RCVBUF, timeout: float | None = 5.0, *,
-                 socket_path: str | None = None) -> None:
+                 socket_path: str | None = None, fd: int | None = None,
+                 family: genl.FamilyInfo | None = None) -> None:
+        """``fd``: adopt an inherited socket; give it the ``family`` (looked up on
+        another socket) so that no message queued on it is read here."""
         self.sock: Transport = (UnixSocket(socket_path, timeout) if socket_path
-                                else NetlinkSocket(rcvbuf, timeout))
+                                else NetlinkSocket(rcvbuf, timeout, fd=fd))
         self.source = self.sock.source
         try:
-            self.family = lookup_family(self.sock)
+            self.family = family or lookup_family(self.sock)
         except BaseException:
             self.sock.close()
             raise
@@ -261,16 +264,24 @@ class Listener:
 
     def __init__(self, cpus: Iterable[int] | str | None = None, *, per_cpu: bool = False,
                  groups: int = 1, rcvbuf: int = LISTEN_RCVBUF,
-                 socket_path: str | None = None) -> None:
+                 socket_path: str | None = None, adopt: dict[str, int] | None = None) -> None:
+        """``adopt`` maps a cpulist to an inherited, already registered socket fd
+        (registering it again is a no-op for the kernel: duplicates are ignored)."""
         cpu_list = _cpus(cpus)
         self.groups = _split(cpu_list, len(cpu_list) if per_cpu else groups)
         self.conns: list[Connection] = []
         self.selector = selectors.DefaultSelector()
         self.received = self.lost = 0
         self._drops: list[int] = []
+        family = None
+        if adopt:
+            with Connection(socket_path=socket_path) as probe:
+                family = probe.family
         try:
             for index, group in enumerate(self.groups):
-                conn = Connection(rcvbuf, timeout=5.0, socket_path=socket_path)
+                fd = (adopt or {}).get(format_cpulist(group))
+                conn = Connection(rcvbuf, timeout=5.0, socket_path=socket_path, fd=fd,
+                                  family=family)
                 self.conns.append(conn)
                 conn.register(format_cpulist(group))
                 conn.sock.setblocking(False)
@@ -284,6 +295,25 @@ class Listener:
     def fds(self) -> list[int]:
         """The sockets' file descriptors, for callers that multiplex."""
         return [c.sock.fileno() for c in self.conns]
+
+    def masks(self) -> list[str]:
+        """The cpulist each socket listens to, in socket order."""
+        return [format_cpulist(g) for g in self.groups]
+
+    def drops(self) -> list[int]:
+        """The kernel's drop counter of each socket (SO_MEMINFO), as last accounted."""
+        return list(self._drops)
+
+    def account_drops(self, since: list[int]) -> list[Lost]:
+        """Losses between the counters ``since`` (e.g. saved by a previous owner of
+        adopted sockets) and now; the baseline becomes now."""
+        out = []
+        for index, before in enumerate(since):
+            now = self.conns[index].sock.drops()
+            if now > before:
+                out.append(self._count(index, now - before, "overrun"))
+            self._drops[index] = now
+        return out
 
     def poll(self, timeout: float | None = None) -> list[Event]:
         """Wait up to ``timeout`` seconds for events; return what arrived."""
@@ -353,12 +383,14 @@ class Listener:
         while True:
             yield from self.poll(None)
 
-    def close(self) -> None:
-        """Deregister and close every socket."""
+    def close(self, *, deregister: bool = True) -> None:
+        """Deregister and close every socket (without ``deregister``: only close this
+        process's copies, e.g. when systemd's fd store keeps them registered)."""
         for conn, group in zip(self.conns, self.groups, strict=False):
             try:
-                conn.sock.setblocking(True)
-                conn.register(format_cpulist(group), deregister=True)
+                if deregister:
+                    conn.sock.setblocking(True)
+                    conn.register(format_cpulist(group), deregister=True)
             except (OSError, TaskstatsError):
                 pass  # closing the socket deregisters it anyway (ECONNREFUSED on next exit)
             conn.close()

@@ -86,16 +86,21 @@ class _Buffered:
 class NetlinkSocket(_Buffered):
     """One bound NETLINK_GENERIC socket to the kernel."""
 
-    def __init__(self, rcvbuf: int, timeout: float | None = 5.0) -> None:
+    def __init__(self, rcvbuf: int, timeout: float | None = 5.0, *,
+                 fd: int | None = None) -> None:
+        """A new socket, or (``fd``) one inherited already bound, e.g. from systemd's
+        file descriptor store, with its registrations and queued messages."""
         try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                 NETLINK_GENERIC)
+            sock = (socket.socket(fileno=fd) if fd is not None else
+                    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                  NETLINK_GENERIC))
         except OSError as err:
             raise Unsupported(f"cannot open a generic netlink socket: {err.strerror}: this "
                               "kernel or sandbox has no AF_NETLINK; use the procfs source"
                               ) from err
         super().__init__(sock)
-        sock.bind((0, 0))
+        if fd is None:
+            sock.bind((0, 0))
         self.portid: int = sock.getsockname()[0]
         self.rcvbuf = self._set_rcvbuf(rcvbuf)
         self.set_timeout(timeout)

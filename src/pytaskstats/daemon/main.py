@@ -10,6 +10,7 @@ kernel reader.  Loss is counted everywhere it can happen and shown by
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import selectors
 import signal
@@ -26,9 +27,10 @@ from ..kernel import Connection, Listener, possible_cpus
 from ..records import ExitRecord, Lost
 from . import config as config_mod
 from .journal import Journal, JournalEntry
-from .notify import notify
+from .notify import notify, stored_fds
 from .server import Limits, Peer, Policy, Server
 
+FDSTORE_PREFIX = "taskstats-cpus-"
 HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "tgid", "cgroup", "group_by",
                 "sort", "limit")
 
@@ -66,7 +68,9 @@ class Daemon:
             max_bytes=int(cfg.max_journal_mb * 1024 * 1024) if cfg.max_journal_mb else None,
             low_free_pct=cfg.low_free_pct, resume_free_pct=cfg.resume_free_pct)
         self.kernel = Connection()
-        self.listener = Listener(per_cpu=True, rcvbuf=cfg.rcvbuf_bytes)
+        stored = stored_fds(FDSTORE_PREFIX)
+        self.listener = Listener(per_cpu=True, rcvbuf=cfg.rcvbuf_bytes, adopt=stored)
+        self._account_downtime(stored)
         cpus = possible_cpus()
         self.server = Server(
             cfg.socket, self.kernel, policy=Policy(cfg.admin_gid),
@@ -78,6 +82,42 @@ class Daemon:
             self.selector.register(fd, selectors.EVENT_READ, ("kernel", index))
         self.selector.register(self.server.sock, selectors.EVENT_READ, ("accept", 0))
         self.running = True
+        self.in_fd_store = False
+
+    # ------------------------------------------------------------ fd store
+
+    def _drops_file(self) -> str:
+        return os.path.join(self.cfg.state_dir, "listener-drops.json")
+
+    def _account_downtime(self, stored: dict[str, int]) -> None:
+        """Count what adopted sockets dropped while no daemon read them."""
+        if not stored:
+            return
+        try:
+            with open(self._drops_file()) as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            saved = {}
+        now = self.listener.drops()
+        since = [saved.get(m, d) if m in stored else d
+                 for m, d in zip(self.listener.masks(), now, strict=True)]
+        for lost in self.listener.account_drops(since):
+            self._lost(lost)
+
+    def _save_drops(self) -> None:
+        tmp = self._drops_file() + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(dict(zip(self.listener.masks(), self.listener.drops(), strict=True)), f)
+        os.replace(tmp, self._drops_file())
+
+    def _store_listeners(self) -> bool:
+        """Hand the registered sockets to systemd's fd store (FDPOLL=0: an overrun's
+        POLLERR must not make systemd drop them)."""
+        stored = False
+        for mask, fd in zip(self.listener.masks(), self.listener.fds, strict=True):
+            stored = notify(f"FDSTORE=1\nFDNAME={FDSTORE_PREFIX}{mask}\nFDPOLL=0",
+                            [fd]) or stored
+        return stored
 
     # ------------------------------------------------------------ loop
 
@@ -85,6 +125,8 @@ class Daemon:
         """Serve until SIGTERM/SIGINT."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        self.in_fd_store = self._store_listeners()
+        self._save_drops()
         notify("READY=1\nSTATUS=listening")
         try:
             while self.running:
@@ -115,14 +157,18 @@ class Daemon:
         now = time.time_ns()
         for event, raw in self.listener.drain_raw(index):
             if isinstance(event, Lost):
-                self.counters[f"lost_{event.reason}"] += event.records
-                self.journal.note_lost(event.reason, event.records)
+                self._lost(event)
+                self._save_drops()
                 continue
             self.counters["received"] += 1
             # raw is None only when a datagram held several messages: re-encode
             data = raw if raw is not None else ts.encode_exit(self.kernel.family.id, event)
             self.journal.submit(JournalEntry(event, now, self._cgroup(event), data))
             self.server.publish(event, data)
+
+    def _lost(self, lost: Lost) -> None:
+        self.counters[f"lost_{lost.reason}"] += lost.records
+        self.journal.note_lost(lost.reason, lost.records)
 
     def _cgroup(self, record: ExitRecord) -> str | None:
         if not self.cfg.cgroups:
@@ -201,8 +247,10 @@ class Daemon:
         return self.journal.query(**query)
 
     def close(self) -> None:
-        """Deregister from the kernel, close clients, flush and close the journal."""
-        self.listener.close()
+        """Deregister from the kernel (unless systemd keeps the sockets), close
+        clients, flush and close the journal."""
+        self._save_drops()
+        self.listener.close(deregister=not self.in_fd_store)
         self.server.close()
         self.kernel.close()
         self.journal.stop()
