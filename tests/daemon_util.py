@@ -10,8 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-
 
 HANDOVER = """
 import os, sys
@@ -37,7 +37,7 @@ class RunningDaemon:
         self.start()
 
     def start(self, env: dict[str, str] | None = None,
-              stored: list[tuple[str, int]] = ()) -> None:  # type: ignore[assignment]
+              stored: Sequence[tuple[str, int]] = ()) -> None:
         """Start (or restart) and wait until the socket answers.  ``stored`` fds are
         handed over the way systemd returns its fd store (from fd 3, $LISTEN_*)."""
         argv = [sys.executable, "-m", "pytaskstats.daemon", "--foreground", "--socket",
