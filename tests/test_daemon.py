@@ -300,3 +300,19 @@ def test_history_and_status_through_the_cli(daemon: RunningDaemon) -> None:
     bad = subprocess.run([*cli, "history", "--sort", "nonsense"], capture_output=True,
                          text=True, check=False)
     assert bad.returncode == 1 and "nonsense" in bad.stderr
+
+
+def test_cli_commands_work_for_a_non_root_user(daemon: RunningDaemon,
+                                               nobody_env: dict[str, str]) -> None:
+    """run and get, as nobody, through the daemon (auto backend); listen and cgroup
+    are covered above."""
+    env = {**nobody_env, "TASKSTATS_SOCKET": daemon.socket}
+    run = as_nobody(env, "-m", "pytaskstats", "run", "--json", "--",
+                    "sh", "-c", "/bin/true; /bin/echo hi > /dev/null; exit 4")
+    assert run.returncode == 4, run.stderr
+    assert "using taskstatsd" in run.stderr  # the fallback is said
+    doc = json.loads(run.stdout)
+    comms = sorted(p["comm"] for p in doc["processes"])
+    assert comms == ["echo", "sh", "true"] and doc["lost"] == 0
+    get = as_nobody(env, "-m", "pytaskstats", "get", "1")
+    assert get.returncode == 1 and "permission denied" in get.stderr
