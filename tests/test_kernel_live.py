@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pytaskstats import AccessDenied, Client, ExitRecord, NoSuchTask, TaskStats
+from pytaskstats import AccessDenied, Client, ExitRecord, Lost, NoSuchTask, TaskStats
 from pytaskstats.errors import NetlinkError
+from pytaskstats.kernel import Listener
 
 from .conftest import as_nobody
 
@@ -238,3 +239,20 @@ def test_delay_accounting_shows_io_waits_when_on(client: Client, delayacct_on: N
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_listener_overrun_becomes_counted_loss(tmp_path: Path) -> None:
+    """A listener with a tiny buffer that does not read: the kernel drops exits; the
+    listener reports them as Lost with the kernel's exact count, and keeps going."""
+    exe = tmp_path / "storm"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(Path(__file__).parent / "storm.c")],
+                   check=True)
+    with Client() as client, Listener(rcvbuf=4096) as listener:
+        subprocess.run([str(exe), "400"], check=True, stdout=subprocess.DEVNULL)
+        events = listener.drain()
+        assert client.pid(os.getpid()).ac_pid == os.getpid()
+    got = sum(isinstance(e, ExitRecord) and e.task.ac_comm == "storm" for e in events)
+    lost = [e for e in events if isinstance(e, Lost)]
+    assert lost and lost[0].reason == "overrun" and listener.lost == sum(
+        e.records for e in lost)
+    assert got + listener.lost >= 400 and got < 400
