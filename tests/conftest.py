@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,23 +75,39 @@ def _kernel_gate() -> None:
 
 
 @pytest.fixture(scope="session")
-def nobody_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def nobody_env() -> Iterator[dict[str, str]]:
     """Environment for running pytaskstats as nobody: a world-readable copy of the
-    package on PYTHONPATH (the checkout may sit under a private home)."""
-    base = tmp_path_factory.mktemp("nobody")
-    for path in (base, *base.parents):
-        if str(path) in ("/", "/tmp"):
-            break
-        path.chmod(0o755)
+    package on PYTHONPATH (the checkout may sit under a private home), in a directory
+    of its own (pytest prunes old basetemp directories of concurrent sessions)."""
+    base = Path(tempfile.mkdtemp(prefix="pytaskstats-nobody-", dir="/tmp"))
+    base.chmod(0o755)
     shutil.copytree(Path(pytaskstats.__file__).parent, base / "pytaskstats",
                     ignore=shutil.ignore_patterns("__pycache__"))
     for path in base.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
-    return {**os.environ, "PYTHONPATH": str(base)}
+    try:
+        yield {**os.environ, "PYTHONPATH": str(base)}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _world_python() -> str:
+    """An interpreter other users (and user namespaces) can run: the system's when it
+    is this version, since ours may sit under a private home (as in CI here)."""
+    system = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    if system:
+        version = subprocess.run([system, "-c", "import sys; print(sys.version_info[:2])"],
+                                 capture_output=True, text=True, check=False).stdout.strip()
+        if version == str(sys.version_info[:2]):
+            return system
+    return sys.executable
+
+
+NOBODY_PYTHON = _world_python()
 
 
 def as_nobody(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``python3 ARGS`` as uid/gid 65534 with no groups."""
     return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                           sys.executable, *args], capture_output=True, text=True,
+                           NOBODY_PYTHON, *args], capture_output=True, text=True,
                           timeout=60, check=False, env=env, cwd="/")

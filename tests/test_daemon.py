@@ -25,7 +25,7 @@ from pytaskstats import taskstats as ts
 from pytaskstats.daemon import protocol
 from pytaskstats.kernel import Connection
 
-from .conftest import as_nobody, require_kernel
+from .conftest import NOBODY_PYTHON, as_nobody, require_kernel
 from .daemon_util import RunningDaemon
 
 pytestmark = pytest.mark.kernel
@@ -193,16 +193,18 @@ with Client(socket_path=sys.argv[1]) as c, c.listen() as listener:
 
 def test_two_users_each_see_their_own_exits(daemon: RunningDaemon,
                                             nobody_env: dict[str, str]) -> None:
+    os.chmod(daemon.base, 0o777)  # for the ready files
     procs = []
     for uid in (65534, 40000):
         ready = f"{daemon.base}/ready-{uid}"
         procs.append((ready, subprocess.Popen(
-            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable,
+            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", NOBODY_PYTHON,
              "-c", LISTEN_AS, daemon.socket, ready], env=nobody_env, cwd="/",
             stdout=subprocess.PIPE, text=True)))
-    os.chmod(daemon.base, 0o777)
-    for ready, _ in procs:
+    deadline = time.monotonic() + 30
+    for ready, proc in procs:
         while not os.path.exists(ready):
+            assert proc.poll() is None and time.monotonic() < deadline, "listener died"
             time.sleep(0.02)
     for uid in (65534, 40000, 0):
         subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
@@ -244,7 +246,7 @@ class _Readers(threading.Thread):
 def test_slow_client_loses_only_its_own_records() -> None:
     """100 clients listen while one stalls: the others get every exit; the stalled
     one loses records, is told how many (a Lost event), and nobody waits for it."""
-    small = RunningDaemon(None, "--client-queue-records", "20")
+    small = RunningDaemon(None, "--client-queue-records", "400")
     clients = [Connection(socket_path=small.socket) for _ in range(100)]
     owner = Client("daemon", socket_path=small.socket)
     stalled = owner.listen()
@@ -253,10 +255,11 @@ def test_slow_client_loses_only_its_own_records() -> None:
         for c in clients:
             c.register("0-1")
         readers.start()
-        n = 600
+        n = 1000  # more than the stalled socket's buffer (~150) and queue (400) hold
         for _ in range(n):
             subprocess.run(["true"], check=True)
-        deadline = time.monotonic() + 10
+            time.sleep(0.001)  # a steady rate the 100 readers (one thread) keep up with
+        deadline = time.monotonic() + 30
         while min(readers.counts) < n and time.monotonic() < deadline:
             time.sleep(0.1)
         assert readers.counts == [n] * 100
@@ -316,3 +319,47 @@ def test_cli_commands_work_for_a_non_root_user(daemon: RunningDaemon,
     assert comms == ["echo", "sh", "true"] and doc["lost"] == 0
     get = as_nobody(env, "-m", "pytaskstats", "get", "1")
     assert get.returncode == 1 and "permission denied" in get.stderr
+
+
+IN_CONTAINER = """
+import os, subprocess, sys, time
+from pytaskstats import AccessDenied, Client, ExitRecord, NoSuchTask
+path = sys.argv[1]
+out = []
+try:
+    Client("kernel").pid(os.getpid())
+except AccessDenied as err:
+    out.append("kernel refused: " + ("taskstatsd" in str(err)) * "names the daemon")
+with Client(socket_path=path) as c:
+    out.append(f"backend {c.backend}")
+    me = c.pid(os.getpid())
+    out.append(f"me {me.ac_pid == os.getpid()} uid {me.ac_uid} ppid {me.ac_ppid}")
+    try:
+        c.pid(999999)
+    except NoSuchTask:
+        out.append("outside invisible")
+    with c.listen() as listener:
+        child = subprocess.Popen(["sleep", "1"])  # outlives several /proc scans
+        child.wait()
+        deadline = time.monotonic() + 5
+        mine = []
+        while not mine and time.monotonic() < deadline:
+            mine = [e for e in listener.poll(0.2) if isinstance(e, ExitRecord)
+                    and e.task.ac_comm == "sleep"]
+        out.append(f"exit pid {mine[0].pid == child.pid} uid {mine[0].task.ac_uid}")
+print("\\n".join(out))
+"""
+
+
+def test_a_container_sees_its_own_pids_and_uids(daemon: RunningDaemon,
+                                                nobody_env: dict[str, str]) -> None:
+    """A client in new user and PID namespaces (started by nobody, mapped to root)."""
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "unshare", "--pid",
+         "--user", "--map-root-user", "--fork", "--mount-proc", NOBODY_PYTHON, "-c",
+         IN_CONTAINER, daemon.socket], capture_output=True, text=True, timeout=60,
+        env=nobody_env, cwd="/", check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "kernel refused: names the daemon", "backend daemon", "me True uid 0 ppid 0",
+        "outside invisible", "exit pid True uid 0"]

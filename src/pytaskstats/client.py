@@ -29,8 +29,21 @@ def daemon_socket(path: str | None = None) -> str:
     return path or os.environ.get("TASKSTATS_SOCKET") or DEFAULT_SOCKET
 
 
+def in_initial_user_namespace() -> bool:
+    """Whether this process's user namespace maps every id to itself (the initial one:
+    only there does CAP_NET_ADMIN count for the kernel's taskstats)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return True
+
+
 def has_net_admin() -> bool:
-    """Whether this process has CAP_NET_ADMIN in its effective set."""
+    """Whether this process has CAP_NET_ADMIN in its effective set, in the initial
+    user namespace."""
+    if not in_initial_user_namespace():
+        return False
     try:
         with open("/proc/self/status") as f:
             for line in f:

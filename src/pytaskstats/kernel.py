@@ -296,6 +296,11 @@ class Listener:
         """The sockets' file descriptors, for callers that multiplex."""
         return [c.sock.fileno() for c in self.conns]
 
+    @property
+    def source(self) -> str:
+        """Where the records come from: "kernel" or "daemon"."""
+        return self.conns[0].source if self.conns else "kernel"
+
     def masks(self) -> list[str]:
         """The cpulist each socket listens to, in socket order."""
         return [format_cpulist(g) for g in self.groups]

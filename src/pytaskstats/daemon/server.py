@@ -41,6 +41,7 @@ from ..kernel import Connection
 from ..records import ExitRecord
 from . import protocol
 from .listeners import ListenerLists, MaskError, check_cpumask
+from .namespaces import NsView
 
 MAX_FDS = 4
 ADMIN_PERM = 0x01
@@ -70,6 +71,7 @@ class Peer:
     dropped_unsent: int = 0  # dropped since the last ENOBUFS notice
     dropped: int = 0
     want_write: bool = False
+    view: NsView | None = None  # set when the client is in other namespaces
 
 
 def peer_groups(pid: int) -> set[int]:
@@ -131,7 +133,8 @@ class Server:
         conn.setblocking(False)
         pid, uid, gid = struct.unpack("3i", conn.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-        peer = Peer(conn, self.next_id, pid, uid, gid, self.policy.is_admin(pid, uid, gid))
+        peer = Peer(conn, self.next_id, pid, uid, gid, self.policy.is_admin(pid, uid, gid),
+                    view=NsView.of(pid))
         self.next_id += 1
         self.peers[peer.id] = peer
         return peer
@@ -229,14 +232,19 @@ class Server:
         req = ts.decode_request(msg)
         if req.op in ("pid", "tgid"):
             assert isinstance(req.value, int)
-            stats = self._query(peer, req.op, req.value)
-            reply = ts.StatsReply(msg.seq, req.op, req.value, stats)
+            view = peer.view
+            host = view.host_pid(req.value) if view else req.value
+            stats = self._query(peer, req.op, host)
+            reply = ts.StatsReply(msg.seq, req.op, req.value, view.stats(stats) if view
+                                  else stats)
             self._reply(peer, ts.encode_stats_reply(self.family.id, reply, pid=peer.id))
         elif req.op in ("register", "deregister"):
             assert isinstance(req.value, str)
             cpus = check_cpumask(req.value, self.possible, self.nr_cpu_ids)
             if req.op == "register":
                 self.listeners.register(peer.id, cpus)
+                if peer.view:
+                    peer.view.rescan(force=True)
             else:
                 self.listeners.deregister(peer.id, cpus)
         elif req.op == "cgroup":
@@ -287,19 +295,46 @@ class Server:
 
     # ------------------------------------------------------------ exit records
 
+    def namespaced_listeners(self) -> list[Peer]:
+        """Registered listeners that see through a namespace translation."""
+        return [p for p in self.peers.values()
+                if p.view is not None and self.listeners.cpus_of(p.id)]
+
+    def unattributed(self) -> int:
+        """Exits of namespaced clients' tasks that could not be placed (see
+        :mod:`.namespaces`), summed over connected clients."""
+        return sum(p.view.unattributed for p in self.peers.values() if p.view is not None)
+
+    def refresh_views(self) -> None:
+        """Keep the pid maps of namespaced listeners fresh (rate-limited scans), so
+        that short-lived tasks reaped before their record is read can be placed."""
+        for peer in self.namespaced_listeners():
+            assert peer.view is not None
+            peer.view.rescan()
+
     def publish(self, record: ExitRecord, raw: bytes) -> None:
-        """Queue an exit message for every listener of its CPU allowed to see it."""
+        """Queue an exit message for every listener of its CPU allowed to see it,
+        translated into the listener's namespaces where they differ from ours."""
         uid = record.task.ac_uid
         for pid in self.listeners.for_cpu(record.cpu):
             peer = self.peers.get(pid)
             if peer is None or not (peer.admin or uid == peer.uid):
                 continue
-            if len(peer.records) >= self.limits.queue_records:
-                peer.dropped_unsent += 1
-                peer.dropped += 1
-                self.dropped_client_records += 1
+            if peer.view is not None:
+                seen = peer.view.exit(record)
+                if seen is None:
+                    continue
+                self._enqueue(peer, ts.encode_exit(self.family.id, seen))
             else:
-                peer.records.append(raw)
+                self._enqueue(peer, raw)
+
+    def _enqueue(self, peer: Peer, raw: bytes) -> None:
+        if len(peer.records) >= self.limits.queue_records:
+            peer.dropped_unsent += 1
+            peer.dropped += 1
+            self.dropped_client_records += 1
+        else:
+            peer.records.append(raw)
 
     def flush(self, peer: Peer) -> bool:
         """Send what is queued without blocking; False when the client has gone."""
