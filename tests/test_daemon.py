@@ -363,3 +363,15 @@ def test_a_container_sees_its_own_pids_and_uids(daemon: RunningDaemon,
     assert done.stdout.splitlines() == [
         "kernel refused: names the daemon", "backend daemon", "me True uid 0 ppid 0",
         "outside invisible", "exit pid True uid 0"]
+
+
+def test_bulk_query_can_skip_tasks_the_policy_refuses(daemon: RunningDaemon,
+                                                      nobody_env: dict[str, str]) -> None:
+    code = ("import os, sys\nfrom pytaskstats import Client, AccessDenied\n"
+            "ids = [int(p) for p in os.listdir('/proc') if p.isdigit()]\n"
+            "c = Client('daemon', socket_path=sys.argv[1])\n"
+            "got = c.pids(ids, skip_denied=True)\n"
+            "print(sorted(got) == [os.getpid()], c.denied > 0)\n"
+            "try:\n  c.pids(ids)\nexcept AccessDenied:\n  print('strict raises')\n")
+    done = as_nobody(nobody_env, "-c", code, daemon.socket)
+    assert done.stdout.split() == ["True", "True", "strict", "raises"], done.stderr

@@ -105,9 +105,18 @@ class Client:
         """The thread group record of the calling process."""
         return self.tgid(os.getpid())
 
-    def pids(self, pids: Iterable[int]) -> Mapping[int, TaskStats]:
-        """Bulk query: pid -> record for many tasks, pipelined; vanished tasks left out."""
-        return self._conn.query_many("pid", [_check_id(p) for p in pids])
+    def pids(self, pids: Iterable[int], *, skip_denied: bool = False
+             ) -> Mapping[int, TaskStats]:
+        """Bulk query: pid -> record for many tasks, pipelined; vanished tasks left out,
+        and with ``skip_denied`` also those the daemon's policy refuses (their number
+        is in ``denied``)."""
+        return self._conn.query_many("pid", [_check_id(p) for p in pids],
+                                     skip_denied=skip_denied)
+
+    @property
+    def denied(self) -> int:
+        """How many tasks the last bulk query skipped as refused."""
+        return self._conn.denied
 
     def tgids(self, tgids: Iterable[int]) -> Mapping[int, TaskStats]:
         """Bulk query by thread group, like :meth:`pids`."""

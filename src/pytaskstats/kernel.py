@@ -84,6 +84,7 @@ class Connection:
             self.sock.close()
             raise
         self.pending_exits: deque[ExitRecord] = deque()
+        self.denied = 0  # tasks the last bulk query skipped as refused
         # replies in flight must fit the receive buffer (~2.3 KiB of memory each)
         self.window = max(8, min(256, self.sock.rcvbuf // 4096))
 
@@ -133,13 +134,18 @@ class Connection:
                 return event.stats
         raise RemoteProtocolError(f"the kernel answered the {scope} query with no record")
 
-    def query_many(self, scope: str, ids: Iterable[int]) -> dict[int, TaskStats]:
+    def query_many(self, scope: str, ids: Iterable[int], *,
+                   skip_denied: bool = False) -> dict[int, TaskStats]:
         """Pipelined queries: many requests in flight, replies matched by sequence.
 
-        Tasks that vanished (ESRCH) are left out.  Replies lost to an overrun or a
-        timeout are asked for again once.
+        Tasks that vanished (ESRCH) are left out, and with ``skip_denied`` those
+        the peer refuses (EPERM: taskstatsd's policy), counted in ``self.denied``.
+        Replies lost to an overrun or a timeout are asked for again once.
         """
-        return _Pipeline(self, scope, list(ids)).run()
+        pipeline = _Pipeline(self, scope, list(ids), skip_denied=skip_denied)
+        out = pipeline.run()
+        self.denied = pipeline.denied
+        return out
 
     def cgroup(self, fd: int) -> CgroupStats:
         """cgroupstats of the cgroup v1 directory open as ``fd`` (with an ACK, so a
@@ -187,8 +193,11 @@ class Connection:
 class _Pipeline:
     """State of one pipelined bulk query."""
 
-    def __init__(self, conn: Connection, scope: str, ids: list[int]) -> None:
+    def __init__(self, conn: Connection, scope: str, ids: list[int], *,
+                 skip_denied: bool) -> None:
         self.conn, self.scope, self.ids = conn, scope, ids
+        self.skipped = (0, errno.ESRCH, errno.EPERM) if skip_denied else (0, errno.ESRCH)
+        self.denied = 0
         self.out: dict[int, TaskStats] = {}
         self.outstanding: dict[int, int] = {}  # seq -> id
         self.retried = False
@@ -235,9 +244,11 @@ class _Pipeline:
             return
         if isinstance(event, ts.StatsReply):
             self.out[ident] = event.stats
-        elif isinstance(event, nl.ErrorReply) and event.error not in (0, errno.ESRCH):
-            pid, tgid = (ident, None) if self.scope == "pid" else (None, ident)
-            raise from_errno(event.error, "query", seq=event.seq, pid=pid, tgid=tgid)
+        elif isinstance(event, nl.ErrorReply):
+            if event.error not in self.skipped:
+                pid, tgid = (ident, None) if self.scope == "pid" else (None, ident)
+                raise from_errno(event.error, "query", seq=event.seq, pid=pid, tgid=tgid)
+            self.denied += event.error == errno.EPERM
 
     def retry(self, err: Exception) -> None:
         if self.retried or not self.outstanding:
