@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from .errors import Unsupported
+from .errors import TaskstatsError, Unsupported
 from .kernel import Connection, Listener
 from .records import CgroupStats, TaskStats
 from .transport import DEFAULT_SOCKET
@@ -83,7 +83,15 @@ class Client:
         self.socket_path = daemon_socket(socket_path)
         self.backend, self.backend_reason = choose_backend(backend, self.socket_path)
         via = self.socket_path if self.backend == "daemon" else None
-        self._conn = Connection(timeout=timeout, socket_path=via)
+        try:
+            self._conn = Connection(timeout=timeout, socket_path=via)
+        except TaskstatsError as err:
+            if backend != "auto" or via is None:
+                raise
+            # a stale socket: nobody answers there; the kernel will say what it thinks
+            self.backend = "kernel"
+            self.backend_reason = f"taskstatsd does not answer at {via} ({err})"
+            self._conn = Connection(timeout=timeout)
 
     @property
     def struct_version(self) -> int:

@@ -32,6 +32,7 @@ class Config:
     client_queue_records: int = 8192
     max_request_bytes: int = 65536
     cgroups: bool = True  # capture each exiting process's cgroup path
+    metrics_listen: str = ""  # ADDR:PORT (or PORT, on 127.0.0.1) of /metrics; off when empty
 
     @property
     def admin_gid(self) -> int | None:

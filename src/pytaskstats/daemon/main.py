@@ -17,38 +17,46 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__, delayacct
 from .. import taskstats as ts
 from ..errors import TaskstatsError
 from ..kernel import Connection, Listener, possible_cpus
+from ..metrics import start_for_daemon
 from ..records import ExitRecord, Lost
 from . import config as config_mod
 from .journal import Journal, JournalEntry
+from .namespaces import RESCAN_S
 from .notify import notify, stored_fds
 from .server import Limits, Peer, Policy, Server
 
+if TYPE_CHECKING:
+    from ..metrics.service import DaemonMetrics
+
 FDSTORE_PREFIX = "taskstats-cpus-"
 HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "tgid", "cgroup", "group_by",
-                "sort", "limit")
+                "sort", "limit", "bucket_s", "fields", "plausible")
 
 
 def cgroup_of(tgid: int) -> str | None:
-    """The cgroup path of a process (v2 unified path if any, else the first v1 one)."""
+    """The cgroup path of a process (v2 unified path if any, else the first v1 one);
+    None when it is gone.  Raw reads: this runs for every exit."""
     try:
-        text = Path(f"/proc/{tgid}/cgroup").read_text()
+        fd = os.open(f"/proc/{tgid}/cgroup", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
-    first = None
-    for line in text.splitlines():
-        hier, _, rest = line.partition(":")
-        path = rest.partition(":")[2]
-        if hier == "0":
-            return path
-        first = first or path
-    return first
+    try:
+        text = os.read(fd, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    at = text.find(b"0::")
+    if at == 0 or (at > 0 and text[at - 1:at] == b"\n"):
+        return text[at + 3:].split(b"\n", 1)[0].decode(errors="replace")
+    first = text.split(b"\n", 1)[0].split(b":", 2)
+    return first[2].decode(errors="replace") if len(first) == 3 else None
 
 
 class Daemon:
@@ -60,6 +68,7 @@ class Daemon:
         self.counters = {"received": 0, "lost_overrun": 0, "lost_truncated": 0,
                          "lost_malformed": 0}
         self.cgroups: dict[int, str | None] = {}
+        self.metrics: DaemonMetrics | None = None
         os.makedirs(cfg.state_dir, mode=0o755, exist_ok=True)
         self.lock = _lock(os.path.join(cfg.state_dir, "taskstatsd.lock"))
         self.journal = Journal(
@@ -83,6 +92,8 @@ class Daemon:
         self.selector.register(self.server.sock, selectors.EVENT_READ, ("accept", 0))
         self.running = True
         self.in_fd_store = False
+        if cfg.metrics_listen:
+            self.metrics = start_for_daemon(self)
 
     # ------------------------------------------------------------ fd store
 
@@ -127,6 +138,8 @@ class Daemon:
         signal.signal(signal.SIGINT, self._stop)
         self.in_fd_store = self._store_listeners()
         self._save_drops()
+        for index in range(len(self.listener.fds)):
+            self.ingest(index)  # what adopted sockets held (read while re-registering)
         notify("READY=1\nSTATUS=listening")
         try:
             while self.running:
@@ -140,6 +153,9 @@ class Daemon:
 
     def step(self, timeout: float) -> None:
         """One turn of the loop: kernel first, then clients."""
+        if self.server.namespaced_listeners():
+            timeout = min(timeout, RESCAN_S)
+            self.server.refresh_views()
         events = self.selector.select(timeout)
         events.sort(key=lambda ev: ev[0].data[0] != "kernel")
         for key, mask in events:
@@ -163,12 +179,17 @@ class Daemon:
             self.counters["received"] += 1
             # raw is None only when a datagram held several messages: re-encode
             data = raw if raw is not None else ts.encode_exit(self.kernel.family.id, event)
-            self.journal.submit(JournalEntry(event, now, self._cgroup(event), data))
+            cgroup = self._cgroup(event)
+            self.journal.submit(JournalEntry(event, now, cgroup, data))
+            if self.metrics is not None:
+                self.metrics.on_exit(event, cgroup)
             self.server.publish(event, data)
 
     def _lost(self, lost: Lost) -> None:
         self.counters[f"lost_{lost.reason}"] += lost.records
         self.journal.note_lost(lost.reason, lost.records)
+        if self.metrics is not None:
+            self.metrics.on_lost(lost)
 
     def _cgroup(self, record: ExitRecord) -> str | None:
         if not self.cfg.cgroups:
@@ -227,17 +248,27 @@ class Daemon:
                           "client_listeners": self.server.listeners.count()},
             "clients": len(self.server.peers),
             "counters": {**self.counters, **self.journal.counters(),
-                         "client_dropped": self.server.dropped_client_records},
+                         "client_dropped": self.server.dropped_client_records,
+                         "namespace_unattributed": self.server.unattributed()},
             "gaps": [list(g) for g in self.journal.gaps()[-10:]],
         }
 
     def history(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Journal rows for `taskstats history` (validated keys only)."""
+        """Journal rows for `taskstats history` (validated keys only); with any of
+        bucket_s, fields or plausible: sums per time bucket and/or group
+        (Journal.aggregate)."""
         unknown = set(params) - set(HISTORY_KEYS) - {"totals"}
         if unknown:
             raise ValueError(f"unknown history parameters {sorted(unknown)}; known: "
                              f"{', '.join(HISTORY_KEYS)}, totals")
         query = {k: v for k, v in params.items() if k in HISTORY_KEYS}
+        if {"bucket_s", "fields", "plausible"} & set(query):
+            clash = sorted({"sort", "limit", "totals"} & set(params))
+            if clash:
+                raise ValueError(f"bucket_s, fields and plausible do not combine with "
+                                 f"{', '.join(clash)}")
+            self.journal.flush()
+            return self.journal.aggregate(**query)
         self.journal.flush()
         if params.get("totals"):
             query.pop("group_by", None)
@@ -250,6 +281,8 @@ class Daemon:
         """Deregister from the kernel (unless systemd keeps the sockets), close
         clients, flush and close the journal."""
         self._save_drops()
+        if self.metrics is not None:
+            self.metrics.close()
         self.listener.close(deregister=not self.in_fd_store)
         self.server.close()
         self.kernel.close()
@@ -291,5 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"taskstatsd: listening on {cfg.socket}, journal in {cfg.state_dir}",
           file=sys.stderr)
+    if daemon.metrics is not None:
+        print(f"taskstatsd: metrics at {daemon.metrics.url}", file=sys.stderr)
     daemon.run()
     return 0
