@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from typing import Any
 
+from .. import delayacct, report
+from ..client import Client
 from ..daemon import protocol
 from .common import human_duration, open_client, print_json
+
+REPORT_SINCE_S = 86400  # --report without --since: the last day
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -43,6 +48,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--totals", action="store_true", help="one line of sums")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per record (kernel field names)")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="write an HTML report of the range instead (default --since 1d): "
+                   "exits and delays per minute, top commands and cgroups by each wait")
     p.set_defaults(func=run)
 
 
@@ -75,7 +83,9 @@ def format_row(row: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Ask the daemon and print."""
+    """Ask the daemon and print (or write the report)."""
+    if args.report:
+        return write_report(args)
     with open_client(args, backend="daemon") as client:
         rows = client.daemon_request(protocol.CMD_HISTORY, params(args, time.time_ns()))
     for row in rows:
@@ -84,3 +94,48 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(format_row(row))
     return 0
+
+
+def write_report(args: argparse.Namespace) -> int:
+    """``--report FILE``: ask for per-bucket sums, groups and totals; write the page."""
+    clash = [opt for opt, value in (("--group-by", args.group_by), ("--sort", args.sort),
+                                    ("--limit", args.limit), ("--totals", args.totals),
+                                    ("--json", args.json)) if value]
+    if clash:
+        print(f"taskstats history: --report does not combine with {', '.join(clash)}",
+              file=sys.stderr)
+        return 2
+    now = time.time_ns()
+    base = params(args, now)
+    since = base.setdefault("since_ns", now - REPORT_SINCE_S * 1_000_000_000)
+    until = base.setdefault("until_ns", now)
+    if until <= since:
+        print("taskstats history: --until must be later than --since", file=sys.stderr)
+        return 2
+    bucket = report.choose_bucket((until - since) / 1e9)
+    base["plausible"] = True
+    fields = list(report.GROUP_FIELDS)
+    with open_client(args, backend="daemon") as client:
+        data = report.HistoryReport(
+            since, until, bucket,
+            tuple(_ask(client, base, bucket_s=bucket, fields=list(report.BUCKET_FIELDS))),
+            tuple(_ask(client, base, group_by="comm", fields=fields)),
+            tuple(_ask(client, base, group_by="cgroup", fields=fields)),
+            _ask(client, base, fields=fields)[0], delayacct.status(),
+            tuple((k, str(getattr(args, k))) for k in ("comm", "uid", "pid", "cgroup")
+                  if getattr(args, k) is not None),
+            whole_range=args.since is not None)
+    try:
+        report.save(args.report, report.render_history(data))
+    except OSError as err:
+        print(f"taskstats history: cannot write {args.report}: {err.strerror}",
+              file=sys.stderr)
+        return 1
+    print(f"taskstats history: report written to {args.report}", file=sys.stderr)
+    return 0
+
+
+def _ask(client: Client, base: dict[str, Any], **extra: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = client.daemon_request(protocol.CMD_HISTORY,
+                                                       {**base, **extra})
+    return rows

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import delayacct
+from .. import delayacct, report
 from ..kernel import Listener
 from ..records import ExitRecord, Lost
 from ..summary import ProcessSummary, process_tree, summarize, totals
@@ -44,13 +44,20 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON document")
     p.add_argument("--wait-all", action="store_true",
                    help="also wait for descendants that outlive the command")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="also write a self-contained HTML report (timeline, where the time "
+                   "went, top waits, totals)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     p.set_defaults(func=run)
 
 
 @dataclass
 class RunResult:
-    """What a run produced: the command's status and the tree's exit records."""
+    """What a run produced: the command's status and the tree's exit records.
+
+    ``exit_s[i]`` is when ``records[i]`` arrived, in seconds after the command was
+    started (monotonic clock; ``started_ns`` is that moment in CLOCK_REALTIME ns).
+    """
 
     command: list[str]
     returncode: int
@@ -58,6 +65,8 @@ class RunResult:
     records: list[ExitRecord] = field(default_factory=list)
     lost: int = 0
     still_running: list[tuple[int, str]] = field(default_factory=list)
+    exit_s: list[float] = field(default_factory=list)
+    started_ns: int = 0
 
 
 def _subreaper() -> None:
@@ -100,14 +109,18 @@ def execute(command: list[str], listener: Listener, *, wait_all: bool) -> RunRes
     ``wait_all``, every orphan) has exited."""
     _subreaper()
     result = RunResult(command, 0, 0.0)
+    arrived: dict[int, float] = {}  # id(record) -> exit_s
 
     def collect(events: list[ExitRecord | Lost]) -> None:
+        now = time.monotonic() - start
         for event in events:
             if isinstance(event, Lost):
                 result.lost += event.records
             else:
                 result.records.append(event)
+                arrived[id(event)] = now
 
+    result.started_ns = time.time_ns()
     start = time.monotonic()
     proc = subprocess.Popen(command)
     pidfd = os.pidfd_open(proc.pid)
@@ -124,8 +137,15 @@ def execute(command: list[str], listener: Listener, *, wait_all: bool) -> RunRes
     while wait_all and _reap_orphans():
         collect(listener.poll(0.05))
     collect(listener.drain())
+    if listener.source == "daemon":  # forwarded records may trail waitpid: wait, bounded
+        deadline = time.monotonic() + 2.0
+        while (not any(r.pid == proc.pid for r in result.records)
+               and time.monotonic() < deadline):
+            collect(listener.poll(0.05))
+        collect(listener.poll(0.1))
     result.still_running = _children()
     result.records = process_tree(result.records, proc.pid, os.getpid())
+    result.exit_s = [arrived[id(rec)] for rec in result.records]
     return result
 
 
@@ -212,6 +232,10 @@ def run(args: argparse.Namespace) -> int:
     if not command:
         print("taskstats run: give a command: taskstats run -- CMD ARGS...", file=sys.stderr)
         return 2
+    if args.report and not _writable(args.report):
+        print(f"taskstats run: cannot write the report to {args.report}: its directory "
+              "does not exist or is not writable", file=sys.stderr)
+        return 2
     state = delayacct.status()
     previous = signal.signal(signal.SIGINT, lambda *_: None)  # the command gets Ctrl-C
     try:
@@ -228,7 +252,31 @@ def run(args: argparse.Namespace) -> int:
         print_json(format_json(result, procs, state))
     else:
         _print_text(result, procs, state)
+    if args.report and not _write_report(args.report, result, procs, state):
+        return exit_status(result.returncode) or 1
     return exit_status(result.returncode)
+
+
+def _writable(path: str) -> bool:
+    directory = os.path.dirname(os.path.abspath(path))
+    return os.path.isdir(directory) and os.access(directory, os.W_OK)
+
+
+def _write_report(path: str, result: RunResult, procs: list[ProcessSummary],
+                  state: bool | None) -> bool:
+    """Write the HTML report; say where (or why not) on stderr."""
+    data = report.build_run(result.command, exit_status(result.returncode), result.wall_s,
+                            result.records, result.exit_s, delayacct=state,
+                            started_ns=result.started_ns, lost=result.lost,
+                            still_running=result.still_running, procs=procs)
+    try:
+        report.save(path, report.render_run(data))
+    except OSError as err:
+        print(f"taskstats run: cannot write the report to {path}: {err.strerror}",
+              file=sys.stderr)
+        return False
+    print(f"taskstats run: report written to {path}", file=sys.stderr)
+    return True
 
 
 def _print_text(result: RunResult, procs: list[ProcessSummary], state: bool | None) -> None:
