@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from ..errors import TaskstatsError
-from . import cgroup, delayacct, get, getdelays, history, listen, run, status
+from . import cgroup, delayacct, exporter, get, getdelays, history, listen, run, status, top
 
 COMMANDS: tuple[ModuleType, ...] = (get, getdelays, listen, run, cgroup, delayacct, status,
-                                     history)
+                                     history, top, exporter)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,98 @@
+"""``taskstats top``: live per-process CPU, waits and IO rates, full screen or batch.
+
+Every refresh lists the tasks in /proc, queries them all with one pipelined bulk
+query and shows, per process (or thread, or cgroup), CPU%, CPU-wait%, IO-wait%,
+memory-wait%, IRQ%, storage read/write bytes/s and context switches/s over the
+interval.  Exited processes stay for ``--retain`` seconds, from the exit listener
+(root) or taskstatsd.  ``-b`` prints refreshes as text, ``--json`` as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..top.batch import run_batch
+from ..top.model import Model
+from ..top.sampler import Sampler
+from ..top.screen import run_screen
+from ..top.view import SORTS, Filters, ViewState
+from .common import open_client
+
+MIN_DELAY_S = 0.1
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= MIN_DELAY_S:
+        raise argparse.ArgumentTypeError(f"at least {MIN_DELAY_S} s, not {text}")
+    return value
+
+
+def add_parser(sub: Any) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser(
+        "top", help="live per-process CPU, waits and IO rates (full screen, or -b batch)",
+        description="A live view of per-process CPU%, CPU/IO/memory/IRQ wait% and IO and "
+        "context switch rates, from one bulk taskstats query per refresh.  Press h in "
+        "the full-screen view for its keys.")
+    p.add_argument("-b", "--batch", action="store_true",
+                   help="print refreshes (text, or JSON lines with --json) instead of the "
+                   "full-screen view")
+    p.add_argument("-n", "--iterations", type=int, default=0, metavar="N",
+                   help="stop after N refreshes (default 0: never)")
+    p.add_argument("-d", "--delay", type=_seconds, default=2.0, metavar="SECS",
+                   help="refresh interval in seconds (default 2, at least 0.1)")
+    p.add_argument("--json", action="store_true",
+                   help="batch mode, one JSON object per refresh")
+    p.add_argument("-s", "--sort", choices=list(SORTS), default="cpu", metavar="NAME",
+                   help=f"sort order: {', '.join(SORTS)} (default cpu)")
+    p.add_argument("-r", "--reverse", action="store_true", help="reverse the sort order")
+    level = p.add_mutually_exclusive_group()
+    level.add_argument("-H", "--threads", action="store_true", help="a row per thread")
+    level.add_argument("-g", "--group-cgroups", action="store_true",
+                       help="a row per cgroup (containers, services)")
+    p.add_argument("-u", "--user", help="only this user's tasks (name or uid)")
+    p.add_argument("-c", "--command", help="only commands containing TEXT (any case)",
+                   metavar="TEXT")
+    p.add_argument("--cgroup", metavar="PATH", help="only this cgroup and those below it")
+    p.add_argument("-o", "--only-active", action="store_true",
+                   help="only rows with activity in the interval")
+    p.add_argument("-P", "--limit", type=int, default=0, metavar="N",
+                   help="at most N rows per refresh (default: all, or what fits)")
+    p.add_argument("--retain", type=float, default=10.0, metavar="SECS",
+                   help="how long exited processes stay listed (default 10)")
+    p.add_argument("--no-exits", action="store_true",
+                   help="do not listen for exits (no exited rows, no exit counts)")
+    p.set_defaults(func=run)
+
+
+def view_state(args: argparse.Namespace) -> ViewState:
+    """The initial view from the options."""
+    level = "thread" if args.threads else "cgroup" if args.group_cgroups else "process"
+    return ViewState(sort=args.sort, reverse=args.reverse, level=level,
+                     filters=Filters(args.user, args.command, args.cgroup),
+                     interval=args.delay, active_only=args.only_active,
+                     limit=max(args.limit, 0))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the view; 0 on quit, 2 when the full screen has no terminal."""
+    batch = args.batch or args.json
+    if not batch and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("taskstats top: not a terminal: use -b (and --json) for batch output",
+              file=sys.stderr)
+        return 2
+    state = view_state(args)
+    with open_client(args) as client:
+        sampler = Sampler(client, listen=not args.no_exits)
+        try:
+            model = Model(retain_s=args.retain)
+            if batch:
+                return run_batch(sampler, model, state, iterations=args.iterations,
+                                 json_lines=args.json)
+            first = model.update(sampler.sample())  # errors print before curses starts
+            return run_screen(sampler, model, state, first, iterations=args.iterations)
+        finally:
+            sampler.close()

@@ -1,0 +1,87 @@
+"""An aggregator served over HTTP, and taskstatsd's metrics built on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from prometheus_client.registry import CollectorRegistry
+
+from ..client import Client
+from ..daemon.main import cgroup_of
+from ..errors import TaskstatsError
+from ..records import ExitRecord, Lost
+from .aggregate import Aggregator
+from .collector import TaskstatsCollector
+from .health import Health, LossTracker, daemon_health
+from .live import Sampler, SamplerThread
+from .server import MetricsServer
+
+if TYPE_CHECKING:
+    from ..daemon.main import Daemon
+
+DAEMON_INTERVAL_S = 15.0  # taskstatsd's live sampling period
+
+
+class MetricsService:
+    """``aggregator`` (and ``health``) on a private registry, served at ``listen``."""
+
+    def __init__(self, aggregator: Aggregator, listen: str,
+                 health: Callable[[], Health] | None = None) -> None:
+        self.aggregator = aggregator
+        self.registry = CollectorRegistry()
+        self.registry.register(TaskstatsCollector(aggregator, health))
+        try:
+            self.server = MetricsServer(self.registry, listen)
+        except ValueError as err:
+            raise TaskstatsError(str(err)) from err
+        except OSError as err:
+            raise TaskstatsError(f"cannot serve metrics on {listen}: {err.strerror}") from err
+
+    @property
+    def url(self) -> str:
+        """The endpoint's URL."""
+        return self.server.url
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.close()
+
+
+class DaemonMetrics:
+    """taskstatsd's endpoint: exits from its loop, live samples from a thread with a
+    kernel socket of its own, and the daemon's loss and journal counters."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.tracker = LossTracker()
+        self.aggregator = Aggregator(resolve=cgroup_of)
+        self.client = Client("kernel")
+        try:
+            self.service = MetricsService(self.aggregator, daemon.cfg.metrics_listen,
+                                          partial(daemon_health, daemon, self.tracker))
+        except BaseException:
+            self.client.close()
+            raise
+        self.sampler = SamplerThread(Sampler(self.aggregator, self.client.pids),
+                                     DAEMON_INTERVAL_S)
+        self.sampler.start()
+
+    @property
+    def url(self) -> str:
+        """The endpoint's URL."""
+        return self.service.url
+
+    def on_exit(self, record: ExitRecord, cgroup: str | None) -> None:
+        """An exit the daemon received (``cgroup``: the path it found, if any)."""
+        self.aggregator.on_exit(record, cgroup)
+
+    def on_lost(self, lost: Lost) -> None:
+        """Exit records the daemon lost."""
+        self.tracker.on_lost(lost)
+
+    def close(self) -> None:
+        """Stop sampling and serving."""
+        self.sampler.stop()
+        self.service.close()
+        self.client.close()

@@ -1,0 +1,8 @@
+"""``taskstats top``: a live view of per-process CPU, waits and IO rates.
+
+Sample -> model -> sink: :mod:`.sampler` reads the machine (the /proc task list,
+one pipelined bulk query, the exit listener); :mod:`.model` turns samples into
+rows (pure); :mod:`.view` filters, groups and sorts them (pure); :mod:`.render`
+formats them as text and JSON (pure); :mod:`.screen` (curses) and :mod:`.batch`
+(text or JSON lines) are the sinks.
+"""

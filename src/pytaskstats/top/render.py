@@ -1,0 +1,204 @@
+"""Text and JSON of a frame's rows: pure, shared by the screen and batch mode.
+
+Cells: percentages with one decimal, rates in compact units (K/M/G = 1024^n
+bytes/s; k/M per second for context switches), "-" when there is no value yet
+(the first refresh) and "n/a" for a delay that is not measured (delay accounting
+off).  JSON rows carry kernel field names for totals (kernel units) and derived
+names for rates and percentages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from ..cli.common import delayacct_json
+from .model import COUNTED, METRICS, Frame, Row
+from .view import SORTS, ViewState
+
+__all__ = ["Info", "frame_json", "header_lines", "last_column_at", "row_cells",
+           "table_header"]
+
+PID_W, USER_W, PCT_W, RATE_W = 7, 8, 5, 5
+
+
+class Info(NamedTuple):
+    """What the header says about the source: the backend, and why exits are not
+    tracked (None: they are) or what restricts the rows (None: nothing)."""
+
+    backend: str
+    exits_note: str | None = None
+    scope_note: str | None = None
+
+
+def pct(value: float | None) -> str:
+    """A percentage cell: ``12.3``, ``1234`` (past 999.9), ``-``."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if value < 999.95 else f"{value:.0f}"
+
+
+def compact(value: float | None, base: int = 1024) -> str:
+    """A rate in at most 4 characters: ``0``, ``512``, ``4.0K``, ``123M``."""
+    if value is None:
+        return "-"
+    units = ("", "K", "M", "G", "T") if base == 1024 else ("", "k", "M", "G", "T")
+    for unit in units:
+        if value < 999.5 or unit == units[-1]:
+            if unit == "" or value >= 9.95:
+                return f"{value:.0f}{unit}"
+            return f"{value:.1f}{unit}"
+        value /= base
+    raise AssertionError("unreachable")
+
+
+def _metric_cell(index: int, value: float | None, delay_off: bool) -> str:
+    metric = METRICS[index]
+    if value is None and metric.delay and delay_off:
+        return "n/a"
+    if metric.name.endswith("_pct"):
+        return pct(value)
+    return compact(value, 1024 if "bytes" in metric.name else 1000)
+
+
+def _widths() -> list[int]:
+    return [PCT_W if m.name.endswith("_pct") else RATE_W for m in METRICS]
+
+
+def table_header(state: ViewState) -> str:
+    """The column header line; a ``*`` just before the sorted column's label."""
+    first = {"thread": "TID", "cgroup": "PROCS"}.get(state.level, "PID")
+    last = "CGROUP" if state.level == "cgroup" else "COMMAND"
+    labels = [first, "S", "USER", *(m.label for m in METRICS), last]
+    line = _join(labels)
+    column = list(SORTS).index(state.sort)  # SORTS is in column order, without "S"
+    column += column > 0
+    start = _label_start(line, labels, column)
+    return line[:start - 1] + "*" + line[start:] if start > 0 else "*" + line
+
+
+def _label_start(line: str, labels: Sequence[str], column: int) -> int:
+    pos = 0
+    for index, label in enumerate(labels):
+        pos = line.index(label, pos)
+        if index == column:
+            return pos
+        pos += len(label)
+    raise AssertionError("unreachable")
+
+
+def _join(cells: Sequence[str]) -> str:
+    first, state, user, *metrics, last = cells
+    out = [f"{first:>{PID_W}}", f"{state:1}", f"{user:<{USER_W}}"]
+    out += [f"{c:>{w}}" for c, w in zip(metrics, _widths(), strict=True)]
+    return " ".join([*out, last])
+
+
+def last_column_at() -> int:
+    """Where the last column (command, or cgroup path) starts in a line."""
+    return len(_join([""] * (len(METRICS) + 4)))
+
+
+def row_cells(row: Row, delay_off: bool, command_width: int | None = None) -> str:
+    """One row as a line; ``command_width`` cuts the last column (keeping the end of
+    a cgroup path, the start of a command)."""
+    command = row.command
+    if command_width is not None and len(command) > command_width:
+        keep = max(command_width - 2, 0)
+        command = (".." + command[-keep:] if row.cgroup == row.command and keep
+                   else command[:command_width])
+    user = row.user if len(row.user) <= USER_W else row.user[:USER_W - 1] + "+"
+    metrics = [_metric_cell(i, v, delay_off) for i, v in enumerate(row.values)]
+    return _join([str(row.pid), "X" if row.exited else "", user, *metrics, command])
+
+
+def header_lines(frame: Frame, info: Info, state: ViewState, now: float | None = None
+                 ) -> list[str]:
+    """The four header lines: source and pace, delay accounting, exits, view."""
+    clock = time.strftime("%H:%M:%S", time.localtime(now))
+    rate = frame.exits_per_s
+    first = (f"taskstats top {clock}  every {state.interval:g}s  {info.backend}  "
+             f"{frame.tasks} tasks {frame.processes} procs  "
+             f"exits/s {'-' if rate is None else f'{rate:.1f}'}")
+    return [first, delay_line(frame.delayacct), exits_line(frame, info), view_line(state, info)]
+
+
+def delay_line(state: bool | None) -> str:
+    """Delay accounting: its state, and how to switch it on when it is off."""
+    if state is None:
+        return "delay accounting: not in this kernel (IOW% MEMW% IRQ% read 0)"
+    if state:
+        return "delay accounting on (tasks started before it show no IO/mem/IRQ waits)"
+    return "delay accounting OFF: IO/mem/IRQ waits n/a; D (root) or taskstats delayacct on"
+
+
+def exits_line(frame: Frame, info: Info) -> str:
+    """Exits since start and losses, or why they are not tracked."""
+    if info.exits_note is not None:
+        return f"exits: {info.exits_note}"
+    return (f"exits since start: {frame.process_exits_total} processes, "
+            f"{frame.exits_total} tasks  lost {frame.lost_total}")
+
+
+def view_line(state: ViewState, info: Info) -> str:
+    """Sort, level, filters, pause (and any restriction of the rows)."""
+    parts = [f"sort {state.describe_sort()}", f"per {state.level}",
+             f"filter {state.filters.describe()}"]
+    if state.active_only:
+        parts.append("active only")
+    if info.scope_note:
+        parts.append(info.scope_note)
+    if state.paused:
+        parts.append("PAUSED")
+    return "  ".join(parts)
+
+
+def text_block(frame: Frame, rows: Sequence[Row], info: Info, state: ViewState) -> str:
+    """A batch refresh: header lines, column header, every row (commands uncut)."""
+    off = frame.delayacct is False
+    lines = [*header_lines(frame, info, state), table_header(state)]
+    lines += [row_cells(r, off) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def row_json(row: Row, level: str, delay_off: bool) -> dict[str, Any]:
+    """A row: identity, derived values by METRICS name, totals by kernel name (a
+    delay that is not measured is null)."""
+    if level == "cgroup":
+        out: dict[str, Any] = {"cgroup": row.cgroup, "processes": row.pid}
+    else:
+        out = {"ac_pid": row.pid if level == "thread" else None, "ac_tgid": row.tgid,
+               "ac_uid": row.uid, "user": row.user, "ac_comm": row.command,
+               "cgroup": row.cgroup, "exited": row.exited}
+    out.update(threads=row.threads, seconds=round(row.seconds, 6),
+               lifetime_s=None if row.lifetime is None else round(row.lifetime, 6))
+    out.update((m.name, None if v is None else round(v, 3))
+               for m, v in zip(METRICS, row.values, strict=True))
+    delays = {f for m in METRICS if m.delay for f in m.fields}
+    out.update((name, None if delay_off and name in delays else total)
+               for name, total in zip(COUNTED, row.totals, strict=True))
+    return out
+
+
+def frame_json(frame: Frame, rows: Sequence[Row], info: Info, state: ViewState,
+               now: float | None = None) -> dict[str, Any]:
+    """A refresh as one JSON object (``time``: wall clock, for logs only)."""
+    off = frame.delayacct is False
+    return {
+        "time": round(time.time() if now is None else now, 3),
+        "interval_s": None if frame.interval_ns is None else round(frame.seconds, 6),
+        "backend": info.backend, "delayacct": delayacct_json(frame.delayacct),
+        "tasks": frame.tasks, "processes": frame.processes,
+        "exits": {"tracked": info.exits_note is None, "note": info.exits_note,
+                  "tasks": frame.exits,
+                  "per_s": None if frame.exits_per_s is None else round(frame.exits_per_s, 3),
+                  "tasks_since_start": frame.exits_total,
+                  "processes_since_start": frame.process_exits_total,
+                  "lost": frame.lost, "lost_since_start": frame.lost_total},
+        "discarded_deltas": frame.discarded,
+        "level": state.level, "sort": state.sort, "reverse": state.reverse,
+        "filters": {"user": state.filters.user, "command": state.filters.command,
+                    "cgroup": state.filters.cgroup},
+        "rows": [row_json(r, state.level, off) for r in rows],
+    }

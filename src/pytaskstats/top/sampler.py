@@ -1,0 +1,171 @@
+"""The I/O side of ``taskstats top``: reads the machine into :class:`~.model.Sample`s.
+
+Each sample: the exit listener drained (without blocking), every task listed from
+``/proc/*/task/*``, all of them queried with one pipelined bulk query, then each
+process's cgroup and each user's name looked up.  ``costs`` keeps the seconds of
+each phase of the last sample.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import time
+from collections.abc import Iterable
+
+from .. import delayacct
+from ..client import Client
+from ..errors import AccessDenied, TaskstatsError
+from ..kernel import Listener
+from ..records import ExitRecord, Lost, TaskStats
+from .model import Sample
+
+__all__ = ["Sampler", "list_tasks", "read_cgroup"]
+
+MAX_PENDING = 500_000  # exit records held between samples; more are counted as lost
+
+
+def list_tasks(proc: str = "/proc") -> dict[int, int]:
+    """tid -> tgid of every task (thread) in ``/proc/*/task/*``; racing exits skipped."""
+    out: dict[int, int] = {}
+    with os.scandir(proc) as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            tgid = int(entry.name)
+            try:
+                tids = os.listdir(f"{proc}/{tgid}/task")
+            except OSError:
+                continue  # it exited while we listed
+            for tid in tids:
+                out[int(tid)] = tgid
+    return out
+
+
+def read_cgroup(tgid: int, proc: str = "/proc") -> str | None:
+    """A process's cgroup: the v2 path, else the first v1 one; None if it is gone."""
+    try:
+        with open(f"{proc}/{tgid}/cgroup", "rb") as f:
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    first = None
+    for line in text.splitlines():
+        hier, _, rest = line.partition(":")
+        path = rest.partition(":")[2]
+        if hier == "0":
+            return path
+        first = first or path
+    return first
+
+
+def owned_by(tgids: Iterable[int], uid: int, proc: str = "/proc") -> set[int]:
+    """The processes among ``tgids`` whose /proc directory ``uid`` owns."""
+    out = set()
+    for tgid in tgids:
+        try:
+            if os.stat(f"{proc}/{tgid}").st_uid == uid:
+                out.add(tgid)
+        except OSError:
+            continue
+    return out
+
+
+class Sampler:
+    """Gathers samples through ``client``; owns the exit listener (when it may listen).
+
+    ``exits_note``: None when exits are tracked, else why not.  ``scope_note``: set
+    when taskstatsd lets this user see only its own tasks.
+    """
+
+    def __init__(self, client: Client, *, listen: bool = True, proc: str = "/proc") -> None:
+        self.client, self.proc = client, proc
+        self.listener: Listener | None = None
+        self.exits_note: str | None = "not tracked (--no-exits)"
+        self.scope_note: str | None = None
+        self.costs: dict[str, float] = {}
+        self._exits: list[ExitRecord] = []
+        self._lost = 0
+        self._users: dict[int, str] = {}
+        self._own_only = False
+        if listen:
+            self._open_listener()
+
+    def _open_listener(self) -> None:
+        try:
+            self.listener = self.client.listen()
+            self.exits_note = None
+        except (TaskstatsError, OSError) as err:
+            self.exits_note = f"not tracked: {err}"
+
+    def drain(self) -> None:
+        """Move queued exit records into the next sample (never blocks)."""
+        if self.listener is None:
+            return
+        for event in self.listener.drain():
+            if isinstance(event, Lost):
+                self._lost += event.records
+            elif len(self._exits) < MAX_PENDING:
+                self._exits.append(event)
+            else:
+                self._lost += 1
+
+    def sample(self) -> Sample:
+        """Drain exits, list tasks, query them all, look up cgroups and users."""
+        t0 = time.perf_counter()
+        self.drain()
+        t1 = time.perf_counter()
+        tgids = list_tasks(self.proc)
+        t2 = time.perf_counter()
+        start = time.monotonic_ns()
+        tasks = self._query(tgids)
+        span = time.monotonic_ns() - start
+        t3 = time.perf_counter()
+        cgroups = {}
+        for tgid in set(tgids.values()):
+            path = read_cgroup(tgid, self.proc)
+            if path is not None:
+                cgroups[tgid] = path
+        exits, self._exits, lost, self._lost = self._exits, [], self._lost, 0
+        users = self._names([*(s.ac_uid for s in tasks.values()),
+                             *(e.task.ac_uid for e in exits)])
+        state = delayacct.status()
+        t4 = time.perf_counter()
+        self.costs = {"drain": t1 - t0, "enumerate": t2 - t1, "query": t3 - t2,
+                      "cgroups+users": t4 - t3}
+        return Sample(t_ns=start, span_ns=span, tasks=tasks, tgids=tgids, cgroups=cgroups,
+                      users=users, exits=exits, lost=lost, delayacct=state)
+
+    def _query(self, tgids: dict[int, int]) -> dict[int, TaskStats]:
+        """The bulk query; where taskstatsd allows only our own tasks, ask for those."""
+        tids = list(tgids)
+        if self._own_only:
+            mine = owned_by(set(tgids.values()), os.getuid(), self.proc)
+            tids = [t for t, g in tgids.items() if g in mine]
+        try:
+            return dict(self.client.pids(tids))
+        except AccessDenied:
+            if self._own_only or self.client.backend != "daemon":
+                raise
+        self._own_only = True
+        self.scope_note = "own tasks only (taskstatsd policy)"
+        return self._query(tgids)
+
+    def _names(self, uids: Iterable[int | None]) -> dict[int, str]:
+        out = {}
+        for uid in set(uids):
+            if uid is None:
+                continue
+            if uid not in self._users:
+                try:
+                    self._users[uid] = pwd.getpwuid(uid).pw_name
+                except KeyError:
+                    self._users[uid] = str(uid)
+            out[uid] = self._users[uid]
+        return out
+
+    def close(self) -> None:
+        """Deregister the exit listener."""
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None

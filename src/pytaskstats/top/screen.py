@@ -1,0 +1,236 @@
+"""The full-screen view: curses from the standard library, 80x24 and up, over SSH.
+
+Layout: four header lines (source and pace, delay accounting, exits, view), the
+column header, the rows, and a key line at the bottom.  ``curses.wrapper`` sets
+the terminal up and restores it on any exit, exceptions included.  Sampling goes
+on while the display is paused, so no exit or delta is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import curses
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+from .. import delayacct
+from ..errors import TaskstatsError
+from .batch import DRAIN_EVERY_S, info
+from .model import Frame, Model
+from .render import header_lines, last_column_at, row_cells, table_header
+from .sampler import Sampler
+from .view import SORT_KEYS, SORTS, ViewState, parse_filters, view
+
+__all__ = ["KEYS", "apply_key", "help_lines", "run_screen"]
+
+FIRST_REFRESH_S = 0.5  # the first rates come this soon, then every interval
+MIN_SIZE = (8, 40)  # lines, columns
+HEADER_LINES = 5  # four header lines and the column header
+
+# key -> what it does; the sort keys come from view.SORTS
+KEYS: dict[str, str] = {
+    "q": "quit", " ": "pause / resume the display (sampling goes on)",
+    "t": "a row per thread / per process", "g": "a row per cgroup / per process",
+    "f": "filter: user=NAME comm=TEXT cgroup=PATH (empty clears)",
+    "a": "only rows with activity / all rows", "R": "reverse the sort",
+    "<": "sort by the column to the left", ">": "sort by the column to the right",
+    "+": "longer refresh interval", "-": "shorter refresh interval",
+    "D": "switch delay accounting on (root; tasks started afterwards get delays)",
+    "h": "this help (also ?)",
+}
+KEY_LINE = ("q quit h help  sort: " + " ".join(s.key for s in SORTS.values())
+            + " R  t threads g cgroups f filter  space pause  +/- interval  D delayacct")
+
+
+COLUMNS_HELP = (
+    "columns, % of the interval: CPU% running; CPUW% runnable, waiting for a CPU;",
+    "IOW% waiting for block IO; MEMW% swap-in + reclaim + thrashing + compaction +",
+    "write-protect copy; IRQ% interrupts charged.  RD/s WR/s storage bytes, CSW/s",
+    "context switches per second.  S=X: exited (the interval it exited in).",
+)
+
+
+def help_lines() -> list[str]:
+    """The help screen: sort keys, other keys, what the columns mean (fits 80x24)."""
+    sorts = [f"{s.key} {s.label}" for s in SORTS.values()]
+    return ["taskstats top keys (any key returns)",
+            "sort: " + "  ".join(sorts[:7]),
+            "      " + "  ".join(sorts[7:]) + "  (again: reverse)",
+            *(f"  {'space' if k == ' ' else k:<5} {text}" for k, text in KEYS.items()),
+            "", *COLUMNS_HELP]
+
+
+def apply_key(state: ViewState, key: str) -> ViewState | None:
+    """The view after a key that only changes the view; None for other keys."""
+    if key in SORT_KEYS:
+        return state.with_sort(SORT_KEYS[key])
+    steps = {"<": state.step_sort(-1), ">": state.step_sort(1),
+             "+": state.step_interval(1), "-": state.step_interval(-1)}
+    if key in steps:
+        return steps[key]
+    toggles = {" ": replace(state, paused=not state.paused),
+               "t": state.next_level("thread"), "g": state.next_level("cgroup"),
+               "a": replace(state, active_only=not state.active_only),
+               "R": replace(state, reverse=not state.reverse)}
+    return toggles.get(key)
+
+
+def _key_name(key: str | int) -> str:
+    if isinstance(key, str):
+        return key
+    return {curses.KEY_LEFT: "<", curses.KEY_RIGHT: ">"}.get(key, "")
+
+
+class Screen:
+    """The interactive loop over one curses window."""
+
+    def __init__(self, win: Any, sampler: Sampler, model: Model, state: ViewState,
+                 frame: Frame) -> None:
+        self.win, self.sampler, self.model, self.state = win, sampler, model, state
+        self.frame = self.latest = frame  # on display (kept while paused); newest
+        self.message = ""
+        self.refreshes = 0
+
+    def run(self, iterations: int) -> int:
+        """Refresh, draw and read keys until ``q`` (or ``iterations`` refreshes)."""
+        due = time.monotonic() + min(self.state.interval, FIRST_REFRESH_S)
+        self.draw()
+        while True:
+            now = time.monotonic()
+            if now >= due:
+                self.refresh()
+                if 0 < iterations <= self.refreshes:
+                    return 0
+                due = max(due + self.state.interval, now)
+                self.draw()
+            self.win.timeout(max(1, int(min(due - now, DRAIN_EVERY_S) * 1000)))
+            key = self._read()
+            self.sampler.drain()
+            if key is None:
+                continue
+            if key == "q":
+                return 0
+            self.on_key(key)
+            self.draw()
+
+    def refresh(self) -> None:
+        """Take a sample; show it unless paused."""
+        self.latest = self.model.update(self.sampler.sample())
+        self.refreshes += 1
+        if not self.state.paused:
+            self.frame = self.latest
+
+    def _read(self) -> str | None:
+        try:
+            key = self.win.get_wch()
+        except curses.error:
+            return None  # timed out
+        if key == curses.KEY_RESIZE:
+            curses.update_lines_cols()
+            return "\x00resize"
+        return _key_name(key) or None
+
+    def on_key(self, key: str) -> None:
+        """Apply a key: view changes, or filter / delay accounting / help."""
+        self.message = ""
+        new = apply_key(self.state, key)
+        if new is not None:
+            self.state = new
+            if not new.paused:
+                self.frame = self.latest
+        elif key == "f":
+            self._filter()
+        elif key == "D":
+            self._delayacct_on()
+        elif key in ("h", "?"):
+            self._help()
+
+    def _filter(self) -> None:
+        text = self._prompt(f"filter [{self.state.filters.describe()}]: ")
+        if text is None:
+            return
+        try:
+            self.state = replace(self.state, filters=parse_filters(text))
+        except ValueError as err:
+            self.message = str(err)
+
+    def _delayacct_on(self) -> None:
+        try:
+            delayacct.set_enabled(True)
+        except TaskstatsError as err:
+            self.message = str(err)
+            return
+        self.message = f"delay accounting switched on; {delayacct.LATE_NOTE}"
+
+    def _prompt(self, label: str) -> str | None:
+        """A line typed on the bottom row: Enter takes it, Esc cancels."""
+        text = ""
+        self.win.timeout(-1)
+        while True:
+            self._put(self.win.getmaxyx()[0] - 1, label + text, curses.A_BOLD, clear=True)
+            try:
+                key = self.win.get_wch()
+            except curses.error:
+                continue
+            if key in ("\n", "\r", curses.KEY_ENTER):
+                return text
+            if key == "\x1b":
+                return None
+            if key in (curses.KEY_BACKSPACE, "\x7f", "\b"):
+                text = text[:-1]
+            elif isinstance(key, str) and key.isprintable():
+                text += key
+
+    def _help(self) -> None:
+        self.win.erase()
+        for y, line in enumerate(help_lines()[:self.win.getmaxyx()[0]]):
+            self._put(y, line)
+        self.win.timeout(-1)
+        with contextlib.suppress(curses.error):
+            self.win.get_wch()
+
+    def draw(self) -> None:
+        """Paint header, column header, rows and the key line."""
+        self.win.erase()
+        lines, cols = self.win.getmaxyx()
+        if lines < MIN_SIZE[0] or cols < MIN_SIZE[1]:
+            self._put(0, f"terminal too small ({cols}x{lines}); q quits")
+            self.win.refresh()
+            return
+        head = header_lines(self.frame, info(self.sampler), self.state)
+        for y, line in enumerate(head):
+            self._put(y, line, curses.A_BOLD if y == 0 else curses.A_NORMAL)
+        self._put(len(head), table_header(self.state), curses.A_REVERSE, clear=True)
+        off = self.frame.delayacct is False
+        width = max(cols - 1 - last_column_at(), 4)
+        rows = view(self.frame, self.state)[:lines - HEADER_LINES - 1]
+        for y, row in enumerate(rows, HEADER_LINES):
+            self._put(y, row_cells(row, off, width), curses.A_DIM if row.exited else 0)
+        self._put(lines - 1, self.message or KEY_LINE)
+        self.win.refresh()
+
+    def _put(self, y: int, text: str, attr: int = 0, *, clear: bool = False) -> None:
+        cols = self.win.getmaxyx()[1]
+        line = text.ljust(cols - 1) if clear else text
+        try:
+            self.win.addnstr(y, 0, line, cols - 1, attr)
+            if not clear:
+                self.win.clrtoeol()
+        except curses.error:
+            pass  # a line past the bottom of a shrinking window
+
+
+def run_screen(sampler: Sampler, model: Model, state: ViewState, frame: Frame, *,
+               iterations: int = 0) -> int:
+    """Run the full-screen view until ``q``; return 0."""
+    def main(win: Any) -> int:
+        with contextlib.suppress(curses.error):
+            curses.curs_set(0)  # some terminals cannot hide the cursor
+        win.keypad(True)
+        return Screen(win, sampler, model, state, frame).run(iterations)
+
+    for name in ("LINES", "COLUMNS"):  # ncurses would prefer them to the tty's size,
+        os.environ.pop(name, None)  # and never follow a resize
+    return int(curses.wrapper(main))

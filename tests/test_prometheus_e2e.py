@@ -1,0 +1,230 @@
+"""End to end: a real Prometheus (Debian's package, installed by .ci/run) scrapes
+``taskstats exporter`` on loopback while a workload runs in a cgroup of its own, and
+the workload's series come back through Prometheus' HTTP API: every process counted,
+the 50 ms ones that live and die between two scrapes included, and non-zero IO wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+ROOT = Path(__file__).resolve().parent.parent
+SHORT_LIVED = 5  # processes of 50 ms each
+WORKLOAD = textwrap.dedent("""
+    import os, subprocess, sys, time
+    cgroup, sleeper, data, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(2.5)  # sampled live in its cgroup at least once
+    for _ in range(n):
+        subprocess.run([sleeper, "0.05"], check=True)  # lives 50 ms, between scrapes
+    subprocess.run([sys.executable, "-c", sys.argv[5], data], check=True)
+    time.sleep(2.5)
+""")
+IO_CHILD = textwrap.dedent("""
+    import mmap, os, sys
+    with open("/proc/self/comm", "w") as f:
+        f.write("tse2e-io")
+    with open(sys.argv[1], "wb") as f:
+        f.write(os.urandom(1 << 20)); f.flush(); os.fsync(f.fileno())
+    fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
+    os.readv(fd, [mmap.mmap(-1, 1 << 20)])
+""")
+
+
+def _required(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the Prometheus end-to-end test, but: {reason}")
+    pytest.skip(reason)
+
+
+def _prometheus() -> str:
+    path = shutil.which("prometheus")
+    if path is None:
+        _required("no prometheus binary (Debian's `prometheus` package; .ci/run installs it)")
+    assert path is not None
+    return path
+
+
+def _cgroup2_root() -> Path:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, mount, fstype = line.split()[:3]
+            if fstype == "cgroup2" and os.access(mount, os.W_OK):
+                return Path(mount)
+    _required("no writable cgroup v2 mount for the workload's cgroup")
+    raise AssertionError("unreachable")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> bytes:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+    with opener.open(url, timeout=10) as reply:
+        return bytes(reply.read())
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0,
+              show: Callable[[], object] = lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what} {show()}")
+        time.sleep(0.25)
+
+
+def _dashboard_queries() -> list[str]:
+    """Every query of contrib/grafana-taskstats.json, with Grafana's variables filled."""
+    dashboard = json.loads((ROOT / "contrib" / "grafana-taskstats.json").read_text())
+    fill = {"$instance": ".*", "$cgroup": ".*", "$__rate_interval": "1m"}
+    out = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for var, value in fill.items():
+                expr = expr.replace(var, value)
+            out.append(expr)
+    assert out
+    return out
+
+
+class Prometheus:
+    """A Prometheus server on loopback scraping ``target`` every second."""
+
+    def __init__(self, binary: str, target: str, base: Path) -> None:
+        self.port = _free_port()
+        config = base / "prometheus.yml"
+        config.write_text(textwrap.dedent(f"""
+            global:
+              scrape_interval: 1s
+              scrape_timeout: 1s
+            scrape_configs:
+              - job_name: taskstats
+                static_configs:
+                  - targets: ["{target}"]
+        """))
+        self.log = base / "prometheus.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [binary, f"--config.file={config}", f"--storage.tsdb.path={base / 'tsdb'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=log, stderr=subprocess.STDOUT)
+        _wait_for("Prometheus to be ready", self._ready)
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"prometheus exited: {self.log.read_text()[-2000:]}")
+        try:
+            _get(f"http://127.0.0.1:{self.port}/-/ready")
+        except OSError:
+            return False
+        return True
+
+    def query(self, promql: str) -> dict[str, float]:
+        """An instant query: {label set as text: value}."""
+        url = (f"http://127.0.0.1:{self.port}/api/v1/query?"
+               + urllib.parse.urlencode({"query": promql}))
+        doc = json.loads(_get(url))
+        assert doc["status"] == "success", doc
+        return {json.dumps(r["metric"], sort_keys=True): float(r["value"][1])
+                for r in doc["data"]["result"]}
+
+    def value(self, promql: str) -> float | None:
+        """The single value of ``promql``, None while it has no result."""
+        got = self.query(promql)
+        assert len(got) <= 1, got
+        return next(iter(got.values()), None)
+
+    def close(self) -> None:
+        """Stop it."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def exporter(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """`taskstats exporter` on 127.0.0.1 (a free port), sampling every second, with a
+    command group for the workload; yields (host:port, its stderr so far)."""
+    err = tmp_path / "exporter.err"
+    with open(err, "wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytaskstats", "--backend", "kernel", "exporter",
+             "--listen", "127.0.0.1:0", "--interval", "1", "--group", "e2e=^tse2e"],
+            stdout=subprocess.DEVNULL, stderr=f)
+    try:
+        _wait_for("the exporter to serve",
+                  lambda: proc.poll() is not None or "serving" in err.read_text())
+        text = err.read_text()
+        found = re.search(r"serving http://(127\.0\.0\.1:\d+)/metrics", text)
+        assert proc.poll() is None and found, text
+        yield found.group(1), text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, err.read_text()
+
+
+def test_prometheus_reads_back_the_workload(exporter: tuple[str, str], delayacct_on: None,
+                                            tmp_path: Path) -> None:
+    binary, cgroups = _prometheus(), _cgroup2_root()
+    target, stderr = exporter
+    assert "exits from the kernel" in stderr  # it says which source it uses
+    name = f"pytaskstats-e2e-{os.getpid()}"
+    cgroup = cgroups / name
+    cgroup.mkdir()
+    sleeper = tmp_path / "tse2e-sleep"  # its comm is the name it was executed by
+    sleeper.symlink_to(shutil.which("sleep") or "/bin/sleep")
+    prom = Prometheus(binary, target, tmp_path)
+    try:
+        _wait_for("the first scrape", lambda: prom.value('up{job="taskstats"}') == 1)
+        subprocess.run([sys.executable, "-c", WORKLOAD, str(cgroup), str(sleeper),
+                        str(tmp_path / "io.bin"), str(SHORT_LIVED), IO_CHILD],
+                       check=True, timeout=120)
+        label = f'cgroup="/{name}"'
+        processes = SHORT_LIVED + 2  # the sleepers, the IO child, the workload itself
+        exits = f"taskstats_task_exits_total{{{label}}}"
+        _wait_for(f"{processes} exits of the workload in Prometheus",
+                  lambda: prom.value(exits) == processes,
+                  show=lambda: prom.query("taskstats_task_exits_total"))
+        assert prom.value(f"taskstats_process_exits_total{{{label}}}") == processes
+        blkio = prom.value(f'taskstats_delay_seconds_total{{{label},kind="blkio"}}')
+        assert blkio is not None and blkio > 0
+        group = prom.value('taskstats_group_delay_seconds_total{group="e2e",kind="blkio"}')
+        assert group is not None and 0 < group <= blkio
+        read = prom.value(f'taskstats_io_bytes_total{{{label},direction="read"}}')
+        assert read is not None and read >= 1 << 20
+        cpu = prom.value(f"sum(taskstats_cpu_seconds_total{{{label}}})")
+        assert cpu is not None and cpu > 0
+        assert prom.value("taskstats_up") == 1
+        assert prom.value("sum(taskstats_exit_events_lost_total)") == 0
+        top = prom.query("topk(3, sum by (cgroup) "
+                         '(rate(taskstats_delay_seconds_total{kind="blkio"}[1m])))')
+        assert any(name in key for key in top), top  # the documented PromQL works
+        for expr in _dashboard_queries():  # and Prometheus accepts every panel's query
+            prom.query(expr)
+    finally:
+        prom.close()
+        cgroup.rmdir()
