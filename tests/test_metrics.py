@@ -24,6 +24,7 @@ from prometheus_client.registry import CollectorRegistry
 from pytaskstats import Client, ExitRecord, Lost, TaskStats, TaskstatsError
 from pytaskstats.cli import exporter
 from pytaskstats.cli.main import build_parser
+from pytaskstats.daemon import protocol
 from pytaskstats.daemon.main import cgroup_of
 from pytaskstats.metrics import names
 from pytaskstats.metrics.aggregate import (
@@ -650,3 +651,28 @@ def test_taskstatsd_serves_metrics_with_its_loss_and_journal_counters() -> None:
     finally:
         daemon.close()
     _assert_released(port)
+
+
+@pytest.mark.kernel
+def test_taskstatsd_metrics_endpoint_with_command_groups(tmp_path: Path) -> None:
+    """taskstatsd --metrics-listen with --metrics-groups: an exit of a matching command
+    is counted under its group, and the URL is in the daemon's status."""
+    d = RunningDaemon(None, "--metrics-listen", "127.0.0.1:0",
+                      "--metrics-groups", "marks=^groupmark,rest=.")
+    try:
+        with Client("daemon", socket_path=d.socket) as c:
+            url = c.daemon_request(protocol.CMD_STATUS, {})["metrics"]
+        exe = tmp_path / "groupmark-x"
+        exe.write_bytes(Path("/bin/true").read_bytes())
+        exe.chmod(0o755)
+        for _ in range(3):
+            subprocess.run([str(exe)], check=True)
+        deadline = time.monotonic() + 10
+        text = ""
+        while 'taskstats_group_delays_total{group="marks",kind="cpu"}' not in text:
+            assert time.monotonic() < deadline, text[-2000:]
+            time.sleep(0.2)
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                text = resp.read().decode()
+    finally:
+        d.close()

@@ -33,6 +33,10 @@ class Config:
     max_request_bytes: int = 65536
     cgroups: bool = True  # capture each exiting process's cgroup path
     metrics_listen: str = ""  # ADDR:PORT (or PORT, on 127.0.0.1) of /metrics; off when empty
+    metrics_groups: str = ""  # command groups: "NAME=REGEX,NAME=REGEX" (first match wins)
+    metrics_cgroup_depth: int = 3  # cgroup labels keep this many path components
+    metrics_max_series: int = 500  # at most this many cgroup labels; the rest are "other"
+    metrics_interval_s: float = 15.0  # live task sampling period
 
     @property
     def admin_gid(self) -> int | None:

@@ -247,6 +247,7 @@ class Daemon:
             "listeners": {"kernel_sockets": len(self.listener.fds),
                           "client_listeners": self.server.listeners.count()},
             "clients": len(self.server.peers),
+            "metrics": None if self.metrics is None else self.metrics.url,
             "counters": {**self.counters, **self.journal.counters(),
                          "client_dropped": self.server.dropped_client_records,
                          "namespace_unattributed": self.server.unattributed()},

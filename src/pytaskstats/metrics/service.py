@@ -12,7 +12,7 @@ from ..client import Client
 from ..daemon.main import cgroup_of
 from ..errors import TaskstatsError
 from ..records import ExitRecord, Lost
-from .aggregate import Aggregator
+from .aggregate import Aggregator, parse_groups
 from .collector import TaskstatsCollector
 from .health import Health, LossTracker, daemon_health
 from .live import Sampler, SamplerThread
@@ -21,7 +21,6 @@ from .server import MetricsServer
 if TYPE_CHECKING:
     from ..daemon.main import Daemon
 
-DAEMON_INTERVAL_S = 15.0  # taskstatsd's live sampling period
 
 
 class MetricsService:
@@ -55,7 +54,11 @@ class DaemonMetrics:
 
     def __init__(self, daemon: Daemon) -> None:
         self.tracker = LossTracker()
-        self.aggregator = Aggregator(resolve=cgroup_of)
+        cfg = daemon.cfg
+        groups = parse_groups(g.strip() for g in cfg.metrics_groups.split(",") if g.strip())
+        self.aggregator = Aggregator(depth=cfg.metrics_cgroup_depth,
+                                     max_series=cfg.metrics_max_series, groups=groups,
+                                     resolve=cgroup_of)
         self.client = Client("kernel")
         try:
             self.service = MetricsService(self.aggregator, daemon.cfg.metrics_listen,
@@ -64,7 +67,7 @@ class DaemonMetrics:
             self.client.close()
             raise
         self.sampler = SamplerThread(Sampler(self.aggregator, self.client.pids),
-                                     DAEMON_INTERVAL_S)
+                                     cfg.metrics_interval_s)
         self.sampler.start()
 
     @property
