@@ -53,8 +53,8 @@ from pytaskstats.daemon import config as config_mod
 from pytaskstats.daemon import journal as journal_mod
 from pytaskstats.daemon import protocol
 from pytaskstats.daemon.journal import INSERT_SQL, Journal, JournalEntry
-from pytaskstats.daemon.main import cgroup_of
 from pytaskstats.kernel import Connection, Listener, possible_cpus
+from pytaskstats.procfs import cgroup_path
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_REPLAY = 100_000  # records/s, replayed end to end
@@ -197,7 +197,7 @@ def capture_corpus(target: int, jobs: int, seconds: float = 5.0) -> Corpus:
     """``target`` exit messages as taskstatsd receives them (see the module docstring).
 
     Each item keeps the CPU of its per-CPU socket and the cgroup path that
-    ``cgroup_of`` found when it was drained, as the daemon would store them.
+    ``cgroup_path`` found when it was drained, as the daemon would store them.
     """
     items: list[tuple[bytes, int | None, str | None]] = []
     reencoded = 0
@@ -220,7 +220,7 @@ def capture_corpus(target: int, jobs: int, seconds: float = 5.0) -> Corpus:
                         if data is None:  # several messages in one datagram: as the daemon
                             data = ts.encode_exit(family, event)
                             reencoded += 1
-                        items.append((data, event.cpu, cgroup_of(event.tgid or event.pid)))
+                        items.append((data, event.cpu, cgroup_path(event.tgid or event.pid)))
                 if not ready and proc.poll() is not None:
                     break
             _finish(proc, seconds + 5)
@@ -422,13 +422,13 @@ class Replay:
         return run
 
     def cgroup_lookup(self) -> Callable[[], float]:
-        """cgroup_of(tgid) of tasks that are gone: the live daemon's extra per new tgid."""
+        """cgroup_path(tgid) of tasks that are gone: the live daemon's extra per new tgid."""
         tgids = [r.tgid or r.pid for r in self.corpus.records]
 
         def run() -> float:
             t0 = time.perf_counter_ns()
             for tgid in tgids:
-                cgroup_of(tgid)
+                cgroup_path(tgid)
             return (time.perf_counter_ns() - t0) / len(tgids)
 
         return run
@@ -449,7 +449,7 @@ def replay_section(corpus: Corpus, args: argparse.Namespace, tmp: str) -> None:
             ("[info] writer's _row() only", r.rows_only()),
             (f"[info] SQLite INSERT only, NORMAL, {SQL_TXN_ROWS:,} rows/txn",
              r.sqlite_only("NORMAL")),
-            ("[info] cgroup_of() of an exited task (live daemon only)", r.cgroup_lookup()),
+            ("[info] cgroup_path() of an exited task (live daemon only)", r.cgroup_lookup()),
         ]
 
     for _, run in cases(warm):  # warm-up (one pass each), not counted
@@ -495,7 +495,7 @@ def replay_section(corpus: Corpus, args: argparse.Namespace, tmp: str) -> None:
           "returned (all committed), per journaled record. dropped = the journal's dropped_* "
           "counters (max over rounds); waited s = time the feeder paused while the journal's "
           "queue was nearly full (the writer was the slower side; the daemon would drop "
-          "instead). [info] rows time one piece alone; the cgroup_of row is per call, "
+          "instead). [info] rows time one piece alone; the cgroup_path row is per call, "
           "not part of the replay.")
     print()
 

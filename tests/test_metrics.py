@@ -25,7 +25,6 @@ from pytaskstats import Client, ExitRecord, Lost, TaskStats, TaskstatsError
 from pytaskstats.cli import exporter
 from pytaskstats.cli.main import build_parser
 from pytaskstats.daemon import protocol
-from pytaskstats.daemon.main import cgroup_of
 from pytaskstats.metrics import names
 from pytaskstats.metrics.aggregate import (
     OTHER,
@@ -40,6 +39,7 @@ from pytaskstats.metrics.collector import TaskstatsCollector
 from pytaskstats.metrics.health import Health, LossTracker
 from pytaskstats.metrics.live import Sampler, SamplerThread, list_tasks
 from pytaskstats.metrics.server import MetricsServer, parse_listen
+from pytaskstats.procfs import cgroup_path
 from pytaskstats.records import AGROUP
 
 from .daemon_util import RunningDaemon
@@ -595,7 +595,7 @@ def test_live_sample_of_the_real_system(client: Client) -> None:
     assert (os.getpid(), os.getpid()) in list_tasks()
     assert Sampler(agg, client.pids).sample()
     snap = agg.snapshot()
-    mine = cap_depth(cgroup_of(os.getpid()) or "/", 3)
+    mine = cap_depth(cgroup_path(os.getpid()) or "/", 3)
     assert snap.sample_ok and snap.live_tasks > 1 and mine in snap.cgroups
     assert snap.cgroups[mine][0][VALUE_FIELDS.index("ac_stime")] > 0
 

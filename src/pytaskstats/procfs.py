@@ -350,6 +350,49 @@ class _Thread(NamedTuple):
 
 # ---------------------------------------------------------------- the source
 
+def list_tasks(root: str = "/proc", uid: int | None = None) -> list[tuple[int, int]]:
+    """(tgid, tid) of every thread, of processes owned by ``uid`` if given; processes
+    that exit while listed are skipped.  The one walk of /proc/*/task/* in the package.
+
+    Symlinked ROOT entries are skipped: /proc has none with a numeric name, so a
+    fixture tree may use one for a thread's hidden ROOT/<tid> directory.
+    """
+    pairs: list[tuple[int, int]] = []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if not entry.name.isdigit() or entry.is_symlink():
+                continue
+            try:
+                if uid is not None and entry.stat().st_uid != uid:
+                    continue
+                tids = os.listdir(f"{root}/{entry.name}/task")
+            except OSError:
+                continue  # the process exited while we listed
+            tgid = int(entry.name)
+            pairs += [(tgid, int(tid)) for tid in tids]
+    return pairs
+
+
+def cgroup_path(tgid: int, root: str = "/proc") -> str | None:
+    """A process's cgroup: the v2 (unified) path, else the first v1 one; None when it
+    is gone.  Raw reads: taskstatsd calls this for every exit."""
+    try:
+        fd = os.open(f"{root}/{tgid}/cgroup", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    at = text.find(b"0::")
+    if at == 0 or (at > 0 and text[at - 1:at] == b"\n"):
+        return text[at + 3:].split(b"\n", 1)[0].decode(errors="replace")
+    first = text.split(b"\n", 1)[0].split(b":", 2)
+    return first[2].decode(errors="replace") if len(first) == 3 else None
+
+
 class ProcSource:
     """TaskStats and CgroupStats from a procfs tree (default /proc), for any user.
 
@@ -416,20 +459,8 @@ class ProcSource:
         return out
 
     def all_tasks(self) -> list[tuple[int, int]]:
-        """(tgid, tid) of every thread of every process, sorted.
-
-        Symlinked ROOT entries are skipped: /proc has none with a numeric name, so a
-        fixture tree may use one for a thread's hidden ROOT/<tid> directory.
-        """
-        pairs = []
-        with os.scandir(self.root) as entries:
-            tgids = [int(e.name) for e in entries if e.name.isdigit() and not e.is_symlink()]
-        for tgid in tgids:
-            try:
-                pairs += [(tgid, int(t)) for t in os.listdir(f"{self.root}/{tgid}/task")]
-            except OSError:
-                continue  # the process exited while we listed
-        return sorted(pairs)
+        """(tgid, tid) of every thread of every process, sorted."""
+        return sorted(list_tasks(self.root))
 
     def tgid(self, tgid: int) -> TaskStats:
         """The thread group record of process ``tgid``: only fields the kernel's TGID

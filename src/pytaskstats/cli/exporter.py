@@ -15,12 +15,12 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..daemon.main import cgroup_of
 from ..kernel import Listener
 from ..metrics import EXTRA_NOTE, extra_missing
 from ..metrics.aggregate import Aggregator, parse_groups
 from ..metrics.health import LossTracker
 from ..metrics.live import Sampler
+from ..procfs import cgroup_path
 from ..records import ExitRecord
 from .common import open_client
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         aggregator = Aggregator(depth=args.cgroup_depth, max_series=args.max_series,
-                                groups=parse_groups(args.group), resolve=cgroup_of)
+                                groups=parse_groups(args.group), resolve=cgroup_path)
     except ValueError as err:
         print(f"taskstats: {err}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ from .. import taskstats as ts
 from ..errors import TaskstatsError
 from ..kernel import Connection, Listener, possible_cpus
 from ..metrics import start_for_daemon
+from ..procfs import cgroup_path
 from ..records import ExitRecord, Lost
 from . import config as config_mod
 from .journal import Journal, JournalEntry
@@ -37,26 +38,6 @@ if TYPE_CHECKING:
 FDSTORE_PREFIX = "taskstats-cpus-"
 HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "tgid", "cgroup", "group_by",
                 "sort", "limit", "bucket_s", "fields", "plausible")
-
-
-def cgroup_of(tgid: int) -> str | None:
-    """The cgroup path of a process (v2 unified path if any, else the first v1 one);
-    None when it is gone.  Raw reads: this runs for every exit."""
-    try:
-        fd = os.open(f"/proc/{tgid}/cgroup", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        text = os.read(fd, 65536)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    at = text.find(b"0::")
-    if at == 0 or (at > 0 and text[at - 1:at] == b"\n"):
-        return text[at + 3:].split(b"\n", 1)[0].decode(errors="replace")
-    first = text.split(b"\n", 1)[0].split(b":", 2)
-    return first[2].decode(errors="replace") if len(first) == 3 else None
 
 
 class Daemon:
@@ -198,7 +179,7 @@ class Daemon:
         if tgid not in self.cgroups:
             if len(self.cgroups) > 65536:
                 self.cgroups.clear()
-            self.cgroups[tgid] = cgroup_of(tgid)
+            self.cgroups[tgid] = cgroup_path(tgid)
         path = self.cgroups[tgid]
         if record.ended_process:
             self.cgroups.pop(tgid, None)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 
 from ..errors import NoSuchTask
+from ..procfs import list_tasks
 from ..records import ExitRecord, TaskStats
 
 OVERFLOW_ID = 65534
@@ -84,13 +85,8 @@ class NsView:
             return None
 
     def _tasks(self) -> Iterator[str]:
-        for entry in os.scandir(self.proc):
-            if entry.name.isdigit():
-                try:
-                    yield from (f"{entry.name}/task/{t}"
-                                for t in os.listdir(f"{self.proc}/{entry.name}/task"))
-                except OSError:
-                    continue
+        for tgid, tid in list_tasks(self.proc):
+            yield f"{tgid}/task/{tid}"
 
     def rescan(self, force: bool = False) -> None:
         """Refresh the pid maps from /proc (rate-limited unless ``force``)."""

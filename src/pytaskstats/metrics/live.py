@@ -7,15 +7,15 @@ a timer, off the thread that reads exits.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
 
-from ..daemon.main import cgroup_of
+from .. import procfs
 from ..errors import TaskstatsError
+from ..procfs import cgroup_path
 from ..records import TaskStats
 from .aggregate import Aggregator, Live
 
@@ -24,20 +24,7 @@ Query = Callable[[list[int]], Mapping[int, TaskStats]]
 
 def list_tasks(root: str = "/proc", uid: int | None = None) -> list[tuple[int, int]]:
     """(tid, tgid) of every thread, of processes owned by ``uid`` if given."""
-    out: list[tuple[int, int]] = []
-    with os.scandir(root) as entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            try:
-                if uid is not None and entry.stat().st_uid != uid:
-                    continue
-                tids = os.listdir(f"{root}/{entry.name}/task")
-            except OSError:
-                continue  # the process exited while we listed
-            tgid = int(entry.name)
-            out += [(int(tid), tgid) for tid in tids]
-    return out
+    return [(tid, tgid) for tgid, tid in procfs.list_tasks(root, uid)]
 
 
 class Sampler:
@@ -45,7 +32,7 @@ class Sampler:
     (once per distinct message), never raised."""
 
     def __init__(self, aggregator: Aggregator, query: Query, *, root: str = "/proc",
-                 uid: int | None = None, resolve: Callable[[int], str | None] = cgroup_of,
+                 uid: int | None = None, resolve: Callable[[int], str | None] = cgroup_path,
                  clock: Callable[[], int] = time.monotonic_ns) -> None:
         self.aggregator, self.query, self.root, self.uid = aggregator, query, root, uid
         self.resolve, self.clock = resolve, clock

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from prometheus_client.registry import CollectorRegistry
 
 from ..client import Client
-from ..daemon.main import cgroup_of
 from ..errors import TaskstatsError
+from ..procfs import cgroup_path
 from ..records import ExitRecord, Lost
 from .aggregate import Aggregator, parse_groups
 from .collector import TaskstatsCollector
@@ -58,7 +58,7 @@ class DaemonMetrics:
         groups = parse_groups(g.strip() for g in cfg.metrics_groups.split(",") if g.strip())
         self.aggregator = Aggregator(depth=cfg.metrics_cgroup_depth,
                                      max_series=cfg.metrics_max_series, groups=groups,
-                                     resolve=cgroup_of)
+                                     resolve=cgroup_path)
         self.client = Client("kernel")
         try:
             self.service = MetricsService(self.aggregator, daemon.cfg.metrics_listen,

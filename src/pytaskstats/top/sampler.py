@@ -13,7 +13,7 @@ import pwd
 import time
 from collections.abc import Iterable
 
-from .. import delayacct
+from .. import delayacct, procfs
 from ..client import Client
 from ..errors import AccessDenied, TaskstatsError
 from ..kernel import Listener
@@ -27,36 +27,12 @@ MAX_PENDING = 500_000  # exit records held between samples; more are counted as 
 
 def list_tasks(proc: str = "/proc") -> dict[int, int]:
     """tid -> tgid of every task (thread) in ``/proc/*/task/*``; racing exits skipped."""
-    out: dict[int, int] = {}
-    with os.scandir(proc) as entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            tgid = int(entry.name)
-            try:
-                tids = os.listdir(f"{proc}/{tgid}/task")
-            except OSError:
-                continue  # it exited while we listed
-            for tid in tids:
-                out[int(tid)] = tgid
-    return out
+    return {tid: tgid for tgid, tid in procfs.list_tasks(proc)}
 
 
 def read_cgroup(tgid: int, proc: str = "/proc") -> str | None:
     """A process's cgroup: the v2 path, else the first v1 one; None if it is gone."""
-    try:
-        with open(f"{proc}/{tgid}/cgroup", "rb") as f:
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    first = None
-    for line in text.splitlines():
-        hier, _, rest = line.partition(":")
-        path = rest.partition(":")[2]
-        if hier == "0":
-            return path
-        first = first or path
-    return first
+    return procfs.cgroup_path(tgid, proc)
 
 
 def owned_by(tgids: Iterable[int], uid: int, proc: str = "/proc") -> set[int]:
