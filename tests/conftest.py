@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,3 +113,56 @@ def as_nobody(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
     return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                            NOBODY_PYTHON, *args], capture_output=True, text=True,
                           timeout=60, check=False, env=env, cwd="/")
+
+
+# A child that does known work, then stops itself so its counters hold still.
+WORKER = textwrap.dedent("""
+    import os, signal, sys, threading
+    path, nthreads = sys.argv[1], int(sys.argv[2])
+    with open(path, "wb") as f:
+        f.write(b"x" * (256 * 1024)); f.flush(); os.fsync(f.fileno())
+    with open(path, "rb") as f:
+        f.read()
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    import mmap; buf = mmap.mmap(-1, 1 << 18); os.readv(fd, [buf])
+    ev = threading.Event()
+    def spin():
+        sum(range(300_000))
+        ev.wait()
+    threads = [threading.Thread(target=spin) for _ in range(nthreads)]
+    for t in threads: t.start()
+    sum(range(2_000_000))
+    os.kill(os.getpid(), signal.SIGSTOP)
+    ev.set()
+""")
+
+
+def task_states(pid: int) -> list[str]:
+    """The state letter of each thread of ``pid``."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_bytes()
+        out.append(stat[stat.rindex(b")") + 2:][:1].decode())
+    return out
+
+
+def wait_for_state(pid: int, state: str) -> None:
+    """Wait until every thread of ``pid`` is in ``state`` (e.g. "T")."""
+    for _ in range(500):
+        if set(task_states(pid)) == {state}:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"task {pid} never reached state {state}: {task_states(pid)}")
+
+
+@pytest.fixture
+def worker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
+    """A stopped worker process (all threads stopped); thread count = the param."""
+    threads = getattr(request, "param", 0)
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "f"), str(threads)])
+    try:
+        wait_for_state(proc.pid, "T")
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()

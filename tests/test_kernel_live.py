@@ -6,9 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,53 +15,10 @@ from pytaskstats import AccessDenied, Client, ExitRecord, Lost, NoSuchTask, Task
 from pytaskstats.errors import NetlinkError
 from pytaskstats.kernel import Listener
 
-from .conftest import as_nobody
+from .conftest import as_nobody, wait_for_state
 
 pytestmark = pytest.mark.kernel
 TICK_US = 1_000_000 // os.sysconf("SC_CLK_TCK")
-
-# A child that does known work, then stops itself so its counters hold still.
-WORKER = textwrap.dedent("""
-    import os, signal, sys, threading
-    path, nthreads = sys.argv[1], int(sys.argv[2])
-    with open(path, "wb") as f:
-        f.write(b"x" * (256 * 1024)); f.flush(); os.fsync(f.fileno())
-    with open(path, "rb") as f:
-        f.read()
-    def spin():
-        sum(range(300_000))
-        ev.wait()
-    ev = threading.Event()
-    threads = [threading.Thread(target=spin) for _ in range(nthreads)]
-    for t in threads: t.start()
-    sum(range(2_000_000))
-    os.kill(os.getpid(), signal.SIGSTOP)
-    ev.set()
-    for t in threads: t.join()
-""")
-
-
-def _wait_stopped(pid: int) -> None:
-    for _ in range(500):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "T":
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"worker {pid} never stopped")
-
-
-@pytest.fixture
-def worker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
-    """A stopped worker process; its thread count is the test's param (default 0)."""
-    threads = getattr(request, "param", 0)
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "f"), str(threads)])
-    try:
-        _wait_stopped(proc.pid)
-        yield proc.pid
-    finally:
-        proc.kill()
-        proc.wait()
-
 
 def _proc_status(pid: int) -> dict[str, str]:
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -189,7 +144,7 @@ def test_cgroupstats_counts_sleeping_and_stopped_tasks(client: Client) -> None:
         for p in procs:
             (group / "cgroup.procs").write_text(str(p.pid))
         os.kill(procs[0].pid, signal.SIGSTOP)
-        _wait_stopped(procs[0].pid)
+        wait_for_state(procs[0].pid, "T")
         time.sleep(0.1)
         stats = client.cgroup(str(group))
         assert (stats.nr_sleeping, stats.nr_stopped, stats.nr_running) == (3, 1, 0)
@@ -232,7 +187,7 @@ def test_delay_accounting_shows_io_waits_when_on(client: Client, delayacct_on: N
             "os.kill(os.getpid(), 19)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(data)])
     try:
-        _wait_stopped(proc.pid)
+        wait_for_state(proc.pid, "T")
         rec: TaskStats = client.pid(proc.pid)
         assert rec.blkio_count is not None and rec.blkio_count > 0
         assert rec.blkio_delay_total is not None and rec.blkio_delay_total > 0

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from pytaskstats.fields import BY_NAME, FIELDS
 from pytaskstats.procfs import MAPPING, STATES, ProcfsFormatError, ProcSource
 from pytaskstats.records import CgroupStats
 
-from .conftest import as_nobody
+from .conftest import WORKER, as_nobody, wait_for_state
 
 FIXTURE = Path(__file__).parent / "fixtures" / "proc"
 DOCS = Path(__file__).parent.parent / "docs" / "procfs.md"
@@ -352,58 +352,9 @@ def test_docs_procfs_md_is_generated_from_the_mapping() -> None:
 
 # ---------------------------------------------------------------- live, against the kernel
 
-# A child that does known work, then stops itself so its counters hold still.
-WORKER = textwrap.dedent("""
-    import os, signal, sys, threading
-    path, nthreads = sys.argv[1], int(sys.argv[2])
-    with open(path, "wb") as f:
-        f.write(b"x" * (256 * 1024)); f.flush(); os.fsync(f.fileno())
-    with open(path, "rb") as f:
-        f.read()
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-    import mmap; buf = mmap.mmap(-1, 1 << 18); os.readv(fd, [buf])
-    ev = threading.Event()
-    def spin():
-        sum(range(300_000))
-        ev.wait()
-    threads = [threading.Thread(target=spin) for _ in range(nthreads)]
-    for t in threads: t.start()
-    sum(range(2_000_000))
-    os.kill(os.getpid(), signal.SIGSTOP)
-    ev.set()
-""")
 EXACT = ("ac_pid", "ac_tgid", "ac_ppid", "ac_uid", "ac_gid", "ac_comm", "ac_nice", "ac_sched",
          "ac_minflt", "ac_majflt", "nvcsw", "nivcsw", "hiwater_vm", *procfs.IO_FIELDS,
          "cpu_count", "cpu_delay_total", "cpu_run_virtual_total")
-
-
-def _states(pid: int) -> list[str]:
-    out = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_bytes()
-        out.append(stat[stat.rindex(b")") + 2:][:1].decode())
-    return out
-
-
-def _wait_for(pid: int, state: str) -> None:
-    for _ in range(500):
-        if set(_states(pid)) == {state}:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"task {pid} never reached state {state}: {_states(pid)}")
-
-
-@pytest.fixture
-def worker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
-    """A stopped worker process (all threads stopped); thread count = the param."""
-    threads = getattr(request, "param", 0)
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "f"), str(threads)])
-    try:
-        _wait_for(proc.pid, "T")
-        yield proc.pid
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def _agree(first: TaskStats, mine: TaskStats, last: TaskStats, names: tuple[str, ...],
@@ -470,7 +421,7 @@ def test_live_blkio_delay_with_delay_accounting_on(client: Client, delayacct_on:
                                                    tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "f"), "0"])
     try:  # forked after delay accounting was switched on
-        _wait_for(proc.pid, "T")
+        wait_for_state(proc.pid, "T")
         kernel, mine = client.pid(proc.pid).blkio_delay_total, ProcSource().pid(proc.pid)
         assert kernel is not None and mine.blkio_delay_total is not None
         assert kernel - TICK_NS < mine.blkio_delay_total <= kernel  # ticks, rounded down
@@ -544,9 +495,9 @@ def test_live_cgroup2_counts(client: Client) -> None:
             for group in groups:
                 (group / "cgroup.procs").write_text(str(p.pid))
         os.kill(procs[0].pid, signal.SIGSTOP)
-        _wait_for(procs[0].pid, "T")
+        wait_for_state(procs[0].pid, "T")
         for p in procs[1:]:
-            _wait_for(p.pid, "S")
+            wait_for_state(p.pid, "S")
         expected = CgroupStats(nr_sleeping=5, nr_running=0, nr_stopped=1,
                                nr_uninterruptible=0, nr_io_wait=0, source="procfs")
         for group in groups:
