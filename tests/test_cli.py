@@ -175,8 +175,10 @@ def test_delayacct_command_switches_and_reports(delayacct_on: None) -> None:
 def test_cgroup_command_text_and_json() -> None:
     text = _cli("cgroup", "/sys/fs/cgroup/cpu").stdout
     assert text.startswith("/sys/fs/cgroup/cpu: sleeping ")
-    bad = _cli("cgroup", "/sys/fs/cgroup/unified", check=False)
-    assert bad.returncode == 1 and "cgroup v1" in bad.stderr
+    v2 = json.loads(_cli("cgroup", "/sys/fs/cgroup/unified", "--json").stdout)
+    assert v2["source"] == "procfs" and v2["nr_sleeping"] > 0  # counted from /proc
+    bad = _cli("cgroup", "/sys/fs/cgroup/cpu/no-such-group", check=False)
+    assert bad.returncode == 1 and "cannot open cgroup directory" in bad.stderr
 
 
 def test_run_needs_a_command() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from pytaskstats import AccessDenied, Client, ExitRecord, Lost, NoSuchTask, TaskStats
 from pytaskstats.errors import NetlinkError
-from pytaskstats.kernel import Listener
+from pytaskstats.kernel import Connection, Listener
 
 from .conftest import as_nobody, wait_for_state
 
@@ -88,8 +89,12 @@ def test_errors_name_the_task_and_the_remedy(client: Client) -> None:
     with pytest.raises(NoSuchTask) as info:
         client.pid(proc.pid)
     assert info.value.pid == proc.pid and "no such task" in str(info.value)
-    with pytest.raises(NetlinkError, match="cgroup v1"):
-        client.cgroup("/sys/fs/cgroup/unified")
+    with pytest.raises(NetlinkError, match="cgroup v1"):  # the kernel refuses cgroup2
+        fd = os.open("/sys/fs/cgroup/unified", os.O_RDONLY)
+        try:
+            client.cgroup(fd)
+        finally:
+            os.close(fd)
     with pytest.raises(ValueError):
         client.pid(0)
 
@@ -120,6 +125,7 @@ def test_listen_sees_both_records_of_a_multithreaded_exit(client: Client) -> Non
 
 def test_replies_and_exit_events_on_one_socket_are_told_apart(client: Client) -> None:
     conn = client._conn
+    assert isinstance(conn, Connection)
     conn.register("0-1")
     try:
         proc = subprocess.Popen(["true"])
@@ -160,10 +166,18 @@ def test_cgroupstats_counts_sleeping_and_stopped_tasks(client: Client) -> None:
 
 
 def test_unprivileged_query_says_what_to_do(nobody_env: dict[str, str]) -> None:
-    done = as_nobody(nobody_env, "-m", "pytaskstats", "get", str(os.getpid()))
+    env = {**nobody_env, "TASKSTATS_SOCKET": "/nonexistent/taskstatsd.sock"}
+    done = as_nobody(env, "-m", "pytaskstats", "--backend", "kernel", "get", str(os.getpid()))
     assert done.returncode == 1
     assert "CAP_NET_ADMIN" in done.stderr and "taskstatsd" in done.stderr
     assert "Traceback" not in done.stderr
+    # auto falls back to /proc, says so, and shows absent delays as null, not 0
+    auto = as_nobody(env, "-m", "pytaskstats", "get", str(os.getpid()), "--json")
+    assert auto.returncode == 0, auto.stderr
+    assert "reading /proc" in auto.stderr
+    record = json.loads(auto.stdout)["record"]
+    assert record["source"] == "procfs" and record["ac_pid"] == os.getpid()
+    assert record["blkio_count"] is None and record["read_bytes"] is None  # root's io
     # cgroupstats needs no privilege
     ok = as_nobody(nobody_env, "-m", "pytaskstats", "cgroup", "/sys/fs/cgroup/cpu", "--json")
     assert ok.returncode == 0, ok.stderr
@@ -172,7 +186,7 @@ def test_unprivileged_query_says_what_to_do(nobody_env: dict[str, str]) -> None:
 
 def test_access_denied_from_the_api(nobody_env: dict[str, str]) -> None:
     code = ("from pytaskstats import Client, AccessDenied\n"
-            "try:\n  Client().pid(1)\nexcept AccessDenied as e:\n  print('denied', e.pid)")
+            "try:\n  Client('kernel').pid(1)\nexcept AccessDenied as e:\n  print('denied', e.pid)")
     done = as_nobody(nobody_env, "-c", code)
     assert done.stdout.strip() == "denied 1", done.stderr
     assert AccessDenied.__module__ == "pytaskstats"

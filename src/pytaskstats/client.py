@@ -1,26 +1,29 @@
 """The public facade: ``Client`` answers queries and listens for exits.
 
 Backends return the same record types: "kernel" (the TASKSTATS netlink family,
-needs CAP_NET_ADMIN) and "daemon" (taskstatsd over its Unix socket, for anyone).
-"auto" takes the kernel when this process may use it, else the daemon when its
-socket exists.  ``Client.backend`` says which, ``Client.backend_reason`` why.
+needs CAP_NET_ADMIN), "daemon" (taskstatsd over its Unix socket, for anyone) and
+"procfs" (/proc: no delays but CPU wait, no exit records; see docs/procfs.md).
+"auto" takes the kernel when this process may use it, else the daemon when it
+answers, else /proc.  ``Client.backend`` says which, ``Client.backend_reason`` why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from .errors import TaskstatsError, Unsupported
+from .errors import NoSuchTask, TaskstatsError, Unsupported
 from .kernel import Connection, Listener
+from .procfs import ProcSource
 from .records import CgroupStats, TaskStats
 from .transport import DEFAULT_SOCKET
 
 __all__ = ["Client", "choose_backend", "daemon_socket"]
 
-BACKENDS = ("auto", "kernel", "daemon")
+BACKENDS = ("auto", "kernel", "daemon", "procfs")
 CAP_NET_ADMIN = 12
 
 
@@ -60,12 +63,14 @@ def choose_backend(backend: str, socket_path: str) -> tuple[str, str]:
         return "kernel", "asked for the kernel backend"
     if backend == "daemon":
         return "daemon", "asked for the daemon backend"
+    if backend == "procfs":
+        return "procfs", "asked for the procfs backend"
     if has_net_admin():
         return "kernel", "this process has CAP_NET_ADMIN, so it asks the kernel directly"
     if os.path.exists(socket_path):
         return "daemon", (f"no CAP_NET_ADMIN: using taskstatsd at {socket_path}")
-    return "kernel", (f"no CAP_NET_ADMIN and no taskstatsd socket at {socket_path}: "
-                      "the kernel will refuse")
+    return "procfs", (f"no CAP_NET_ADMIN and no taskstatsd at {socket_path}: reading /proc "
+                      "(no delays but CPU wait, no exits; start taskstatsd for those)")
 
 
 class Client:
@@ -82,16 +87,20 @@ class Client:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         self.socket_path = daemon_socket(socket_path)
         self.backend, self.backend_reason = choose_backend(backend, self.socket_path)
+        self._proc = ProcSource()
+        self._conn: Connection | _ProcBackend
+        if self.backend == "procfs":
+            self._conn = _ProcBackend(self._proc)
+            return
         via = self.socket_path if self.backend == "daemon" else None
         try:
             self._conn = Connection(timeout=timeout, socket_path=via)
         except TaskstatsError as err:
-            if backend != "auto" or via is None:
+            if backend != "auto":
                 raise
-            # a stale socket: nobody answers there; the kernel will say what it thinks
-            self.backend = "kernel"
-            self.backend_reason = f"taskstatsd does not answer at {via} ({err})"
-            self._conn = Connection(timeout=timeout)
+            self.backend = "procfs"  # no taskstats family, or a stale daemon socket
+            self.backend_reason = f"{err}: reading /proc (no delays but CPU wait, no exits)"
+            self._conn = _ProcBackend(self._proc)
 
     @property
     def struct_version(self) -> int:
@@ -131,7 +140,14 @@ class Client:
         return self._conn.query_many("tgid", [_check_id(t) for t in tgids])
 
     def cgroup(self, path_or_fd: str | os.PathLike[str] | int) -> CgroupStats:
-        """Task state counts of a cgroup v1 directory, by path or open fd."""
+        """Task state counts of a cgroup directory, by path or open fd.
+
+        The kernel counts cgroup v1 directories; a cgroup2 directory (which it
+        refuses) is counted from /proc here and by taskstatsd (``source`` says which).
+        """
+        if not isinstance(path_or_fd, int) and (self.backend == "procfs" or (
+                is_cgroup2(path_or_fd) and self.backend == "kernel")):
+            return self._proc.cgroup(os.fspath(path_or_fd))
         if isinstance(path_or_fd, int):
             return self._conn.cgroup(path_or_fd)
         try:
@@ -152,12 +168,14 @@ class Client:
         ``per_cpu``: one socket per CPU (each record then knows its CPU);
         ``groups``: otherwise, how many sockets to split the CPUs over.
         """
+        if self.backend == "procfs":
+            raise Unsupported(f"exit records need the kernel or taskstatsd: {self.backend_reason}")
         via = self.socket_path if self.backend == "daemon" else None
         return Listener(cpus, per_cpu=per_cpu, groups=groups, socket_path=via)
 
     def daemon_request(self, cmd: int, params: dict[str, Any]) -> Any:
         """A taskstatsd extension request (status, history); daemon backend only."""
-        if self.backend != "daemon":
+        if not isinstance(self._conn, Connection) or self.backend != "daemon":
             raise Unsupported("status and history come from taskstatsd: start it, or use "
                               "--socket / TASKSTATS_SOCKET to point at it")
         return self._conn.extension(cmd, params)
@@ -172,6 +190,39 @@ class Client:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def is_cgroup2(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a cgroup2 directory (it has cgroup.threads; v1 has tasks)."""
+    return os.path.exists(os.path.join(os.fspath(path), "cgroup.threads"))
+
+
+class _ProcBackend:
+    """The procfs source behind the Connection methods the Client uses."""
+
+    denied = 0
+
+    def __init__(self, source: ProcSource) -> None:
+        self.source = source
+
+    def query(self, scope: str, ident: int) -> TaskStats:
+        return self.source.pid(ident) if scope == "pid" else self.source.tgid(ident)
+
+    def query_many(self, scope: str, ids: Iterable[int], *,
+                   skip_denied: bool = False) -> dict[int, TaskStats]:
+        if scope == "pid":
+            return self.source.pids(ids)
+        out = {}
+        for ident in ids:
+            with contextlib.suppress(NoSuchTask):
+                out[ident] = self.source.tgid(ident)
+        return out
+
+    def cgroup(self, fd: int) -> CgroupStats:
+        return self.source.cgroup(os.readlink(f"/proc/self/fd/{fd}"))
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def _check_id(ident: int) -> int:

@@ -28,7 +28,7 @@ def open_client(args: Any, backend: str | None = None) -> Client:
     it falls back to taskstatsd."""
     asked = str(backend or getattr(args, "backend", "auto"))
     client = Client(asked, socket_path=getattr(args, "socket", None))
-    if client.backend == "daemon" and asked == "auto":
+    if client.backend != "kernel" and asked == "auto":
         print(f"taskstats: note: {client.backend_reason}", file=sys.stderr)
     return client
 

@@ -38,7 +38,8 @@ from ..errors import (
     Unsupported,
 )
 from ..kernel import Connection
-from ..records import ExitRecord
+from ..procfs import ProcSource
+from ..records import CgroupStats, ExitRecord
 from . import protocol
 from .listeners import ListenerLists, MaskError, check_cpumask
 from .namespaces import NsView
@@ -250,7 +251,7 @@ class Server:
         elif req.op == "cgroup":
             if not fds:
                 raise NetlinkError("no fd passed", errno=errno.EBADF)
-            stats_cg = self.kernel.cgroup(fds[0])
+            stats_cg = cgroup_counts(self.kernel, fds[0])
             self._reply(peer, ts.encode_cgroupstats_reply(
                 self.family.id, ts.CgroupStatsReply(msg.seq, stats_cg), pid=peer.id))
         else:
@@ -357,6 +358,15 @@ class Server:
             return False
         peer.want_write = False
         return True
+
+
+def cgroup_counts(kernel: Connection, fd: int) -> CgroupStats:
+    """cgroupstats of the directory open as ``fd``: the kernel's for cgroup v1; counted
+    from /proc for cgroup2, which the kernel refuses (see docs/procfs.md)."""
+    where = f"/proc/self/fd/{fd}"
+    if os.path.exists(f"{where}/cgroup.threads"):
+        return ProcSource().cgroup(os.readlink(where))
+    return kernel.cgroup(fd)
 
 
 def _errno_of(err: TaskstatsError) -> int:
