@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -375,3 +376,31 @@ def test_bulk_query_can_skip_tasks_the_policy_refuses(daemon: RunningDaemon,
             "try:\n  c.pids(ids)\nexcept AccessDenied:\n  print('strict raises')\n")
     done = as_nobody(nobody_env, "-c", code, daemon.socket)
     assert done.stdout.split() == ["True", "True", "strict", "raises"], done.stderr
+
+
+def test_daemon_on_proc_without_taskstats(tmp_path: Path) -> None:
+    """taskstatsd --source procfs (as on a kernel without TASKSTATS): queries from /proc
+    with absent fields still None at the client, exits from the proc connector."""
+    d = RunningDaemon(None, "--source", "procfs", "--procfs-interval-s", "0.2")
+    try:
+        with Client("daemon", socket_path=d.socket) as c, c.listen() as listener:
+            me = c.pid(os.getpid())
+            assert me.source == "procfs" and me.ac_pid == os.getpid()
+            assert me.swapin_count is None and me.ac_utime is not None  # absent, not 0
+            worker = tmp_path / "procmode-w"
+            worker.write_bytes(Path(sys.executable).read_bytes())
+            worker.chmod(0o755)
+            subprocess.run([str(worker), "-c", "import time; sum(range(2_000_000)); "
+                            "time.sleep(1)"], check=True)
+            deadline = time.monotonic() + 10
+            mine: list[ExitRecord] = []
+            while not mine and time.monotonic() < deadline:
+                mine = [e for e in listener.poll(0.2) if isinstance(e, ExitRecord)
+                        and e.task.ac_comm == "procmode-w"]
+            assert mine and mine[0].task.source == "procfs" and mine[0].ended_process
+            assert (mine[0].task.ac_utime or 0) > 0  # sampled while it ran
+            status = c.daemon_request(protocol.CMD_STATUS, {})
+        assert status["kernel"]["source"] == "procfs"
+        assert "proc connector" in status["kernel"]["blind_spot"]
+    finally:
+        d.close()

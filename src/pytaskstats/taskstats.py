@@ -25,6 +25,10 @@ CMD_GET, CMD_NEW = 1, 2
 CGROUPSTATS_CMD_GET, CGROUPSTATS_CMD_NEW = 4, 5
 TYPE_PID, TYPE_TGID, TYPE_STATS, TYPE_AGGR_PID, TYPE_AGGR_TGID, TYPE_NULL = 1, 2, 3, 4, 5, 6
 ATTR_PID, ATTR_TGID, ATTR_REGISTER_CPUMASK, ATTR_DEREGISTER_CPUMASK = 1, 2, 3, 4
+# taskstatsd's extension inside an AGGR nest (kernel decoders skip it as unknown): a
+# bitmap of the table positions a record carries, sent with records read from /proc
+# so that their absent fields stay None instead of arriving as 0
+TYPE_PRESENT = 100
 CGROUPSTATS_TYPE_CGROUP_STATS = 1
 CGROUPSTATS_ATTR_FD = 1
 CGROUPSTATS = struct.Struct("=5Q")
@@ -259,23 +263,35 @@ def encode_stats(stats: TaskStats, version: int | None = None) -> bytes:
 
 # ---------------------------------------------------------------- replies and events
 
-def _aggr(kind: int, id_type: int, ident: int, stats: bytes) -> bytes:
-    return nl.encode_attr(kind, nl.encode_u32(id_type, ident) + nl.encode_attr(TYPE_STATS, stats))
+def _aggr(kind: int, id_type: int, ident: int, stats: TaskStats) -> bytes:
+    body = nl.encode_u32(id_type, ident) + nl.encode_attr(TYPE_STATS, encode_stats(stats))
+    if stats.source == "procfs":
+        bits = sum(1 << f.position for f in FIELDS if stats[f.position] is not None)
+        body += nl.encode_attr(TYPE_PRESENT, bits.to_bytes((len(FIELDS) + 7) // 8, "little"))
+    return nl.encode_attr(kind, body)
+
+
+def _present(stats: TaskStats, bits: int) -> TaskStats:
+    """A record with the fields the bitmap marks absent set to None, from /proc."""
+    vals = [v if bits >> i & 1 or i >= len(FIELDS) else None for i, v in enumerate(stats)]
+    vals[0] = stats.version
+    record = tuple.__new__(TaskStats, vals)
+    return record._replace(source="procfs")
 
 
 def encode_stats_reply(family: int, reply: StatsReply, *, pid: int) -> bytes:
     """A CMD_NEW query reply as the kernel sends it to port ``pid``."""
     pid_scope = reply.scope == "pid"
     attr = _aggr(TYPE_AGGR_PID if pid_scope else TYPE_AGGR_TGID,
-                 TYPE_PID if pid_scope else TYPE_TGID, reply.id, encode_stats(reply.stats))
+                 TYPE_PID if pid_scope else TYPE_TGID, reply.id, reply.stats)
     return genl.encode(family, CMD_NEW, attr, seq=reply.seq, flags=0, pid=pid)
 
 
 def encode_exit(family: int, record: ExitRecord) -> bytes:
     """A CMD_NEW exit event (port 0): AGGR_PID, plus AGGR_TGID when the group ended."""
-    attrs = _aggr(TYPE_AGGR_PID, TYPE_PID, record.pid, encode_stats(record.task))
+    attrs = _aggr(TYPE_AGGR_PID, TYPE_PID, record.pid, record.task)
     if record.group is not None:
-        attrs += _aggr(TYPE_AGGR_TGID, TYPE_TGID, record.tgid or 0, encode_stats(record.group))
+        attrs += _aggr(TYPE_AGGR_TGID, TYPE_TGID, record.tgid or 0, record.group)
     return genl.encode(family, CMD_NEW, attrs, seq=record.seq, flags=0, pid=0)
 
 
@@ -287,15 +303,17 @@ def encode_cgroupstats_reply(family: int, reply: CgroupStatsReply, *, pid: int) 
 
 def _decode_aggr(data: bytes | memoryview, start: int, end: int, scope: str, *, source: str,
                  hint: int | None) -> tuple[int, TaskStats]:
-    ident, stats = None, None
+    ident, stats, present = None, None, None
     for atype, a, b in nl.iter_attrs(data, start, end):
         if atype == TYPE_STATS:
             stats = decode_stats(data, a, b, scope=scope, source=source, version_hint=hint)
         elif atype in (TYPE_PID, TYPE_TGID):
             ident = nl.get_u32(data, a, b, "TASKSTATS_TYPE_PID/TGID")
+        elif atype == TYPE_PRESENT:
+            present = int.from_bytes(bytes(data[a:b]), "little")
     if ident is None or stats is None:
         raise RemoteProtocolError(f"AGGR_{scope.upper()} nest lacks its id or STATS")
-    return ident, stats
+    return ident, (stats if present is None else _present(stats, present))
 
 
 def decode_taskstats_msg(msg: nl.Message, *, source: str = "kernel",

@@ -145,3 +145,30 @@ class UnixSocket(_Buffered):
             socket.send_fds(self.sock, [data], list(fds))
         else:
             self.sock.send(data)
+
+
+class ConnectorSocket(_Buffered):
+    """A NETLINK_CONNECTOR socket subscribed to the proc connector's events (needs
+    CAP_NET_ADMIN in the initial namespaces)."""
+
+    def __init__(self, rcvbuf: int = 16 << 20) -> None:
+        from . import connector  # noqa: PLC0415 - only taskstatsd's procfs mode needs it
+
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                 connector.NETLINK_CONNECTOR)
+            sock.bind((0, connector.CN_IDX_PROC))
+        except OSError as err:
+            raise Unsupported(f"no proc connector ({err.strerror}): exits can only be "
+                              "found by polling /proc") from err
+        super().__init__(sock)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.send(connector.encode_listen(True))
+
+    def drops(self) -> int:
+        """Events the kernel dropped on this socket (sk_drops)."""
+        raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
+        return int(struct.unpack_from("=9I", raw)[SK_MEMINFO_DROPS])

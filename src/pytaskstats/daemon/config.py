@@ -32,6 +32,8 @@ class Config:
     client_queue_records: int = 8192
     max_request_bytes: int = 65536
     cgroups: bool = True  # capture each exiting process's cgroup path
+    source: str = "auto"  # auto (kernel, else /proc), kernel, or procfs
+    procfs_interval_s: float = 1.0  # /proc scan period when running on /proc
     metrics_listen: str = ""  # ADDR:PORT (or PORT, on 127.0.0.1) of /metrics; off when empty
     metrics_groups: str = ""  # command groups: "NAME=REGEX,NAME=REGEX" (first match wins)
     metrics_cgroup_depth: int = 3  # cgroup labels keep this many path components

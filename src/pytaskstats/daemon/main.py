@@ -21,15 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__, delayacct
 from .. import taskstats as ts
-from ..errors import TaskstatsError
+from ..errors import TaskstatsError, Unsupported
 from ..kernel import Connection, Listener, possible_cpus
 from ..metrics import start_for_daemon
-from ..procfs import cgroup_path
+from ..procfs import ProcSource, cgroup_path
 from ..records import ExitRecord, Lost
 from . import config as config_mod
 from .journal import Journal, JournalEntry
 from .namespaces import RESCAN_S
 from .notify import notify, stored_fds
+from .procmode import ProcfsExits, ProcfsKernel
 from .server import Limits, Peer, Policy, Server
 
 if TYPE_CHECKING:
@@ -57,10 +58,7 @@ class Daemon:
             retention_s=cfg.retention_days * 86400 if cfg.retention_days else None,
             max_bytes=int(cfg.max_journal_mb * 1024 * 1024) if cfg.max_journal_mb else None,
             low_free_pct=cfg.low_free_pct, resume_free_pct=cfg.resume_free_pct)
-        self.kernel = Connection()
-        stored = stored_fds(FDSTORE_PREFIX)
-        self.listener = Listener(per_cpu=True, rcvbuf=cfg.rcvbuf_bytes, adopt=stored)
-        self._account_downtime(stored)
+        self.kernel, self.listener = self._sources(cfg)
         cpus = possible_cpus()
         self.server = Server(
             cfg.socket, self.kernel, policy=Policy(cfg.admin_gid),
@@ -73,8 +71,29 @@ class Daemon:
         self.selector.register(self.server.sock, selectors.EVENT_READ, ("accept", 0))
         self.running = True
         self.in_fd_store = False
+        self._account_downtime(getattr(self, "_account_downtime_later", {}))
         if cfg.metrics_listen:
             self.metrics = start_for_daemon(self)
+
+    def _sources(self, cfg: config_mod.Config) -> tuple[Connection | ProcfsKernel,
+                                                          Listener | ProcfsExits]:
+        """The kernel's TASKSTATS when there (or asked), else /proc and the proc
+        connector (see :mod:`.procmode`)."""
+        if cfg.source not in ("auto", "kernel", "procfs"):
+            raise TaskstatsError(f"unknown source {cfg.source!r}: auto, kernel or procfs")
+        if cfg.source != "procfs":
+            try:
+                kernel = Connection()
+            except Unsupported:
+                if cfg.source == "kernel":
+                    raise
+            else:
+                stored = stored_fds(FDSTORE_PREFIX)
+                listener = Listener(per_cpu=True, rcvbuf=cfg.rcvbuf_bytes, adopt=stored)
+                self._account_downtime_later = stored
+                return kernel, listener
+        proc = ProcSource()
+        return ProcfsKernel(proc), ProcfsExits(proc, interval_s=cfg.procfs_interval_s)
 
     # ------------------------------------------------------------ fd store
 
@@ -106,6 +125,8 @@ class Daemon:
         """Hand the registered sockets to systemd's fd store (FDPOLL=0: an overrun's
         POLLERR must not make systemd drop them)."""
         stored = False
+        if not isinstance(self.listener, Listener):
+            return stored  # the proc connector has no registration to keep
         for mask, fd in zip(self.listener.masks(), self.listener.fds, strict=True):
             stored = notify(f"FDSTORE=1\nFDNAME={FDSTORE_PREFIX}{mask}\nFDPOLL=0",
                             [fd]) or stored
@@ -137,6 +158,9 @@ class Daemon:
         if self.server.namespaced_listeners():
             timeout = min(timeout, RESCAN_S)
             self.server.refresh_views()
+        if isinstance(self.listener, ProcfsExits):
+            timeout = min(timeout, self.listener.interval_s)
+            self.ingest(0)  # a due /proc scan
         events = self.selector.select(timeout)
         events.sort(key=lambda ev: ev[0].data[0] != "kernel")
         for key, mask in events:
@@ -167,7 +191,8 @@ class Daemon:
             self.server.publish(event, data)
 
     def _lost(self, lost: Lost) -> None:
-        self.counters[f"lost_{lost.reason}"] += lost.records
+        key = f"lost_{lost.reason}"
+        self.counters[key] = self.counters.get(key, 0) + lost.records
         self.journal.note_lost(lost.reason, lost.records)
         if self.metrics is not None:
             self.metrics.on_lost(lost)
@@ -224,7 +249,9 @@ class Daemon:
                        "started_ns": self.started_ns, "uptime_s": (now - self.started_ns) / 1e9,
                        "socket": self.cfg.socket, "state_dir": self.cfg.state_dir},
             "kernel": {"family_id": self.kernel.family.id, "struct_version": version,
-                       "delayacct": delayacct.status()},
+                       "delayacct": delayacct.status(), "source": self.kernel.source,
+                       "blind_spot": (self.listener.blind_spot()
+                                      if isinstance(self.listener, ProcfsExits) else None)},
             "listeners": {"kernel_sockets": len(self.listener.fds),
                           "client_listeners": self.server.listeners.count()},
             "clients": len(self.server.peers),

@@ -43,6 +43,7 @@ from ..records import CgroupStats, ExitRecord
 from . import protocol
 from .listeners import ListenerLists, MaskError, check_cpumask
 from .namespaces import NsView
+from .procmode import ProcfsKernel
 
 MAX_FDS = 4
 ADMIN_PERM = 0x01
@@ -104,7 +105,8 @@ class Policy:
 class Server:
     """Accepts clients and answers their requests; see the module docstring."""
 
-    def __init__(self, path: str, kernel: Connection, *, policy: Policy, limits: Limits,
+    def __init__(self, path: str, kernel: Connection | ProcfsKernel, *, policy: Policy,
+                 limits: Limits,
                  status: Callable[[], dict[str, Any]],
                  history: Callable[[dict[str, Any]], list[dict[str, Any]]],
                  possible_cpus: list[int], nr_cpu_ids: int) -> None:
@@ -360,7 +362,7 @@ class Server:
         return True
 
 
-def cgroup_counts(kernel: Connection, fd: int) -> CgroupStats:
+def cgroup_counts(kernel: Connection | ProcfsKernel, fd: int) -> CgroupStats:
     """cgroupstats of the directory open as ``fd``: the kernel's for cgroup v1; counted
     from /proc for cgroup2, which the kernel refuses (see docs/procfs.md)."""
     where = f"/proc/self/fd/{fd}"

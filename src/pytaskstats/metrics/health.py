@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..kernel import Listener
 from ..records import Lost
 
 if TYPE_CHECKING:
     from ..daemon.main import Daemon
-    from ..kernel import Listener
 
 LOSS_REASONS = ("overrun", "truncated", "malformed")  # Lost.reason values
 
@@ -58,7 +58,7 @@ class LossTracker:
 
 def daemon_health(daemon: Daemon, tracker: LossTracker) -> Health:
     """taskstatsd's own counters (this run's), journal counters and overrun episodes."""
-    own = tracker.health(daemon.listener)
+    own = tracker.health(daemon.listener if isinstance(daemon.listener, Listener) else None)
     counters = dict(daemon.counters)
     journal = daemon.journal.counters()
     return own._replace(
