@@ -340,14 +340,17 @@ with Client(socket_path=path) as c:
     except NoSuchTask:
         out.append("outside invisible")
     with c.listen() as listener:
-        child = subprocess.Popen(["sleep", "1"])  # outlives several /proc scans
-        child.wait()
+        children = []
+        for _ in range(3):  # short-lived: placed at fork by the proc connector's events
+            child = subprocess.Popen(["sleep", "0.05"])
+            child.wait()
+            children.append(child.pid)
         deadline = time.monotonic() + 5
         mine = []
-        while not mine and time.monotonic() < deadline:
-            mine = [e for e in listener.poll(0.2) if isinstance(e, ExitRecord)
-                    and e.task.ac_comm == "sleep"]
-        out.append(f"exit pid {mine[0].pid == child.pid} uid {mine[0].task.ac_uid}")
+        while len(mine) < 3 and time.monotonic() < deadline:
+            mine += [e for e in listener.poll(0.2) if isinstance(e, ExitRecord)
+                     and e.task.ac_comm == "sleep"]
+        out.append(f"exit pid {[e.pid for e in mine] == children} uid {mine[0].task.ac_uid}")
 print("\\n".join(out))
 """
 

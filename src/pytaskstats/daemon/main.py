@@ -19,13 +19,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__, delayacct
+from .. import __version__, connector, delayacct
 from .. import taskstats as ts
 from ..errors import TaskstatsError, Unsupported
 from ..kernel import Connection, Listener, possible_cpus
 from ..metrics import start_for_daemon
 from ..procfs import ProcSource, cgroup_path
 from ..records import ExitRecord, Lost
+from ..transport import ConnectorSocket
 from . import config as config_mod
 from .journal import Journal, JournalEntry
 from .namespaces import RESCAN_S
@@ -71,6 +72,8 @@ class Daemon:
         self.selector.register(self.server.sock, selectors.EVENT_READ, ("accept", 0))
         self.running = True
         self.in_fd_store = False
+        self.fork_events: ConnectorSocket | None = None
+        self.fork_events_failed = False
         self._account_downtime(getattr(self, "_account_downtime_later", {}))
         if cfg.metrics_listen:
             self.metrics = start_for_daemon(self)
@@ -158,6 +161,7 @@ class Daemon:
         if self.server.namespaced_listeners():
             timeout = min(timeout, RESCAN_S)
             self.server.refresh_views()
+            self._watch_forks()
         if isinstance(self.listener, ProcfsExits):
             timeout = min(timeout, self.listener.interval_s)
             self.ingest(0)  # a due /proc scan
@@ -167,6 +171,8 @@ class Daemon:
             kind, index = key.data
             if kind == "kernel":
                 self.ingest(index)
+            elif kind == "forks":
+                self._forks()
             elif kind == "accept":
                 self._accept()
             else:
@@ -189,6 +195,32 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.on_exit(event, cgroup)
             self.server.publish(event, data)
+
+    def _watch_forks(self) -> None:
+        """Subscribe to fork events once a namespaced client listens, so its short-lived
+        tasks are placed at birth (see :mod:`.namespaces`)."""
+        if self.fork_events is not None or self.fork_events_failed:
+            return
+        try:
+            self.fork_events = ConnectorSocket(1 << 20)
+        except Unsupported:
+            self.fork_events_failed = True
+            return
+        self.fork_events.setblocking(False)
+        self.selector.register(self.fork_events.fileno(), selectors.EVENT_READ, ("forks", 0))
+
+    def _forks(self) -> None:
+        assert self.fork_events is not None
+        while True:
+            try:
+                n = self.fork_events.recv()
+            except BlockingIOError:
+                return
+            except OSError:
+                continue  # an overrun: the periodic scans still place the survivors
+            for event in connector.decode(self.fork_events.view, n):
+                if isinstance(event, connector.Fork):
+                    self.server.learn_fork(event.pid)
 
     def _lost(self, lost: Lost) -> None:
         key = f"lost_{lost.reason}"

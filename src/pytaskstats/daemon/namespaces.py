@@ -8,10 +8,12 @@ namespace's last), uids and gids via the client's uid_map/gid_map (unmapped ->
 the overflow id 65534, as the kernel).  A client sees only tasks whose own PID
 namespace is its namespace.
 
-Blind spot: an exit is attributed to a namespace by reading /proc at the time
-the record arrives, or from a cache refreshed by scans; a task that lived less
-than a scan interval and was already reaped when its record arrived cannot be
-placed, and is counted (``unattributed``) instead of being shown.
+An exit is attributed to a namespace by reading /proc when the record arrives, or
+from a cache filled at each task's fork (taskstatsd reads the proc connector's
+fork events while namespaced clients listen) and by scans every RESCAN_S.  Blind
+spot: a task that exits and is reaped before either its fork event or its exit
+record is handled (microseconds) cannot be placed, and is counted
+(``unattributed``) instead of being shown.
 """
 
 from __future__ import annotations

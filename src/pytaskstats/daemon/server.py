@@ -308,6 +308,13 @@ class Server:
         :mod:`.namespaces`), summed over connected clients."""
         return sum(p.view.unattributed for p in self.peers.values() if p.view is not None)
 
+    def learn_fork(self, pid: int) -> None:
+        """Place a new task in the namespaced listeners' views while it lives (fed by
+        the proc connector's fork events)."""
+        for peer in self.namespaced_listeners():
+            assert peer.view is not None
+            peer.view.ns_pid(pid)
+
     def refresh_views(self) -> None:
         """Keep the pid maps of namespaced listeners fresh (rate-limited scans), so
         that short-lived tasks reaped before their record is read can be placed."""
