@@ -14,6 +14,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -160,3 +161,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def timed(scan: Callable[[], int]) -> Callable[[], float]:
+    """Wrap a scan returning how many tasks it handled into one returning ns/task."""
+
+    def run() -> float:
+        t0 = time.perf_counter_ns()
+        tasks = scan()
+        return (time.perf_counter_ns() - t0) / tasks
+
+    return run

@@ -29,23 +29,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _bench import interleave, median, spread, table
+from _bench import interleave, median, spread, table, timed
 
 from pytaskstats.procfs import ProcSource
 
 TARGET_VS_PSUTIL = 2.0  # psutil's time / ProcSource.pids()'s
 FILES = ("stat", "status", "io", "schedstat")
-
-
-def timed(scan: Callable[[], int]) -> Callable[[], float]:
-    """Wrap a scan returning its task count into one returning ns/task."""
-
-    def run() -> float:
-        t0 = time.perf_counter_ns()
-        tasks = scan()
-        return (time.perf_counter_ns() - t0) / tasks
-
-    return run
 
 
 def procfs_bulk(source: ProcSource, ids: list[int], repeat: int) -> Callable[[], int]:

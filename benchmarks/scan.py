@@ -48,6 +48,7 @@ from _bench import (
     spread,
     table,
     task_ids,
+    timed,
 )
 
 from pytaskstats import Client, NoSuchTask
@@ -72,17 +73,6 @@ def c_floor(exe: str, family: int, ids: list[int], repeat: int, window: int = 1
                              capture_output=True, text=True, check=True).stdout
         fields = dict(kv.split("=", 1) for kv in out.split())
         return float(fields["ns_per_task"])
-
-    return run
-
-
-def timed(scan: Callable[[], int]) -> Callable[[], float]:
-    """Wrap a Python scan returning its query count into one returning ns/query."""
-
-    def run() -> float:
-        t0 = time.perf_counter_ns()
-        queries = scan()
-        return (time.perf_counter_ns() - t0) / queries
 
     return run
 

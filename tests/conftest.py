@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -166,3 +168,43 @@ def worker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
     finally:
         proc.kill()
         proc.wait()
+
+
+def remove_cgroup(path: Path) -> None:
+    """rmdir a test cgroup, retrying while the kernel still holds exited tasks."""
+    for _ in range(100):
+        try:
+            path.rmdir()
+            return
+        except OSError:  # busy until the kernel has released the exited tasks
+            time.sleep(0.02)
+    path.rmdir()
+
+
+@contextlib.contextmanager
+def known_tasks_in(groups: list[Path]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """New cgroups holding 6 tasks in known states: 3 asleep on a pipe read (S), 1
+    stopped (T), and 2 in nanosleep (S, but TASK_FREEZABLE: the kernel's v1 count
+    puts them in no state).  Removed afterwards."""
+    for group in groups:
+        group.mkdir()
+    r, w = os.pipe()
+    procs = [subprocess.Popen(["cat"], stdin=r, stdout=subprocess.DEVNULL) for _ in range(4)]
+    procs += [subprocess.Popen(["sleep", "30"]) for _ in range(2)]
+    try:
+        for p in procs:
+            for group in groups:
+                (group / "cgroup.procs").write_text(str(p.pid))
+        os.kill(procs[0].pid, signal.SIGSTOP)
+        wait_for_state(procs[0].pid, "T")
+        for p in procs[1:]:
+            wait_for_state(p.pid, "S")
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        os.close(r)
+        os.close(w)
+        for group in groups:
+            remove_cgroup(group)

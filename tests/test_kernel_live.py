@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pytaskstats import AccessDenied, Client, ExitRecord, Lost, NoSuchTask, Task
 from pytaskstats.errors import NetlinkError
 from pytaskstats.kernel import Connection, Listener
 
-from .conftest import as_nobody, wait_for_state
+from .conftest import as_nobody, known_tasks_in, wait_for_state
 
 pytestmark = pytest.mark.kernel
 TICK_US = 1_000_000 // os.sysconf("SC_CLK_TCK")
@@ -142,27 +141,10 @@ def test_cgroupstats_counts_sleeping_and_stopped_tasks(client: Client) -> None:
     """3 tasks asleep on a pipe, 1 stopped; 2 in nanosleep, which the kernel counts in
     no state (they sleep TASK_INTERRUPTIBLE|TASK_FREEZABLE, outside its switch)."""
     group = Path(f"/sys/fs/cgroup/cpu/pytaskstats-test-{os.getpid()}")
-    group.mkdir()
-    r, w = os.pipe()
-    procs = [subprocess.Popen(["cat"], stdin=r, stdout=subprocess.DEVNULL) for _ in range(4)]
-    procs += [subprocess.Popen(["sleep", "30"]) for _ in range(2)]
-    try:
-        for p in procs:
-            (group / "cgroup.procs").write_text(str(p.pid))
-        os.kill(procs[0].pid, signal.SIGSTOP)
-        wait_for_state(procs[0].pid, "T")
-        time.sleep(0.1)
+    with known_tasks_in([group]):
         stats = client.cgroup(str(group))
-        assert (stats.nr_sleeping, stats.nr_stopped, stats.nr_running) == (3, 1, 0)
-        assert stats.nr_uninterruptible == stats.nr_io_wait == 0
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-        os.close(r)
-        os.close(w)
-        time.sleep(0.05)
-        group.rmdir()
+    assert (stats.nr_sleeping, stats.nr_stopped, stats.nr_running) == (3, 1, 0)
+    assert stats.nr_uninterruptible == stats.nr_io_wait == 0
 
 
 def test_unprivileged_query_says_what_to_do(nobody_env: dict[str, str]) -> None:

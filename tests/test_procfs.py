@@ -6,11 +6,9 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from pytaskstats.fields import BY_NAME, FIELDS
 from pytaskstats.procfs import MAPPING, STATES, ProcfsFormatError, ProcSource
 from pytaskstats.records import CgroupStats
 
-from .conftest import WORKER, as_nobody, wait_for_state
+from .conftest import WORKER, as_nobody, known_tasks_in, wait_for_state
 
 FIXTURE = Path(__file__).parent / "fixtures" / "proc"
 DOCS = Path(__file__).parent.parent / "docs" / "procfs.md"
@@ -465,16 +463,6 @@ def test_live_unprivileged_read_of_a_root_process(nobody_env: dict[str, str],
     assert scanned > 10 and without_io > 0
 
 
-def _rmdir(path: Path) -> None:
-    for _ in range(100):
-        try:
-            path.rmdir()
-            return
-        except OSError:  # busy until the kernel has released the exited tasks
-            time.sleep(0.02)
-    path.rmdir()
-
-
 @pytest.mark.kernel
 def test_live_cgroup2_counts(client: Client) -> None:
     """3 tasks asleep on a pipe, 1 stopped, 2 in nanosleep: this source counts the
@@ -485,19 +473,7 @@ def test_live_cgroup2_counts(client: Client) -> None:
     v2 = unified / f"pytaskstats-procfs-{os.getpid()}"
     v1 = Path(f"/sys/fs/cgroup/cpu/pytaskstats-procfs-{os.getpid()}")
     groups = [v2, v1] if v1.parent.is_dir() else [v2]
-    for group in groups:
-        group.mkdir()
-    r, w = os.pipe()
-    procs = [subprocess.Popen(["cat"], stdin=r, stdout=subprocess.DEVNULL) for _ in range(4)]
-    procs += [subprocess.Popen(["sleep", "30"]) for _ in range(2)]
-    try:
-        for p in procs:
-            for group in groups:
-                (group / "cgroup.procs").write_text(str(p.pid))
-        os.kill(procs[0].pid, signal.SIGSTOP)
-        wait_for_state(procs[0].pid, "T")
-        for p in procs[1:]:
-            wait_for_state(p.pid, "S")
+    with known_tasks_in(groups):
         expected = CgroupStats(nr_sleeping=5, nr_running=0, nr_stopped=1,
                                nr_uninterruptible=0, nr_io_wait=0, source="procfs")
         for group in groups:
@@ -505,11 +481,3 @@ def test_live_cgroup2_counts(client: Client) -> None:
         if v1 in groups:
             kernel = client.cgroup(str(v1))
             assert (kernel.nr_sleeping, kernel.nr_running, kernel.nr_stopped) == (3, 0, 1)
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-        os.close(r)
-        os.close(w)
-        for group in groups:
-            _rmdir(group)
