@@ -52,7 +52,7 @@ from pytaskstats import taskstats as ts
 from pytaskstats.daemon import config as config_mod
 from pytaskstats.daemon import journal as journal_mod
 from pytaskstats.daemon import protocol
-from pytaskstats.daemon.journal import INSERT_SQL, Journal, JournalEntry
+from pytaskstats.daemon.journal import Item, Journal, JournalEntry
 from pytaskstats.kernel import Connection, Listener, possible_cpus
 from pytaskstats.procfs import cgroup_path
 
@@ -379,9 +379,14 @@ class Replay:
 
         return run
 
+    def _items(self) -> list[list[Item]]:
+        """The journal-only input as the writer holds it: (time_ns, cpu, cgroup, raw)."""
+        return [[(e.time_ns, e.record.cpu, e.cgroup, e.raw) for e in chunk]
+                for chunk in self.entries]
+
     def rows_only(self) -> Callable[[], float]:
-        """The writer thread's Python work per record: journal._row(entry)."""
-        entries, make_row = self.entries, journal_mod._row
+        """The writer thread's Python work per record: journal._row(item)."""
+        entries, make_row = self._items(), journal_mod._row
 
         def run() -> float:
             t0 = time.perf_counter_ns()
@@ -395,7 +400,7 @@ class Replay:
     def sqlite_only(self, synchronous: str) -> Callable[[], float]:
         """executemany(INSERT) of ready rows in transactions of SQL_TXN_ROWS, on a
         connection set up as the journal's writer (same pragmas, schema, index)."""
-        entries, make_row = self.entries, journal_mod._row
+        entries, make_row = self._items(), journal_mod._row
         per_pass = math.ceil(len(self.corpus.items) / CHUNK)
 
         def run() -> float:
@@ -410,7 +415,7 @@ class Replay:
                         t0 = time.perf_counter_ns()
                         for i in range(0, len(rows), SQL_TXN_ROWS):
                             conn.execute("BEGIN IMMEDIATE")
-                            conn.executemany(INSERT_SQL, rows[i:i + SQL_TXN_ROWS])
+                            journal_mod._insert(conn, rows[i:i + SQL_TXN_ROWS])
                             conn.execute("COMMIT")
                         spent += time.perf_counter_ns() - t0
                         if time.monotonic() > deadline:

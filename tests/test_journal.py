@@ -27,13 +27,17 @@ from pytaskstats.daemon.journal import (
     decode_raw,
 )
 from pytaskstats.fields import FIELDS, Timespec
-from pytaskstats.records import ExitRecord
+from pytaskstats.records import AGROUP, ExitRecord
 from tests.conftest import FIXTURES, fixture_bytes
 
 FAMILY = 27
 CONTEXT = ("time_ns", "cpu", "pid", "tgid", "ended_process", "cgroup")
 V17 = "exit_v17_dual.bin"
 EXIT_FIXTURES = ["exit_v8_tgid_version0.bin", "exit_v16_dual.bin", V17]
+# query replies made exit messages (port id 0): the one-nest shape the writer inserts
+# without decoding, in every golden layout (v15 interleaved, padded, v17 timespecs)
+SINGLE_EXITS = [f"reply_v{v}.bin" for v in ("08", "09", "10", "13", "14", "15", "16",
+                                             "16_padded", "17")]
 
 
 class Clock:
@@ -71,8 +75,16 @@ class Disk:
         return FsStats(int(self.free_pct * 100), 10_000)
 
 
+def exit_bytes(name: str) -> bytes:
+    """A golden exit message; a reply fixture gets port id 0, which makes it one."""
+    raw = bytearray(fixture_bytes(name))
+    if name.startswith("reply_"):
+        raw[12:16] = bytes(4)
+    return bytes(raw)
+
+
 def decoded(name: str = V17) -> ExitRecord:
-    event = taskstats.decode(fixture_bytes(name), FAMILY)[0]
+    event = taskstats.decode(exit_bytes(name), FAMILY)[0]
     assert isinstance(event, ExitRecord)
     return event
 
@@ -187,10 +199,12 @@ def expected_columns(record: ExitRecord) -> dict[str, Any]:
     return out
 
 
-@pytest.mark.parametrize("name", EXIT_FIXTURES)
+@pytest.mark.parametrize("name", EXIT_FIXTURES + SINGLE_EXITS)
 def test_every_column_round_trips(make: Factory, store: str, name: str) -> None:
     record = dataclasses.replace(decoded(name), cpu=3)
-    raw = fixture_bytes(name)
+    raw = exit_bytes(name)
+    # dual and padded messages take the decoding path, the rest the struct-order INSERT
+    assert (taskstats.single_exit(raw) is None) == (name in EXIT_FIXTURES or "padded" in name)
     journal = make(store)
     journal.submit(JournalEntry(record, 123_456_789, "/a/b", raw))
     journal.flush()
@@ -229,6 +243,30 @@ def test_ended_process_false_and_huge_u64(make: Factory, store: str) -> None:
     assert row["ended_process"] is False
     assert row["cpu_count"] == huge
     assert journal.counters()["journaled"] == 1
+
+
+@pytest.mark.parametrize("flag", [0, AGROUP, 0xFF])
+def test_single_exit_rows_take_ended_process_from_agroup(make: Factory, flag: int) -> None:
+    record = dataclasses.replace(entry(5, ac_flag=flag).record, group=None)
+    raw = taskstats.encode_exit(FAMILY, record)
+    assert taskstats.single_exit(raw) == (5, 36)
+    journal = make()
+    journal.submit(JournalEntry(record, 1, None, raw))
+    journal.flush()
+    [row] = journal.query()
+    assert row["ended_process"] is bool(flag & AGROUP) is record.ended_process
+
+
+def test_bytes_without_an_exit_record_are_counted_not_journaled(make: Factory) -> None:
+    good = entry(7)
+    journal = make()
+    journal.submit(good)
+    journal.submit(dataclasses.replace(good, raw=fixture_bytes("cgroupstats.bin")))
+    journal.submit(dataclasses.replace(good, raw=exit_bytes(V17)[:40]))
+    journal.flush()
+    assert [row["pid"] for row in journal.query()] == [7]
+    assert journal.counters()["dropped_write_error"] == 2
+    assert journal.accounted() == 3
 
 
 def test_entry_checks_its_types() -> None:

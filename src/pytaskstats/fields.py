@@ -191,6 +191,13 @@ class Layout(NamedTuple):
         """Bytes needed for the first ``n`` fields."""
         return 0 if n == 0 else self.offsets[n - 1] + _SIZE[self.fields[n - 1].ctype]
 
+    def fitting(self, size: int) -> int:
+        """How many leading fields a payload of ``size`` bytes holds whole."""
+        count = len(self.fields)
+        while count and self.end_of(count) > size:
+            count -= 1
+        return count
+
     @cache  # noqa: B019 - layouts are few and immortal
     def struct_for(self, n: int) -> struct.Struct:
         """A ``struct.Struct`` for the first ``n`` fields, with explicit padding."""

@@ -176,9 +176,7 @@ _COMM = next(f.position for f in FIELDS if f.name == "ac_comm")
 
 def _make_plan(version: int, size: int) -> _Plan:
     lay = layout(version)
-    count = len(lay.fields)
-    while count and lay.end_of(count) > size:
-        count -= 1
+    count = lay.fitting(size)
     targets: list[int] = []
     for f in lay.fields[:count]:
         targets += [f.position, -1] if f.ctype == "timespec" else [f.position]
@@ -361,10 +359,11 @@ def decode_cgroupstats_msg(msg: nl.Message, *, source: str = "kernel") -> Cgroup
 _SINGLE = struct.Struct("=IHHIIBBHHHHHIHH")
 
 
-def _decode_single(data: bytes | memoryview, n: int, family: int, source: str,
-                   cpu: int | None) -> StatsReply | ExitRecord | None:
-    """The one-message, one-nest datagram, every length and type checked; None when
-    the datagram has any other shape (the general walk then decodes it)."""
+def _single_shape(data: bytes | memoryview, n: int,
+                  family: int) -> tuple[int, int, int, int] | None:
+    """(seq, port id, nest type, id) of a one-message, one-nest datagram of ``n``
+    bytes, every length and type checked; None for any other shape.  The STATS
+    payload is ``data[36:n]``."""
     (length, mtype, _, seq, pid, cmd, _, _, nest_len, nest_type, id_len, id_type, ident,
      stats_len, stats_type) = _SINGLE.unpack_from(data, 0)
     if not (length == n and mtype == family and cmd == CMD_NEW and nest_len == n - 20
@@ -372,6 +371,31 @@ def _decode_single(data: bytes | memoryview, n: int, family: int, source: str,
             and nest_type - TYPE_AGGR_PID == id_type - TYPE_PID
             and nest_type in (TYPE_AGGR_PID, TYPE_AGGR_TGID)):
         return None
+    return seq, pid, nest_type, ident
+
+
+def single_exit(data: bytes) -> tuple[int, int] | None:
+    """(pid, STATS payload offset) of an exit message holding only its AGGR_PID
+    nest (the exit of a task whose thread group lives on, the usual case); the
+    payload runs to the end.  None for every other shape: decode those.  The
+    family is taken from the message itself (as :func:`decode` of stored bytes)."""
+    n = len(data)
+    if n < _SINGLE.size + 4:
+        return None
+    shape = _single_shape(data, n, _U16.unpack_from(data, 4)[0])
+    if shape is None or shape[1] != 0 or shape[2] != TYPE_AGGR_PID:
+        return None
+    return shape[3], _SINGLE.size
+
+
+def _decode_single(data: bytes | memoryview, n: int, family: int, source: str,
+                   cpu: int | None) -> StatsReply | ExitRecord | None:
+    """The one-message, one-nest datagram; None when it has any other shape (the
+    general walk then decodes it)."""
+    shape = _single_shape(data, n, family)
+    if shape is None:
+        return None
+    seq, pid, nest_type, ident = shape
     scope = "pid" if nest_type == TYPE_AGGR_PID else "tgid"
     stats = decode_stats(data, 36, n, scope=scope, source=source)
     if pid or scope == "tgid":

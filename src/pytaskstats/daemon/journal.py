@@ -20,27 +20,39 @@ import logging
 import math
 import os
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Literal, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from .. import taskstats
-from ..errors import TaskstatsError
-from ..fields import FIELDS, LATEST_VERSION, Field
+from ..errors import ProtocolError, TaskstatsError
+from ..fields import FIELDS, LATEST_VERSION, MIN_VERSION, Field, layout
 from ..netlink import HEADER
-from ..records import ExitRecord
+from ..records import AGROUP, ExitRecord
+from .journal_queries import (
+    AGGREGATES,
+    BUCKET_FIELDS,
+    BUSY_TIMEOUT_MS,
+    CONTEXT,
+    PLAUSIBLE_PCT,
+    PLAUSIBLE_SLACK_NS,
+    Gap,
+    JournalQueries,
+    fetch,
+    read,
+)
 
-__all__ = ["BUCKET_FIELDS", "MIGRATIONS", "PLAUSIBLE_PCT", "PLAUSIBLE_SLACK_NS", "Gap",
-           "Journal", "JournalEntry", "JournalError", "commit_due", "decode_raw"]
+__all__ = ["AGGREGATES", "BUCKET_FIELDS", "MIGRATIONS", "PLAUSIBLE_PCT", "PLAUSIBLE_SLACK_NS",
+           "Gap", "Item", "Journal", "JournalEntry", "JournalError", "commit_due", "decode_raw"]
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-BUSY_TIMEOUT_MS = 5000  # writer and readers wait this long for a lock
 CHECKPOINT_BUSY_MS = 100  # the periodic TRUNCATE checkpoint gives up on busy readers quickly
 JOURNAL_SIZE_LIMIT = 64 << 20  # bytes of WAL kept after a checkpoint
 PAGE_SIZE = 16384  # bytes, new journals only: 7..13 rows of 1.2..2.2 KB per page
@@ -54,11 +66,9 @@ _U64 = 1 << 64
 
 # ---------------------------------------------------------------- schema
 
-_CONTEXT = ("time_ns", "cpu", "pid", "tgid", "ended_process", "cgroup")
 _PLAIN = tuple(f for f in FIELDS if f.ctype != "timespec")
 _STAMPED = tuple(f for f in FIELDS if f.ctype == "timespec")
 _BY_VERSION = tuple(sorted(_PLAIN, key=lambda f: (f.version, f.position)))  # insert order
-_U64_NAMES = frozenset(f.name for f in FIELDS if f.ctype == "u64")
 
 
 def _column(field: Field) -> str:
@@ -83,7 +93,7 @@ SCHEMA_V1 = (
 # versioned: a field added to the table becomes a column on open (old rows: NULL).
 MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1,)
 
-_INSERT_COLUMNS = (*_CONTEXT, "raw", *(f.name for f in _BY_VERSION), *(f.name for f in _STAMPED))
+_INSERT_COLUMNS = (*CONTEXT, "raw", *(f.name for f in _BY_VERSION), *(f.name for f in _STAMPED))
 INSERT_SQL = (f"INSERT INTO exits ({', '.join(_INSERT_COLUMNS)}) "
               f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})")
 _PUT_COUNTER = "INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)"
@@ -119,30 +129,11 @@ class JournalEntry:
             raise TypeError("JournalEntry needs an ExitRecord and the raw message bytes")
 
 
-class Gap(NamedTuple):
-    """An interval (CLOCK_REALTIME ns) the journal did not cover, and why:
-    "stopped" (clean stop), "daemon_down" (crash) or "disk_low" (suspended)."""
-
-    start_ns: int
-    end_ns: int
-    reason: str
-
-
 class _FsStats(Protocol):
     @property
     def f_bavail(self) -> int: ...
     @property
     def f_blocks(self) -> int: ...
-
-
-class _Filters(NamedTuple):
-    since_ns: int | None
-    until_ns: int | None
-    comm: str | None
-    uid: int | None
-    pid: int | None
-    tgid: int | None
-    cgroup: str | None
 
 
 def commit_due(pending: int, oldest: float, now: float, batch_size: int,
@@ -202,20 +193,90 @@ _stamp_values = _getter(_STAMPED)
 _NO_STAMPS, _NAN_STAMPS = (None,) * len(_STAMPED), (_NAN,) * len(_STAMPED)
 
 
-def _row(entry: JournalEntry) -> tuple[Any, ...]:
-    """The INSERT parameters of ``entry`` (order of ``_INSERT_COLUMNS``; NaN = NULL)."""
-    rec = entry.record
+Item = tuple[int, int | None, str | None, bytes]  # time_ns, cpu, cgroup, raw message
+Row = tuple[str, Sequence[Any]]  # an INSERT statement and its parameters
+
+
+def _decoded_row(item: Item, rec: ExitRecord) -> Row:
+    """INSERT_SQL's parameters for ``item`` whose raw bytes decoded to ``rec``."""
+    time_ns, cpu, cgroup, raw = item
     task = rec.task
     plan = _PLANS[min(task.version, LATEST_VERSION)]
     absent = plan.absent(task)
     stamps = _stamp_values(task)
-    return (entry.time_ns, _NAN if rec.cpu is None else rec.cpu, rec.pid,
-            _NAN if rec.tgid is None else rec.tgid,
-            _NAN if (ended := rec.ended_process) is None else ended,
-            _NAN if entry.cgroup is None else entry.cgroup, entry.raw, *plan.present(task),
-            *(plan.nans if absent == plan.nones else absent),
-            *(_NAN_STAMPS if stamps == _NO_STAMPS else
-              [_NAN if ts is None else ts.to_ns() for ts in stamps]))
+    return INSERT_SQL, (
+        time_ns, _NAN if cpu is None else cpu, rec.pid, _NAN if rec.tgid is None else rec.tgid,
+        _NAN if (ended := rec.ended_process) is None else ended,
+        _NAN if cgroup is None else cgroup, raw, *plan.present(task),
+        *(plan.nans if absent == plan.nones else absent),
+        *(_NAN_STAMPS if stamps == _NO_STAMPS else
+          [_NAN if ts is None else ts.to_ns() for ts in stamps]))
+
+
+# The usual exit message (one AGGR_PID nest) skips decoding: its struct is unpacked
+# straight into an INSERT whose columns follow the struct's own order; timespecs
+# are summed to ns by SQLite.  Every other shape is decoded (_decoded_row).
+
+
+class _RawPlan(NamedTuple):
+    """The INSERT of one (version, payload size) in struct order, and where the
+    values needing Python live in the unpacked tuple (-1: not in this layout)."""
+
+    sql: str
+    struct: struct.Struct
+    comm: int
+    flag: int  # ac_flag, for ended_process (v12+ only)
+    tgid: int
+
+
+_RAW_PLANS: dict[tuple[int, int], _RawPlan | None] = {}
+
+
+def _raw_plan(version: int, size: int) -> _RawPlan | None:
+    if not MIN_VERSION <= version <= LATEST_VERSION:
+        return None
+    lay = layout(version)
+    fields = lay.fields[:lay.fitting(size)]
+    names = [f.name for f in fields]
+    marks = ["NULLIF(? * 1000000000 + ?, 0)" if f.ctype == "timespec" else "?" for f in fields]
+    flat = [n for f in fields for n in ((f.name, "") if f.ctype == "timespec" else (f.name,))]
+
+    def at(name: str) -> int:
+        return flat.index(name) if name in flat else -1
+
+    sql = (f"INSERT INTO exits ({', '.join((*CONTEXT, 'raw', *names))}) "
+           f"VALUES ({', '.join(['?'] * (len(CONTEXT) + 1) + marks)})")
+    plan = _RawPlan(sql, lay.struct_for(len(fields)), at("ac_comm"),
+                    at("ac_flag") if version >= 12 else -1, at("ac_tgid"))
+    if len(_RAW_PLANS) < 1024:  # sizes are few; bound the cache all the same
+        _RAW_PLANS[version, size] = plan
+    return plan
+
+
+def _row(item: Item) -> Row:
+    """The INSERT of ``item`` (NaN binds NULL).  Raises ProtocolError or ValueError
+    when its raw bytes hold no exit record."""
+    time_ns, cpu, cgroup, raw = item
+    single = taskstats.single_exit(raw)
+    if single is not None:
+        pid, start = single
+        version = _U16.unpack_from(raw, start)[0]
+        key = (version, len(raw) - start)
+        plan = _RAW_PLANS[key] if key in _RAW_PLANS else _raw_plan(*key)
+        if plan is not None:
+            values = plan.struct.unpack_from(raw, start)
+            row = [time_ns, _NAN if cpu is None else cpu, pid,
+                   _NAN if plan.tgid < 0 else values[plan.tgid],
+                   _NAN if plan.flag < 0 else 1 if values[plan.flag] & AGROUP else 0,
+                   _NAN if cgroup is None else cgroup, raw, *values]
+            if plan.comm >= 0:
+                comm = values[plan.comm].partition(b"\0")[0].decode("utf-8", "replace")
+                row[len(CONTEXT) + 1 + plan.comm] = comm
+            return plan.sql, row
+    return _decoded_row(item, decode_raw(raw))
+
+
+_U16 = struct.Struct("=H")
 
 
 def _fit(value: Any) -> Any:
@@ -224,134 +285,6 @@ def _fit(value: Any) -> Any:
     if not isinstance(value, int) or -_I64 <= value < _I64:
         return value
     return value - _U64 if value < _U64 else None
-
-
-def _exit_dict(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    if out["ended_process"] is not None:
-        out["ended_process"] = bool(out["ended_process"])
-    for name in _U64_NAMES:
-        value = out[name]
-        if value is not None and value < 0:
-            out[name] = value + _U64
-    return out
-
-
-# ---------------------------------------------------------------- queries
-
-_GROUP_KEYS = {"comm": "ac_comm", "uid": "ac_uid", "cgroup": "cgroup"}
-_SUMMED_UNITS = frozenset({"count", "ns", "us", "bytes", "MB*us"})
-
-
-def _aggregate(field: Field) -> str | None:
-    """How groups combine ``field``: MAX of peaks, MIN of nonzero minima, SUM of counts,
-    times, bytes and integrals; None for identities, flags and timestamps."""
-    if field.name.startswith("hiwater_") or field.name.endswith("_delay_max"):
-        return f"MAX({field.name})"
-    if field.name.endswith("_delay_min"):  # 0 means "no delay seen"
-        return f"MIN(NULLIF({field.name}, 0))"
-    if field.unit in _SUMMED_UNITS and field.name != "ac_tgetime":  # per group, not task
-        return f"SUM({field.name})"
-    return None
-
-
-AGGREGATES: dict[str, str] = {f.name: a for f in FIELDS if (a := _aggregate(f)) is not None}
-_DELAY_TOTALS = tuple(f.name for f in FIELDS if f.name.endswith("_delay_total"))
-# what Journal.aggregate sums by default: CPU time and every delay total
-BUCKET_FIELDS = ("ac_utime", "ac_stime", *_DELAY_TOTALS)
-PLAUSIBLE_PCT = 5  # a delay may exceed its task's ac_etime by this much (clocks differ)
-PLAUSIBLE_SLACK_NS = 10_000_000  # ... plus this
-_POSSIBLE = (f"{{0}} <= ac_etime * {1000 + 10 * PLAUSIBLE_PCT} + {PLAUSIBLE_SLACK_NS} "
-             "OR ac_etime IS NULL")
-
-
-def _checked_fields(fields: Sequence[str]) -> tuple[str, ...]:
-    """``fields`` without repeats, each a name of :data:`AGGREGATES` (else ValueError)."""
-    if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
-        raise ValueError("fields must be a list of field names")
-    unknown = [f for f in fields if f not in AGGREGATES]
-    if unknown:
-        raise ValueError(f"cannot aggregate {', '.join(map(repr, unknown))}; choose from "
-                         f"{', '.join(AGGREGATES)}")
-    return tuple(dict.fromkeys(fields))
-
-
-def _sum_of(name: str, plausible: bool) -> str:
-    """The aggregate of field ``name``; ``plausible``: impossible delays left out."""
-    if plausible and name in _DELAY_TOTALS:
-        return f"SUM(CASE WHEN {_POSSIBLE.format(name)} THEN {name} END)"
-    return AGGREGATES[name]
-
-
-def _impossible(fields: Sequence[str]) -> str:
-    """The select item counting the exits with an impossible delay among ``fields``."""
-    delays = [f for f in fields if f in _DELAY_TOTALS]
-    if not delays:
-        return ", 0 AS impossible"
-    return (", COALESCE(SUM(NOT (" + ") OR NOT (".join(_POSSIBLE.format(f) for f in delays)
-            + ")), 0) AS impossible")
-_EXIT_SORTS = (*_CONTEXT, *(f.name for f in FIELDS))
-
-
-def _select_list(total: bool) -> str:
-    """``exits`` count and the aggregates; ``total`` uses TOTAL (float) for SUM."""
-    aggs = (a.replace("SUM(", "TOTAL(") if total else a for a in AGGREGATES.values())
-    return ", ".join(["COUNT(*) AS exits",
-                      *(f"{a} AS {name}" for name, a in zip(AGGREGATES, aggs, strict=True))])
-
-
-def _where(filters: _Filters) -> tuple[str, list[Any]]:
-    """WHERE clause and parameters; ``cgroup`` matches the cgroup and its descendants."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for sql, value in (("time_ns >= ?", filters.since_ns), ("time_ns < ?", filters.until_ns),
-                       ("ac_comm = ?", filters.comm), ("ac_uid = ?", filters.uid),
-                       ("pid = ?", filters.pid), ("tgid = ?", filters.tgid)):
-        if value is not None:
-            clauses.append(sql)
-            params.append(value)
-    if filters.cgroup is not None:
-        base = filters.cgroup.rstrip("/")
-        clauses.append("(cgroup = ? OR (cgroup >= ? AND cgroup < ?))")
-        params += [base or "/", base + "/", base + "0"]  # "0" sorts right after "/"
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def _order(sort: str | None, allowed: Sequence[str], default: str, tiebreak: str) -> str:
-    if sort is None:
-        return f" ORDER BY {default}"
-    name = sort.removeprefix("-")
-    if name not in allowed:
-        raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(allowed)} "
-                         "(a '-' prefix sorts descending)")
-    direction = "DESC" if sort.startswith("-") else "ASC"
-    return f" ORDER BY {name} {direction}, {tiebreak}"
-
-
-def _limit(limit: int | None, params: list[Any]) -> str:
-    if limit is None:
-        return ""
-    if not isinstance(limit, int) or limit < 0:
-        raise ValueError(f"limit must be a non-negative integer, not {limit!r}")
-    params.append(limit)
-    return " LIMIT ?"
-
-
-def _group_key(group_by: str) -> str:
-    if group_by not in _GROUP_KEYS:
-        raise ValueError(f"cannot group by {group_by!r}; choose one of "
-                         f"{', '.join(_GROUP_KEYS)}")
-    return _GROUP_KEYS[group_by]
-
-
-def _fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-    cursor = conn.cursor()
-    cursor.row_factory = sqlite3.Row
-    return cursor.execute(sql, params).fetchall()
-
-
-def _integral(row: sqlite3.Row) -> dict[str, Any]:
-    return {k: int(v) if isinstance(v, float) else v for k, v in dict(row).items()}
 
 
 # ---------------------------------------------------------------- opening
@@ -455,7 +388,7 @@ class _Command:
 Body = Callable[[sqlite3.Connection], dict[str, int]]
 
 
-class Journal:
+class Journal(JournalQueries):
     """The exit journal at ``path`` (a file, or ":memory:" for tests).
 
     Commits when ``batch_size`` records are pending or the oldest is ``max_delay_s``
@@ -512,7 +445,7 @@ class Journal:
 
     def _init_state(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._incoming: list[JournalEntry] = []  # guarded by _cond, like what follows
+        self._incoming: list[Item] = []  # guarded by _cond, like what follows
         self._oldest = 0.0  # clock reading when _incoming became non-empty
         self._inflight = 0  # taken by the writer, not yet committed or dropped
         self._commands: list[_Command] = []
@@ -533,23 +466,31 @@ class Journal:
     def submit(self, entry: JournalEntry) -> bool:
         """Queue ``entry``; never blocks.  False (and counted) when the queue is full
         or journaling is suspended.  Raises RuntimeError after stop()."""
+        return self.submit_many([(entry.time_ns, entry.record.cpu, entry.cgroup, entry.raw)]) == 1
+
+    def submit_many(self, items: Sequence[Item]) -> int:
+        """Queue ``items`` (time_ns, cpu, cgroup, raw message) in order, as
+        :meth:`submit`; returns how many were accepted (the rest are counted)."""
         with self._cond:
             if self._stopping:
                 raise RuntimeError("submit() after the journal stopped") from self._failure
             if self._suspended:
-                self._counts["dropped_disk_low"] += 1
-                return False
-            if len(self._incoming) + self._inflight >= self._queue_size:
-                self._counts["dropped_queue_full"] += 1
-                return False
-            self._incoming.append(entry)
-            pending = len(self._incoming)
-            if pending == 1:
+                self._counts["dropped_disk_low"] += len(items)
+                return 0
+            room = max(0, self._queue_size - len(self._incoming) - self._inflight)
+            if room < len(items):
+                self._counts["dropped_queue_full"] += len(items) - room
+                items = items[:room]
+            if not items:
+                return 0
+            before = len(self._incoming)
+            self._incoming += items
+            if before == 0:
                 self._oldest = self._clock()
                 self._cond.notify()
-            elif pending == self._batch_size:
+            elif before < self._batch_size <= len(self._incoming):
                 self._cond.notify()
-        return True
+        return len(items)
 
     def note_lost(self, reason: str, n: int = 1) -> None:
         """Count ``n`` exits lost before the journal (kernel drops, truncated,
@@ -565,17 +506,6 @@ class Journal:
         suspensions, retired."""
         with self._cond:
             return dict(self._counts)
-
-    def lost_total(self) -> int:
-        """Exits lost before the journal (every ``lost_*`` counter)."""
-        return sum(v for k, v in self.counters().items() if k.startswith("lost_"))
-
-    def accounted(self) -> int:
-        """journaled + every dropped_* + every lost_*.  Once :meth:`flush` returned it
-        equals the exits submitted plus those noted lost, i.e. what the kernel sent;
-        before, ``pending`` records are in neither."""
-        return sum(v for k, v in self.counters().items()
-                   if k == "journaled" or k.startswith(("dropped_", "lost_")))
 
     @property
     def pending(self) -> int:
@@ -618,129 +548,10 @@ class Journal:
         result: _T = command.future.result(timeout)
         return result
 
-    # ------------------------------------------------------------ queries
-
-    def query(self, *, since_ns: int | None = None, until_ns: int | None = None,
-              comm: str | None = None, uid: int | None = None, pid: int | None = None,
-              tgid: int | None = None, cgroup: str | None = None,
-              group_by: Literal["comm", "uid", "cgroup"] | None = None,
-              sort: str | None = None, limit: int | None = None,
-              raw: bool = False) -> list[dict[str, Any]]:
-        """Journaled exits, oldest first, filtered (all filters AND; ``since_ns`` <=
-        time_ns < ``until_ns``; ``cgroup`` includes descendants).
-
-        Without ``group_by``: one dict per exit with ``time_ns cpu pid tgid
-        ended_process cgroup``, every kernel field of the task record (timespecs as
-        ns) and, if ``raw``, the message bytes.  With ``group_by``: one dict per
-        group with its key (``ac_comm``, ``ac_uid`` or ``cgroup``), ``exits`` and the
-        :data:`AGGREGATES`.  ``sort``: a key of those dicts, "-" for descending.
-        """
-        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup)
-        if group_by is None:
-            return [_exit_dict(row) for row in self._exits(filters, sort, limit, raw)]
-        if raw:
-            raise ValueError("raw bytes are per exit; not with group_by")
-        return self._aggregated(filters, _group_key(group_by), sort, limit)
-
-    def totals(self, *, since_ns: int | None = None, until_ns: int | None = None,
-               comm: str | None = None, uid: int | None = None, pid: int | None = None,
-               tgid: int | None = None, cgroup: str | None = None) -> dict[str, Any]:
-        """``exits`` and the :data:`AGGREGATES` over the filtered exits (None: no value)."""
-        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup)
-        return self._aggregated(filters, None, None, None)[0]
-
-    def aggregate(self, *, bucket_s: int | None = None, group_by: str | None = None,
-                  fields: Sequence[str] = BUCKET_FIELDS, plausible: bool = False,
-                  since_ns: int | None = None, until_ns: int | None = None,
-                  comm: str | None = None, uid: int | None = None, pid: int | None = None,
-                  tgid: int | None = None, cgroup: str | None = None) -> list[dict[str, Any]]:
-        """Sums over the exits filtered as :meth:`query`, per time bucket of ``bucket_s``
-        seconds (aligned to multiples of it since the epoch) and/or per ``group_by`` key;
-        one dict per non-empty group, oldest bucket then key first (one dict in all
-        without either, even with no exits).
-
-        Each dict: ``bucket_ns`` (the bucket's start, ns since the epoch; with
-        ``bucket_s``), the key (``ac_comm``, ``ac_uid`` or ``cgroup``; with ``group_by``),
-        ``exits``, ``processes`` (exits that ended a process; None if no row knew) and
-        the :data:`AGGREGATES` of ``fields`` (names checked against the field table).
-        ``plausible``: a delay total longer than its task's ``ac_etime`` (plus
-        PLAUSIBLE_PCT % and PLAUSIBLE_SLACK_NS), which the kernel sometimes reports,
-        is left out of its sum, and ``impossible`` counts the exits that had one.
-        """
-        fields = _checked_fields(fields)
-        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup)
-        keys: list[str] = []
-        params: list[Any] = []
-        if bucket_s is not None:
-            if not isinstance(bucket_s, int) or isinstance(bucket_s, bool) or bucket_s <= 0:
-                raise ValueError(f"bucket_s must be a positive integer, not {bucket_s!r}")
-            keys.append("time_ns / ? AS bucket")
-            params.append(bucket_s * 1_000_000_000)
-        if group_by is not None:
-            keys.append(_group_key(group_by))
-        where, where_params = _where(filters)
-        group = ", ".join(k.split(" AS ")[-1] for k in keys)
-        tail = f" FROM exits{where}" + (f" GROUP BY {group} ORDER BY {group}" if keys else "")
-        head = ", ".join([*keys, "COUNT(*) AS exits", "SUM(ended_process) AS processes"])
-
-        def sql(sum_name: str) -> str:
-            aggs = "".join(f", {_sum_of(f, plausible).replace('SUM(', sum_name)} AS {f}"
-                           for f in fields)
-            return f"SELECT {head}{aggs}{_impossible(fields) if plausible else ''}{tail}"
-
-        try:
-            rows = self._select(sql("SUM("), [*params, *where_params])
-        except sqlite3.OperationalError as err:
-            if "overflow" not in str(err):
-                raise
-            rows = self._select(sql("TOTAL("), [*params, *where_params])
-        out = [_integral(row) for row in rows]
-        for row in out:
-            if bucket_s is not None:
-                row["bucket_ns"] = row.pop("bucket") * bucket_s * 1_000_000_000
-        return out
-
-    def gaps(self) -> list[Gap]:
-        """Intervals not covered by the journal, oldest first."""
-        rows = self._select("SELECT start_ns, end_ns, reason FROM gaps ORDER BY start_ns, id",
-                            [])
-        return [Gap(*row) for row in rows]
-
-    def _exits(self, filters: _Filters, sort: str | None, limit: int | None,
-               raw: bool) -> list[sqlite3.Row]:
-        where, params = _where(filters)
-        columns = ", ".join([*_CONTEXT, *(f.name for f in FIELDS), *(["raw"] if raw else [])])
-        order = _order(sort, _EXIT_SORTS, "id", "id")
-        return self._select(f"SELECT {columns} FROM exits{where}{order}"
-                            f"{_limit(limit, params)}", params)
-
-    def _aggregated(self, filters: _Filters, key: str | None, sort: str | None,
-                    limit: int | None) -> list[dict[str, Any]]:
-        """Groups by column ``key`` (None: one row over everything).  SUM falls back to
-        TOTAL (exact below 2**53) when a sum overflows int64."""
-        where, params = _where(filters)
-        group = f" GROUP BY {key}" if key else ""
-        order = "" if key is None else _order(sort, (key, "exits", *AGGREGATES), key, key)
-        tail = f"{where}{group}{order}{_limit(limit, params)}"
-        head = f"SELECT {key}, " if key else "SELECT "
-        try:
-            rows = self._select(f"{head}{_select_list(False)} FROM exits{tail}", params)
-        except sqlite3.OperationalError as err:
-            if "overflow" not in str(err):
-                raise
-            rows = self._select(f"{head}{_select_list(True)} FROM exits{tail}", params)
-        return [_integral(row) for row in rows]
-
     def _select(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         if self._memory:
-            return self._call(lambda conn: _fetch(conn, sql, params))
-        conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_MS / 1000,
-                               isolation_level=None)
-        try:
-            conn.execute("PRAGMA query_only = ON")
-            return _fetch(conn, sql, params)
-        finally:
-            conn.close()
+            return self._call(lambda conn: fetch(conn, sql, params))
+        return read(self._path, sql, params)
 
     # ------------------------------------------------------------ writer thread
 
@@ -783,14 +594,14 @@ class Journal:
         return commit_due(len(self._incoming), self._oldest, now, self._batch_size,
                           self._max_delay)
 
-    def _take(self, force: bool) -> list[JournalEntry]:
+    def _take(self, force: bool) -> list[Item]:
         if not (force or self._due(self._clock())):
             return []
         batch, self._incoming = self._incoming, []
         self._inflight += len(batch)
         return batch
 
-    def _write(self, batch: list[JournalEntry]) -> None:
+    def _write(self, batch: list[Item]) -> None:
         size = max(self._batch_size, GROUP_COMMIT_ROWS)
         for start in range(0, len(batch), size):
             chunk = batch[start:start + size]
@@ -798,19 +609,37 @@ class Journal:
             with self._cond:
                 self._inflight -= len(chunk)
 
-    def _commit(self, chunk: list[JournalEntry]) -> None:
+    def _commit(self, chunk: list[Item]) -> None:
         if self._suspended:
             self._count("dropped_disk_low", len(chunk))
             return
-        rows = [_row(entry) for entry in chunk]
+        rows = self._rows(chunk)
+        if not rows:
+            return
         try:
             try:
                 self._txn(lambda conn: _insert(conn, rows))
             except OverflowError:  # an integer beyond int64: rare, so the slow path
-                fitted = [tuple(map(_fit, row)) for row in rows]
+                fitted: list[Row] = [(sql, tuple(map(_fit, row))) for sql, row in rows]
                 self._txn(lambda conn: _insert(conn, fitted))
         except sqlite3.Error as err:
             self._write_failed(err, len(rows))
+
+    def _rows(self, chunk: list[Item]) -> list[Row]:
+        """The rows of ``chunk``; an item whose bytes hold no exit record (never one
+        from taskstatsd, which decoded them) is counted as dropped_write_error."""
+        try:
+            return [_row(item) for item in chunk]
+        except (ProtocolError, ValueError):
+            pass
+        rows = []
+        for item in chunk:
+            try:
+                rows.append(_row(item))
+            except (ProtocolError, ValueError) as err:
+                self._count("dropped_write_error", 1)
+                self._warn(f"journal dropped a record whose bytes do not decode: {err}")
+        return rows
 
     def _txn(self, body: Body) -> dict[str, int]:
         """Run ``body`` in one write transaction that also stores the counters (plus
@@ -988,8 +817,15 @@ class Journal:
         self._conn.close()
 
 
-def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> dict[str, int]:
-    conn.executemany(INSERT_SQL, rows)
+def _insert(conn: sqlite3.Connection, rows: list[Row]) -> dict[str, int]:
+    """Insert ``rows`` in order: one executemany per run of rows sharing a statement."""
+    start = 0
+    while start < len(rows):
+        sql, end = rows[start][0], start + 1
+        while end < len(rows) and rows[end][0] is sql:
+            end += 1
+        conn.executemany(sql, [row for _, row in rows[start:end]])
+        start = end
     return {"journaled": len(rows)}
 
 

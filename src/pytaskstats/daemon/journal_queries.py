@@ -1,0 +1,314 @@
+"""Reading the exit journal: filters, groups, sums and gaps, over SQL.
+
+:class:`JournalQueries` is what both journal hosts answer with (the writer thread
+of :class:`~pytaskstats.daemon.journal.Journal`, and taskstatsd's writer process);
+they supply ``counters()`` and ``_select()``.  Units as in the journal: ``time_ns``
+and gap bounds are CLOCK_REALTIME ns; kernel fields keep the kernel's units.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
+
+from ..fields import FIELDS, Field
+
+__all__ = ["AGGREGATES", "BUCKET_FIELDS", "BUSY_TIMEOUT_MS", "CONTEXT", "PLAUSIBLE_PCT",
+           "PLAUSIBLE_SLACK_NS", "Gap", "JournalQueries", "fetch", "read"]
+
+BUSY_TIMEOUT_MS = 5000  # writer and readers wait this long for a lock
+CONTEXT = ("time_ns", "cpu", "pid", "tgid", "ended_process", "cgroup")
+_U64 = 1 << 64
+_U64_NAMES = frozenset(f.name for f in FIELDS if f.ctype == "u64")
+
+
+class Gap(NamedTuple):
+    """An interval (CLOCK_REALTIME ns) the journal did not cover, and why:
+    "stopped" (clean stop), "daemon_down" (crash) or "disk_low" (suspended)."""
+
+    start_ns: int
+    end_ns: int
+    reason: str
+
+
+class _Filters(NamedTuple):
+    since_ns: int | None
+    until_ns: int | None
+    comm: str | None
+    uid: int | None
+    pid: int | None
+    tgid: int | None
+    cgroup: str | None
+
+
+
+def _exit_dict(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    if out["ended_process"] is not None:
+        out["ended_process"] = bool(out["ended_process"])
+    for name in _U64_NAMES:
+        value = out[name]
+        if value is not None and value < 0:
+            out[name] = value + _U64
+    return out
+
+
+
+_GROUP_KEYS = {"comm": "ac_comm", "uid": "ac_uid", "cgroup": "cgroup"}
+_SUMMED_UNITS = frozenset({"count", "ns", "us", "bytes", "MB*us"})
+
+
+def _aggregate(field: Field) -> str | None:
+    """How groups combine ``field``: MAX of peaks, MIN of nonzero minima, SUM of counts,
+    times, bytes and integrals; None for identities, flags and timestamps."""
+    if field.name.startswith("hiwater_") or field.name.endswith("_delay_max"):
+        return f"MAX({field.name})"
+    if field.name.endswith("_delay_min"):  # 0 means "no delay seen"
+        return f"MIN(NULLIF({field.name}, 0))"
+    if field.unit in _SUMMED_UNITS and field.name != "ac_tgetime":  # per group, not task
+        return f"SUM({field.name})"
+    return None
+
+
+AGGREGATES: dict[str, str] = {f.name: a for f in FIELDS if (a := _aggregate(f)) is not None}
+_DELAY_TOTALS = tuple(f.name for f in FIELDS if f.name.endswith("_delay_total"))
+# what Journal.aggregate sums by default: CPU time and every delay total
+BUCKET_FIELDS = ("ac_utime", "ac_stime", *_DELAY_TOTALS)
+PLAUSIBLE_PCT = 5  # a delay may exceed its task's ac_etime by this much (clocks differ)
+PLAUSIBLE_SLACK_NS = 10_000_000  # ... plus this
+_POSSIBLE = (f"{{0}} <= ac_etime * {1000 + 10 * PLAUSIBLE_PCT} + {PLAUSIBLE_SLACK_NS} "
+             "OR ac_etime IS NULL")
+
+
+def _checked_fields(fields: Sequence[str]) -> tuple[str, ...]:
+    """``fields`` without repeats, each a name of :data:`AGGREGATES` (else ValueError)."""
+    if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
+        raise ValueError("fields must be a list of field names")
+    unknown = [f for f in fields if f not in AGGREGATES]
+    if unknown:
+        raise ValueError(f"cannot aggregate {', '.join(map(repr, unknown))}; choose from "
+                         f"{', '.join(AGGREGATES)}")
+    return tuple(dict.fromkeys(fields))
+
+
+def _sum_of(name: str, plausible: bool) -> str:
+    """The aggregate of field ``name``; ``plausible``: impossible delays left out."""
+    if plausible and name in _DELAY_TOTALS:
+        return f"SUM(CASE WHEN {_POSSIBLE.format(name)} THEN {name} END)"
+    return AGGREGATES[name]
+
+
+def _impossible(fields: Sequence[str]) -> str:
+    """The select item counting the exits with an impossible delay among ``fields``."""
+    delays = [f for f in fields if f in _DELAY_TOTALS]
+    if not delays:
+        return ", 0 AS impossible"
+    return (", COALESCE(SUM(NOT (" + ") OR NOT (".join(_POSSIBLE.format(f) for f in delays)
+            + ")), 0) AS impossible")
+_EXIT_SORTS = (*CONTEXT, *(f.name for f in FIELDS))
+
+
+def _select_list(total: bool) -> str:
+    """``exits`` count and the aggregates; ``total`` uses TOTAL (float) for SUM."""
+    aggs = (a.replace("SUM(", "TOTAL(") if total else a for a in AGGREGATES.values())
+    return ", ".join(["COUNT(*) AS exits",
+                      *(f"{a} AS {name}" for name, a in zip(AGGREGATES, aggs, strict=True))])
+
+
+def _where(filters: _Filters) -> tuple[str, list[Any]]:
+    """WHERE clause and parameters; ``cgroup`` matches the cgroup and its descendants."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for sql, value in (("time_ns >= ?", filters.since_ns), ("time_ns < ?", filters.until_ns),
+                       ("ac_comm = ?", filters.comm), ("ac_uid = ?", filters.uid),
+                       ("pid = ?", filters.pid), ("tgid = ?", filters.tgid)):
+        if value is not None:
+            clauses.append(sql)
+            params.append(value)
+    if filters.cgroup is not None:
+        base = filters.cgroup.rstrip("/")
+        clauses.append("(cgroup = ? OR (cgroup >= ? AND cgroup < ?))")
+        params += [base or "/", base + "/", base + "0"]  # "0" sorts right after "/"
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _order(sort: str | None, allowed: Sequence[str], default: str, tiebreak: str) -> str:
+    if sort is None:
+        return f" ORDER BY {default}"
+    name = sort.removeprefix("-")
+    if name not in allowed:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(allowed)} "
+                         "(a '-' prefix sorts descending)")
+    direction = "DESC" if sort.startswith("-") else "ASC"
+    return f" ORDER BY {name} {direction}, {tiebreak}"
+
+
+def _limit(limit: int | None, params: list[Any]) -> str:
+    if limit is None:
+        return ""
+    if not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be a non-negative integer, not {limit!r}")
+    params.append(limit)
+    return " LIMIT ?"
+
+
+def _group_key(group_by: str) -> str:
+    if group_by not in _GROUP_KEYS:
+        raise ValueError(f"cannot group by {group_by!r}; choose one of "
+                         f"{', '.join(_GROUP_KEYS)}")
+    return _GROUP_KEYS[group_by]
+
+
+def fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+    cursor = conn.cursor()
+    cursor.row_factory = sqlite3.Row
+    return cursor.execute(sql, params).fetchall()
+
+
+def _integral(row: sqlite3.Row) -> dict[str, Any]:
+    return {k: int(v) if isinstance(v, float) else v for k, v in dict(row).items()}
+
+
+def read(path: str, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+    """Rows of ``sql`` on a short-lived read-only connection to the journal ``path``."""
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        return fetch(conn, sql, params)
+    finally:
+        conn.close()
+
+
+class JournalQueries:
+    """History queries and loss totals; subclasses give :meth:`counters` and
+    :meth:`_select` (rows of one SELECT)."""
+
+    def counters(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def _select(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        raise NotImplementedError
+
+    def lost_total(self) -> int:
+        """Exits lost before the journal (every ``lost_*`` counter)."""
+        return sum(v for k, v in self.counters().items() if k.startswith("lost_"))
+
+    def accounted(self) -> int:
+        """journaled + every dropped_* + every lost_*.  Once :meth:`flush` returned it
+        equals the exits submitted plus those noted lost, i.e. what the kernel sent;
+        before, ``pending`` records are in neither."""
+        return sum(v for k, v in self.counters().items()
+                   if k == "journaled" or k.startswith(("dropped_", "lost_")))
+
+
+    def query(self, *, since_ns: int | None = None, until_ns: int | None = None,
+              comm: str | None = None, uid: int | None = None, pid: int | None = None,
+              tgid: int | None = None, cgroup: str | None = None,
+              group_by: Literal["comm", "uid", "cgroup"] | None = None,
+              sort: str | None = None, limit: int | None = None,
+              raw: bool = False) -> list[dict[str, Any]]:
+        """Journaled exits, oldest first, filtered (all filters AND; ``since_ns`` <=
+        time_ns < ``until_ns``; ``cgroup`` includes descendants).
+
+        Without ``group_by``: one dict per exit with ``time_ns cpu pid tgid
+        ended_process cgroup``, every kernel field of the task record (timespecs as
+        ns) and, if ``raw``, the message bytes.  With ``group_by``: one dict per
+        group with its key (``ac_comm``, ``ac_uid`` or ``cgroup``), ``exits`` and the
+        :data:`AGGREGATES`.  ``sort``: a key of those dicts, "-" for descending.
+        """
+        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup)
+        if group_by is None:
+            return [_exit_dict(row) for row in self._exits(filters, sort, limit, raw)]
+        if raw:
+            raise ValueError("raw bytes are per exit; not with group_by")
+        return self._aggregated(filters, _group_key(group_by), sort, limit)
+
+    def totals(self, *, since_ns: int | None = None, until_ns: int | None = None,
+               comm: str | None = None, uid: int | None = None, pid: int | None = None,
+               tgid: int | None = None, cgroup: str | None = None) -> dict[str, Any]:
+        """``exits`` and the :data:`AGGREGATES` over the filtered exits (None: no value)."""
+        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup)
+        return self._aggregated(filters, None, None, None)[0]
+
+    def aggregate(self, *, bucket_s: int | None = None, group_by: str | None = None,
+                  fields: Sequence[str] = BUCKET_FIELDS, plausible: bool = False,
+                  since_ns: int | None = None, until_ns: int | None = None,
+                  comm: str | None = None, uid: int | None = None, pid: int | None = None,
+                  tgid: int | None = None, cgroup: str | None = None) -> list[dict[str, Any]]:
+        """Sums over the exits filtered as :meth:`query`, per time bucket of ``bucket_s``
+        seconds (aligned to multiples of it since the epoch) and/or per ``group_by`` key;
+        one dict per non-empty group, oldest bucket then key first (one dict in all
+        without either, even with no exits).
+
+        Each dict: ``bucket_ns`` (the bucket's start, ns since the epoch; with
+        ``bucket_s``), the key (``ac_comm``, ``ac_uid`` or ``cgroup``; with ``group_by``),
+        ``exits``, ``processes`` (exits that ended a process; None if no row knew) and
+        the :data:`AGGREGATES` of ``fields`` (names checked against the field table).
+        ``plausible``: a delay total longer than its task's ``ac_etime`` (plus
+        PLAUSIBLE_PCT % and PLAUSIBLE_SLACK_NS), which the kernel sometimes reports,
+        is left out of its sum, and ``impossible`` counts the exits that had one.
+        """
+        fields = _checked_fields(fields)
+        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup)
+        keys: list[str] = []
+        params: list[Any] = []
+        if bucket_s is not None:
+            if not isinstance(bucket_s, int) or isinstance(bucket_s, bool) or bucket_s <= 0:
+                raise ValueError(f"bucket_s must be a positive integer, not {bucket_s!r}")
+            keys.append("time_ns / ? AS bucket")
+            params.append(bucket_s * 1_000_000_000)
+        if group_by is not None:
+            keys.append(_group_key(group_by))
+        where, where_params = _where(filters)
+        group = ", ".join(k.split(" AS ")[-1] for k in keys)
+        tail = f" FROM exits{where}" + (f" GROUP BY {group} ORDER BY {group}" if keys else "")
+        head = ", ".join([*keys, "COUNT(*) AS exits", "SUM(ended_process) AS processes"])
+
+        def sql(sum_name: str) -> str:
+            aggs = "".join(f", {_sum_of(f, plausible).replace('SUM(', sum_name)} AS {f}"
+                           for f in fields)
+            return f"SELECT {head}{aggs}{_impossible(fields) if plausible else ''}{tail}"
+
+        try:
+            rows = self._select(sql("SUM("), [*params, *where_params])
+        except sqlite3.OperationalError as err:
+            if "overflow" not in str(err):
+                raise
+            rows = self._select(sql("TOTAL("), [*params, *where_params])
+        out = [_integral(row) for row in rows]
+        for row in out:
+            if bucket_s is not None:
+                row["bucket_ns"] = row.pop("bucket") * bucket_s * 1_000_000_000
+        return out
+
+    def gaps(self) -> list[Gap]:
+        """Intervals not covered by the journal, oldest first."""
+        rows = self._select("SELECT start_ns, end_ns, reason FROM gaps ORDER BY start_ns, id",
+                            [])
+        return [Gap(*row) for row in rows]
+
+    def _exits(self, filters: _Filters, sort: str | None, limit: int | None,
+               raw: bool) -> list[sqlite3.Row]:
+        where, params = _where(filters)
+        columns = ", ".join([*CONTEXT, *(f.name for f in FIELDS), *(["raw"] if raw else [])])
+        order = _order(sort, _EXIT_SORTS, "id", "id")
+        return self._select(f"SELECT {columns} FROM exits{where}{order}"
+                            f"{_limit(limit, params)}", params)
+
+    def _aggregated(self, filters: _Filters, key: str | None, sort: str | None,
+                    limit: int | None) -> list[dict[str, Any]]:
+        """Groups by column ``key`` (None: one row over everything).  SUM falls back to
+        TOTAL (exact below 2**53) when a sum overflows int64."""
+        where, params = _where(filters)
+        group = f" GROUP BY {key}" if key else ""
+        order = "" if key is None else _order(sort, (key, "exits", *AGGREGATES), key, key)
+        tail = f"{where}{group}{order}{_limit(limit, params)}"
+        head = f"SELECT {key}, " if key else "SELECT "
+        try:
+            rows = self._select(f"{head}{_select_list(False)} FROM exits{tail}", params)
+        except sqlite3.OperationalError as err:
+            if "overflow" not in str(err):
+                raise
+            rows = self._select(f"{head}{_select_list(True)} FROM exits{tail}", params)
+        return [_integral(row) for row in rows]
