@@ -10,16 +10,18 @@ Four measurements, in one run:
    short fork storm; topped up with ``encode_exit`` of live records only if the
    capture falls short, and the output says so).  It is replayed through what
    taskstatsd's ``Daemon.ingest`` does per record: ``taskstats.decode`` of the
-   bytes, a ``JournalEntry``, ``Journal.submit`` into a real journal on disk (a
-   temp dir; synchronous NORMAL and FULL), then ``flush()``.  Rows marked
+   bytes, a ``JournalEntry``, ``submit`` into a real journal on disk (a temp
+   dir; synchronous NORMAL and FULL), then ``flush()``.  The journal is
+   taskstatsd's ``JournalProcess`` (its writer in a child process); the library's
+   ``Journal`` (writer thread in this process) is shown beside it.  Rows marked
    [info] time the pieces alone, so the bottleneck shows.  Interleaved rounds,
    medians.
 2. Live ingest: a real taskstatsd (tests/daemon_util.RunningDaemon) and fork
    storms (fork_storm.c) of ``--storm-forks`` exits; journaled exits/s from the
    daemon's ``journaled`` counter over time, and what was lost.
-3. The daemon's CPU time (/proc/PID/stat) and memory (VmRSS, VmHWM) when idle
-   and under paced exit rates (a small C generator written to
-   benchmarks/.build/).
+3. The daemon's CPU time (/proc/PID/stat) and memory (VmRSS, PSS, VmHWM), its
+   journal writer process included, when idle and under paced exit rates (a
+   small C generator written to benchmarks/.build/).
 4. Query latency: ``Client("daemon").pid(p)`` against ``Client("kernel").pid(p)``
    one by one (median, p99), and the bulk ``pids()`` per task, interleaved.
 """
@@ -53,6 +55,7 @@ from pytaskstats.daemon import config as config_mod
 from pytaskstats.daemon import journal as journal_mod
 from pytaskstats.daemon import protocol
 from pytaskstats.daemon.journal import Item, Journal, JournalEntry
+from pytaskstats.daemon.journal_process import JournalProcess
 from pytaskstats.kernel import Connection, Listener, possible_cpus
 from pytaskstats.procfs import cgroup_path
 
@@ -61,6 +64,8 @@ TARGET_REPLAY = 100_000  # records/s, replayed end to end
 TARGET_IDLE_CPU = 0.5  # % of one core
 TARGET_RSS_MB = 40.0
 CHUNK = 100  # records per simulated drain (one time.time_ns() each, as Daemon.ingest)
+AnyJournal = Journal | JournalProcess
+ROOM_EVERY = 10  # chunks between looks at the journal's queue (a call to the writer)
 SQL_TXN_ROWS = 1000  # rows per transaction in the "SQLite INSERT only" rows
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 POLL = 0.1  # seconds between status samples during a live storm
@@ -254,14 +259,21 @@ def decode_one(family: int, raw: bytes, cpu: int | None) -> ExitRecord:
     raise ValueError("a corpus message holds no exit record")
 
 
-def open_journal(directory: str, synchronous: str) -> Journal:
-    """A journal as taskstatsd opens it with the default configuration."""
+def open_journal(directory: str, synchronous: str, host: str = "process") -> AnyJournal:
+    """A journal as taskstatsd opens it with the default configuration: its writer
+    in a child process (``host`` "process", what taskstatsd runs) or in a thread of
+    this process ("thread", the library's Journal)."""
     cfg = config_mod.Config()
-    return Journal(
+    kind = JournalProcess if host == "process" else Journal
+    return kind(
         os.path.join(directory, "journal.sqlite3"), synchronous=synchronous,
         retention_s=cfg.retention_days * 86400 if cfg.retention_days else None,
         max_bytes=int(cfg.max_journal_mb * 1024 * 1024) if cfg.max_journal_mb else None,
         low_free_pct=cfg.low_free_pct, resume_free_pct=cfg.resume_free_pct)
+
+
+def _name(what: str, synchronous: str, host: str) -> str:
+    return f"{what}, writer {host}, synchronous={synchronous}"
 
 
 class Replay:
@@ -291,11 +303,11 @@ class Replay:
                            strict=True)])
         self.extra: dict[str, list[tuple[int, int, float]]] = {}  # journaled, dropped, waited
 
-    def _journal_run(self, name: str, synchronous: str,
-                     feed: Callable[[Journal, float], float]) -> float:
+    def _journal_run(self, name: str, synchronous: str, host: str,
+                     feed: Callable[[AnyJournal, float], float]) -> float:
         """Open a fresh journal, time ``feed`` + flush(), return ns per journaled record."""
         with tempfile.TemporaryDirectory(dir=self.tmp, prefix="taskstatsd-replay-") as d:
-            journal = open_journal(d, synchronous)
+            journal = open_journal(d, synchronous, host)
             try:
                 before = journal.counters()
                 t0 = time.perf_counter_ns()
@@ -311,9 +323,9 @@ class Replay:
         return elapsed / journaled if journaled else math.inf
 
     @staticmethod
-    def _room(journal: Journal, deadline: float) -> float:
+    def _room(journal: AnyJournal, deadline: float) -> float:
         """Wait (bounded) while the journal's queue is nearly full; return seconds waited."""
-        limit = 100_000 - 2 * CHUNK  # Journal's default queue_size, as the daemon's
+        limit = 100_000 - 2 * CHUNK * ROOM_EVERY  # the default queue_size, as the daemon's
         if journal.pending <= limit:
             return 0.0
         t0 = time.perf_counter()
@@ -321,45 +333,49 @@ class Replay:
             time.sleep(0.0005)
         return time.perf_counter() - t0
 
-    def end_to_end(self, synchronous: str) -> Callable[[], float]:
+    def end_to_end(self, synchronous: str, host: str = "process") -> Callable[[], float]:
         """decode + JournalEntry + submit per record, as Daemon.ingest; then flush()."""
-        name = f"end to end, synchronous={synchronous}"
+        name = _name("end to end", synchronous, host)
         family, chunks, passes = self.corpus.family, self.chunks, self.passes
 
-        def feed(journal: Journal, deadline: float) -> float:
+        def feed(journal: AnyJournal, deadline: float) -> float:
             submit, decode, room = journal.submit, ts.decode, self._room
             waited = 0.0
             for _ in range(passes):
-                for chunk in chunks:
-                    waited += room(journal, deadline)
+                for k, chunk in enumerate(chunks):
+                    if k % ROOM_EVERY == 0:
+                        waited += room(journal, deadline)
                     now = time.time_ns()
                     for raw, cpu, cgroup in chunk:
                         for event in decode(raw, family, len(raw), source="kernel", cpu=cpu):
                             if isinstance(event, ExitRecord):
                                 submit(JournalEntry(event, now, cgroup, raw))
+                    journal.push()  # as Daemon.ingest after each drain
                 if time.monotonic() > deadline:
                     break
             return waited
 
-        return lambda: self._journal_run(name, synchronous, feed)
+        return lambda: self._journal_run(name, synchronous, host, feed)
 
-    def journal_only(self, synchronous: str) -> Callable[[], float]:
+    def journal_only(self, synchronous: str, host: str = "process") -> Callable[[], float]:
         """submit() of ready-made entries, then flush(): the journal side alone."""
-        name = f"journal only, synchronous={synchronous}"
+        name = _name("journal only", synchronous, host)
         entries = self.entries
 
-        def feed(journal: Journal, deadline: float) -> float:
+        def feed(journal: AnyJournal, deadline: float) -> float:
             submit, room = journal.submit, self._room
             waited = 0.0
             for k, chunk in enumerate(entries):
-                waited += room(journal, deadline)
+                if k % ROOM_EVERY == 0:
+                    waited += room(journal, deadline)
                 for entry in chunk:
                     submit(entry)
+                journal.push()
                 if k % 100 == 0 and time.monotonic() > deadline:
                     break
             return waited
 
-        return lambda: self._journal_run(name, synchronous, feed)
+        return lambda: self._journal_run(name, synchronous, host, feed)
 
     def decode_only(self, with_entry: bool) -> Callable[[], float]:
         """taskstats.decode (and, with ``with_entry``, the JournalEntry) per record."""
@@ -446,11 +462,15 @@ def replay_section(corpus: Corpus, args: argparse.Namespace, tmp: str) -> None:
 
     def cases(r: Replay) -> list[tuple[str, Callable[[], float]]]:
         return [
-            ("end to end, synchronous=NORMAL", r.end_to_end("NORMAL")),
-            ("end to end, synchronous=FULL", r.end_to_end("FULL")),
+            (_name("end to end", "NORMAL", "process"), r.end_to_end("NORMAL")),
+            (_name("end to end", "FULL", "process"), r.end_to_end("FULL")),
+            ("[info] " + _name("end to end", "NORMAL", "thread"),
+             r.end_to_end("NORMAL", "thread")),
             ("[info] decode only", r.decode_only(False)),
             ("[info] decode + JournalEntry (producer, no submit)", r.decode_only(True)),
-            ("[info] journal only, synchronous=NORMAL", r.journal_only("NORMAL")),
+            ("[info] " + _name("journal only", "NORMAL", "process"), r.journal_only("NORMAL")),
+            ("[info] " + _name("journal only", "NORMAL", "thread"),
+             r.journal_only("NORMAL", "thread")),
             ("[info] writer's _row() only", r.rows_only()),
             (f"[info] SQLite INSERT only, NORMAL, {SQL_TXN_ROWS:,} rows/txn",
              r.sqlite_only("NORMAL")),
@@ -471,7 +491,7 @@ def replay_section(corpus: Corpus, args: argparse.Namespace, tmp: str) -> None:
            "encode_exit from live records (the capture fell short)")
     dual = sum(r.group is not None for r in corpus.records)
     cgroups = sum(c is not None for _, _, c in corpus.items)
-    print("== 1. replayed ingest: decode + JournalEntry + Journal.submit, then flush() ==")
+    print("== 1. replayed ingest: decode + JournalEntry + submit, then flush() ==")
     print(f"corpus: {len(corpus.items):,} exit messages, {how}; {dual} with a TGID record, "
           f"{corpus.reencoded} re-encoded (shared datagram), {cgroups} with a cgroup path; "
           f"sizes {', '.join(map(str, sizes))} bytes; struct v{corpus.records[0].task.version}")
@@ -507,10 +527,11 @@ def replay_section(corpus: Corpus, args: argparse.Namespace, tmp: str) -> None:
 
 def profile_replay(corpus: Corpus, records: int, tmp: str, top: int) -> None:
     """cProfile tables of one end-to-end NORMAL replay: the feeding (main) thread and
-    the journal's writer thread, each profiled on its own."""
+    the journal's writer thread, each profiled on its own (the writer runs as a thread
+    here so one profiler sees both; taskstatsd runs it as a process)."""
     passes = max(1, math.ceil(records / len(corpus.items)))
     replay = Replay(corpus, passes, tmp, 120.0)
-    run = replay.end_to_end("NORMAL")
+    run = replay.end_to_end("NORMAL", "thread")
     main_prof, writer_prof = cProfile.Profile(), cProfile.Profile()
 
     def hook(frame: FrameType, event: str, arg: Any) -> None:
@@ -550,15 +571,55 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(after[11]) + int(after[12])) / CLK_TCK
 
 
-def memory_mb(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of ``pid`` in MiB."""
+def writer_pid(pid: int) -> int | None:
+    """The daemon's child: its journal writer process."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids = f.read().split()
+        if kids:
+            return int(kids[0])
+    return None
+
+
+def daemon_cpu(pid: int) -> tuple[float, float, float]:
+    """CPU seconds of the daemon and its writer together, its main thread, the writer."""
+    writer = writer_pid(pid)
+    spent = cpu_seconds(writer) if writer else 0.0
+    return cpu_seconds(pid) + spent, cpu_seconds(pid, pid), spent
+
+
+class Memory(NamedTuple):
+    """MiB: VmRSS of the daemon and of its writer, their sum, their summed PSS
+    (shared pages split between them: what the pair costs) and the daemon's VmHWM."""
+
+    rss: float
+    writer_rss: float
+    total_rss: float
+    pss: float
+    hwm: float
+
+
+def _status_mb(pid: int, path: str, keys: tuple[str, ...]) -> dict[str, float]:
     found: dict[str, float] = {}
-    with open(f"/proc/{pid}/status") as f:
+    with open(f"/proc/{pid}/{path}") as f:
         for line in f:
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in keys:
                 found[key] = int(value.split()[0]) / 1024
-    return found.get("VmRSS", math.nan), found.get("VmHWM", math.nan)
+    return found
+
+
+def memory_mb(pid: int) -> Memory:
+    """The daemon's and its writer's memory (see Memory)."""
+    own = _status_mb(pid, "status", ("VmRSS", "VmHWM"))
+    pss = _status_mb(pid, "smaps_rollup", ("Pss",)).get("Pss", math.nan)
+    writer = writer_pid(pid)
+    w_rss = w_pss = 0.0
+    if writer:
+        w_rss = _status_mb(writer, "status", ("VmRSS",)).get("VmRSS", math.nan)
+        w_pss = _status_mb(writer, "smaps_rollup", ("Pss",)).get("Pss", math.nan)
+    rss = own.get("VmRSS", math.nan)
+    return Memory(rss, w_rss, rss + w_rss, pss + w_pss, own.get("VmHWM", math.nan))
 
 
 class Status:
@@ -596,10 +657,10 @@ class Load(NamedTuple):
     window: float
     generated: float  # exits/s made by the generator (nan: none)
     received: int  # exits the daemon received in the window
-    cpu: float  # daemon CPU seconds in the window
-    cpu_main: float  # of which its main thread (kernel sockets, clients)
-    rss: float
-    hwm: float
+    cpu: float  # daemon + writer CPU seconds in the window
+    cpu_main: float  # of which the daemon's main thread (kernel sockets, clients)
+    cpu_writer: float  # of which the journal writer process
+    memory: Memory
 
 
 def load_window(pid: int, status: Status, exe: Path | None, *, rate: int, window: float,
@@ -612,10 +673,10 @@ def load_window(pid: int, status: Status, exe: Path | None, *, rate: int, window
                                     stdout=subprocess.PIPE, text=True)
             time.sleep(0.75)  # the generator and the daemon get going
         c0 = status.counters()
-        cpu0, main0, t0 = cpu_seconds(pid), cpu_seconds(pid, pid), time.monotonic()
+        (cpu0, main0, writer0), t0 = daemon_cpu(pid), time.monotonic()
         time.sleep(window)
-        cpu1, main1, t1 = cpu_seconds(pid), cpu_seconds(pid, pid), time.monotonic()
-        rss, hwm = memory_mb(pid)
+        (cpu1, main1, writer1), t1 = daemon_cpu(pid), time.monotonic()
+        memory = memory_mb(pid)
         c1 = status.counters()
         generated = math.nan
         if proc is not None:
@@ -625,7 +686,7 @@ def load_window(pid: int, status: Status, exe: Path | None, *, rate: int, window
     finally:
         _kill(proc)
     return Load(name, t1 - t0, generated, c1["received"] - c0["received"], cpu1 - cpu0,
-                main1 - main0, rss, hwm)
+                main1 - main0, writer1 - writer0, memory)
 
 
 class Storm(NamedTuple):
@@ -653,7 +714,7 @@ def live_storm(pid: int, status: Status, *, forks: int, jobs: int, seconds: floa
     """
     exe = str(build_c("fork_storm", static=True))
     at0, c0 = status.sample()
-    t0, cpu0 = time.monotonic(), cpu_seconds(pid)
+    t0, cpu0 = time.monotonic(), daemon_cpu(pid)[0]
     since = time.time_ns()
     query = {"comm": "fork_storm", "since_ns": since}
 
@@ -672,7 +733,7 @@ def live_storm(pid: int, status: Status, *, forks: int, jobs: int, seconds: floa
         while time.monotonic() < deadline:
             time.sleep(POLL)
             at, counters = status.sample()
-            now, cpu = time.monotonic(), cpu_seconds(pid)
+            now, cpu = time.monotonic(), daemon_cpu(pid)[0]
             if expected is None:
                 if proc.poll() is None:
                     continue
@@ -865,13 +926,23 @@ def _daemon_config(args: argparse.Namespace) -> str:
     return ("--config /dev/null: defaults" + (", --no-cgroups" if args.no_cgroups else ""))
 
 
-def print_loads(loads: list[Load], after_storms: tuple[float, float], exe: Path,
+def _rss_target(memory: Memory) -> str:
+    """The target checked on both sums: PSS (what the pair costs) and RSS (which
+    counts the pages they share, libpython and libsqlite3, twice)."""
+    def verdict(mb: float) -> str:
+        return "met" if mb < TARGET_RSS_MB else "MISSED"
+    return (f"< {TARGET_RSS_MB:.0f}: PSS {verdict(memory.pss)}, "
+            f"RSS sum {verdict(memory.total_rss)}")
+
+
+def print_loads(loads: list[Load], after_storms: Memory, exe: Path,
                 uptime: float, args: argparse.Namespace) -> None:
     print("== 3. daemon CPU and memory, idle and under paced exit rates ==")
     print(f"the same taskstatsd ({_daemon_config(args)}), measured before the storms; "
           f"generator: {exe.relative_to(REPO)} (fork + _exit(0) on a clock_nanosleep "
           f"schedule); CPU from /proc/PID/stat utime+stime at {CLK_TCK} ticks/s; memory "
-          "from /proc/PID/status")
+          "from /proc/PID/status and smaps_rollup, of the daemon and of its journal writer "
+          "process")
     print()
     rows = []
     for load in loads:
@@ -881,24 +952,29 @@ def print_loads(loads: list[Load], after_storms: tuple[float, float], exe: Path,
                   if idle else "")
         per_exit = (f"{load.cpu / load.received * 1e6:.0f}"
                     if load.received and not idle else "-")
+        m = load.memory
         rows.append([load.name, f"{load.window:.1f}",
                      "-" if math.isnan(load.generated) else f"{load.generated:,.0f}",
                      _rate(load.received, load.window), f"{cpu_pct:.2f}%",
-                     f"{100 * load.cpu_main / load.window:.2f}%", per_exit, target,
-                     f"{load.rss:.1f}", f"{load.hwm:.1f}",
-                     f"< {TARGET_RSS_MB:.0f}: {'met' if load.rss < TARGET_RSS_MB else 'MISSED'}"])
-    rows.append(["after the live storms", "", "", "", "", "", "", "",
-                 f"{after_storms[0]:.1f}", f"{after_storms[1]:.1f}",
-                 f"< {TARGET_RSS_MB:.0f}: "
-                 f"{'met' if after_storms[0] < TARGET_RSS_MB else 'MISSED'}"])
+                     f"{100 * load.cpu_main / load.window:.2f}%",
+                     f"{100 * load.cpu_writer / load.window:.2f}%", per_exit, target,
+                     f"{m.rss:.1f} + {m.writer_rss:.1f} = {m.total_rss:.1f}", f"{m.pss:.1f}",
+                     f"{m.hwm:.1f}", _rss_target(m)])
+    m = after_storms
+    rows.append(["after the live storms", "", "", "", "", "", "", "", "",
+                 f"{m.rss:.1f} + {m.writer_rss:.1f} = {m.total_rss:.1f}", f"{m.pss:.1f}",
+                 f"{m.hwm:.1f}", _rss_target(m)])
     print(table(["load", "window s", "gen exits/s", "recv exits/s", "CPU", "main thr",
-                 "us CPU/exit", "CPU target", "VmRSS MB", "VmHWM MB", "RSS target"], rows))
+                 "writer", "us CPU/exit", "CPU target", "VmRSS MB daemon + writer",
+                 "PSS MB", "VmHWM MB", "RSS target"], rows))
     print()
-    print("CPU = daemon utime+stime / window (% of one core, all threads); main thr = its "
-          "main thread alone (the rest is the journal writer); us CPU/exit = CPU time / exits "
-          "received; recv exits/s from the daemon's `received` counter (idle: the machine's "
-          "other exits, which the daemon handles too); VmHWM = peak RSS "
-          f"since the daemon started (rows in time order; the daemon was {uptime:.0f} s old "
+    print("CPU = daemon + writer utime+stime / window (% of one core, all threads); main thr "
+          "= the daemon's main thread alone; writer = the journal writer process; us "
+          "CPU/exit = CPU time / exits received; recv exits/s from the daemon's `received` "
+          "counter (idle: the machine's other exits, which the daemon handles too); PSS = "
+          "the two processes' proportional set sizes summed (pages they share counted "
+          "once); VmHWM = the daemon's peak RSS "
+          f"since it started (rows in time order; the daemon was {uptime:.0f} s old "
           "at the last row).")
     print()
 

@@ -551,6 +551,17 @@ def test_unclean_stop_leaves_a_daemon_down_gap(make: Factory, tmp_path: Path) ->
     assert integrity(path) == ["ok"]
 
 
+def test_unclean_stop_commits_what_it_holds_and_leaves_a_daemon_down_gap(
+        make: Factory, tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    first = make(path, wall_ns=Wall(2_000))
+    first.submit(entry(9))
+    first.stop(clean=False)
+    second = make(path, wall_ns=Wall(5_000))
+    assert second.gaps() == [Gap(2_000, 5_000, "daemon_down")]
+    assert [row["pid"] for row in second.query()] == [9]
+
+
 def test_schema(make: Factory, tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     make(path).stop()

@@ -5,7 +5,8 @@ codec lives in :mod:`pytaskstats.netlink`, :mod:`pytaskstats.genetlink` and
 :mod:`pytaskstats.taskstats`; the one field table in :mod:`pytaskstats.fields`.
 """
 
-from .client import Client
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     AccessDenied,
     LocalProtocolError,
@@ -42,3 +43,16 @@ for _cls in (AccessDenied, LocalProtocolError, NetlinkError, NoSuchTask, Protoco
              RemoteProtocolError, TaskstatsError, Unsupported):
     _cls.__module__ = __name__
 del _cls
+
+if TYPE_CHECKING:
+    from .client import Client
+
+
+def __getattr__(name: str) -> Any:
+    """``Client`` on first use: its imports (sockets, /proc, the kernel client) are
+    not needed by what imports only the codec, e.g. taskstatsd's journal writer."""
+    if name == "Client":
+        from .client import Client
+
+        return Client
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

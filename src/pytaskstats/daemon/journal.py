@@ -281,7 +281,10 @@ _U16 = struct.Struct("=H")
 
 def _fit(value: Any) -> Any:
     """A u64 past int64 as its two's complement (read back by ``_exit_dict``); NULL
-    for other integers SQLite cannot hold (``raw`` keeps them)."""
+    for other integers SQLite cannot hold (``raw`` keeps them); text that is not
+    UTF-8 (a path's undecodable bytes) with "?" in their place."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode()
     if not isinstance(value, int) or -_I64 <= value < _I64:
         return value
     return value - _U64 if value < _U64 else None
@@ -317,7 +320,14 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-def _check_settings(*, synchronous: str, batch_size: int, max_delay_s: float,
+def check_reason(reason: str, n: int) -> str:
+    """``reason`` if it names a loss counter (lowercase identifier) and ``n`` >= 0."""
+    if not reason.isidentifier() or not reason.islower() or n < 0:
+        raise ValueError(f"bad loss {reason!r} x {n}: want a lowercase name and n >= 0")
+    return reason
+
+
+def check_settings(*, synchronous: str, batch_size: int, max_delay_s: float,
                     queue_size: int, retention_s: float | None, max_bytes: int | None,
                     low_free_pct: float, resume_free_pct: float,
                     check_interval_s: float) -> None:
@@ -416,8 +426,9 @@ class Journal(JournalQueries):
                  low_free_pct: float = 2.0, resume_free_pct: float = 4.0,
                  check_interval_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
                  wall_ns: Callable[[], int] = time.time_ns,
-                 statvfs: Callable[[str], _FsStats] = os.statvfs) -> None:
-        _check_settings(synchronous=synchronous, batch_size=batch_size,
+                 statvfs: Callable[[str], _FsStats] = os.statvfs,
+                 writer_thread: bool = True) -> None:
+        check_settings(synchronous=synchronous, batch_size=batch_size,
                         max_delay_s=max_delay_s, queue_size=queue_size,
                         retention_s=retention_s, max_bytes=max_bytes,
                         low_free_pct=low_free_pct, resume_free_pct=resume_free_pct,
@@ -439,9 +450,11 @@ class Journal(JournalQueries):
         except BaseException:
             self._conn.close()
             raise
-        self._thread = threading.Thread(target=self._run, name="taskstatsd-journal",
-                                        daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if writer_thread:
+            self._thread = threading.Thread(target=self._guarded, args=(self._run,),
+                                            name="taskstatsd-journal", daemon=True)
+            self._thread.start()
 
     def _init_state(self) -> None:
         self._cond = threading.Condition(threading.Lock())
@@ -451,6 +464,7 @@ class Journal(JournalQueries):
         self._commands: list[_Command] = []
         self._taken: list[_Command] = []  # the commands of the writer's current cycle
         self._stopping = False
+        self._clean = True
         self._failure: BaseException | None = None
         self._suspended = False
         self._counts: dict[str, int] = dict.fromkeys(
@@ -492,14 +506,23 @@ class Journal(JournalQueries):
                 self._cond.notify()
         return len(items)
 
+    def push(self) -> None:
+        """Nothing to do: the writer thread takes submissions as they come (this is
+        for parity with :class:`~pytaskstats.daemon.journal_process.JournalProcess`)."""
+
     def note_lost(self, reason: str, n: int = 1) -> None:
         """Count ``n`` exits lost before the journal (kernel drops, truncated,
         malformed) as ``lost_<reason>``; persisted with the next commit."""
-        if not reason.isidentifier() or not reason.islower() or n < 0:
-            raise ValueError(f"bad loss {reason!r} x {n}: want a lowercase name and n >= 0")
+        self.note(f"lost_{check_reason(reason, n)}", n)
+
+    def note(self, counter: str, n: int) -> None:
+        """Add ``n`` to ``counter`` (``lost_*`` or ``dropped_*``: what a writer in
+        another process was told); persisted with the next commit."""
+        if not counter.startswith(("lost_", "dropped_")):
+            raise ValueError(f"not a loss counter: {counter!r}")
+        check_reason(counter, n)
         with self._cond:
-            key = f"lost_{reason}"
-            self._counts[key] = self._counts.get(key, 0) + n
+            self._counts[counter] = self._counts.get(counter, 0) + n
 
     def counters(self) -> dict[str, int]:
         """All counters (monotone across restarts): journaled, dropped_*, lost_*,
@@ -524,12 +547,36 @@ class Journal(JournalQueries):
         runs the periodic checks if they are due."""
         self._call(None, timeout)
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Flush, record a clean stop (``meta.stopped_ns``) and join the writer; idempotent."""
+    def stop(self, timeout: float | None = None, *, clean: bool = True) -> None:
+        """Flush, record a clean stop (``meta.stopped_ns``) and join the writer;
+        idempotent.  ``clean=False`` (the daemon died; its writer saves what it
+        has) records no stop, so the next start notes a "daemon_down" gap."""
         with self._cond:
-            self._stopping = True
+            stopped, self._stopping = self._stopping, True
+            self._clean &= clean
             self._cond.notify()
-        self._thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        elif not stopped:
+            self._guarded(self._run)
+
+    # ------------------------------------------------------------ without a writer thread
+
+    def work(self) -> None:
+        """Commit what is due, run the checks if due, answer waiting calls; for a
+        journal opened with ``writer_thread=False``, whose owner calls this when
+        :meth:`idle_for` says (taskstatsd's writer process does)."""
+        self._guarded(lambda: self._cycle(wait=False))
+
+    def idle_for(self) -> float:
+        """Seconds until :meth:`work` has something due (0: now)."""
+        with self._cond:
+            return self._idle_for()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The bug that stopped the writer, if one did."""
+        return self._failure
 
     def __enter__(self) -> Journal:
         return self
@@ -545,6 +592,8 @@ class Journal(JournalQueries):
                 raise RuntimeError("the journal is stopped") from self._failure
             self._commands.append(command)
             self._cond.notify()
+        if self._thread is None:
+            self.work()
         result: _T = command.future.result(timeout)
         return result
 
@@ -555,20 +604,25 @@ class Journal(JournalQueries):
 
     # ------------------------------------------------------------ writer thread
 
-    def _run(self) -> None:
+    def _guarded(self, fn: Callable[[], object]) -> None:
         try:
-            while self._cycle():
-                pass
-            self._shutdown()
+            fn()
         except BaseException as err:
             self._fail(err)  # logged with its traceback; callers get RuntimeError
             if not isinstance(err, Exception):
                 raise
 
-    def _cycle(self) -> bool:
-        """One round: wait for work, commit what is due, run the checks, answer commands."""
+    def _run(self) -> None:
+        while self._cycle(wait=self._thread is not None):
+            pass
+        self._shutdown()
+
+    def _cycle(self, wait: bool = True) -> bool:
+        """One round: wait for work, commit what is due, run the checks, answer
+        commands; False once stopping."""
         with self._cond:
-            self._wait_for_work()
+            if wait:
+                self._wait_for_work()
             commands = self._taken = self._commands
             self._commands = []
             stopping = self._stopping
@@ -580,15 +634,18 @@ class Journal(JournalQueries):
         return not stopping
 
     def _wait_for_work(self) -> None:
+        idle = self._idle_for()
+        if idle > 0:
+            self._cond.wait(min(max(idle, 0.001), self._interval))
+
+    def _idle_for(self) -> float:
         now = self._clock()
         if self._commands or self._stopping or self._due(now):
-            return
-        if now - self._last_check >= self._interval:
-            return
+            return 0.0
         deadline = self._last_check + self._interval
         if self._incoming:
             deadline = min(deadline, self._oldest + self._max_delay)
-        self._cond.wait(min(max(deadline - now, 0.001), self._interval))
+        return max(deadline - now, 0.0)
 
     def _due(self, now: float) -> bool:
         return commit_due(len(self._incoming), self._oldest, now, self._batch_size,
@@ -619,7 +676,7 @@ class Journal(JournalQueries):
         try:
             try:
                 self._txn(lambda conn: _insert(conn, rows))
-            except OverflowError:  # an integer beyond int64: rare, so the slow path
+            except (OverflowError, UnicodeEncodeError):  # rare, so the slow path
                 fitted: list[Row] = [(sql, tuple(map(_fit, row))) for sql, row in rows]
                 self._txn(lambda conn: _insert(conn, fitted))
         except sqlite3.Error as err:
@@ -798,7 +855,8 @@ class Journal(JournalQueries):
         try:
             if self._suspended:
                 self._txn(lambda conn: _add_gap(conn, (self._suspended_since, now, "disk_low")))
-            self._txn(lambda conn: _put_meta(conn, "stopped_ns", now))
+            if self._clean:
+                self._txn(lambda conn: _put_meta(conn, "stopped_ns", now))
             self._checkpoint()
         except sqlite3.Error as err:
             _LOG.warning("journal could not record its clean stop: %s", err)

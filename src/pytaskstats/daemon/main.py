@@ -2,9 +2,9 @@
 
 One thread runs the event loop: it drains the kernel listener sockets first (one
 per CPU, large buffers), journals and fans out each exit, then serves clients.
-The journal's writer is a thread of its own, so disk stalls never block the
-kernel reader.  Loss is counted everywhere it can happen and shown by
-``taskstats status``.
+The journal's writer is a process of its own (daemon/journal_process.py), so
+disk stalls never block the kernel reader and the two do not share a GIL.  Loss
+is counted everywhere it can happen and shown by ``taskstats status``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from ..procfs import ProcSource, cgroup_path
 from ..records import ExitRecord, Lost
 from ..transport import ConnectorSocket
 from . import config as config_mod
-from .journal import Journal, JournalEntry
+from .journal import JournalEntry
+from .journal_process import JournalProcess
 from .namespaces import RESCAN_S
 from .notify import notify, stored_fds
 from .procmode import ProcfsExits, ProcfsKernel
@@ -54,7 +55,7 @@ class Daemon:
         self.metrics: DaemonMetrics | None = None
         os.makedirs(cfg.state_dir, mode=0o755, exist_ok=True)
         self.lock = _lock(os.path.join(cfg.state_dir, "taskstatsd.lock"))
-        self.journal = Journal(
+        self.journal = JournalProcess(
             os.path.join(cfg.state_dir, "journal.sqlite3"), synchronous=cfg.synchronous,
             retention_s=cfg.retention_days * 86400 if cfg.retention_days else None,
             max_bytes=int(cfg.max_journal_mb * 1024 * 1024) if cfg.max_journal_mb else None,
@@ -195,6 +196,7 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.on_exit(event, cgroup)
             self.server.publish(event, data)
+        self.journal.push()
 
     def _watch_forks(self) -> None:
         """Subscribe to fork events once a namespaced client listens, so its short-lived

@@ -1,0 +1,167 @@
+"""taskstatsd's journal with its writer in a child process: the same rows as the
+writer thread, exact accounting, clean and unclean ends, a stalled or dead child."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import pytaskstats
+from pytaskstats.daemon.journal import Journal, JournalEntry, JournalError
+from pytaskstats.daemon.journal_process import JournalProcess
+from tests.test_journal import EXIT_FIXTURES, SINGLE_EXITS, decoded, entry, exit_bytes
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[JournalProcess]:
+    j = JournalProcess(tmp_path / "journal.db")
+    yield j
+    j.stop()
+
+
+def variety() -> list[JournalEntry]:
+    """Every golden exit shape, with and without cpu and cgroup (non-UTF-8 too)."""
+    out = []
+    for i, name in enumerate(EXIT_FIXTURES + SINGLE_EXITS):
+        record = dataclasses.replace(decoded(name), cpu=None if i % 3 == 0 else i)
+        cgroup = [None, "/a/b", "/odd/\udcff", ""][i % 4]
+        out.append(JournalEntry(record, 1_000 + i, cgroup, exit_bytes(name)))
+    return out
+
+
+def test_rows_are_those_of_the_writer_thread(journal: JournalProcess, tmp_path: Path) -> None:
+    entries = variety()
+    with Journal(tmp_path / "thread.db") as reference:
+        for e in entries:
+            assert journal.submit(e) and reference.submit(e)
+        reference.flush()
+        expected = reference.query(raw=True)
+    journal.flush()
+    assert journal.query(raw=True) == expected
+    assert len(expected) == len(entries)
+    assert journal.pending == 0
+
+
+def test_accounting_is_exact(journal: JournalProcess) -> None:
+    for pid in range(1, 301):
+        journal.submit(entry(pid))
+    journal.note_lost("overrun", 7)
+    journal.flush()
+    counters = journal.counters()
+    assert counters["journaled"] == 300 and counters["lost_overrun"] == 7
+    assert journal.accounted() == 307 and journal.lost_total() == 7
+    assert journal.totals()["exits"] == 300
+    assert not journal.suspended
+
+
+def test_clean_stop_then_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    first = JournalProcess(path)
+    first.submit(entry(3))
+    first.stop()
+    first.stop()  # idempotent
+    with pytest.raises(RuntimeError, match="stopped"):
+        first.submit(entry(4))
+    second = JournalProcess(path)
+    try:
+        assert [g.reason for g in second.gaps()] == ["stopped"]
+        assert [row["pid"] for row in second.query()] == [3]
+    finally:
+        second.stop()
+
+
+DIES = """
+import os, signal, sys
+from tests.test_journal import entry
+from pytaskstats.daemon.journal_process import JournalProcess
+j = JournalProcess(sys.argv[1], batch_size=1000, max_delay_s=30)
+for pid in range(1, 501):
+    j.submit(entry(pid))
+j.counters()  # a call: the writer has them all, none committed yet (max_delay_s)
+print(j._proc.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_daemon_leaves_its_records_committed_and_a_daemon_down_gap(
+        tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    root = Path(pytaskstats.__file__).parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{Path(__file__).parent.parent}"}
+    done = subprocess.run([sys.executable, "-c", DIES, str(path)], capture_output=True,
+                          text=True, timeout=60, env=env, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    child = int(done.stdout)
+    _wait_gone(child)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM exits").fetchone()[0] == 500
+    reopened = JournalProcess(path)
+    try:
+        assert [g.reason for g in reopened.gaps()] == ["daemon_down"]
+    finally:
+        reopened.stop()
+
+
+def _wait_gone(pid: int) -> None:
+    """Wait until process ``pid`` (not our child) has exited."""
+    for _ in range(600):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
+            return
+        subprocess.run(["sleep", "0.05"], check=True)
+    raise AssertionError(f"writer {pid} still running")
+
+
+def test_a_dead_writer_fails_calls_and_submits(journal: JournalProcess) -> None:
+    journal.submit(entry(1))
+    journal._proc.kill()
+    with pytest.raises(RuntimeError, match="exited with status -9"):
+        journal.flush()
+    with pytest.raises(RuntimeError, match="writer failed"):
+        journal.submit(entry(2))
+
+
+def test_the_writer_ignores_sigterm_and_sigint(journal: JournalProcess) -> None:
+    journal._proc.send_signal(signal.SIGTERM)
+    journal._proc.send_signal(signal.SIGINT)
+    journal.submit(entry(1))
+    journal.flush()
+    assert journal.counters()["journaled"] == 1
+
+
+def test_a_stalled_writer_never_blocks_submit_and_drops_are_counted(tmp_path: Path) -> None:
+    journal = JournalProcess(tmp_path / "journal.db", queue_size=1000)
+    try:
+        os.kill(journal._proc.pid, signal.SIGSTOP)
+        accepted = sum(journal.submit(entry(pid)) for pid in range(1, 20_001))
+        os.kill(journal._proc.pid, signal.SIGCONT)
+        journal.flush()
+        counters = journal.counters()
+        assert accepted < 20_000  # the socket and the queue filled while it was stopped
+        assert counters["dropped_queue_full"] == 20_000 - accepted
+        assert counters["journaled"] == accepted
+    finally:
+        journal.stop()
+
+
+def test_an_unusable_file_is_a_journal_error(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    path.write_bytes(b"not sqlite" * 1000)
+    with pytest.raises(JournalError, match="not a usable SQLite journal"):
+        JournalProcess(path)
+
+
+def test_settings_are_checked_before_spawning(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        JournalProcess(tmp_path / "journal.db", synchronous="OFF")
