@@ -52,7 +52,7 @@ def __getattr__(name: str) -> Any:
     """``Client`` on first use: its imports (sockets, /proc, the kernel client) are
     not needed by what imports only the codec, e.g. taskstatsd's journal writer."""
     if name == "Client":
-        from .client import Client
+        from .client import Client  # noqa: PLC0415 - lazy on purpose (see above)
 
         return Client
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
