@@ -6,6 +6,7 @@ printing tables.  Only the standard library and pytaskstats are used here.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import shutil
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pytaskstats import NoSuchTask
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
 from pytaskstats.kernel import Connection
@@ -172,3 +174,43 @@ def timed(scan: Callable[[], int]) -> Callable[[], float]:
         return (time.perf_counter_ns() - t0) / tasks
 
     return run
+
+
+def bulk_scan(pids: Callable[[list[int]], object], ids: list[int],
+              repeat: int) -> Callable[[], int]:
+    """A scan: ``pids(ids)`` (one bulk query) ``repeat`` times; returns the tasks asked."""
+
+    def scan() -> int:
+        for _ in range(repeat):
+            pids(ids)
+        return repeat * len(ids)
+
+    return scan
+
+
+def single_scan(pid: Callable[[int], object], ids: list[int],
+                repeat: int) -> Callable[[], int]:
+    """A scan: ``pid(i)`` for each id, ``repeat`` times (tasks gone are skipped)."""
+
+    def scan() -> int:
+        for _ in range(repeat):
+            for i in ids:
+                try:  # noqa: SIM105 - cheaper than contextlib.suppress in a timed loop
+                    pid(i)
+                except NoSuchTask:
+                    pass
+        return repeat * len(ids)
+
+    return scan
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a benchmark's ``main``: a clear exit for a missing privilege and for ^C."""
+    try:
+        main()
+    except OSError as err:
+        if err.errno in (errno.EPERM, errno.EACCES):
+            sys.exit(f"permission denied: {err}")
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import errno
 import io
 import math
 import os
@@ -47,7 +46,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple
 
-from _bench import BUILD, build_c, interleave, median, require_root, spread, table, task_ids
+from _bench import (
+    BUILD,
+    build_c,
+    interleave,
+    median,
+    require_root,
+    run_main,
+    spread,
+    table,
+    task_ids,
+)
 
 from pytaskstats import Client, ExitRecord, NoSuchTask, TaskstatsError
 from pytaskstats import taskstats as ts
@@ -1053,14 +1062,13 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-if __name__ == "__main__":
+
+def _main() -> None:
     try:
         main()
     except (TaskstatsError, RuntimeError) as err:  # RuntimeError: taskstatsd did not start
         sys.exit(f"daemon.py: {err}")
-    except OSError as err:
-        if err.errno in (errno.EPERM, errno.EACCES):
-            sys.exit(f"permission denied: {err}")
-        raise
-    except KeyboardInterrupt:
-        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run_main(_main)

@@ -29,37 +29,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _bench import interleave, median, spread, table, timed
+from _bench import bulk_scan, interleave, median, run_main, single_scan, spread, table, timed
 
 from pytaskstats.procfs import ProcSource
 
 TARGET_VS_PSUTIL = 2.0  # psutil's time / ProcSource.pids()'s
 FILES = ("stat", "status", "io", "schedstat")
-
-
-def procfs_bulk(source: ProcSource, ids: list[int], repeat: int) -> Callable[[], int]:
-    def scan() -> int:
-        for _ in range(repeat):
-            source.pids(ids)
-        return repeat * len(ids)
-
-    return scan
-
-
-def procfs_single(source: ProcSource, ids: list[int], repeat: int) -> Callable[[], int]:
-    from pytaskstats import NoSuchTask  # noqa: PLC0415 - keep the import list short
-
-    def scan() -> int:
-        pid = source.pid
-        for _ in range(repeat):
-            for i in ids:
-                try:  # noqa: SIM105 - cheaper than contextlib.suppress in a timed loop
-                    pid(i)
-                except NoSuchTask:
-                    pass
-        return repeat * len(ids)
-
-    return scan
 
 
 def psutil_scan(psutil: Any, ids: list[int], repeat: int) -> Callable[[], int]:
@@ -133,8 +108,8 @@ def main() -> None:
     repeat = max(1, math.ceil(args.tasks / len(ids)))
     bulk = "pytaskstats ProcSource.pids()"
     contenders: list[tuple[str, Callable[[], float]]] = [
-        (bulk, timed(procfs_bulk(source, ids, repeat))),
-        ("pytaskstats ProcSource.pid() one by one", timed(procfs_single(source, ids, repeat))),
+        (bulk, timed(bulk_scan(source.pids, ids, repeat))),
+        ("pytaskstats ProcSource.pid() one by one", timed(single_scan(source.pid, ids, repeat))),
         ("psutil Process() + oneshot(), same fields", timed(psutil_scan(psutil, ids, repeat))),
         ("[info] bare open/read/close of the 4 files", timed(bare_reads("/proc", ids, repeat))),
     ]
@@ -161,7 +136,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main(main)

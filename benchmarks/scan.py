@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import errno
 import io
 import math
 import os
@@ -40,18 +39,21 @@ from collections.abc import Callable
 from _bench import (
     RECV_BUFFER,
     build_c,
+    bulk_scan,
     family_id,
     interleave,
     median,
     raw_socket,
     require_root,
+    run_main,
+    single_scan,
     spread,
     table,
     task_ids,
     timed,
 )
 
-from pytaskstats import Client, NoSuchTask
+from pytaskstats import Client
 from pytaskstats import taskstats as ts
 
 TARGET_PIPELINED = 1.0  # x the C floor
@@ -75,29 +77,6 @@ def c_floor(exe: str, family: int, ids: list[int], repeat: int, window: int = 1
         return float(fields["ns_per_task"])
 
     return run
-
-
-def py_pipelined(client: Client, ids: list[int], repeat: int) -> Callable[[], int]:
-    def scan() -> int:
-        for _ in range(repeat):
-            client.pids(ids)
-        return repeat * len(ids)
-
-    return scan
-
-
-def py_single(client: Client, ids: list[int], repeat: int) -> Callable[[], int]:
-    def scan() -> int:
-        pid = client.pid
-        for _ in range(repeat):
-            for i in ids:
-                try:  # noqa: SIM105 - cheaper than contextlib.suppress in a timed loop
-                    pid(i)
-                except NoSuchTask:
-                    pass
-        return repeat * len(ids)
-
-    return scan
 
 
 def pyroute2_scan(ids: list[int], queries: int) -> tuple[Callable[[], int], Callable[[], None]]:
@@ -170,8 +149,8 @@ def raw_single(sock: socket.socket, family: int, ids: list[int], repeat: int
 
 
 def profile(client: Client, ids: list[int], repeat: int, top: int) -> None:
-    for label, scan in (("pipelined Client.pids()", py_pipelined(client, ids, repeat)),
-                        ("one by one Client.pid()", py_single(client, ids, repeat))):
+    for label, scan in (("pipelined Client.pids()", bulk_scan(client.pids, ids, repeat)),
+                        ("one by one Client.pid()", single_scan(client.pid, ids, repeat))):
         prof = cProfile.Profile()
         t0 = time.perf_counter_ns()
         prof.runcall(scan)
@@ -214,8 +193,8 @@ def main() -> None:
     raw_k = raw_socket(timeout=None, rcvtimeo=5.0)
     contenders: list[tuple[str, Callable[[], float]]] = [
         ("C floor (send+recv per task)", c_floor(exe, family, ids, repeat)),
-        ("pytaskstats pipelined pids()", timed(py_pipelined(client, ids, repeat))),
-        ("pytaskstats one by one pid()", timed(py_single(client, ids, repeat))),
+        ("pytaskstats pipelined pids()", timed(bulk_scan(client.pids, ids, repeat))),
+        ("pytaskstats one by one pid()", timed(single_scan(client.pid, ids, repeat))),
         (f"[info] C, {C_WINDOW} requests per send", c_floor(exe, family, ids, repeat, C_WINDOW)),
         ("[info] Python socket, pipelined, settimeout",
          timed(raw_pipelined(raw, family, ids, repeat, C_WINDOW))),
@@ -274,11 +253,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except OSError as err:
-        if err.errno in (errno.EPERM, errno.EACCES):
-            sys.exit(f"permission denied: {err}")
-        raise
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main(main)
