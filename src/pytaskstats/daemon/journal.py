@@ -230,6 +230,7 @@ class _RawPlan(NamedTuple):
 
 
 _RAW_PLANS: dict[tuple[int, int], _RawPlan | None] = {}
+_U16 = struct.Struct("=H")  # the struct's version
 
 
 def _raw_plan(version: int, size: int) -> _RawPlan | None:
@@ -274,9 +275,6 @@ def _row(item: Item) -> Row:
                 row[len(CONTEXT) + 1 + plan.comm] = comm
             return plan.sql, row
     return _decoded_row(item, decode_raw(raw))
-
-
-_U16 = struct.Struct("=H")
 
 
 def _fit(value: Any) -> Any:
@@ -328,9 +326,9 @@ def check_reason(reason: str, n: int) -> str:
 
 
 def check_settings(*, synchronous: str, batch_size: int, max_delay_s: float,
-                    queue_size: int, retention_s: float | None, max_bytes: int | None,
-                    low_free_pct: float, resume_free_pct: float,
-                    check_interval_s: float) -> None:
+                   queue_size: int, retention_s: float | None, max_bytes: int | None,
+                   low_free_pct: float, resume_free_pct: float,
+                   check_interval_s: float) -> None:
     """Raise ValueError for settings the journal cannot honour."""
     if synchronous not in ("NORMAL", "FULL"):
         raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
@@ -429,10 +427,10 @@ class Journal(JournalQueries):
                  statvfs: Callable[[str], _FsStats] = os.statvfs,
                  writer_thread: bool = True) -> None:
         check_settings(synchronous=synchronous, batch_size=batch_size,
-                        max_delay_s=max_delay_s, queue_size=queue_size,
-                        retention_s=retention_s, max_bytes=max_bytes,
-                        low_free_pct=low_free_pct, resume_free_pct=resume_free_pct,
-                        check_interval_s=check_interval_s)
+                       max_delay_s=max_delay_s, queue_size=queue_size,
+                       retention_s=retention_s, max_bytes=max_bytes,
+                       low_free_pct=low_free_pct, resume_free_pct=resume_free_pct,
+                       check_interval_s=check_interval_s)
         self._path = os.fspath(path)
         self._memory = self._path == ":memory:"
         self._directory = None if self._memory else os.path.dirname(os.path.abspath(path))

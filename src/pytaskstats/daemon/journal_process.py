@@ -66,10 +66,10 @@ def _frame(kind: int, payload: Any) -> bytes:
     return FRAME.pack(kind, len(body)) + body
 
 
-def _frames(buf: bytes, pos: int) -> tuple[list[tuple[int, int, int]], int]:
-    """The complete frames in ``buf`` from ``pos``: (kind, start, end) of each
+def _frames(buf: bytes) -> tuple[list[tuple[int, int, int]], int]:
+    """The complete frames at the start of ``buf``: (kind, start, end) of each
     frame (header included), and where the first incomplete one starts."""
-    out, n = [], len(buf)
+    out, n, pos = [], len(buf), 0
     while n - pos >= FRAME.size:
         kind, length = FRAME.unpack_from(buf, pos)
         end = pos + FRAME.size + length
@@ -312,7 +312,7 @@ class JournalProcess(JournalQueries):
         """Read the child's reply ``ident`` (calls are one at a time)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            frames, _ = _frames(self._inbox, 0)
+            frames, _ = _frames(self._inbox)
             if frames:
                 _, start, end = frames[0]
                 reply: dict[str, Any] = json.loads(self._inbox[start + FRAME.size:end])
@@ -443,7 +443,7 @@ class _Child:
                     journal.stop(clean=False)  # the daemon died: keep what we hold
                     return 0
                 data = buf + chunk if buf else chunk
-                frames, pos = _frames(data, 0)
+                frames, pos = _frames(data)
                 if self._handle(data, frames):
                     return 0
                 buf = data[pos:]
