@@ -1,17 +1,50 @@
-"""taskstatsd configuration: defaults, an INI file, then command-line flags."""
+"""taskstatsd configuration: defaults, an INI file, then command-line flags.
+
+:func:`load` checks every setting (type, range, choice, paths, the admin group)
+before the daemon touches the disk or forks, and raises :class:`ConfigError`
+with a one-line message for the first problem (a usage error: exit status 2).
+"""
 
 from __future__ import annotations
 
 import argparse
 import configparser
 import grp
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any, NoReturn
 
+from ..errors import TaskstatsError
 from ..transport import DEFAULT_SOCKET
+from .socketfile import check_path
 
 DEFAULT_STATE_DIR = "/var/lib/taskstats"
 DEFAULT_CONFIG = "/etc/taskstats/taskstatsd.conf"
+SECTION = "taskstatsd"
+CHOICES = {"synchronous": ("NORMAL", "FULL"), "source": ("auto", "kernel", "procfs")}
+# inclusive (low, high) of each number; a number not named here: 0 .. 2**31-1
+BOUNDS: dict[str, tuple[float, float]] = {
+    "retention_days": (0, 36500),  # 0: keep rows forever
+    "max_journal_mb": (0, 1 << 30),  # 0: no size limit
+    "low_free_pct": (0, 100),
+    "resume_free_pct": (0, 100),
+    "rcvbuf_bytes": (4096, (1 << 31) - 1),  # an int for SO_RCVBUF(FORCE)
+    "max_clients": (1, 1 << 20),
+    "client_queue_records": (1, 1 << 24),
+    "max_request_bytes": (64, 1 << 24),
+    "procfs_interval_s": (0.01, 3600),
+    "metrics_cgroup_depth": (0, 64),
+    "metrics_max_series": (1, 1 << 20),
+    "metrics_interval_s": (0.1, 86400),
+}
+DEFAULT_BOUNDS = (0, (1 << 31) - 1)
+TRUE, FALSE = ("1", "yes", "true", "on"), ("0", "no", "false", "off")
+
+
+class ConfigError(TaskstatsError):
+    """A setting taskstatsd cannot use (a usage error: exit status 2)."""
 
 
 @dataclass
@@ -47,18 +80,28 @@ class Config:
             return None
         if self.admin_group.isdigit():
             return int(self.admin_group)
-        return grp.getgrnam(self.admin_group).gr_gid
+        try:
+            return grp.getgrnam(self.admin_group).gr_gid
+        except KeyError:
+            raise ConfigError(f"admin_group {self.admin_group!r}: no such group") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="taskstatsd",
         description="The kernel's taskstats as a service: exit listeners, an SQLite exit "
         "journal, and a Unix socket that unprivileged users and containers can query.")
     p.add_argument("--config", default=None, help=f"INI file (default {DEFAULT_CONFIG} if "
-                   "present), section [taskstatsd], keys as the long options")
+                   f"present), section [{SECTION}], keys as the long options")
     p.add_argument("--foreground", action="store_true", default=None,
                    help="stay in the foreground (as under systemd)")
+    p.add_argument("--print-unit", action="store_true",
+                   help="print a systemd unit for this installation and exit")
     for f in fields(Config):
         if f.name == "foreground":
             continue
@@ -67,39 +110,143 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                            default=None)
         else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, dest=f.name, type=kind, default=None,
-                           help=f"default: {f.default}")
+            p.add_argument(flag, dest=f.name, default=None, help=f"default: {f.default}")
     return p
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, parsed (ConfigError on a usage error)."""
+    return _parser().parse_args(argv)
+
+
 def load(argv: Sequence[str] | None = None) -> Config:
-    """Defaults, then the config file, then flags."""
-    args = _parser().parse_args(argv)
+    """Defaults, then the config file, then flags; every setting checked."""
+    return from_args(parse_args(argv))
+
+
+def from_args(args: argparse.Namespace) -> Config:
+    """The checked Config of parsed arguments (reads the config file)."""
     cfg = Config()
-    path: str | None = args.config
-    ini = configparser.ConfigParser()
-    read = ini.read(path or DEFAULT_CONFIG)
-    if path and not read:
-        raise SystemExit(f"taskstatsd: cannot read config file {path}")
-    if ini.has_section("taskstatsd"):
-        for key, value in ini.items("taskstatsd"):
-            _set(cfg, key.replace("-", "_"), value)
+    for key, value in _read_file(args.config).items():
+        _set(cfg, key.replace("-", "_"), value, "config file: ")
     for f in fields(Config):
         flag = getattr(args, f.name, None)
-        if flag is not None:
+        if isinstance(flag, bool):
             setattr(cfg, f.name, flag)
+        elif flag is not None:
+            _set(cfg, f.name, flag, "--" + f.name.replace("_", "-") + ": ")
+    check(cfg)
     return cfg
 
 
-def _set(cfg: Config, name: str, text: str) -> None:
+def _read_file(path: str | None) -> dict[str, str]:
+    """The [taskstatsd] settings of ``path`` (or of DEFAULT_CONFIG if it exists)."""
+    name = path or DEFAULT_CONFIG
+    ini = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(name, encoding="utf-8") as f:
+            ini.read_file(f)
+    except FileNotFoundError:
+        if path:
+            raise ConfigError(f"cannot read config file {name}: no such file") from None
+        return {}
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {name}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {name}: not UTF-8 text") from None
+    except configparser.MissingSectionHeaderError as err:
+        raise ConfigError(f"config file {name}, line {err.lineno}: a setting before the "
+                          f"[{SECTION}] section header") from None
+    except configparser.Error as err:
+        raise ConfigError(f"config file {name}: {' '.join(str(err).split())}") from None
+    other = [s for s in ini.sections() if s != SECTION]
+    if other:
+        raise ConfigError(f"config file {name}: unknown section [{other[0]}]; the settings "
+                          f"go in [{SECTION}]")
+    return dict(ini.items(SECTION)) if ini.has_section(SECTION) else {}
+
+
+def _set(cfg: Config, name: str, text: str, where: str) -> None:
+    """Set ``name`` from ``text``, converted to its type (ConfigError if it is not one)."""
     kinds = {f.name: str(f.type) for f in fields(Config)}
     if name not in kinds:
-        raise SystemExit(f"taskstatsd: unknown config key {name!r}")
-    kind = kinds[name]
+        raise ConfigError(f"{where}unknown setting {name!r}")
+    try:
+        setattr(cfg, name, _convert(kinds[name], text.strip()))
+    except ValueError:
+        raise ConfigError(f"{where}{name} = {text!r}: not {_KIND_NAMES[kinds[name]]}") from None
+
+
+_KIND_NAMES = {"bool": "yes or no", "int": "an integer", "float": "a number", "str": "text"}
+
+
+def _convert(kind: str, text: str) -> Any:
     if kind == "bool":
-        setattr(cfg, name, text.strip().lower() in ("1", "yes", "true", "on"))
-    elif kind in ("int", "float"):
-        setattr(cfg, name, int(text) if kind == "int" else float(text))
-    else:
-        setattr(cfg, name, text.strip())
+        if text.lower() not in TRUE + FALSE:
+            raise ValueError(text)
+        return text.lower() in TRUE
+    if kind == "int":
+        return int(text, 10)
+    if kind == "float":
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(text)
+        return value
+    return text
+
+
+def check(cfg: Config) -> None:
+    """Raise ConfigError for the first setting taskstatsd cannot use; reads, never
+    writes (paths are looked at, the admin group looked up)."""
+    for f in fields(Config):
+        value = getattr(cfg, f.name)
+        if f.type in ("int", "float"):
+            low, high = BOUNDS.get(f.name, DEFAULT_BOUNDS)
+            if not low <= value <= high:
+                raise ConfigError(f"{f.name} = {value}: want {low} .. {high}")
+    for name, choices in CHOICES.items():
+        value = getattr(cfg, name)
+        if name == "synchronous":
+            value = cfg.synchronous = value.upper()
+        if value not in choices:
+            raise ConfigError(f"{name} = {value!r}: want one of {', '.join(choices)}")
+    if cfg.low_free_pct > cfg.resume_free_pct:
+        raise ConfigError(f"low_free_pct ({cfg.low_free_pct}) is above resume_free_pct "
+                          f"({cfg.resume_free_pct})")
+    _check_state_dir(cfg.state_dir)
+    try:
+        check_path(cfg.socket)
+    except TaskstatsError as err:
+        raise ConfigError(str(err)) from None
+    cfg.admin_gid  # noqa: B018 - raises ConfigError for an unknown group
+    _check_metrics(cfg)
+
+
+def _check_state_dir(path: str) -> None:
+    if not os.path.isabs(path):
+        raise ConfigError(f"state_dir {path!r}: want an absolute path")
+    if os.path.lexists(path):
+        if not os.path.isdir(path):
+            raise ConfigError(f"state_dir {path}: not a directory")
+    elif not os.path.isdir(os.path.dirname(path)):
+        raise ConfigError(f"state_dir {path}: {os.path.dirname(path)} does not exist "
+                          "(taskstatsd creates only the state directory itself)")
+
+
+def _check_metrics(cfg: Config) -> None:
+    from ..metrics.aggregate import parse_groups  # noqa: PLC0415 - only when configured
+
+    try:
+        parse_groups(g.strip() for g in cfg.metrics_groups.split(",") if g.strip())
+    except ValueError as err:
+        raise ConfigError(f"metrics_groups: {err}") from None
+    if not cfg.metrics_listen:
+        return
+    try:
+        from ..metrics.server import parse_listen  # noqa: PLC0415 - needs the extra
+    except ImportError:
+        return  # the start says which extra to install
+    try:
+        parse_listen(cfg.metrics_listen)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None

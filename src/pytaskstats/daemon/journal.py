@@ -16,6 +16,7 @@ fields are stored as ns since the epoch.  Columns come from the field table.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -291,6 +292,13 @@ def _fit(value: Any) -> Any:
 # ---------------------------------------------------------------- opening
 
 
+def is_full(err: BaseException) -> bool:
+    """Whether ``err`` says the disk is full (SQLITE_FULL, ENOSPC, EDQUOT)."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(err, sqlite3.Error) and _is_full(err)
+
+
 def _is_full(err: sqlite3.Error) -> bool:
     code = getattr(err, "sqlite_errorcode", None)
     if code is None:  # Python 3.10
@@ -299,7 +307,11 @@ def _is_full(err: sqlite3.Error) -> bool:
 
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
-    """The writer connection: checked, in WAL mode, migrated, with every field column."""
+    """The writer connection: checked, in WAL mode, migrated, with every field column.
+    A new file is made 0600 whatever the umask (SQLite gives -wal and -shm the
+    journal's mode): it holds every user's tasks."""
+    if path != ":memory:":
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                            check_same_thread=False)
     try:
@@ -521,6 +533,16 @@ class Journal(JournalQueries):
         check_reason(counter, n)
         with self._cond:
             self._counts[counter] = self._counts.get(counter, 0) + n
+
+    def record_suspension(self, since_ns: int) -> None:
+        """Record that journaling was suspended from ``since_ns`` (wall ns) until
+        now, before this journal could be created (a new journal on a full disk):
+        one more suspension, and its "disk_low" gap.  Raises sqlite3.Error."""
+        def body(conn: sqlite3.Connection) -> dict[str, int]:
+            _add_gap(conn, (since_ns, max(since_ns, self._wall_ns()), "disk_low"))
+            return {"suspensions": 1}
+
+        self._call(lambda conn: self._txn(body))
 
     def counters(self) -> dict[str, int]:
         """All counters (monotone across restarts): journaled, dropped_*, lost_*,

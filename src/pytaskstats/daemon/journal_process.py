@@ -34,6 +34,7 @@ import os
 import select
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -43,7 +44,15 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from .journal import Item, Journal, JournalEntry, JournalError, check_reason, check_settings
+from .journal import (
+    Item,
+    Journal,
+    JournalEntry,
+    JournalError,
+    check_reason,
+    check_settings,
+    is_full,
+)
 from .journal_queries import JournalQueries, read
 
 __all__ = ["JournalProcess", "main"]
@@ -120,6 +129,7 @@ class JournalProcess(JournalQueries):
         self._calls = threading.Lock()  # one call at a time, and the replies are its
         self._next_id = 1
         self._inbox = b""
+        self._opened = True  # whether the child could create the journal (its replies say)
         self._sock, self._proc = _spawn(self._path, settings)
         self._sender = threading.Thread(target=self._send_later, name="taskstatsd-journal-tx",
                                         daemon=True)
@@ -218,6 +228,8 @@ class JournalProcess(JournalQueries):
         self.stop()
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        if not self._opened:
+            return []  # a full disk kept the writer from creating the journal yet
         return read(self._path, sql, params)
 
     # ------------------------------------------------------------ sending
@@ -321,6 +333,7 @@ class JournalProcess(JournalQueries):
                     continue  # the answer to a call that timed out
                 if "error" in reply:
                     raise RuntimeError(reply["error"])
+                self._opened = reply.get("open", self._opened)
                 return reply
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not select.select([self._sock], [], [], wait)[0]:
@@ -413,20 +426,84 @@ def _spawn(path: str, settings: dict[str, Any]) -> tuple[socket.socket, subproce
 def main(argv: Sequence[str] | None = None) -> int:
     """The writer process: FD (its end of the socketpair) and the JSON settings."""
     args = sys.argv[1:] if argv is None else argv
+    os.umask(0o077)  # before the first open: what it creates is private to root
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=int(args[0]))
     settings = json.loads(args[1])
+    path = settings.pop("path")
+    journal: Journal | _Unopened
     try:
-        journal = Journal(settings.pop("path"), **settings, writer_thread=False)
+        journal = Journal(path, **settings, writer_thread=False)
     except Exception as err:  # told to the parent, which raises JournalError
-        sock.sendall(_frame(R, {"id": 0, "error": str(err)}))
-        return 1
+        if not is_full(err):
+            sock.sendall(_frame(R, {"id": 0, "error": str(err)}))
+            return 1
+        journal = _Unopened(path, settings)
     return _Child(sock, journal).serve()
 
 
+class _Unopened:
+    """A journal that could not be created for lack of disk space: journaling is
+    suspended from the start (every exit counted as ``dropped_disk_low``) and the
+    journal is created at a check once there is room; the counts and the
+    "disk_low" gap then go into it (:attr:`opened`)."""
+
+    failure: BaseException | None = None
+    pending = 0
+    suspended = True
+
+    def __init__(self, path: str, settings: dict[str, Any]) -> None:
+        self._path, self._settings = path, settings
+        self._since_ns = time.time_ns()
+        self._interval: float = settings["check_interval_s"]
+        self._next: float = time.monotonic() + self._interval
+        self._counts = {"journaled": 0, "dropped_disk_low": 0, "suspensions": 1}
+        self.opened: Journal | None = None
+        _LOG.warning("journal %s cannot be created (disk full): suspended", path)
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    def submit_many(self, items: Sequence[Item]) -> int:
+        self._counts["dropped_disk_low"] += len(items)
+        return 0
+
+    def note(self, counter: str, n: int) -> None:
+        self._counts[counter] = self._counts.get(counter, 0) + n
+
+    def flush(self) -> None:
+        """Nothing waits: every exit was counted when it came."""
+
+    def stop(self, clean: bool = True) -> None:
+        """Nothing to close."""
+
+    def idle_for(self) -> float:
+        return max(0.0, self._next - time.monotonic())
+
+    def work(self) -> None:
+        """At each check interval, try to create the journal."""
+        if self.idle_for() > 0:
+            return
+        self._next = time.monotonic() + self._interval
+        try:
+            journal = Journal(self._path, **self._settings, writer_thread=False)
+        except Exception as err:
+            if not is_full(err):
+                self.failure = err
+            return
+        for name, n in self._counts.items():
+            if n and name.startswith(("lost_", "dropped_")):
+                journal.note(name, n)
+        try:
+            journal.record_suspension(self._since_ns)
+        except sqlite3.Error as err:  # full again: the journal suspends itself
+            _LOG.warning("journal %s: cannot record the disk_low gap: %s", self._path, err)
+        self.opened = journal
+
+
 class _Child:
-    def __init__(self, sock: socket.socket, journal: Journal) -> None:
+    def __init__(self, sock: socket.socket, journal: Journal | _Unopened) -> None:
         self.sock, self.journal = sock, journal
         self.received = 0
 
@@ -448,6 +525,8 @@ class _Child:
                     return 0
                 buf = data[pos:]
             journal.work()
+            if isinstance(journal, _Unopened) and journal.opened is not None:
+                journal = self.journal = journal.opened
         return 1
 
     def _handle(self, data: bytes, frames: list[tuple[int, int, int]]) -> bool:
@@ -486,8 +565,8 @@ class _Child:
 
     def _reply(self, ident: int, op: str) -> None:
         j = self.journal
-        status = ({"counters": j.counters(), "suspended": j.suspended, "pending": j.pending}
-                  if op != "stop" else {})
+        status = ({"counters": j.counters(), "suspended": j.suspended, "pending": j.pending,
+                   "open": isinstance(j, Journal)} if op != "stop" else {})
         self.sock.sendall(_frame(R, {"id": ident, "received": self.received, **status}))
 
 

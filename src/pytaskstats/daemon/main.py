@@ -9,6 +9,8 @@ is counted everywhere it can happen and shown by ``taskstats status``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -16,7 +18,7 @@ import selectors
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__, connector, delayacct
@@ -28,17 +30,23 @@ from ..procfs import ProcSource, cgroup_path
 from ..records import ExitRecord, Lost
 from ..transport import ConnectorSocket
 from . import config as config_mod
+from . import unit
 from .journal import JournalEntry
 from .journal_process import JournalProcess
 from .namespaces import RESCAN_S
 from .notify import notify, stored_fds
 from .procmode import ProcfsExits, ProcfsKernel
 from .server import Limits, Peer, Policy, Server
+from .socketfile import answering
+from .statedir import UMASK, StateDir
 
 if TYPE_CHECKING:
     from ..metrics.service import DaemonMetrics
 
 FDSTORE_PREFIX = "taskstats-cpus-"
+FORK_READS = 256  # fork datagrams read per turn of the loop
+READY = b"ready\n"  # the daemon's word to the waiting parent
+PIPE_BUF = 4096  # one write of at most this many bytes is atomic
 HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "tgid", "cgroup", "group_by",
                 "sort", "limit", "bucket_s", "fields", "plausible")
 
@@ -47,44 +55,60 @@ class Daemon:
     """The running service; see the module docstring."""
 
     def __init__(self, cfg: config_mod.Config) -> None:
+        """Start in an order that leaves nothing behind if a step fails: kernel
+        sources, state directory and lock, client socket, journal writer, metrics."""
         self.cfg = cfg
         self.started_ns = time.time_ns()
         self.counters = {"received": 0, "lost_overrun": 0, "lost_truncated": 0,
                          "lost_malformed": 0}
         self.cgroups: dict[int, str | None] = {}
         self.metrics: DaemonMetrics | None = None
-        os.makedirs(cfg.state_dir, mode=0o755, exist_ok=True)
-        self.lock = _lock(os.path.join(cfg.state_dir, "taskstatsd.lock"))
-        self.journal = JournalProcess(
-            os.path.join(cfg.state_dir, "journal.sqlite3"), synchronous=cfg.synchronous,
-            retention_s=cfg.retention_days * 86400 if cfg.retention_days else None,
-            max_bytes=int(cfg.max_journal_mb * 1024 * 1024) if cfg.max_journal_mb else None,
-            low_free_pct=cfg.low_free_pct, resume_free_pct=cfg.resume_free_pct)
-        self.kernel, self.listener = self._sources(cfg)
-        cpus = possible_cpus()
-        self.server = Server(
-            cfg.socket, self.kernel, policy=Policy(cfg.admin_gid),
-            limits=Limits(cfg.max_clients, cfg.max_request_bytes, cfg.client_queue_records),
-            status=self.status, history=self.history, possible_cpus=cpus,
-            nr_cpu_ids=cpus[-1] + 1)
-        self.selector = selectors.DefaultSelector()
-        for index, fd in enumerate(self.listener.fds):
-            self.selector.register(fd, selectors.EVENT_READ, ("kernel", index))
-        self.selector.register(self.server.sock, selectors.EVENT_READ, ("accept", 0))
         self.running = True
         self.in_fd_store = False
         self.fork_events: ConnectorSocket | None = None
         self.fork_events_failed = False
-        self._account_downtime(getattr(self, "_account_downtime_later", {}))
-        if cfg.metrics_listen:
-            self.metrics = start_for_daemon(self)
+        self.drops_unsaved = False
+        with contextlib.ExitStack() as undo:
+            self.kernel, self.listener = self._sources(cfg)
+            undo.callback(self.kernel.close)
+            undo.callback(self.listener.close, deregister=not self._adopted)
+            if answering(cfg.socket):  # before the disk is touched; bind() checks again
+                raise TaskstatsError(f"a daemon already answers on {cfg.socket}")
+            self.state = StateDir(cfg.state_dir)
+            undo.callback(self.state.remove)
+            self.lock = _lock(self.state.join("taskstatsd.lock"))
+            undo.callback(os.close, self.lock)
+            cpus = possible_cpus()
+            self.server = Server(
+                cfg.socket, self.kernel, policy=Policy(cfg.admin_gid),
+                limits=Limits(cfg.max_clients, cfg.max_request_bytes, cfg.client_queue_records),
+                status=self.status, history=self.history, possible_cpus=cpus,
+                nr_cpu_ids=cpus[-1] + 1)
+            undo.callback(self.server.close)
+            self.journal = self._journal(cfg)
+            undo.callback(self.journal.stop)
+            self.selector = selectors.DefaultSelector()
+            for index, fd in enumerate(self.listener.fds):
+                self.selector.register(fd, selectors.EVENT_READ, ("kernel", index))
+            self.selector.register(self.server.sock, selectors.EVENT_READ, ("accept", 0))
+            self._account_downtime(self._stored)
+            if cfg.metrics_listen:
+                self.metrics = start_for_daemon(self)
+            undo.pop_all()
+
+    def _journal(self, cfg: config_mod.Config) -> JournalProcess:
+        return JournalProcess(
+            self.state.join("journal.sqlite3"), synchronous=cfg.synchronous,
+            retention_s=cfg.retention_days * 86400 if cfg.retention_days else None,
+            max_bytes=int(cfg.max_journal_mb * 1024 * 1024) if cfg.max_journal_mb else None,
+            low_free_pct=cfg.low_free_pct, resume_free_pct=cfg.resume_free_pct)
 
     def _sources(self, cfg: config_mod.Config) -> tuple[Connection | ProcfsKernel,
                                                           Listener | ProcfsExits]:
         """The kernel's TASKSTATS when there (or asked), else /proc and the proc
         connector (see :mod:`.procmode`)."""
-        if cfg.source not in ("auto", "kernel", "procfs"):
-            raise TaskstatsError(f"unknown source {cfg.source!r}: auto, kernel or procfs")
+        self._stored: dict[str, int] = {}
+        self._adopted = False
         if cfg.source != "procfs":
             try:
                 kernel = Connection()
@@ -93,8 +117,12 @@ class Daemon:
                     raise
             else:
                 stored = stored_fds(FDSTORE_PREFIX)
-                listener = Listener(per_cpu=True, rcvbuf=cfg.rcvbuf_bytes, adopt=stored)
-                self._account_downtime_later = stored
+                try:
+                    listener = Listener(per_cpu=True, rcvbuf=cfg.rcvbuf_bytes, adopt=stored)
+                except BaseException:
+                    kernel.close()
+                    raise
+                self._stored, self._adopted = stored, bool(stored)
                 return kernel, listener
         proc = ProcSource()
         return ProcfsKernel(proc), ProcfsExits(proc, interval_s=cfg.procfs_interval_s)
@@ -120,10 +148,25 @@ class Daemon:
             self._lost(lost)
 
     def _save_drops(self) -> None:
+        """Save the listeners' drop counts (for the next start's downtime account);
+        a failure (a full disk) is said once and never stops the daemon: the file
+        keeps its last counts."""
         tmp = self._drops_file() + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(dict(zip(self.listener.masks(), self.listener.drops(), strict=True)), f)
-        os.replace(tmp, self._drops_file())
+        data = json.dumps(dict(zip(self.listener.masks(), self.listener.drops(), strict=True)))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "w") as f:
+                f.write(data)
+            os.replace(tmp, self._drops_file())
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if not self.drops_unsaved:
+                print(f"taskstatsd: cannot save {self._drops_file()}: {err.strerror}",
+                      file=sys.stderr)
+            self.drops_unsaved = True
+        else:
+            self.drops_unsaved = False
 
     def _store_listeners(self) -> bool:
         """Hand the registered sockets to systemd's fd store (FDPOLL=0: an overrun's
@@ -138,8 +181,8 @@ class Daemon:
 
     # ------------------------------------------------------------ loop
 
-    def run(self) -> None:
-        """Serve until SIGTERM/SIGINT."""
+    def run(self, ready: Callable[[], None] = lambda: None) -> None:
+        """Serve until SIGTERM/SIGINT; ``ready`` is called once serving."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         self.in_fd_store = self._store_listeners()
@@ -147,6 +190,7 @@ class Daemon:
         for index in range(len(self.listener.fds)):
             self.ingest(index)  # what adopted sockets held (read while re-registering)
         notify("READY=1\nSTATUS=listening")
+        ready()
         try:
             while self.running:
                 self.step(1.0)
@@ -212,15 +256,26 @@ class Daemon:
         self.selector.register(self.fork_events.fileno(), selectors.EVENT_READ, ("forks", 0))
 
     def _forks(self) -> None:
-        assert self.fork_events is not None
-        while True:
+        """Read up to FORK_READS fork datagrams.  An overrun (ENOBUFS) is skipped: the
+        periodic scans still place the survivors; any other error ends the fork
+        watch for good (the scans remain) rather than spin on it."""
+        events = self.fork_events
+        assert events is not None
+        for _ in range(FORK_READS):
             try:
-                n = self.fork_events.recv()
+                n = events.recv()
             except BlockingIOError:
                 return
-            except OSError:
-                continue  # an overrun: the periodic scans still place the survivors
-            for event in connector.decode(self.fork_events.view, n):
+            except OSError as err:
+                if err.errno == errno.ENOBUFS:
+                    continue
+                print(f"taskstatsd: fork events failed ({err}); namespaces are placed by "
+                      "periodic scans only", file=sys.stderr)
+                self.selector.unregister(events.fileno())
+                events.close()
+                self.fork_events, self.fork_events_failed = None, True
+                return
+            for event in connector.decode(events.view, n):
                 if isinstance(event, connector.Fork):
                     self.server.learn_fork(event.pid)
 
@@ -334,7 +389,7 @@ class Daemon:
 
 def _lock(path: str) -> int:
     """Hold an exclusive lock on ``path`` for the life of the process."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -344,30 +399,93 @@ def _lock(path: str) -> int:
     return fd
 
 
-def _daemonize() -> None:
+class Startup:
+    """How the start ends: in the foreground, messages on stderr; in the background
+    (``detach``), the first process forks the daemon and waits on a pipe for its
+    word, so a failed start exits non-zero with the daemon's message."""
+
+    def __init__(self, detach: bool) -> None:
+        self.pipe: int | None = _daemonize() if detach else None
+
+    def ready(self) -> None:
+        """Serving: release the waiting parent and let go of the terminal."""
+        if self.pipe is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self.pipe, READY)
+        os.close(self.pipe)
+        self.pipe = None
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 2)
+        os.close(null)
+
+    def failed(self, message: str) -> int:
+        """Report ``message``; the exit status (1)."""
+        line = f"taskstatsd: {' '.join(message.split())}\n"
+        if self.pipe is None:
+            sys.stderr.write(line)
+        else:
+            with contextlib.suppress(OSError):
+                os.write(self.pipe, line.encode(errors="replace")[:PIPE_BUF])
+        return 1
+
+
+def _daemonize() -> int:
+    """Fork twice into a new session (before any thread or socket exists); the
+    first process exits with the daemon's start status.  Returns, in the daemon,
+    the pipe to tell it on."""
+    r, w = os.pipe()
     if os.fork():
-        os._exit(0)
+        os.close(w)
+        os._exit(_wait_for_start(r))
+    os.close(r)
     os.setsid()
     if os.fork():
         os._exit(0)
     null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
+    for fd in (0, 1):  # stderr stays until ready: the start's own warnings show
         os.dup2(null, fd)
+    os.close(null)
+    return w
+
+
+def _wait_for_start(r: int) -> int:
+    """The first process: 0 if the daemon says it is ready, else print why; 1."""
+    said = b""
+    while chunk := os.read(r, PIPE_BUF):
+        said += chunk
+    if said == READY:
+        return 0
+    sys.stderr.write(said.decode(errors="replace") or "taskstatsd: the daemon died starting\n")
+    sys.stderr.flush()
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``taskstatsd``."""
-    cfg = config_mod.load(argv)
-    if not cfg.foreground:
-        _daemonize()  # before any thread or socket exists
+    """Entry point of ``taskstatsd``: 0 once stopped, 1 if the start failed, 2 for
+    a usage error.  Every setting is checked before the disk is touched or the
+    process forks; errors are one line on stderr."""
+    try:
+        args = config_mod.parse_args(argv)
+        if args.print_unit:
+            sys.stdout.write(unit.render())
+            return 0
+        cfg = config_mod.from_args(args)
+    except config_mod.ConfigError as err:
+        print(f"taskstatsd: {err}", file=sys.stderr)
+        return 2
+    os.umask(UMASK)  # before the first open: the journal is private
+    startup = Startup(detach=not cfg.foreground)
     try:
         daemon = Daemon(cfg)
     except TaskstatsError as err:
-        print(f"taskstatsd: {err}", file=sys.stderr)
-        return 1
+        return startup.failed(str(err))
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        return startup.failed(f"{where}{err.strerror or err}")
     print(f"taskstatsd: listening on {cfg.socket}, journal in {cfg.state_dir}",
           file=sys.stderr)
     if daemon.metrics is not None:
         print(f"taskstatsd: metrics at {daemon.metrics.url}", file=sys.stderr)
-    daemon.run()
+    daemon.run(ready=startup.ready)
     return 0

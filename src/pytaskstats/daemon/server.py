@@ -12,11 +12,9 @@ count in the extended-ACK offset), never delaying anyone else.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import socket
-import stat
 import struct
 import sys
 from collections import deque
@@ -44,6 +42,7 @@ from . import protocol
 from .listeners import ListenerLists, MaskError, check_cpumask
 from .namespaces import NsView
 from .procmode import ProcfsKernel
+from .socketfile import BoundSocket
 
 MAX_FDS = 4
 ADMIN_PERM = 0x01
@@ -117,7 +116,8 @@ class Server:
         self.peers: dict[int, Peer] = {}
         self.next_id = 1
         self.dropped_client_records = 0
-        self.sock = _listen(path)
+        self.bound = BoundSocket(path)
+        self.sock = self.bound.sock
         family = kernel.family
         self.family = genl.FamilyInfo(family.id, ts.FAMILY_NAME, family.version, 0, 0,
                                       family.ops)
@@ -152,9 +152,7 @@ class Server:
         """Close every client and the listening socket; remove the socket file."""
         for peer in list(self.peers.values()):
             self.drop(peer)
-        self.sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        self.bound.close()
 
     # ------------------------------------------------------------ requests
 
@@ -386,20 +384,3 @@ def _errno_of(err: TaskstatsError) -> int:
     if isinstance(err, Unsupported):
         return errno.ENOENT
     return errno.EIO
-
-
-def _listen(path: str) -> socket.socket:
-    """Bind the client socket at ``path``, reachable by every local user."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)  # a stale socket from a previous run
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    sock.bind(path)
-    os.chmod(path, 0o666)
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
