@@ -415,9 +415,8 @@ class Startup:
             os.write(self.pipe, READY)
         os.close(self.pipe)
         self.pipe = None
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 2)
-        os.close(null)
+        terminal, sys.stderr = sys.stderr, open(os.devnull, "w")  # noqa: SIM115 - for life
+        terminal.close()
 
     def failed(self, message: str) -> int:
         """Report ``message``; the exit status (1)."""
@@ -442,10 +441,12 @@ def _daemonize() -> int:
     os.setsid()
     if os.fork():
         os._exit(0)
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1):  # stderr stays until ready: the start's own warnings show
+    terminal = os.dup(2)  # not inherited: the journal writer gets /dev/null, so
+    null = os.open(os.devnull, os.O_RDWR)  # nothing holds the caller's stderr open
+    for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
+    sys.stderr = open(terminal, "w", buffering=1)  # noqa: SIM115 - until ready
     return w
 
 
@@ -476,6 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     os.umask(UMASK)  # before the first open: the journal is private
     startup = Startup(detach=not cfg.foreground)
+    stop_asked: list[int] = []  # a SIGTERM during the start stops it once started
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stop_asked.append(signum))
     try:
         daemon = Daemon(cfg)
     except TaskstatsError as err:
@@ -487,5 +491,6 @@ def main(argv: Sequence[str] | None = None) -> int:
           file=sys.stderr)
     if daemon.metrics is not None:
         print(f"taskstatsd: metrics at {daemon.metrics.url}", file=sys.stderr)
+    daemon.running = not stop_asked
     daemon.run(ready=startup.ready)
     return 0

@@ -1,0 +1,408 @@
+"""taskstatsd's start, stop and files (issue 11 findings 1, 10, 11, 12): a private
+journal, one daemon per socket, settings checked before anything is touched, a full
+disk that never stops it, and a systemd unit that verifies and works when hardened."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytaskstats import Client, ExitRecord
+from pytaskstats.daemon import main as daemon_main
+from pytaskstats.daemon import protocol
+from pytaskstats.daemon import socketfile as daemon_socket
+
+from .conftest import as_nobody
+from .daemon_util import RunningDaemon
+
+DAEMON = [sys.executable, "-m", "pytaskstats.daemon", "--config", os.devnull]
+
+
+def _status(sock: str) -> dict[str, Any]:
+    with Client("daemon", socket_path=sock) as c:
+        doc: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS, {})
+        return doc
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DAEMON, *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def _one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("taskstatsd: "), done.stderr
+    return lines[0]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# ---------------------------------------------------------------- finding 1
+
+
+@pytest.mark.kernel
+def test_journal_is_private_even_over_a_state_dir_made_by_old_versions(
+        tmp_path: Path, nobody_env: dict[str, str]) -> None:
+    base = tmp_path / "world"
+    base.mkdir()
+    base.chmod(0o755)
+    tmp_path.chmod(0o755)
+    state = base / "state"
+    state.mkdir()
+    state.chmod(0o755)  # as older taskstatsd made it
+    old = os.umask(0o022)
+    try:
+        with sqlite3.connect(state / "journal.sqlite3") as db:
+            db.execute("CREATE TABLE leak (secret TEXT)")
+        (state / "taskstatsd.lock").touch()
+        (state / "listener-drops.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert _mode(state / "journal.sqlite3") == 0o644
+    d = RunningDaemon(state)
+    try:
+        subprocess.run(["true"], check=True)
+        assert _status(d.socket)["counters"]["received"] >= 0
+        with Client("daemon", socket_path=d.socket) as c:
+            c.daemon_request(protocol.CMD_HISTORY, {"limit": 1})  # the writer committed
+        assert _mode(state) == 0o700
+        for name in ("journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm",
+                     "taskstatsd.lock", "listener-drops.json"):
+            assert _mode(state / name) == 0o600, name
+        peek = ("import sqlite3, sys; sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', "
+                "uri=True).execute('SELECT count(*) FROM sqlite_master').fetchall()")
+        done = as_nobody(nobody_env, "-c", peek, str(state / "journal.sqlite3"))
+        assert done.returncode != 0 and "unable to open" in done.stderr
+    finally:
+        assert d.stop() == 0
+        d.close()
+
+
+@pytest.mark.kernel
+def test_state_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)
+    done = _run("--foreground", "--socket", str(tmp_path / "s.sock"), "--state-dir",
+                str(state))
+    assert done.returncode == 1 and "owned by uid 65534" in _one_line_error(done)
+    assert not (tmp_path / "s.sock").exists() and list(state.iterdir()) == []
+
+
+# ---------------------------------------------------------------- finding 10
+
+
+@pytest.mark.kernel
+def test_a_second_daemon_on_a_live_socket_is_refused(tmp_path: Path) -> None:
+    first = RunningDaemon()
+    try:
+        for background in ((), ("--foreground",)):
+            done = _run(*background, "--socket", first.socket, "--state-dir",
+                        str(tmp_path / "other"))
+            assert done.returncode == 1, done.stderr
+            assert "already answers" in _one_line_error(done)
+            assert not (tmp_path / "other").exists()
+        assert _status(first.socket)["daemon"]["pid"] == first.pid  # still reachable
+    finally:
+        assert first.stop() == 0
+        first.close()
+
+
+@pytest.mark.kernel
+def test_stale_socket_is_replaced_and_a_foreign_one_is_never_unlinked(tmp_path: Path) -> None:
+    d = RunningDaemon.__new__(RunningDaemon)
+    base = tmp_path / "run"
+    base.mkdir()
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    stale.bind(str(base / "s.sock"))
+    stale.close()  # a dead daemon's socket
+    d.base, d.socket, d.state_dir, d.extra, d.proc = tmp_path, str(base / "s.sock"), \
+        tmp_path / "state", (), None
+    d.start()  # the stale path exists already: wait until the daemon answers on it
+    try:
+        deadline = time.monotonic() + 20
+        while not daemon_socket.answering(d.socket):
+            assert d.proc is not None and d.proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        assert _status(d.socket)["daemon"]["pid"] == d.pid
+        os.unlink(d.socket)  # someone (an admin, another daemon) puts another socket there
+        foreign = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        foreign.bind(d.socket)
+        assert d.stop() == 0
+        assert stat.S_ISSOCK(os.lstat(d.socket).st_mode)  # not ours: left alone
+        foreign.close()
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+
+
+BAD = [
+    (["--socket", "/nonexistent/dir/s.sock"], "does not exist"),
+    (["--synchronous", "BOGUS"], "synchronous"),
+    (["--retention-days", "-3"], "retention_days"),
+    (["--state-dir", "/etc/passwd"], "not a directory"),
+    (["--max-clients", "banana"], "not an integer"),
+    (["--source", "nope"], "source"),
+    (["--admin-group", "no-such-group-xyz"], "no such group"),
+    (["--low-free-pct", "90"], "resume_free_pct"),
+    (["--procfs-interval-s", "nan"], "not a number"),
+    (["--metrics-groups", "x=("], "bad regex"),
+]
+
+
+@pytest.mark.parametrize(("args", "said"), BAD)
+@pytest.mark.parametrize("foreground", [True, False])
+def test_bad_settings_are_one_line_usage_errors_before_any_disk_write(
+        tmp_path: Path, args: list[str], said: str, foreground: bool) -> None:
+    state, sock = tmp_path / "state", tmp_path / "run" / "s.sock"
+    done = _run(*(["--foreground"] if foreground else []), "--socket", str(sock),
+                "--state-dir", str(state), *args)
+    assert done.returncode == 2 and said in _one_line_error(done)
+    assert not state.exists() and not sock.parent.exists()
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("max_clients = 3\n", "section header"),
+    ("[taskstatsd]\nmax_clients = banana\n", "not an integer"),
+    ("[taskstatsd]\ncgroups = banana\n", "yes or no"),
+    ("[taskstatsd]\nno_such_key = 1\n", "unknown setting"),
+    ("[taskstatsdd]\nmax_clients = 3\n", "unknown section"),
+])
+def test_bad_config_files_are_one_line_usage_errors(tmp_path: Path, text: str,
+                                                    said: str) -> None:
+    conf = tmp_path / "c.conf"
+    conf.write_text(text)
+    done = subprocess.run([sys.executable, "-m", "pytaskstats.daemon", "--config", str(conf),
+                           "--state-dir", str(tmp_path / "state")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and said in _one_line_error(done)
+    assert not (tmp_path / "state").exists()
+
+
+def _writers_of(state: Path) -> list[int]:
+    """Pids of journal writer processes for ``state``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"journal_process" in cmdline and str(state).encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.kernel
+def test_a_failed_start_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A start that fails after the journal writer began (metrics port taken) leaves
+    no writer, no socket, and no false daemon_down gap at the next start."""
+    pytest.importorskip("prometheus_client")
+    state, sock = tmp_path / "state", str(tmp_path / "run" / "s.sock")
+    d = RunningDaemon(state)
+    assert d.stop() == 0  # a journal with a clean stop
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        done = _run("--foreground", "--socket", sock, "--state-dir", str(state),
+                    "--metrics-listen", f"127.0.0.1:{taken.getsockname()[1]}")
+    finally:
+        taken.close()
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert not os.path.exists(sock) and _writers_of(state) == []
+    d.start()
+    try:
+        assert not [g for g in _status(d.socket)["gaps"] if g[2] == "daemon_down"]
+    finally:
+        d.close()
+
+
+@pytest.mark.kernel
+def test_background_start_waits_for_readiness(tmp_path: Path) -> None:
+    sock, state = str(tmp_path / "run" / "s.sock"), tmp_path / "state"
+    done = _run("--socket", sock, "--state-dir", str(state))
+    assert done.returncode == 0, done.stderr
+    pid = _status(sock)["daemon"]["pid"]  # answering as soon as the start returned
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while os.path.exists(sock):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    bad = _run("--socket", sock, "--state-dir", str(state / "journal.sqlite3"))
+    assert bad.returncode == 2
+
+
+class _BrokenEvents:
+    """A fork-event socket whose every read fails with EIO (counts the reads)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.pair = socket.socketpair()
+
+    def recv(self) -> int:
+        self.reads += 1
+        if self.reads > 10_000:
+            raise KeyboardInterrupt  # the old loop never returns: stop it
+        raise OSError(5, "Input/output error")
+
+    def fileno(self) -> int:
+        return self.pair[0].fileno()
+
+    def close(self) -> None:
+        for s in self.pair:
+            s.close()
+
+
+def test_fork_events_do_not_spin_on_a_persistent_error() -> None:
+    d = daemon_main.Daemon.__new__(daemon_main.Daemon)
+    events = _BrokenEvents()
+    d.fork_events, d.fork_events_failed = events, False  # type: ignore[assignment]
+    d.selector = selectors.DefaultSelector()
+    d.selector.register(events.fileno(), selectors.EVENT_READ, ("forks", 0))
+    d._forks()
+    assert events.reads == 1 and d.fork_events is None and d.fork_events_failed
+    assert not d.selector.get_map()
+
+
+# ---------------------------------------------------------------- finding 11
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs, unmounted afterwards."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(fs: Path) -> None:
+    with open(fs / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def _children(n: int) -> None:
+    """``n`` exits in a burst (forked shells)."""
+    subprocess.run(["sh", "-c", f"for i in $(seq {n}); do true & done; wait"], check=True)
+
+
+@pytest.mark.kernel
+def test_a_full_disk_never_stops_the_daemon(small_fs: Path) -> None:
+    state = small_fs / "state"
+    d = RunningDaemon(state, "--rcvbuf-bytes", "4096")
+    try:
+        _fill(small_fs)
+        _children(5)
+        assert d.stop() == 0  # SIGTERM on a full disk: a clean stop
+        assert not os.path.exists(d.socket)
+        d.start()  # a restart on the full disk
+        with Client("daemon", socket_path=d.socket) as c, c.listen() as listener:
+            assert c.pid(os.getpid()).ac_pid == os.getpid()
+            _children(3000)  # overruns the 4 KiB listener buffers while full
+            seen = 0
+            while events := listener.poll(0.5):
+                seen += sum(isinstance(e, ExitRecord) for e in events)
+            assert seen > 0
+        counters = _status(d.socket)["counters"]
+        assert counters["lost_overrun"] > 0, counters  # the overrun was counted...
+        assert d.proc is not None and d.proc.poll() is None  # ...and did not kill it
+        lost = sum(v for k, v in counters.items() if k.startswith(("lost_", "dropped_")))
+        assert counters["journaled"] + lost >= counters["received"]
+        assert d.stop() == 0
+    finally:
+        d.close()
+
+
+@pytest.mark.kernel
+def test_a_new_state_dir_on_a_full_disk_starts_suspended(small_fs: Path) -> None:
+    _fill(small_fs)
+    d = RunningDaemon(small_fs / "state")
+    try:
+        _children(20)
+        with Client("daemon", socket_path=d.socket) as c:
+            assert c.daemon_request(protocol.CMD_HISTORY, {"limit": 5}) == []
+            assert c.pid(os.getpid()).ac_pid == os.getpid()
+        counters = _status(d.socket)["counters"]
+        assert counters["suspensions"] >= 1 and counters["dropped_disk_low"] >= 20
+        assert d.stop() == 0
+    finally:
+        d.close()
+
+
+# ---------------------------------------------------------------- finding 12
+
+
+def test_printed_unit_verifies_with_systemd_analyze(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = tmp_path / "taskstatsd.service"
+    done = subprocess.run([*DAEMON[:3], "--print-unit"], capture_output=True, text=True,
+                          timeout=60, check=True)
+    unit.write_text(done.stdout)
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                            text=True, timeout=60, check=False, cwd=tmp_path)
+    assert verify.returncode == 0 and verify.stdout + verify.stderr == "", verify.stderr
+    text = done.stdout
+    for directive in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+                      "PrivateTmp=yes", "UMask=0077", "SystemCallFilter=@system-service",
+                      "RestrictAddressFamilies=AF_UNIX AF_NETLINK\n", "StateDirectoryMode=0700"):
+        assert directive in text
+    assert f"ExecStart={os.path.abspath(sys.executable)} -I -m pytaskstats.daemon" in text
+
+
+@pytest.mark.kernel
+def test_daemon_works_with_the_units_capabilities_only(tmp_path: Path,
+                                                        nobody_env: dict[str, str]) -> None:
+    """The unit's CapabilityBoundingSet, NoNewPrivileges and UMask reproduced with
+    setpriv (systemd is not PID 1 here): it serves a nobody's query and a listener."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="taskstatsd-caps-", dir="/tmp"))
+    tmp_path.chmod(0o755)
+    sock = str(tmp_path / "run" / "s.sock")
+    proc = subprocess.Popen(
+        ["setpriv", "--bounding-set=-all,+net_admin,+sys_ptrace,+dac_read_search",
+         "--inh-caps=-all", "--no-new-privs", "sh", "-c", 'umask 0077; exec "$@"', "sh",
+         *DAEMON, "--foreground", "--socket", sock, "--state-dir", str(tmp_path / "state")],
+        stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        caps = Path(f"/proc/{proc.pid}/status").read_text()
+        assert "CapBnd:\t0000000000081004" in caps and "NoNewPrivs:\t1" in caps
+        code = ("import os, sys; from pytaskstats import Client\n"
+                "with Client('daemon', socket_path=sys.argv[1]) as c, c.listen() as l:\n"
+                "    print(c.pid(os.getpid()).ac_uid)\n"
+                "    os.spawnvp(os.P_WAIT, 'true', ['true'])\n"
+                "    print(any(e.task.ac_uid == 65534 for e in l.poll(5) if hasattr(e, 'task')))\n")
+        done = as_nobody(nobody_env, "-c", code, sock)
+        assert done.stdout.split() == ["65534", "True"], done.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        shutil.rmtree(tmp_path, ignore_errors=True)
