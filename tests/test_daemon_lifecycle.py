@@ -406,3 +406,14 @@ def test_daemon_works_with_the_units_capabilities_only(tmp_path: Path,
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_contrib_unit_is_the_printed_one() -> None:
+    """contrib/taskstatsd.service is --print-unit's text for /usr/local/bin/taskstatsd."""
+    contrib = (Path(__file__).parent.parent / "contrib" / "taskstatsd.service").read_text()
+    printed = subprocess.run([*DAEMON[:3], "--print-unit"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    def body(text: str) -> list[str]:
+        return [line for line in text.splitlines()
+                if line.strip() and not line.startswith(("#", "ExecStart="))]
+    assert body(contrib) == body(printed)
