@@ -259,7 +259,7 @@ class _BrokenEvents:
     def recv(self) -> int:
         self.reads += 1
         if self.reads > 10_000:
-            raise KeyboardInterrupt  # the old loop never returns: stop it
+            raise RuntimeError("spinning")  # the old loop never returns: stop it
         raise OSError(5, "Input/output error")
 
     def fileno(self) -> int:
