@@ -31,6 +31,11 @@ class Config:
     max_clients: int = 256
     client_queue_records: int = 8192
     max_request_bytes: int = 65536
+    max_clients_per_uid: int = 32  # connections one non-admin uid may hold
+    admin_reserved_clients: int = 8  # the last of max_clients: root and admins only
+    client_reply_bytes: int = 256 * 1024  # queued answers; then its requests wait
+    client_queue_bytes: int = 4 << 20  # queued exit records (with client_queue_records)
+    client_turn_messages: int = 16  # requests answered per client per loop turn
     cgroups: bool = True  # capture each exiting process's cgroup path
     source: str = "auto"  # auto (kernel, else /proc), kernel, or procfs
     procfs_interval_s: float = 1.0  # /proc scan period when running on /proc
