@@ -36,6 +36,7 @@ class Config:
     client_reply_bytes: int = 256 * 1024  # queued answers; then its requests wait
     client_queue_bytes: int = 4 << 20  # queued exit records (with client_queue_records)
     client_turn_messages: int = 16  # requests answered per client per loop turn
+    client_turn_ms: float = 0.5  # and for at most this long (the last one finishes)
     cgroups: bool = True  # capture each exiting process's cgroup path
     source: str = "auto"  # auto (kernel, else /proc), kernel, or procfs
     procfs_interval_s: float = 1.0  # /proc scan period when running on /proc

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ..metrics.service import DaemonMetrics
 
 FDSTORE_PREFIX = "taskstats-cpus-"
+DRAIN_DATAGRAMS = 64  # per kernel socket and drain: clients get turns during a storm
 HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "tgid", "cgroup", "group_by",
                 "sort", "limit", "bucket_s", "fields", "plausible")
 
@@ -67,7 +68,7 @@ class Daemon:
             limits=Limits(cfg.max_clients, cfg.max_request_bytes, cfg.client_queue_records,
                           cfg.max_clients_per_uid, cfg.admin_reserved_clients,
                           cfg.client_reply_bytes, cfg.client_queue_bytes,
-                          cfg.client_turn_messages),
+                          cfg.client_turn_messages, cfg.client_turn_ms / 1000),
             status=self.status, history=self.history, possible_cpus=cpus,
             nr_cpu_ids=cpus[-1] + 1)
         self.selector = selectors.DefaultSelector()
@@ -188,10 +189,14 @@ class Daemon:
         self._flush_all()
 
     def _serve(self, turns: dict[int, int]) -> None:
-        """Give each ready client one bounded turn (Server.readable), round-robin from
-        where the last step stopped, and drain the kernel's sockets after each: no
-        client delays the exits by more than one turn."""
-        order = sorted(turns, key=lambda pid: (pid <= self.last_served, pid))
+        """Give each ready client one bounded turn (Server.readable), and drain the
+        kernel's sockets after each: no client delays the exits by more than one turn.
+        Clients with a new request go before those still working through a datagram
+        of many (who had a turn last step), each group round-robin from where the
+        last step stopped."""
+        peers = self.server.peers
+        order = sorted(turns, key=lambda pid: (pid in peers and peers[pid].batch is not None,
+                                               pid <= self.last_served, pid))
         for pid in order:
             self._client(self.server.peers.get(pid), turns[pid])
             self.last_served = pid
@@ -200,9 +205,12 @@ class Daemon:
                     self.ingest(index)
 
     def ingest(self, index: int) -> None:
-        """Journal and fan out everything queued on kernel socket ``index``."""
+        """Journal and fan out what is queued on kernel socket ``index``, at most
+        DRAIN_DATAGRAMS: the loop drains again after every client's turn."""
         now = time.time_ns()
-        for event, raw in self.listener.drain_raw(index):
+        drained = (self.listener.drain_raw(index, DRAIN_DATAGRAMS)
+                   if isinstance(self.listener, Listener) else self.listener.drain_raw(index))
+        for event, raw in drained:
             if isinstance(event, Lost):
                 self._lost(event)
                 self._save_drops()

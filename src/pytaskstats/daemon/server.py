@@ -19,6 +19,7 @@ import socket
 import stat
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,8 +61,9 @@ class Limits:
     ``max_request`` bytes per datagram; per client, at most ``reply_bytes`` of
     queued answers (then its requests are no longer read until they are sent: one
     request's answer may overshoot it), ``queue_records`` exit records and
-    ``record_bytes`` of them (then they are dropped and counted); ``turn_messages``
-    request messages answered per client per turn of the event loop.
+    ``record_bytes`` of them (then they are dropped and counted); per turn of the
+    event loop, a client's requests are answered until ``turn_messages`` of them or
+    ``turn_seconds`` have gone (the request under way is finished).
     """
 
     max_clients: int = 256
@@ -72,6 +74,7 @@ class Limits:
     reply_bytes: int = 256 * 1024
     record_bytes: int = 4 << 20
     turn_messages: int = 16
+    turn_seconds: float = 0.0005
 
 
 @dataclass
@@ -253,12 +256,13 @@ class Server:
         return peer.batch is not None and peer.reply_bytes < self.limits.reply_bytes
 
     def readable(self, peer: Peer) -> bool:
-        """One turn of a client: answer at most ``turn_messages`` request messages,
-        reading a datagram when none is pending, and stop early when its queued
-        answers reach ``reply_bytes``; then send what it can.  False when the client
-        has gone."""
-        budget = self.limits.turn_messages
-        while budget > 0 and peer.reply_bytes < self.limits.reply_bytes:
+        """One turn of a client: answer at most ``turn_messages`` request messages for
+        at most ``turn_seconds``, reading a datagram when none is pending, and stop
+        early when its queued answers reach ``reply_bytes``; then send what it can.
+        False when the client has gone."""
+        budget, until = self.limits.turn_messages, time.monotonic() + self.limits.turn_seconds
+        while budget > 0 and peer.reply_bytes < self.limits.reply_bytes \
+                and time.monotonic() < until:
             if peer.batch is None:
                 alive = self._receive(peer)
                 if not alive:
