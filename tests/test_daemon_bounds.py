@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytaskstats import Client
+from pytaskstats import Client, ExitRecord
 from pytaskstats import genetlink as genl
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
@@ -205,9 +205,9 @@ def test_unread_replies_are_bounded_and_do_not_stall_others(
     """Findings 6 and 9: nobody sends up to 149 datagrams of 2,000 GETs and reads
     nothing.  The daemon queues at most its reply bound for it and stops reading its
     requests (so its sends block: it cannot send them all), its RSS stays put, others
-    are answered meanwhile, and the flooder's datagram, half answered, is finished
-    only after another client's request: no datagram holds the loop.  Once it
-    reads, it gets every answer."""
+    are answered and exits delivered meanwhile, and the flooder's datagram, half
+    answered, is finished only after another client's request: no datagram holds
+    the loop.  Once it reads, it gets every answer."""
     status = _status(daemon)
     limit = 256 * 1024
     before = _rss(daemon.pid)
@@ -222,6 +222,12 @@ def test_unread_replies_are_bounded_and_do_not_stall_others(
                   lambda: _status(daemon)["counters"]["client_reply_peak_bytes"] >= limit)
         with Client("daemon", socket_path=daemon.socket) as other:
             asked = other.pid(int(pid)).ac_etime  # answered while the flood waits
+            with other.listen() as listener:  # and exits still flow
+                child = subprocess.Popen(["true"])
+                child.wait()
+                _wait_for("the exit of a child", lambda: any(
+                    isinstance(e, ExitRecord) and e.pid == child.pid
+                    for e in listener.poll(0.1)))
         status = _status(daemon)
         assert status["counters"]["client_reply_peak_bytes"] < limit + 4096
         assert _rss(daemon.pid) - before < 16 * MIB
