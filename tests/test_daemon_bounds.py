@@ -270,9 +270,10 @@ def _cli(daemon: RunningDaemon, env: dict[str, str], *user: str
 
 
 def test_connection_limits_keep_root_in(nobody_env: dict[str, str]) -> None:
-    """Finding 7: nobody opening 300 connections holds only its per-uid share, a
-    second user fills up to the admin reserve, and root's `taskstats get` through the
-    daemon still works; a refused client gets one line saying why, no traceback."""
+    """Finding 7: nobody opening 300 connections holds only its per-uid share (also
+    as root of its own namespaces), a second user fills up to the admin reserve, and
+    root's `taskstats get` through the daemon still works; a refused client gets one
+    line saying why, no traceback."""
     small = RunningDaemon(None, "--max-clients", "40", "--admin-reserved-clients", "4",
                           "--max-clients-per-uid", "30")
     holders: list[subprocess.Popen[str]] = []
@@ -282,8 +283,12 @@ def test_connection_limits_keep_root_in(nobody_env: dict[str, str]) -> None:
         refused = _cli(small, nobody_env, *NOBODY)
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         assert refused.stderr.count("\n") == 1 and "max_clients_per_uid" in refused.stderr
+        # root of its own user and pid namespaces is still uid 65534 here
+        contained = _cli(small, nobody_env, *NOBODY, "unshare", "--pid", "--user",
+                         "--map-root-user", "--fork", "--mount-proc")
+        assert contained.returncode == 1 and "max_clients_per_uid" in contained.stderr
         holders.append(_hold(65533, small, 10))
-        _wait_for("the reserve", lambda: _status(small)["counters"]["clients_refused"] >= 275)
+        _wait_for("the reserve", lambda: _status(small)["counters"]["clients_refused"] >= 276)
         assert _status(small)["clients"] == 37  # 30 + 6, and this status query
         other = _cli(small, nobody_env, "setpriv", "--reuid=65533", "--regid=65533",
                      "--clear-groups")
