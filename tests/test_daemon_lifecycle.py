@@ -153,7 +153,7 @@ def test_stale_socket_is_replaced_and_a_foreign_one_is_never_unlinked(tmp_path: 
 
 
 BAD = [
-    (["--socket", "/nonexistent/dir/s.sock"], "does not exist"),
+    (["--socket", "/proc/no-such-dir/sub/s.sock"], "does not exist"),
     (["--synchronous", "BOGUS"], "synchronous"),
     (["--retention-days", "-3"], "retention_days"),
     (["--state-dir", "/etc/passwd"], "not a directory"),

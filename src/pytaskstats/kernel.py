@@ -8,6 +8,7 @@ counted :class:`~pytaskstats.records.Lost` events instead of exceptions.
 from __future__ import annotations
 
 import errno
+import itertools
 import selectors
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -342,16 +343,19 @@ class Listener:
         """Everything already queued on every socket, without waiting."""
         return [e for i in range(len(self.conns)) for e, _ in self._drain(i, raw=False)]
 
-    def drain_raw(self, index: int) -> list[tuple[Event, bytes | None]]:
+    def drain_raw(self, index: int, limit: int | None = None
+                  ) -> list[tuple[Event, bytes | None]]:
         """What is queued on socket ``index``, with each exit's message bytes exactly
-        as received (None for losses)."""
-        return self._drain(index, raw=True)
+        as received (None for losses); at most ``limit`` datagrams when given (the
+        rest stay queued: a storm cannot keep one call going)."""
+        return self._drain(index, raw=True, limit=limit)
 
-    def _drain(self, index: int, *, raw: bool) -> list[tuple[Event, bytes | None]]:
+    def _drain(self, index: int, *, raw: bool, limit: int | None = None
+               ) -> list[tuple[Event, bytes | None]]:
         conn = self.conns[index]
         out: list[tuple[Event, bytes | None]] = [(e, None) for e in conn.pending_exits]
         conn.pending_exits.clear()
-        while True:
+        for _ in itertools.repeat(None) if limit is None else range(limit):
             try:
                 n = conn.sock.recv()
             except BlockingIOError:

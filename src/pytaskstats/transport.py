@@ -8,11 +8,13 @@ reused buffer.  These and :mod:`pytaskstats.daemon` are the only socket users.
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 from collections.abc import Sequence
 
-from .errors import RemoteProtocolError, TaskstatsError, Unsupported
+from . import netlink as nl
+from .errors import ProtocolError, RemoteProtocolError, TaskstatsError, Unsupported
 
 NETLINK_GENERIC = 16
 SO_RCVBUFFORCE = 33
@@ -140,11 +142,54 @@ class UnixSocket(_Buffered):
         self.rcvbuf = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
     def send(self, data: bytes, fds: Sequence[int] = ()) -> None:
-        """Send one datagram, passing ``fds`` with SCM_RIGHTS."""
-        if fds:
-            socket.send_fds(self.sock, [data], list(fds))
-        else:
-            self.sock.send(data)
+        """Send one datagram, passing ``fds`` with SCM_RIGHTS.  A connection the daemon
+        closed (or refused) raises TaskstatsError saying so, never SIGPIPE."""
+        try:
+            if fds:
+                socket.send_fds(self.sock, [data], list(fds), socket.MSG_NOSIGNAL)
+            else:
+                self.sock.send(data, socket.MSG_NOSIGNAL)
+        except (BrokenPipeError, ConnectionResetError) as err:
+            raise self._closed() from err
+
+    def recv(self) -> int:
+        """Receive one datagram, as :meth:`_Buffered.recv`; the daemon's refusal of
+        this connection, or its end, raises TaskstatsError."""
+        try:
+            n = super().recv()
+        except (BrokenPipeError, ConnectionResetError) as err:
+            raise self._closed() from err
+        if n == 0:
+            raise self._closed()
+        refusal = _refusal(self.view, n)
+        if refusal:
+            raise TaskstatsError(refusal)
+        return n
+
+    def _closed(self) -> TaskstatsError:
+        """The error for a connection the daemon ended: its refusal notice when one
+        is still queued here."""
+        try:
+            n = self.sock.recv_into(self.buffer, RECV_BUFFER, socket.MSG_DONTWAIT)
+        except OSError:
+            n = 0
+        return TaskstatsError(_refusal(self.view, n) or "taskstatsd closed the connection "
+                              "(it stopped, or refused this client)")
+
+
+def _refusal(view: memoryview, n: int) -> str:
+    """The message of taskstatsd's refusal of a connection (an NLMSG_ERROR of sequence
+    0 with EUSERS, sent before it closes it) in the first ``n`` bytes, else ""."""
+    try:
+        messages = nl.split_messages(view, n)
+        if len(messages) != 1 or messages[0].type != nl.NLMSG_ERROR or messages[0].seq:
+            return ""
+        reply = nl.decode_error(messages[0])
+    except ProtocolError:
+        return ""
+    if reply.error != errno.EUSERS:
+        return ""
+    return reply.ext_message or "taskstatsd refused the connection: too many clients"
 
 
 class ConnectorSocket(_Buffered):

@@ -34,6 +34,12 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "max_clients": (1, 1 << 20),
     "client_queue_records": (1, 1 << 24),
     "max_request_bytes": (64, 1 << 24),
+    "max_clients_per_uid": (1, 1 << 20),
+    "admin_reserved_clients": (0, 1 << 20),
+    "client_reply_bytes": (4096, 1 << 30),
+    "client_queue_bytes": (4096, 1 << 30),
+    "client_turn_messages": (1, 1 << 16),
+    "client_turn_ms": (0.01, 10000),
     "procfs_interval_s": (0.01, 3600),
     "metrics_cgroup_depth": (0, 64),
     "metrics_max_series": (1, 1 << 20),
@@ -64,6 +70,12 @@ class Config:
     max_clients: int = 256
     client_queue_records: int = 8192
     max_request_bytes: int = 65536
+    max_clients_per_uid: int = 32  # connections one non-admin uid may hold
+    admin_reserved_clients: int = 8  # the last of max_clients: root and admins only
+    client_reply_bytes: int = 256 * 1024  # queued answers; then its requests wait
+    client_queue_bytes: int = 4 << 20  # queued exit records (with client_queue_records)
+    client_turn_messages: int = 16  # requests answered per client per loop turn
+    client_turn_ms: float = 0.5  # and for at most this long (the last one finishes)
     cgroups: bool = True  # capture each exiting process's cgroup path
     source: str = "auto"  # auto (kernel, else /proc), kernel, or procfs
     procfs_interval_s: float = 1.0  # /proc scan period when running on /proc

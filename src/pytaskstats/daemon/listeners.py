@@ -2,16 +2,23 @@
 
 A listener is keyed by its connection id (the kernel keys by netlink port id);
 registering the same (listener, cpu) twice is ignored; deregistering removes it;
-a listener whose connection is gone is pruned.  cpumask strings are checked as
-the kernel checks them, with the kernel's errnos.
+a listener whose connection is gone is pruned.  cpumask attributes are checked as
+the kernel checks them, with the kernel's errnos, at a cost bounded by their length
+and the number of CPUs.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 from collections.abc import Iterable
 
-from ..cpulist import parse_cpulist
+from .. import genetlink as genl
+from .. import netlink as nl
+from .. import taskstats as ts
+from ..cpulist import CpulistError, parse_cpumask
+
+KERNEL_MAX = "/sys/devices/system/cpu/kernel_max"  # NR_CPUS - 1
 
 
 class MaskError(ValueError):
@@ -22,24 +29,53 @@ class MaskError(ValueError):
         self.errno = err
 
 
-def check_cpumask(text: str, possible: Iterable[int], nr_cpu_ids: int) -> list[int]:
-    """Parse ``text`` like the kernel's register path; raise MaskError with its errno.
-
-    E2BIG: longer than 100 + 6 * nr_cpu_ids; EINVAL: empty, unparseable or not a
-    subset of the possible CPUs; ERANGE: a CPU number beyond nr_cpu_ids.
-    """
-    if len(text) > 100 + 6 * nr_cpu_ids:
-        raise MaskError(errno.E2BIG, f"cpumask of {len(text)} characters is too long")
+@functools.cache
+def cpumask_maxlen(nr_cpu_ids: int) -> int:
+    """The kernel's TASKSTATS_CPUMASK_MAXLEN, 100 + 6 * NR_CPUS bytes, where NR_CPUS is
+    its build-time maximum (sysfs ``kernel_max`` + 1), not the CPUs present; from
+    ``nr_cpu_ids`` where sysfs does not tell."""
     try:
-        cpus = parse_cpulist(text)
-    except ValueError as err:
-        raise MaskError(errno.EINVAL, f"bad cpumask {text!r}: {err}") from err
-    if cpus and cpus[-1] >= nr_cpu_ids:
-        raise MaskError(errno.ERANGE, f"cpumask {text!r} names CPU {cpus[-1]}, "
-                        f"beyond the last ({nr_cpu_ids - 1})")
+        with open(KERNEL_MAX) as f:
+            nr_cpus = int(f.read()) + 1
+    except (OSError, ValueError):
+        nr_cpus = nr_cpu_ids
+    return 100 + 6 * max(nr_cpus, nr_cpu_ids)
+
+
+def cpumask_payload(msg: nl.Message, op: str) -> bytes:
+    """The raw payload of the (last) REGISTER or DEREGISTER cpumask attribute of a
+    TASKSTATS_CMD_GET request; ``op`` is "register" or "deregister"."""
+    wanted = ts.ATTR_REGISTER_CPUMASK if op == "register" else ts.ATTR_DEREGISTER_CPUMASK
+    payload = b""
+    for atype, a, b in nl.iter_attrs(msg.data, msg.start + genl.GENL_HEADER.size, msg.end):
+        if atype == wanted:
+            payload = bytes(msg.data[a:b])
+    return payload
+
+
+def check_cpumask(payload: bytes, possible: Iterable[int], nr_cpu_ids: int,
+                  maxlen: int) -> list[int]:
+    """The CPUs of a cpumask attribute's ``payload``, checked in the kernel's order;
+    raise MaskError with its errno.
+
+    ERANGE: an empty attribute (the attribute policy); E2BIG: longer than ``maxlen``
+    bytes; then the string up to the attribute's last byte or first NUL is parsed by
+    :func:`parse_cpumask` over ``nr_cpu_ids`` bits (EINVAL, EOVERFLOW, ERANGE, nothing
+    expanded beyond ``nr_cpu_ids``); EINVAL: not a subset of the possible CPUs.
+    """
+    if not payload:
+        raise MaskError(errno.ERANGE, "empty cpumask attribute")
+    if len(payload) > maxlen:
+        raise MaskError(errno.E2BIG, f"cpumask of {len(payload)} bytes is too long "
+                        f"(at most {maxlen})")
+    text = payload[:-1].split(b"\0", 1)[0]  # what the kernel's nla_strscpy() leaves
+    try:
+        cpus = parse_cpumask(text, nr_cpu_ids)
+    except CpulistError as err:
+        raise MaskError(err.errno, f"bad cpumask {text[:40]!r}: {err}") from err
     outside = set(cpus) - set(possible)
     if outside:
-        raise MaskError(errno.EINVAL, f"cpumask {text!r} names impossible CPUs "
+        raise MaskError(errno.EINVAL, f"cpumask {text[:40]!r} names impossible CPUs "
                         f"{sorted(outside)}")
     return cpus
 

@@ -47,6 +47,7 @@ FDSTORE_PREFIX = "taskstats-cpus-"
 FORK_READS = 256  # fork datagrams read per turn of the loop
 READY = b"ready\n"  # the daemon's word to the waiting parent
 PIPE_BUF = 4096  # one write of at most this many bytes is atomic
+DRAIN_DATAGRAMS = 64  # per kernel socket and drain: clients get turns during a storm
 HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "tgid", "cgroup", "group_by",
                 "sort", "limit", "bucket_s", "fields", "plausible")
 
@@ -64,6 +65,7 @@ class Daemon:
         self.cgroups: dict[int, str | None] = {}
         self.metrics: DaemonMetrics | None = None
         self.running = True
+        self.last_served = 0  # the client served last (round-robin)
         self.in_fd_store = False
         self.fork_events: ConnectorSocket | None = None
         self.fork_events_failed = False
@@ -81,7 +83,10 @@ class Daemon:
             cpus = possible_cpus()
             self.server = Server(
                 cfg.socket, self.kernel, policy=Policy(cfg.admin_gid),
-                limits=Limits(cfg.max_clients, cfg.max_request_bytes, cfg.client_queue_records),
+                limits=Limits(cfg.max_clients, cfg.max_request_bytes, cfg.client_queue_records,
+                              cfg.max_clients_per_uid, cfg.admin_reserved_clients,
+                              cfg.client_reply_bytes, cfg.client_queue_bytes,
+                              cfg.client_turn_messages, cfg.client_turn_ms / 1000),
                 status=self.status, history=self.history, possible_cpus=cpus,
                 nr_cpu_ids=cpus[-1] + 1)
             undo.callback(self.server.close)
@@ -210,8 +215,10 @@ class Daemon:
         if isinstance(self.listener, ProcfsExits):
             timeout = min(timeout, self.listener.interval_s)
             self.ingest(0)  # a due /proc scan
-        events = self.selector.select(timeout)
+        busy = [p.id for p in self.server.peers.values() if self.server.has_work(p)]
+        events = self.selector.select(0 if busy else timeout)
         events.sort(key=lambda ev: ev[0].data[0] != "kernel")
+        turns = dict.fromkeys(busy, 0)
         for key, mask in events:
             kind, index = key.data
             if kind == "kernel":
@@ -221,13 +228,33 @@ class Daemon:
             elif kind == "accept":
                 self._accept()
             else:
-                self._client(self.server.peers.get(index), mask)
+                turns[index] = turns.get(index, 0) | mask
+        self._serve(turns)
         self._flush_all()
 
+    def _serve(self, turns: dict[int, int]) -> None:
+        """Give each ready client one bounded turn (Server.readable), and drain the
+        kernel's sockets after each: no client delays the exits by more than one turn.
+        Clients with a new request go before those still working through a datagram
+        of many (who had a turn last step), each group round-robin from where the
+        last step stopped."""
+        peers = self.server.peers
+        order = sorted(turns, key=lambda pid: (pid in peers and peers[pid].batch is not None,
+                                               pid <= self.last_served, pid))
+        for pid in order:
+            self._client(self.server.peers.get(pid), turns[pid])
+            self.last_served = pid
+            if isinstance(self.listener, Listener):
+                for index in range(len(self.listener.fds)):
+                    self.ingest(index)
+
     def ingest(self, index: int) -> None:
-        """Journal and fan out everything queued on kernel socket ``index``."""
+        """Journal and fan out what is queued on kernel socket ``index``, at most
+        DRAIN_DATAGRAMS: the loop drains again after every client's turn."""
         now = time.time_ns()
-        for event, raw in self.listener.drain_raw(index):
+        drained = (self.listener.drain_raw(index, DRAIN_DATAGRAMS)
+                   if isinstance(self.listener, Listener) else self.listener.drain_raw(index))
+        for event, raw in drained:
             if isinstance(event, Lost):
                 self._lost(event)
                 self._save_drops()
@@ -300,29 +327,41 @@ class Daemon:
         return path
 
     def _accept(self) -> None:
-        peer = self.server.accept()
-        if peer is not None:
+        for peer in self.server.accept_some():
             self.selector.register(peer.sock, selectors.EVENT_READ, ("peer", peer.id))
 
     def _client(self, peer: Peer | None, mask: int) -> None:
+        """A client's turn: its requests (when it may send more or has some pending),
+        then what it can receive."""
         if peer is None:
             return
-        alive = self.server.readable(peer) if mask & selectors.EVENT_READ else True
-        if alive and mask & selectors.EVENT_WRITE:
+        alive = True
+        if mask & selectors.EVENT_WRITE:
             alive = self.server.flush(peer)
+        if alive and (self.server.has_work(peer) or (
+                mask & selectors.EVENT_READ and self.server.wants_requests(peer))):
+            alive = self.server.readable(peer)
         if not alive:
-            self.selector.unregister(peer.sock)
-            self.server.drop(peer)
+            self._drop(peer)
 
     def _flush_all(self) -> None:
+        """Send what each client can take; watch for reading only clients whose
+        queued answers are within bounds (backpressure), for writing those whose
+        socket is full."""
         for peer in list(self.server.peers.values()):
-            if not self.server.flush(peer):
-                self.selector.unregister(peer.sock)
-                self.server.drop(peer)
+            if (peer.replies or peer.records or peer.dropped_unsent) and not peer.want_write \
+                    and not self.server.flush(peer):
+                self._drop(peer)
                 continue
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.want_write else 0)
-            if self.selector.get_key(peer.sock).events != events:
+            events = ((selectors.EVENT_READ if self.server.wants_requests(peer) else 0)
+                      | (selectors.EVENT_WRITE if peer.want_write else 0))
+            # none: a half-answered datagram, served from `busy` in step()
+            if events and events != self.selector.get_key(peer.sock).events:
                 self.selector.modify(peer.sock, events, ("peer", peer.id))
+
+    def _drop(self, peer: Peer) -> None:
+        self.selector.unregister(peer.sock)
+        self.server.drop(peer)
 
     # ------------------------------------------------------------ answers
 
@@ -347,6 +386,8 @@ class Daemon:
             "metrics": None if self.metrics is None else self.metrics.url,
             "counters": {**self.counters, **self.journal.counters(),
                          "client_dropped": self.server.dropped_client_records,
+                         "clients_refused": self.server.refused_clients,
+                         "client_reply_peak_bytes": self.server.reply_peak,
                          "namespace_unattributed": self.server.unattributed()},
             "gaps": [list(g) for g in self.journal.gaps()[-10:]],
         }

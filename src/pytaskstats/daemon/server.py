@@ -12,11 +12,13 @@ count in the extended-ACK offset), never delaying anyone else.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,22 +41,64 @@ from ..kernel import Connection
 from ..procfs import ProcSource
 from ..records import CgroupStats, ExitRecord
 from . import protocol
-from .listeners import ListenerLists, MaskError, check_cpumask
+from .listeners import ListenerLists, MaskError, check_cpumask, cpumask_maxlen, cpumask_payload
 from .namespaces import NsView
 from .procmode import ProcfsKernel
 from .socketfile import BoundSocket
 
 MAX_FDS = 4
 ADMIN_PERM = 0x01
+ACCEPTS_PER_TURN = 16
+_U32 = struct.Struct("=I")
 
 
 @dataclass
 class Limits:
-    """Per-daemon limits: clients, request bytes, queued exit records per client."""
+    """What one client may cost the daemon, each bounded before it is spent.
+
+    ``max_clients`` connections in all, of which the last ``admin_reserved`` only for
+    root and the admin group; ``max_clients_per_uid`` per non-admin uid;
+    ``max_request`` bytes per datagram; per client, at most ``reply_bytes`` of
+    queued answers (then its requests are no longer read until they are sent: one
+    request's answer may overshoot it), ``queue_records`` exit records and
+    ``record_bytes`` of them (then they are dropped and counted); per turn of the
+    event loop, a client's requests are answered until ``turn_messages`` of them or
+    ``turn_seconds`` have gone (the request under way is finished).
+    """
 
     max_clients: int = 256
     max_request: int = 65536
     queue_records: int = 8192
+    max_clients_per_uid: int = 32
+    admin_reserved: int = 8
+    reply_bytes: int = 256 * 1024
+    record_bytes: int = 4 << 20
+    turn_messages: int = 16
+    turn_seconds: float = 0.0005
+
+
+@dataclass
+class Batch:
+    """A received datagram whose messages are answered over several turns."""
+
+    data: bytes
+    fds: list[int]
+    offset: int = 0
+
+    def next_frame(self) -> bytes | None:
+        """The next message's bytes (header included), or None when done.  A frame
+        that is not a whole message is returned with everything after it, once, for
+        :meth:`Server.handle` to judge; trailing zero padding is skipped."""
+        rest = len(self.data) - self.offset
+        if rest <= 0 or (rest < nl.HEADER.size and not any(self.data[self.offset:])):
+            return None
+        start = self.offset
+        length = _U32.unpack_from(self.data, start)[0] if rest >= nl.HEADER.size else 0
+        if nl.HEADER.size <= length <= rest:
+            self.offset = start + nl.align4(length)
+            return self.data[start:start + length]
+        self.offset = len(self.data)
+        return self.data[start:]
 
 
 @dataclass
@@ -69,6 +113,9 @@ class Peer:
     admin: bool
     replies: deque[bytes] = field(default_factory=deque)
     records: deque[bytes] = field(default_factory=deque)
+    reply_bytes: int = 0  # queued in replies
+    record_bytes: int = 0  # queued in records
+    batch: Batch | None = None  # a datagram not yet fully answered
     dropped_unsent: int = 0  # dropped since the last ENOBUFS notice
     dropped: int = 0
     want_write: bool = False
@@ -116,6 +163,8 @@ class Server:
         self.peers: dict[int, Peer] = {}
         self.next_id = 1
         self.dropped_client_records = 0
+        self.refused_clients = 0
+        self.reply_peak = 0  # the most reply bytes any client had queued
         self.bound = BoundSocket(path)
         self.sock = self.bound.sock
         family = kernel.family
@@ -124,28 +173,67 @@ class Server:
 
     # ------------------------------------------------------------ connections
 
+    def accept_some(self) -> list[Peer]:
+        """Accept what is pending, at most ACCEPTS_PER_TURN connections (the rest wait
+        for the next turn); clients over a limit are refused (see :meth:`accept`)."""
+        accepted: list[Peer] = []
+        for _ in range(ACCEPTS_PER_TURN):
+            try:
+                peer = self.accept()
+            except BlockingIOError:
+                break
+            if peer is not None:
+                accepted.append(peer)
+        return accepted
+
     def accept(self) -> Peer | None:
-        """Accept one pending client (None when over the limit or nothing pending)."""
-        try:
-            conn, _ = self.sock.accept()
-        except BlockingIOError:
-            return None
-        if len(self.peers) >= self.limits.max_clients:
-            conn.close()
-            return None
+        """Accept one pending client; None when it was refused.  Raises BlockingIOError
+        when nothing is pending."""
+        conn, _ = self.sock.accept()
         conn.setblocking(False)
         pid, uid, gid = struct.unpack("3i", conn.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-        peer = Peer(conn, self.next_id, pid, uid, gid, self.policy.is_admin(pid, uid, gid),
-                    view=NsView.of(pid))
+        admin = self.policy.is_admin(pid, uid, gid)
+        refusal = self._refusal(uid, admin)
+        if refusal:
+            self._refuse(conn, refusal)
+            return None
+        peer = Peer(conn, self.next_id, pid, uid, gid, admin, view=NsView.of(pid))
         self.next_id += 1
         self.peers[peer.id] = peer
         return peer
+
+    def _refusal(self, uid: int, admin: bool) -> str:
+        """Why a new client of ``uid`` may not connect ("" when it may)."""
+        limits = self.limits
+        if len(self.peers) >= limits.max_clients:
+            return f"all {limits.max_clients} client connections are taken"
+        if admin:
+            return ""
+        if len(self.peers) >= limits.max_clients - limits.admin_reserved:
+            return (f"the last {limits.admin_reserved} of {limits.max_clients} client "
+                    "connections are kept for root and the admin group")
+        held = sum(1 for p in self.peers.values() if p.uid == uid)
+        if held >= limits.max_clients_per_uid:
+            return (f"uid {uid} holds {held} connections, the most one user may "
+                    "(max_clients_per_uid): close some")
+        return ""
+
+    def _refuse(self, conn: socket.socket, why: str) -> None:
+        """Tell a refused client why (EUSERS, sequence 0, before closing), then close."""
+        self.refused_clients += 1
+        with contextlib.suppress(OSError):
+            conn.send(nl.encode_error(errno.EUSERS, b"", seq=0, pid=0,
+                                      ext_message=f"taskstatsd refused the connection: {why}"))
+        conn.close()
 
     def drop(self, peer: Peer) -> None:
         """Forget a client: close it and prune it from every CPU's list."""
         self.listeners.prune(peer.id)
         self.peers.pop(peer.id, None)
+        if peer.batch is not None:
+            _close_all(peer.batch.fds)
+            peer.batch = None
         peer.sock.close()
 
     def close(self) -> None:
@@ -156,8 +244,42 @@ class Server:
 
     # ------------------------------------------------------------ requests
 
+    def wants_requests(self, peer: Peer) -> bool:
+        """Whether to read ``peer``'s next datagram: none is half answered and its
+        queued answers are within ``reply_bytes`` (backpressure)."""
+        return peer.batch is None and peer.reply_bytes < self.limits.reply_bytes
+
+    def has_work(self, peer: Peer) -> bool:
+        """Whether ``peer`` has request messages received and not yet answered, with
+        room for their answers."""
+        return peer.batch is not None and peer.reply_bytes < self.limits.reply_bytes
+
     def readable(self, peer: Peer) -> bool:
-        """Read and answer one datagram; False when the client has gone."""
+        """One turn of a client: answer at most ``turn_messages`` request messages for
+        at most ``turn_seconds``, reading a datagram when none is pending, and stop
+        early when its queued answers reach ``reply_bytes``; then send what it can.
+        False when the client has gone."""
+        budget, until = self.limits.turn_messages, time.monotonic() + self.limits.turn_seconds
+        while budget > 0 and peer.reply_bytes < self.limits.reply_bytes \
+                and time.monotonic() < until:
+            if peer.batch is None:
+                alive = self._receive(peer)
+                if not alive:
+                    return False
+                if peer.batch is None:
+                    break
+            frame = peer.batch.next_frame()
+            if frame is None:
+                _close_all(peer.batch.fds)
+                peer.batch = None
+                continue
+            self.handle(peer, frame, peer.batch.fds)
+            budget -= 1
+        return self.flush(peer)
+
+    def _receive(self, peer: Peer) -> bool:
+        """Read one datagram into ``peer.batch`` (or answer it at once when it is
+        refused whole); False when the client has gone."""
         try:
             data, fds, flags, _ = socket.recv_fds(peer.sock, self.limits.max_request + 1,
                                                   MAX_FDS, socket.MSG_TRUNC)
@@ -167,17 +289,17 @@ class Server:
             return False
         if not data and not fds:
             return False
-        try:
-            if flags & socket.MSG_CTRUNC:
-                self._error(peer, errno.EINVAL, data, "too many file descriptors")
-            elif len(data) > self.limits.max_request:
-                self._error(peer, errno.EMSGSIZE, data, "request too large")
-            else:
-                self.handle(peer, data, fds)
-        finally:
-            for fd in fds:
-                os.close(fd)
-        return self.flush(peer)
+        if flags & socket.MSG_CTRUNC:
+            self._error(peer, errno.EINVAL, data, "too many file descriptors")
+        elif len(data) > self.limits.max_request:
+            self._error(peer, errno.EMSGSIZE, data, "request too large")
+        elif not data:
+            self.handle(peer, data, fds)
+        else:
+            peer.batch = Batch(data, fds)
+            return True
+        _close_all(fds)
+        return True
 
     def handle(self, peer: Peer, data: bytes, fds: list[int]) -> None:
         """Answer every message of one datagram."""
@@ -241,7 +363,8 @@ class Server:
             self._reply(peer, ts.encode_stats_reply(self.family.id, reply, pid=peer.id))
         elif req.op in ("register", "deregister"):
             assert isinstance(req.value, str)
-            cpus = check_cpumask(req.value, self.possible, self.nr_cpu_ids)
+            cpus = check_cpumask(cpumask_payload(msg, req.op), self.possible, self.nr_cpu_ids,
+                                 cpumask_maxlen(self.nr_cpu_ids))
             if req.op == "register":
                 self.listeners.register(peer.id, cpus)
                 if peer.view:
@@ -293,6 +416,8 @@ class Server:
 
     def _reply(self, peer: Peer, data: bytes) -> None:
         peer.replies.append(data)
+        peer.reply_bytes += len(data)
+        self.reply_peak = max(self.reply_peak, peer.reply_bytes)
 
     # ------------------------------------------------------------ exit records
 
@@ -337,19 +462,21 @@ class Server:
                 self._enqueue(peer, raw)
 
     def _enqueue(self, peer: Peer, raw: bytes) -> None:
-        if len(peer.records) >= self.limits.queue_records:
+        if (len(peer.records) >= self.limits.queue_records
+                or peer.record_bytes + len(raw) > self.limits.record_bytes):
             peer.dropped_unsent += 1
             peer.dropped += 1
             self.dropped_client_records += 1
         else:
             peer.records.append(raw)
+            peer.record_bytes += len(raw)
 
     def flush(self, peer: Peer) -> bool:
         """Send what is queued without blocking; False when the client has gone."""
         try:
             while peer.replies:
                 peer.sock.send(peer.replies[0])
-                peer.replies.popleft()
+                peer.reply_bytes -= len(peer.replies.popleft())
             if peer.dropped_unsent:
                 peer.sock.send(nl.encode_error(
                     errno.ENOBUFS, b"", seq=0, pid=0, ext_offset=peer.dropped_unsent,
@@ -357,7 +484,7 @@ class Server:
                 peer.dropped_unsent = 0
             while peer.records:
                 peer.sock.send(peer.records[0])
-                peer.records.popleft()
+                peer.record_bytes -= len(peer.records.popleft())
         except BlockingIOError:
             peer.want_write = True
             return True
@@ -374,6 +501,11 @@ def cgroup_counts(kernel: Connection | ProcfsKernel, fd: int) -> CgroupStats:
     if os.path.exists(f"{where}/cgroup.threads"):
         return ProcSource().cgroup(os.readlink(where))
     return kernel.cgroup(fd)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _errno_of(err: TaskstatsError) -> int:
