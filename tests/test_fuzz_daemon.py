@@ -26,7 +26,7 @@ from pytaskstats import taskstats as ts
 from pytaskstats.daemon import protocol, schema
 from pytaskstats.kernel import Connection
 
-from .conftest import require_kernel
+from .conftest import as_nobody, require_kernel
 from .daemon_util import RunningDaemon
 
 SEED = 11
@@ -90,6 +90,27 @@ def test_bad_extension_parameters_are_einval_with_a_message(daemon: RunningDaemo
             (reply,) = ts.decode(s.recv(1 << 17), 0x7FFF)
             assert isinstance(reply, nl.ErrorReply), name
             assert (reply.error, fragment in reply.ext_message) == (errno.EINVAL, True), name
+    assert "internal error" not in _stderr(daemon)
+
+
+AS_NOBODY = """
+import sys
+from pytaskstats import Client, NetlinkError
+from pytaskstats.daemon import protocol
+with Client("daemon", socket_path=sys.argv[1]) as c:
+    for params in ({"sort": 5}, {"since_ns": 10 ** 30}, {"uid": [0]}):
+        try:
+            c.daemon_request(protocol.CMD_HISTORY, params)
+        except NetlinkError as err:
+            print(err.errno, err.ext_message.split(":")[0])
+"""
+
+
+def test_an_unprivileged_client_gets_einval_naming_the_parameter(
+        daemon: RunningDaemon, nobody_env: dict[str, str]) -> None:
+    """Through the Client, which opts in to extended ACKs for the messages."""
+    done = as_nobody(nobody_env, "-c", AS_NOBODY, daemon.socket)
+    assert done.stdout.splitlines() == ["22 sort", "22 since_ns", "22 uid"], done.stderr
     assert "internal error" not in _stderr(daemon)
 
 
