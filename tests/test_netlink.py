@@ -168,3 +168,48 @@ def test_encode_error_round_trip(code: int, header: bytes) -> None:
     assert (msg.type, msg.pid) == (nl.NLMSG_ERROR, 4000)
     assert nl.decode_error(msg) == nl.ErrorReply(code, 31, "", None)
     assert msg.payload[4:20] == header[:16].ljust(16, b"\0")
+
+
+def test_walk_stops_silently_at_a_bad_header() -> None:
+    good = nlmsg(0x20, 1, 1, 0, b"\0" * 4)
+    bad = struct.pack("=IHHII", 8, 0x20, 1, 2, 0)
+    assert [m.seq for m in nl.walk(good + bad + good)] == [1]
+    assert [m.seq for m in nl.walk(good + b"\1\2\3")] == [1]
+    assert nl.walk(good[:-1]) == [] and nl.walk(b"\xff" * 40) == []
+
+
+def test_encode_error_echoes_the_whole_request_unless_capped() -> None:
+    request = REQUEST + b"\xaa" * 5  # nlmsg_len still says len(REQUEST)
+    (whole,) = nl.split_messages(nl.encode_error(errno.ESRCH, request, seq=9, pid=1,
+                                                 capped=False))
+    assert whole.flags == 0 and whole.payload[4:] == REQUEST
+    (capped,) = nl.split_messages(nl.encode_error(errno.ESRCH, request, seq=9, pid=1))
+    assert capped.flags == nl.NLM_F_CAPPED and capped.payload[4:] == REQUEST[:16]
+    (ack,) = nl.split_messages(nl.encode_error(0, request, seq=9, pid=1, capped=False))
+    assert ack.flags == nl.NLM_F_CAPPED  # an ACK is always capped
+    (ext,) = nl.split_messages(nl.encode_error(errno.ERANGE, REQUEST, seq=9, pid=1,
+                                               capped=False, ext_message="m", ext_offset=20))
+    assert ext.flags == nl.NLM_F_ACK_TLVS
+    assert nl.decode_error(ext) == nl.ErrorReply(errno.ERANGE, 9, "m", 20)
+
+
+@pytest.mark.parametrize(("attrs", "err", "offset"), [
+    (nl.encode_attr(1, b"\1\0"), errno.ERANGE, 20),
+    (nl.encode_u32(1, 5) + nl.encode_attr(1, b""), errno.ERANGE, 28),
+    (nl.encode_attr(2, b""), errno.ERANGE, 20),
+    (nl.encode_attr(3, b"abc"), errno.EINVAL, 20),
+])
+def test_parse_attrs_applies_the_policy(attrs: bytes, err: int, offset: int) -> None:
+    policy = {1: nl.attr_policy("u32"), 2: nl.attr_policy("string"),
+              3: nl.attr_policy("nul_string", 15)}
+    (msg,) = nl.split_messages(nlmsg(0x20, 1, 1, 0, b"\0" * 4 + attrs))
+    with pytest.raises(nl.PolicyError) as info:
+        nl.parse_attrs(msg, msg.start + 4, policy)
+    assert (info.value.errno, info.value.offset) == (err, offset)
+
+
+def test_parse_attrs_is_liberal() -> None:
+    attrs = nl.encode_attr(9, b"x") + nl.encode_u32(1 | nl.NLA_F_NESTED, 7) + b"\x10\0\1\0"
+    (msg,) = nl.split_messages(nlmsg(0x20, 1, 1, 0, b"\0" * 4 + attrs))
+    found, warning = nl.parse_attrs(msg, msg.start + 4, {1: nl.attr_policy("u32")})
+    assert nl.get_u32(msg.data, *found[1], "pid") == 7 and warning == nl.LEFTOVER

@@ -142,23 +142,31 @@ class Client:
     def cgroup(self, path_or_fd: str | os.PathLike[str] | int) -> CgroupStats:
         """Task state counts of a cgroup directory, by path or open fd.
 
-        The kernel counts cgroup v1 directories; a cgroup2 directory (which it
-        refuses) is counted from /proc here and by taskstatsd (``source`` says which).
+        The kernel counts cgroup v1 directories; a cgroup2 directory (which its
+        CGROUPSTATS refuses with EINVAL) is counted from /proc, here with the kernel
+        and procfs backends, by taskstatsd's own CGROUP command with the daemon
+        backend (``source`` says which).
         """
         if not isinstance(path_or_fd, int) and (self.backend == "procfs" or (
                 is_cgroup2(path_or_fd) and self.backend == "kernel")):
             return self._proc.cgroup(os.fspath(path_or_fd))
         if isinstance(path_or_fd, int):
-            return self._conn.cgroup(path_or_fd)
+            return self._cgroup_fd(path_or_fd)
         try:
             fd = os.open(path_or_fd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as err:
             raise Unsupported(f"cannot open cgroup directory {os.fspath(path_or_fd)!r}: "
                               f"{err.strerror}") from err
         try:
-            return self._conn.cgroup(fd)
+            return self._cgroup_fd(fd)
         finally:
             os.close(fd)
+
+    def _cgroup_fd(self, fd: int) -> CgroupStats:
+        if isinstance(self._conn, Connection) and self.backend == "daemon" and is_cgroup2(
+                f"/proc/self/fd/{fd}"):
+            return self._conn.cgroup2(fd)
+        return self._conn.cgroup(fd)
 
     def listen(self, cpus: Iterable[int] | str | None = None, *, per_cpu: bool = False,
                groups: int = 1) -> Listener:

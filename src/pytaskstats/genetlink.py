@@ -20,6 +20,10 @@ CTRL_ATTR_MAXATTR = 5
 CTRL_ATTR_OPS = 6
 CTRL_ATTR_OP_ID = 1
 CTRL_ATTR_OP_FLAGS = 2
+GENL_NAMSIZ = 16
+# nlctrl's policy for GETFAMILY (net/netlink/genetlink.c): checked before the handler
+CTRL_POLICY = {CTRL_ATTR_FAMILY_ID: nl.attr_policy("u16"),
+               CTRL_ATTR_FAMILY_NAME: nl.attr_policy("nul_string", GENL_NAMSIZ - 1)}
 
 
 class FamilyInfo(NamedTuple):
@@ -81,6 +85,19 @@ def decode_get_family(msg: nl.Message) -> str:
         if atype == CTRL_ATTR_FAMILY_NAME:
             return nl.get_str(msg.data, a, b)
     raise RemoteProtocolError("GETFAMILY request without a family name")
+
+
+def decode_family_query(msg: nl.Message) -> tuple[int | str | None, str]:
+    """What a CTRL_CMD_GETFAMILY request asks for, read as nlctrl reads it: the family
+    name when given (it wins over an id), else the family id, else None (nlctrl
+    answers EINVAL); and the parse warning (see :func:`~pytaskstats.netlink.parse_attrs`).
+    Raises :class:`~pytaskstats.netlink.PolicyError` as nlctrl's policy does."""
+    found, warning = nl.parse_attrs(msg, msg.start + GENL_HEADER.size, CTRL_POLICY)
+    if CTRL_ATTR_FAMILY_NAME in found:
+        return nl.get_str(msg.data, *found[CTRL_ATTR_FAMILY_NAME]), warning
+    if CTRL_ATTR_FAMILY_ID in found:
+        return nl.get_u16(msg.data, *found[CTRL_ATTR_FAMILY_ID], "CTRL_ATTR_FAMILY_ID"), warning
+    return None, warning
 
 
 def _decode_ops(data: bytes | memoryview, start: int, end: int) -> tuple[tuple[int, int], ...]:

@@ -80,6 +80,8 @@ class Connection:
                                 else NetlinkSocket(rcvbuf, timeout, fd=fd))
         self.source = self.sock.source
         try:
+            if isinstance(self.sock, UnixSocket):
+                self._ask_for_acks()
             self.family = family or lookup_family(self.sock)
         except BaseException:
             self.sock.close()
@@ -88,6 +90,15 @@ class Connection:
         self.denied = 0  # tasks the last bulk query skipped as refused
         # replies in flight must fit the receive buffer (~2.3 KiB of memory each)
         self.window = max(8, min(256, self.sock.rcvbuf // 4096))
+
+    def _ask_for_acks(self) -> None:
+        """Ask taskstatsd for capped errors with extended-ACK messages (what
+        NETLINK_CAP_ACK and NETLINK_EXT_ACK do on a netlink socket): the error texts
+        and the count in its "records dropped" notice.  No reply is awaited: an older
+        daemon's refusal carries its own seq and is skipped like any stray answer."""
+        self.sock.send(protocol.encode_request(
+            protocol.CMD_SET_OPTIONS, {"cap_ack": True, "ext_ack": True},
+            seq=self.sock.next_seq()))
 
     def close(self) -> None:
         """Close the socket."""
@@ -168,11 +179,24 @@ class Connection:
         self._request(encode(self.family.id, cpumask, seq=seq), seq, op, ack=True)
 
 
-    def extension(self, cmd: int, params: dict[str, Any]) -> Any:
-        """A taskstatsd extension request: its JSON reply, or the rows of a
-        multi-part reply."""
+    def cgroup2(self, fd: int) -> CgroupStats:
+        """Task state counts of the cgroup2 directory open as ``fd``, counted by
+        taskstatsd (its TASKSTATSD CGROUP command; the fd is passed with SCM_RIGHTS)."""
+        doc = self.extension(protocol.CMD_CGROUP, {}, fds=(fd,))
+        names = CgroupStats._fields[:-1]
+        if not isinstance(doc, dict) or not all(
+                type(doc.get(k)) is int and doc[k] >= 0 for k in names):
+            raise RemoteProtocolError("taskstatsd's cgroup2 counts are not a JSON object "
+                                      f"of non-negative {', '.join(names)}")
+        n_sleep, n_run, n_stop, n_unint, n_io = (doc[k] for k in names)
+        return CgroupStats(n_sleep, n_run, n_stop, n_unint, n_io, source=self.source)
+
+    def extension(self, cmd: int, params: dict[str, Any], *,
+                  fds: tuple[int, ...] = ()) -> Any:
+        """A taskstatsd extension request (``fds`` passed with it): its JSON reply,
+        or the rows of a multi-part reply."""
         seq = self.sock.next_seq()
-        self.sock.send(protocol.encode_request(cmd, params, seq=seq))
+        self.sock.send(protocol.encode_request(cmd, params, seq=seq), fds)
         rows: list[Any] = []
         while True:
             n = _recv(self.sock, "taskstatsd request")

@@ -75,6 +75,7 @@ class Request(NamedTuple):
     pid: int
     flags: int
     header: bytes
+    warning: str = ""  # the kernel's extended-ACK warning (trailing bytes), if any
 
 
 # ---------------------------------------------------------------- requests
@@ -132,29 +133,40 @@ def _get(family: int, attr: bytes, seq: int, ack: bool) -> bytes:
     return genl.encode(family, CMD_GET, attr, seq=seq, flags=flags, version=GENL_VERSION)
 
 
+# the families' attribute policies (kernel/taskstats.c), checked before any handler
+GET_POLICY = {ATTR_PID: nl.attr_policy("u32"), ATTR_TGID: nl.attr_policy("u32"),
+              ATTR_REGISTER_CPUMASK: nl.attr_policy("string"),
+              ATTR_DEREGISTER_CPUMASK: nl.attr_policy("string")}
+CGROUPSTATS_POLICY = {CGROUPSTATS_ATTR_FD: nl.attr_policy("u32")}
+_GET_ORDER = ((ATTR_REGISTER_CPUMASK, "register"), (ATTR_DEREGISTER_CPUMASK, "deregister"),
+              (ATTR_PID, "pid"), (ATTR_TGID, "tgid"))
+
+
 def decode_request(msg: nl.Message) -> Request:
-    """Decode a request as the kernel would (liberal: unknown attributes ignored)."""
+    """Decode a request as the kernel would: liberal attribute parsing (unknown types
+    ignored, the last of a type wins, trailing junk only warned about in
+    ``Request.warning``), the family's policy (:class:`~pytaskstats.netlink.PolicyError`),
+    then the handler's choice of attribute."""
     cmd, _ = genl.genl_header(msg)
     header = bytes(msg.data[msg.start - nl.HEADER.size: msg.start])
-    found: dict[int, int | str] = {}
-    for atype, a, b in nl.iter_attrs(msg.data, msg.start + genl.GENL_HEADER.size, msg.end):
-        if atype in (ATTR_REGISTER_CPUMASK, ATTR_DEREGISTER_CPUMASK) and cmd == CMD_GET:
-            found[atype] = nl.get_str(msg.data, a, b)
-        elif atype in (ATTR_PID, ATTR_TGID) or (atype == CGROUPSTATS_ATTR_FD):
-            found[atype] = nl.get_u32(msg.data, a, b, f"request attribute {atype}")  # last wins
+    start = msg.start + genl.GENL_HEADER.size
     if cmd == CGROUPSTATS_CMD_GET:
+        found, warning = nl.parse_attrs(msg, start, CGROUPSTATS_POLICY)
         if CGROUPSTATS_ATTR_FD in found:
-            return Request("cgroup", found[CGROUPSTATS_ATTR_FD], msg.seq, msg.pid, msg.flags,
-                           header)
+            fd = nl.get_u32(msg.data, *found[CGROUPSTATS_ATTR_FD], "CGROUPSTATS_CMD_ATTR_FD")
+            return Request("cgroup", fd, msg.seq, msg.pid, msg.flags, header, warning)
     elif cmd == CMD_GET:
-        for atype, op in ((ATTR_REGISTER_CPUMASK, "register"),
-                          (ATTR_DEREGISTER_CPUMASK, "deregister"),
-                          (ATTR_PID, "pid"), (ATTR_TGID, "tgid")):
+        found, warning = nl.parse_attrs(msg, start, GET_POLICY)
+        for atype, op in _GET_ORDER:
             if atype in found:
-                return Request(op, found[atype], msg.seq, msg.pid, msg.flags, header)
+                a, b = found[atype]
+                value: int | str = (nl.get_u32(msg.data, a, b, f"request attribute {atype}")
+                                    if atype in (ATTR_PID, ATTR_TGID)
+                                    else nl.get_str(msg.data, a, b))
+                return Request(op, value, msg.seq, msg.pid, msg.flags, header, warning)
     else:
         raise RemoteProtocolError(f"unknown taskstats command {cmd}")
-    return Request("", 0, msg.seq, msg.pid, msg.flags, header)
+    return Request("", 0, msg.seq, msg.pid, msg.flags, header, warning)
 
 
 # ---------------------------------------------------------------- struct taskstats

@@ -11,9 +11,12 @@ from .common import open_client, print_json
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
     p = sub.add_parser("cgroup", help="count a cgroup's tasks by state",
-                       description="Count the tasks of a cgroup v1 directory by state "
-                       "(sleeping, running, stopped, uninterruptible, io wait).")
-    p.add_argument("path", help="cgroup directory, e.g. /sys/fs/cgroup/cpu/mygroup")
+                       description="Count the tasks of a cgroup directory by state "
+                       "(sleeping, running, stopped, uninterruptible, io wait): the kernel "
+                       "counts cgroup v1 directories; a cgroup2 directory is counted from "
+                       "/proc (by taskstatsd with the daemon backend; no io wait there).")
+    p.add_argument("path", help="cgroup directory, e.g. /sys/fs/cgroup/cpu/mygroup or "
+                   "/sys/fs/cgroup/mygroup (cgroup2)")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=run)
 

@@ -30,7 +30,7 @@ from ..procfs import ProcSource, cgroup_path
 from ..records import ExitRecord, Lost
 from ..transport import ConnectorSocket
 from . import config as config_mod
-from . import unit
+from . import protocol, schema, unit
 from .journal import JournalEntry
 from .journal_process import JournalProcess
 from .namespaces import RESCAN_S
@@ -393,19 +393,12 @@ class Daemon:
         }
 
     def history(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Journal rows for `taskstats history` (validated keys only); with any of
-        bucket_s, fields or plausible: sums per time bucket and/or group
-        (Journal.aggregate)."""
-        unknown = set(params) - set(HISTORY_KEYS) - {"totals"}
-        if unknown:
-            raise ValueError(f"unknown history parameters {sorted(unknown)}; known: "
-                             f"{', '.join(HISTORY_KEYS)}, totals")
+        """Journal rows for `taskstats history` (parameters checked by
+        :func:`.schema.check`: SchemaError); with any of bucket_s, fields or
+        plausible: sums per time bucket and/or group (Journal.aggregate)."""
+        params = schema.check(protocol.CMD_HISTORY, params)
         query = {k: v for k, v in params.items() if k in HISTORY_KEYS}
         if {"bucket_s", "fields", "plausible"} & set(query):
-            clash = sorted({"sort", "limit", "totals"} & set(params))
-            if clash:
-                raise ValueError(f"bucket_s, fields and plausible do not combine with "
-                                 f"{', '.join(clash)}")
             self.journal.flush()
             return self.journal.aggregate(**query)
         self.journal.flush()

@@ -1,14 +1,31 @@
-"""taskstatsd's own extension family: status and history over the same framing.
+"""taskstatsd's own extension family: status, history, options and cgroup2 counts
+over the same framing.
 
 The daemon answers the kernel's TASKSTATS family as the kernel does, and adds a
 ``TASKSTATSD`` family for what the kernel has no message for.  Requests carry a
-JSON object in ATTR_JSON; replies carry JSON in ATTR_JSON, history as a
-multi-part answer (NLM_F_MULTI) ended by NLMSG_DONE.
+JSON object in ATTR_JSON (parameters checked by :mod:`.schema`); replies carry
+JSON in ATTR_JSON, history as a multi-part answer (NLM_F_MULTI) ended by
+NLMSG_DONE.  Commands:
+
+- STATUS: the daemon's health document.
+- HISTORY: journal rows.
+- SET_OPTIONS: ``{"cap_ack": bool, "ext_ack": bool}`` for this connection, as
+  setsockopt(NETLINK_CAP_ACK / NETLINK_EXT_ACK) on a netlink socket (a Unix
+  socket has no netlink options).  Both start off, as on a new netlink socket:
+  error replies echo the whole request and carry no extended-ACK attributes.
+  No reply (an ACK with NLM_F_ACK).
+- CGROUP: task state counts of the cgroup2 directory whose fd is passed with
+  SCM_RIGHTS (the kernel's CGROUPSTATS counts v1 only and answers EINVAL).
+
+JSON is bounded before it is parsed: at most :data:`MAX_JSON` bytes (an
+attribute's limit) nested at most :data:`MAX_DEPTH` deep, on both sides.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from itertools import accumulate
 from typing import Any
 
 from .. import genetlink as genl
@@ -20,25 +37,54 @@ FAMILY_ID = 0x7F00
 CMD_STATUS = 1
 CMD_HISTORY = 2
 CMD_REPLY = 3
+CMD_SET_OPTIONS = 4
+CMD_CGROUP = 5
 ATTR_JSON = 1
 CHUNK = 48 * 1024  # JSON bytes per reply message (fits a 64 KiB receive buffer)
-OPS = ((CMD_STATUS, 0), (CMD_HISTORY, 0))
+OPS = ((CMD_STATUS, 0), (CMD_HISTORY, 0), (CMD_SET_OPTIONS, 0), (CMD_CGROUP, 0))
+MAX_JSON = 0xFFFF - nl.ATTR.size  # bytes: what one attribute can carry
+MAX_DEPTH = 16  # nesting of arrays/objects; documents here nest 4 deep at most
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = bytes(c for c in range(256) if c not in b"[]{}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
-def encode_request(cmd: int, params: dict[str, Any], *, seq: int) -> bytes:
-    """A STATUS or HISTORY request with its JSON parameters."""
+def encode_request(cmd: int, params: dict[str, Any], *, seq: int,
+                   flags: int = nl.NLM_F_REQUEST) -> bytes:
+    """A request of command ``cmd`` with its JSON parameters."""
     body = nl.encode_attr(ATTR_JSON, json.dumps(params).encode())
-    return genl.encode(FAMILY_ID, cmd, body, seq=seq, flags=nl.NLM_F_REQUEST)
+    return genl.encode(FAMILY_ID, cmd, body, seq=seq, flags=flags)
+
+
+def nesting(text: bytes) -> int:
+    """How deep arrays and objects nest in JSON ``text`` (brackets inside strings do
+    not count; those of an unterminated string do: such text is not JSON anyway).
+    Linear time, no recursion."""
+    brackets = _STRING.sub(b"", text).translate(None, _NOT_BRACKET)
+    opened = len(brackets) - brackets.count(b"]") - brackets.count(b"}")
+    if opened <= MAX_DEPTH:
+        return opened  # an upper bound that is enough
+    return max(accumulate(_STEP[c] for c in brackets))
+
+
+def loads(text: bytes) -> Any:
+    """Parse JSON ``text`` from a peer within :data:`MAX_JSON` and :data:`MAX_DEPTH`
+    (checked before the parser can recurse); RemoteProtocolError otherwise."""
+    if len(text) > MAX_JSON:
+        raise RemoteProtocolError(f"JSON of {len(text)} bytes: at most {MAX_JSON}")
+    if nesting(text) > MAX_DEPTH:
+        raise RemoteProtocolError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except ValueError as err:  # UnicodeDecodeError and JSONDecodeError included
+        raise RemoteProtocolError(f"bad JSON in {FAMILY_NAME} message: {err}") from err
 
 
 def decode_json(msg: nl.Message) -> Any:
-    """The JSON document carried by a request or reply message."""
+    """The JSON document carried by a request or reply message (see :func:`loads`)."""
     for atype, a, b in nl.iter_attrs(msg.data, msg.start + genl.GENL_HEADER.size, msg.end):
         if atype == ATTR_JSON:
-            try:
-                return json.loads(bytes(msg.data[a:b]))
-            except ValueError as err:
-                raise RemoteProtocolError(f"bad JSON in {FAMILY_NAME} message: {err}") from err
+            return loads(bytes(msg.data[a:b]))
     raise RemoteProtocolError(f"{FAMILY_NAME} message without a JSON attribute")
 
 

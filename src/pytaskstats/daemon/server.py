@@ -40,13 +40,14 @@ from ..errors import (
 from ..kernel import Connection
 from ..procfs import ProcSource
 from ..records import CgroupStats, ExitRecord
-from . import protocol
+from . import protocol, schema
 from .listeners import ListenerLists, MaskError, check_cpumask, cpumask_maxlen, cpumask_payload
 from .namespaces import NsView
 from .procmode import ProcfsKernel
 from .socketfile import BoundSocket
 
 MAX_FDS = 4
+MAX_EXT_MESSAGE = 1024  # bytes of an extended-ACK message
 ADMIN_PERM = 0x01
 ACCEPTS_PER_TURN = 16
 _U32 = struct.Struct("=I")
@@ -120,6 +121,8 @@ class Peer:
     dropped: int = 0
     want_write: bool = False
     view: NsView | None = None  # set when the client is in other namespaces
+    cap_ack: bool = False  # NETLINK_CAP_ACK, set by TASKSTATSD SET_OPTIONS
+    ext_ack: bool = False  # NETLINK_EXT_ACK, likewise
 
 
 def peer_groups(pid: int) -> set[int]:
@@ -167,6 +170,7 @@ class Server:
         self.reply_peak = 0  # the most reply bytes any client had queued
         self.bound = BoundSocket(path)
         self.sock = self.bound.sock
+        self._warning = ""  # the current message's parse warning (extended ACK)
         family = kernel.family
         self.family = genl.FamilyInfo(family.id, ts.FAMILY_NAME, family.version, 0, 0,
                                       family.ops)
@@ -302,57 +306,67 @@ class Server:
         return True
 
     def handle(self, peer: Peer, data: bytes, fds: list[int]) -> None:
-        """Answer every message of one datagram."""
-        try:
-            messages = nl.split_messages(data)
-        except ProtocolError as err:
-            self._error(peer, errno.EINVAL, data, str(err))
+        """Answer every message of one datagram, walked as the kernel walks it (a
+        malformed header ends the walk silently: :func:`~pytaskstats.netlink.walk`)."""
+        for msg in nl.walk(data):
+            self._message(peer, msg, fds)
+
+    def _message(self, peer: Peer, msg: nl.Message, fds: list[int]) -> None:
+        """One message, as netlink_rcv_skb() treats it: without NLM_F_REQUEST, or of
+        a control type, it is not processed (only acked, with NLM_F_ACK); a failure
+        is answered with NLMSG_ERROR; a success is acked with NLM_F_ACK."""
+        self._warning = ""
+        if not msg.flags & nl.NLM_F_REQUEST or msg.type < nl.NLMSG_MIN_TYPE:
+            self._ack(peer, msg)
             return
-        if not messages:
-            self._error(peer, errno.EINVAL, data, "no netlink message")
-        for msg in messages:
-            header = bytes(data[msg.start - nl.HEADER.size: msg.start])
-            try:
-                self._dispatch(peer, msg, fds)
-            except ProtocolError as err:
-                self._error(peer, errno.EINVAL, header, str(err), msg.seq)
-            except MaskError as err:
-                self._error(peer, err.errno, header, str(err), msg.seq)
-            except NetlinkError as err:
-                self._error(peer, err.errno, header, "", msg.seq)
-            except TaskstatsError as err:
-                self._error(peer, _errno_of(err), header, "", msg.seq)
-            except (ValueError, TypeError) as err:  # bad parameters of a daemon request
-                self._error(peer, errno.EINVAL, header, str(err), msg.seq)
-            except Exception as err:  # a client frame must never stop the daemon
-                print(f"taskstatsd: internal error on a request: {err!r} ({BUG_HINT})",
-                      file=sys.stderr)
-                self._error(peer, errno.EIO, header, "internal error", msg.seq)
+        request = bytes(msg.data[msg.start - nl.HEADER.size: msg.end])
+        try:
+            self._dispatch(peer, msg, fds)
+        except nl.PolicyError as err:
+            self._error(peer, err.errno, request, str(err), msg.seq, offset=err.offset,
+                        policy=err.policy)
+        except Exception as err:  # a client frame must never stop the daemon
+            code, text = _answer(err)
+            self._error(peer, code, request, text or self._warning, msg.seq)
+        else:
+            self._ack(peer, msg)
 
     def _dispatch(self, peer: Peer, msg: nl.Message, fds: list[int]) -> None:
-        if msg.type == genl.GENL_ID_CTRL:
+        if msg.type not in (genl.GENL_ID_CTRL, self.family.id, protocol.FAMILY_ID):
+            raise NetlinkError(f"no family {msg.type}", errno=errno.ENOENT)
+        if msg.end - msg.start < genl.GENL_HEADER.size:
+            raise NetlinkError("no genlmsghdr", errno=errno.EINVAL)
+        if msg.type == protocol.FAMILY_ID:
+            self._extension(peer, msg, fds)
+        elif msg.flags & nl.NLM_F_DUMP == nl.NLM_F_DUMP:
+            raise NetlinkError("no dumps here", errno=errno.EOPNOTSUPP)
+        elif msg.type == genl.GENL_ID_CTRL:
             self._family(peer, msg)
-        elif msg.type == self.family.id:
+        else:
             self._taskstats(peer, msg, fds)
-        elif msg.type == protocol.FAMILY_ID:
-            self._extension(peer, msg)
-        elif msg.type >= nl.NLMSG_MIN_TYPE:
-            raise NetlinkError("unknown family", errno=errno.ENOENT)
-        # NOOP/DONE/ERROR from a client are ignored, as the kernel does
 
     def _family(self, peer: Peer, msg: nl.Message) -> None:
-        name = genl.decode_get_family(msg)
-        if name == ts.FAMILY_NAME:
-            info = self.family
-        elif name == protocol.FAMILY_NAME:
-            info = genl.FamilyInfo(protocol.FAMILY_ID, name, 1, 0, 0, protocol.OPS)
-        else:
-            raise NetlinkError(f"no family {name}", errno=errno.ENOENT)
+        """CTRL_CMD_GETFAMILY by name (which wins) or id; other nlctrl commands are
+        EOPNOTSUPP, as nlctrl answers commands it lacks."""
+        cmd, _ = genl.genl_header(msg)
+        if cmd != genl.CTRL_CMD_GETFAMILY:
+            raise NetlinkError(f"no nlctrl command {cmd}", errno=errno.EOPNOTSUPP)
+        query, self._warning = genl.decode_family_query(msg)
+        if query is None:
+            raise NetlinkError("neither a family name nor an id", errno=errno.EINVAL)
+        ours = (self.family, genl.FamilyInfo(protocol.FAMILY_ID, protocol.FAMILY_NAME, 1,
+                                             0, 0, protocol.OPS))
+        info = next((f for f in ours if query in (f.name, f.id)), None)
+        if info is None:
+            raise NetlinkError(f"no family {query}", errno=errno.ENOENT)
         self._reply(peer, genl.encode_family(info, seq=msg.seq, pid=peer.id))
-        self._ack(peer, msg)
 
     def _taskstats(self, peer: Peer, msg: nl.Message, fds: list[int]) -> None:
+        cmd, _ = genl.genl_header(msg)
+        if cmd not in (ts.CMD_GET, ts.CGROUPSTATS_CMD_GET):
+            raise NetlinkError(f"no taskstats command {cmd}", errno=errno.EOPNOTSUPP)
         req = ts.decode_request(msg)
+        self._warning = req.warning
         if req.op in ("pid", "tgid"):
             assert isinstance(req.value, int)
             view = peer.view
@@ -374,12 +388,13 @@ class Server:
         elif req.op == "cgroup":
             if not fds:
                 raise NetlinkError("no fd passed", errno=errno.EBADF)
-            stats_cg = cgroup_counts(self.kernel, fds[0])
+            if cgroup2_path(fds[0]) is not None:  # the kernel counts v1 only
+                raise NetlinkError("a cgroup2 directory", errno=errno.EINVAL)
+            stats_cg = self.kernel.cgroup(fds[0])
             self._reply(peer, ts.encode_cgroupstats_reply(
                 self.family.id, ts.CgroupStatsReply(msg.seq, stats_cg), pid=peer.id))
         else:
             raise NetlinkError("no attribute", errno=errno.EINVAL)
-        self._ack(peer, msg)
 
     def _query(self, peer: Peer, scope: str, ident: int) -> Any:
         stats = self.kernel.query(scope, ident)
@@ -390,11 +405,13 @@ class Server:
             raise NetlinkError("not the client's task", errno=errno.EPERM)
         return stats
 
-    def _extension(self, peer: Peer, msg: nl.Message) -> None:
+    def _extension(self, peer: Peer, msg: nl.Message, fds: list[int]) -> None:
+        """A TASKSTATSD request (see :mod:`.protocol`), parameters checked by
+        :func:`.schema.check` before use."""
         cmd, _ = genl.genl_header(msg)
-        params = protocol.decode_json(msg)
-        if not isinstance(params, dict):
-            raise ProtocolError("request parameters must be a JSON object")
+        if cmd not in schema.SCHEMAS:
+            raise NetlinkError(f"unknown command {cmd}", errno=errno.EOPNOTSUPP)
+        params = schema.check(cmd, protocol.decode_json(msg))
         if cmd == protocol.CMD_STATUS:
             self._reply(peer, protocol.encode_reply(self.status(), seq=msg.seq, pid=peer.id))
         elif cmd == protocol.CMD_HISTORY:
@@ -402,17 +419,41 @@ class Server:
                 params["uid"] = peer.uid
             for part in protocol.encode_rows(self.history(params), seq=msg.seq, pid=peer.id):
                 self._reply(peer, part)
+        elif cmd == protocol.CMD_SET_OPTIONS:
+            peer.cap_ack = params.get("cap_ack", peer.cap_ack)
+            peer.ext_ack = params.get("ext_ack", peer.ext_ack)
         else:
-            raise NetlinkError(f"unknown command {cmd}", errno=errno.EOPNOTSUPP)
+            counts = cgroup2_counts(fds)
+            self._reply(peer, protocol.encode_reply(
+                {k: v for k, v in counts._asdict().items() if k.startswith("nr_")},
+                seq=msg.seq, pid=peer.id))
 
     def _ack(self, peer: Peer, msg: nl.Message) -> None:
+        """The ACK of ``msg`` if it asked for one (NLM_F_ACK), with the parse warning
+        when the client opted in to extended ACKs."""
         if msg.flags & nl.NLM_F_ACK:
             header = bytes(msg.data[msg.start - nl.HEADER.size: msg.start])
-            self._reply(peer, nl.encode_error(0, header, seq=msg.seq, pid=peer.id))
+            self._reply(peer, nl.encode_error(0, header, seq=msg.seq, pid=peer.id,
+                                              ext_message=self._ext(peer, self._warning)))
 
-    def _error(self, peer: Peer, err: int, header: bytes, text: str, seq: int = 0) -> None:
-        self._reply(peer, nl.encode_error(err, header[:nl.HEADER.size], seq=seq, pid=0,
-                                          ext_message=text))
+    def _error(self, peer: Peer, err: int, request: bytes, text: str, seq: int = 0, *,
+               offset: int | None = None, policy: bytes = b"") -> None:
+        """NLMSG_ERROR ``err`` for the message at the start of ``request``: echoing it
+        whole, or only its header when the client set cap_ack (or it is over the
+        request limit); ``text``, ``offset`` and ``policy`` only when it set ext_ack."""
+        capped = peer.cap_ack or len(request) > self.limits.max_request
+        ext = peer.ext_ack
+        self._reply(peer, nl.encode_error(
+            err, request, seq=seq, pid=peer.id, capped=capped,
+            ext_message=self._ext(peer, text), ext_offset=offset if ext else None,
+            ext_policy=policy if ext else b""))
+
+    @staticmethod
+    def _ext(peer: Peer, text: str) -> str:
+        """``text`` for an extended ACK, bounded and valid UTF-8; "" without ext_ack."""
+        if not peer.ext_ack:
+            return ""
+        return text.encode("utf-8", "replace")[:MAX_EXT_MESSAGE].decode("utf-8", "ignore")
 
     def _reply(self, peer: Peer, data: bytes) -> None:
         peer.replies.append(data)
@@ -494,13 +535,39 @@ class Server:
         return True
 
 
-def cgroup_counts(kernel: Connection | ProcfsKernel, fd: int) -> CgroupStats:
-    """cgroupstats of the directory open as ``fd``: the kernel's for cgroup v1; counted
-    from /proc for cgroup2, which the kernel refuses (see docs/procfs.md)."""
+def cgroup2_path(fd: int) -> str | None:
+    """The path of the cgroup2 directory open as ``fd`` (None: not one)."""
     where = f"/proc/self/fd/{fd}"
-    if os.path.exists(f"{where}/cgroup.threads"):
-        return ProcSource().cgroup(os.readlink(where))
-    return kernel.cgroup(fd)
+    if not os.path.exists(f"{where}/cgroup.threads"):
+        return None
+    return os.readlink(where)
+
+
+def cgroup2_counts(fds: list[int]) -> CgroupStats:
+    """Task state counts, from /proc, of the cgroup2 directory passed as ``fds[0]``
+    (the TASKSTATSD CGROUP command); NetlinkError EBADF without an fd, EINVAL when
+    it is not a cgroup2 directory."""
+    if not fds:
+        raise NetlinkError("no fd passed", errno=errno.EBADF)
+    path = cgroup2_path(fds[0])
+    if path is None:
+        raise NetlinkError("not a cgroup2 directory", errno=errno.EINVAL,
+                           ext_message="the fd is not a cgroup2 directory (for a cgroup v1 "
+                           "directory, use CGROUPSTATS)")
+    return ProcSource().cgroup(path)
+
+
+def _answer(err: Exception) -> tuple[int, str]:
+    """The errno and extended-ACK text answering a failed request (see the module
+    docstring); anything unexpected is a bug, said on stderr and answered EIO."""
+    if isinstance(err, MaskError | NetlinkError):
+        return err.errno, str(err) if isinstance(err, MaskError) else err.ext_message
+    if isinstance(err, ProtocolError | ValueError):  # SchemaError is a ValueError
+        return errno.EINVAL, str(err)
+    if isinstance(err, TaskstatsError):
+        return _errno_of(err), ""
+    print(f"taskstatsd: internal error on a request: {err!r} ({BUG_HINT})", file=sys.stderr)
+    return errno.EIO, "internal error"
 
 
 def _close_all(fds: list[int]) -> None:
