@@ -17,12 +17,10 @@ import errno
 import os
 import socket
 import stat
-import struct
 import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .. import genetlink as genl
@@ -43,6 +41,7 @@ from ..records import CgroupStats, ExitRecord
 from . import protocol
 from .listeners import ListenerLists, MaskError, check_cpumask
 from .namespaces import NsView
+from .policy import Policy, owner_may_see, peer_credentials
 from .procmode import ProcfsKernel
 
 MAX_FDS = 4
@@ -67,39 +66,13 @@ class Peer:
     pid: int
     uid: int
     gid: int
-    admin: bool
+    admin: bool  # from SO_PEERCRED/SO_PEERGROUPS at connect, never from /proc
     replies: deque[bytes] = field(default_factory=deque)
     records: deque[bytes] = field(default_factory=deque)
     dropped_unsent: int = 0  # dropped since the last ENOBUFS notice
     dropped: int = 0
     want_write: bool = False
     view: NsView | None = None  # set when the client is in other namespaces
-
-
-def peer_groups(pid: int) -> set[int]:
-    """Supplementary groups of process ``pid`` (empty if it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Groups:"):
-                return {int(g) for g in line.split()[1:]}
-    except OSError:
-        pass
-    return set()
-
-
-class Policy:
-    """Root and members of ``admin_gid`` see everything; others their own uid."""
-
-    def __init__(self, admin_gid: int | None = None) -> None:
-        self.admin_gid = admin_gid
-
-    def is_admin(self, pid: int, uid: int, gid: int) -> bool:
-        """Whether a peer with these credentials sees every task."""
-        if uid == 0:
-            return True
-        if self.admin_gid is None:
-            return False
-        return gid == self.admin_gid or self.admin_gid in peer_groups(pid)
 
 
 class Server:
@@ -134,10 +107,23 @@ class Server:
             conn.close()
             return None
         conn.setblocking(False)
-        pid, uid, gid = struct.unpack("3i", conn.getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-        peer = Peer(conn, self.next_id, pid, uid, gid, self.policy.is_admin(pid, uid, gid),
-                    view=NsView.of(pid))
+        try:
+            cred = peer_credentials(conn)
+        except OSError:
+            conn.close()
+            return None
+        try:  # /proc about the peer counts only if its pidfd says it is still there
+            view = NsView.of(cred.pid)
+            known = cred.alive()
+        except OSError:
+            known = False
+        finally:
+            cred.close()
+        if not known:
+            conn.close()  # identity cannot be established: refuse (fail closed)
+            return None
+        peer = Peer(conn, self.next_id, cred.pid, cred.uid, cred.gid,
+                    self.policy.is_admin(cred), view=view)
         self.next_id += 1
         self.peers[peer.id] = peer
         return peer
@@ -264,8 +250,8 @@ class Server:
         stats = self.kernel.query(scope, ident)
         if peer.admin:
             return stats
-        owner = stats.ac_uid if scope == "pid" else self.kernel.query("pid", ident).ac_uid
-        if owner != peer.uid:
+        # the /proc rule (see .policy): what /proc/PID/io would show this client
+        if not owner_may_see(ident, peer.uid, peer.gid):
             raise NetlinkError("not the client's task", errno=errno.EPERM)
         return stats
 
