@@ -38,8 +38,12 @@ def test_pid_record_agrees_with_proc(client: Client, worker: int) -> None:
     assert rec.ac_pid == worker and rec.ac_comm == Path(f"/proc/{worker}/comm").read_text()[:-1]
     assert rec.ac_ppid == int(stat[1]) == os.getpid()
     assert rec.ac_uid == int(status["Uid"].split()[0])
-    assert abs(rec.ac_utime - int(stat[11]) * TICK_US) <= TICK_US  # type: ignore[operator]
-    assert abs(rec.ac_stime - int(stat[12]) * TICK_US) <= TICK_US  # type: ignore[operator]
+    # /proc scales utime:stime to the runtime (cputime_adjust); taskstats gives the raw
+    # tick samples: the totals agree to a few ticks, each part is within the total
+    ticks = (int(stat[11]) + int(stat[12])) * TICK_US
+    total = rec.ac_utime + rec.ac_stime  # type: ignore[operator]
+    assert abs(total - ticks) <= max(3 * TICK_US, ticks // 4)
+    assert 0 <= rec.ac_utime <= total and 0 <= rec.ac_stime <= total  # type: ignore[operator]
     assert rec.nvcsw == int(status["voluntary_ctxt_switches"])
     assert rec.nivcsw == int(status["nonvoluntary_ctxt_switches"])
     assert rec.write_char == io["wchar"] & ~1023 and rec.write_char >= 256 * 1024

@@ -35,8 +35,9 @@ from .journal import JournalEntry
 from .journal_process import JournalProcess
 from .namespaces import RESCAN_S
 from .notify import notify, stored_fds
+from .policy import Policy
 from .procmode import ProcfsExits, ProcfsKernel
-from .server import Limits, Peer, Policy, Server
+from .server import Limits, Peer, Server
 from .socketfile import answering
 from .statedir import UMASK, StateDir
 

@@ -14,20 +14,41 @@ fork events while namespaced clients listen) and by scans every RESCAN_S.  Blind
 spot: a task that exits and is reaped before either its fork event or its exit
 record is handled (microseconds) cannot be placed, and is counted
 (``unattributed``) instead of being shown.
+
+The journal knows each exit's namespaces too (:class:`NsTracker`, fed by the same
+fork events and asked at ingest): the chain of PID namespace inodes from level 1
+down to the task's (:func:`ns_chain`; "" for the initial namespace) and the task's,
+its process's and its parent's pid at each of those levels, so that history is
+filtered and translated for a namespaced client like its GET and listen.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections.abc import Iterator
+from functools import cache
+from typing import NamedTuple
 
+from .. import connector
 from ..errors import NoSuchTask
 from ..procfs import list_tasks
 from ..records import ExitRecord, TaskStats
 
 OVERFLOW_ID = 65534
 RESCAN_S = 0.25  # at most one full /proc scan per this interval
+NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2), linux/nsfs.h
+MAX_LEVELS = 32  # the kernel's limit on PID namespace nesting
+MAX_CHAINS = 4096  # cached namespace chains
+MAX_TRACKED = 1 << 20  # cached per-task namespace facts
+_CHAINS: dict[int, str] = {}
+
+
+@cache
+def host_pidns() -> int:
+    """Inode of taskstatsd's own (the initial) PID namespace."""
+    return os.stat("/proc/self/ns/pid").st_ino
 
 
 def ns_inode(pid: int | str, kind: str, proc: str = "/proc") -> int:
@@ -42,6 +63,47 @@ def read_nspid(pid: int | str, proc: str = "/proc") -> list[int]:
             if line.startswith(b"NSpid:"):
                 return [int(x) for x in line.split()[1:]]
     return []
+
+
+def ns_chain(path: str) -> str:
+    """The PID namespace at ``path`` (an ns/pid or ns/pid_for_children file) as the
+    "/"-joined inodes of the namespaces from level 1 down to it; "" for the initial
+    namespace.  Raises OSError when the file is gone."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        ino = os.fstat(fd).st_ino
+        if ino == host_pidns():
+            return ""
+        if ino not in _CHAINS:
+            if len(_CHAINS) >= MAX_CHAINS:
+                _CHAINS.clear()
+            _CHAINS[ino] = "/".join(str(i) for i in reversed(_ancestry(fd)))
+        return _CHAINS[ino]
+    finally:
+        os.close(fd)
+
+
+def _ancestry(fd: int) -> list[int]:
+    """Inodes of the namespace open as ``fd`` and its parents, below the initial one."""
+    inodes = [os.fstat(fd).st_ino]
+    current = fd
+    try:
+        for _ in range(MAX_LEVELS):
+            try:
+                parent = fcntl.ioctl(current, NS_GET_PARENT)
+            except OSError:  # EPERM: at the top of what we may see
+                break
+            if current != fd:
+                os.close(current)
+            current = parent
+            ino = os.fstat(current).st_ino
+            if ino == host_pidns():
+                break
+            inodes.append(ino)
+    finally:
+        if current != fd:
+            os.close(current)
+    return inodes
 
 
 def read_idmap(path: str) -> list[tuple[int, int, int]]:
@@ -70,6 +132,7 @@ class NsView:
         self.uid_map = read_idmap(f"{proc}/{peer_pid}/uid_map")
         self.gid_map = read_idmap(f"{proc}/{peer_pid}/gid_map")
         self.level = max(len(read_nspid(peer_pid, proc)) - 1, 0)
+        self.chain = ns_chain(f"{proc}/{peer_pid}/ns/pid")
         self.to_host: dict[int, int] = {}
         self.to_ns: dict[int, int] = {}
         self.unattributed = 0
@@ -77,14 +140,12 @@ class NsView:
 
     @classmethod
     def of(cls, peer_pid: int, proc: str = "/proc") -> NsView | None:
-        """The view of a peer, None when it shares our PID and user namespaces."""
-        try:
-            if (ns_inode(peer_pid, "pid", proc) == ns_inode("self", "pid", proc)
-                    and ns_inode(peer_pid, "user", proc) == ns_inode("self", "user", proc)):
-                return None
-            return cls(peer_pid, proc)
-        except OSError:
+        """The view of a peer, None when it shares our PID and user namespaces.
+        Raises OSError when /proc cannot tell (the caller refuses the client)."""
+        if (ns_inode(peer_pid, "pid", proc) == ns_inode("self", "pid", proc)
+                and ns_inode(peer_pid, "user", proc) == ns_inode("self", "user", proc)):
             return None
+        return cls(peer_pid, proc)
 
     def _tasks(self) -> Iterator[str]:
         for tgid, tid in list_tasks(self.proc):
@@ -101,7 +162,8 @@ class NsView:
 
     def _learn(self, path: str) -> int | None:
         try:
-            if ns_inode(path, "pid", self.proc) != self.pidns:
+            ino = ns_inode(path, "pid", self.proc)
+            if ino != self.pidns and not self._below(path, ino):
                 return None
             nspid = read_nspid(path, self.proc)
         except OSError:
@@ -111,6 +173,22 @@ class NsView:
         host, inner = nspid[0], nspid[self.level]
         self.to_host[inner], self.to_ns[host] = host, inner
         return inner
+
+    def _below(self, path: str, ino: int) -> bool:
+        """Whether the PID namespace ``ino`` of task ``path`` lies below the client's."""
+        if ino == host_pidns():
+            return False
+        return f"{ns_chain(f'{self.proc}/{path}/ns/pid')}/".startswith(f"{self.chain}/")
+
+    def sees_chain(self, chain: str | None) -> bool:
+        """Whether a task of the namespace ``chain`` (see :func:`ns_chain`) is the
+        client's to see."""
+        return chain is not None and f"{chain}/".startswith(f"{self.chain}/")
+
+    def pid_in(self, chain_pids: str) -> int | None:
+        """The client's pid from a task's pids at levels 1..K ("" when unknown)."""
+        pids = chain_pids.split()
+        return int(pids[self.level - 1]) if 0 < self.level <= len(pids) else None
 
     def host_pid(self, ns_pid: int) -> int:
         """The host pid of the client's ``ns_pid``; NoSuchTask if not in its namespace."""
@@ -153,3 +231,84 @@ class NsView:
         group = None if record.group is None else self.stats(record.group)
         return ExitRecord(task=self.stats(record.task), group=group, pid=pid, tgid=tgid,
                           cpu=record.cpu, seq=record.seq)
+
+
+class NsInfo(NamedTuple):
+    """A task's PID namespace chain ("" for the initial namespace) and its pids at
+    levels 1..K ("" when unknown); ``verified`` when read from the task itself
+    rather than taken from its parent at fork."""
+
+    chain: str
+    nspid: str
+    verified: bool
+
+
+_HOST = NsInfo("", "", True)
+
+
+class NsTracker:
+    """The namespaces of tasks, for the journal: learned at fork (from the proc
+    connector) and, failing that, read from /proc at exit.  Costs: a dict lookup and
+    insert per fork, a stat per process that forks (once), and for tasks in other
+    namespaces a read of /proc/PID/status at fork."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self.proc = proc
+        self.tasks: dict[int, NsInfo] = {}
+
+    def _read(self, pid: int) -> NsInfo | None:
+        try:
+            chain = ns_chain(f"{self.proc}/{pid}/ns/pid")
+            if not chain:
+                return _HOST
+            nspid = read_nspid(pid, self.proc)[1:]
+        except OSError:
+            return None
+        return NsInfo(chain, " ".join(map(str, nspid)), True)
+
+    def _verified(self, pid: int) -> NsInfo | None:
+        info = self.tasks.get(pid)
+        if info is None or not info.verified:
+            info = self._read(pid) or info
+            if info is not None:
+                self._put(pid, info)
+        return info
+
+    def _put(self, pid: int, info: NsInfo) -> None:
+        if len(self.tasks) >= MAX_TRACKED:
+            self.tasks.clear()
+        self.tasks[pid] = info
+
+    def fork(self, ev: connector.Fork) -> None:
+        """A task was born: place it (its own namespace may be a new one only when its
+        parent is not in the initial namespace or it forks itself: read then)."""
+        parent = self._verified(ev.ppid)
+        if parent is None:
+            return
+        if parent.chain:
+            child = self._read(ev.pid) or NsInfo(parent.chain, "", False)
+        else:
+            child = NsInfo("", "", False)  # verified when it forks
+        self._put(ev.pid, child)
+
+    def columns(self, pid: int, tgid: int | None, ppid: int | None,
+                ended_process: bool | None) -> tuple[str | None, str | None]:
+        """The journal's ``pidns`` and ``ns_ids`` ("pids/tgids/ppids" at levels 1..K)
+        of an exit; (None, None) for the initial namespace or when unknown."""
+        tgid = tgid or pid
+        info = self.tasks.get(pid) or self._read(pid) or self.tasks.get(tgid)
+        if info is None and ppid:  # reaped unseen: its parent's namespace, pids unknown
+            parent_info = self.tasks.get(ppid)
+            info = parent_info and NsInfo(parent_info.chain, "", False)
+        group = info if tgid == pid else self.tasks.get(tgid)
+        parent = self.tasks.get(ppid) if ppid else None
+        if not (pid == tgid and ended_process is False):  # a leader's threads live on
+            self.tasks.pop(pid, None)
+        if ended_process:
+            self.tasks.pop(tgid, None)
+        if info is None or not info.chain:
+            return None, None
+        same = parent is not None and parent.chain == info.chain
+        ids = (info.nspid, group.nspid if group is not None else "",
+               parent.nspid if same and parent is not None else "")
+        return info.chain, "/".join(ids)

@@ -126,7 +126,7 @@ class ProcfsExits:
             for event in connector.decode(self.sock.view, n):
                 if isinstance(event, connector.Fork):
                     self._remember(event.pid, event.tgid)
-                else:
+                elif isinstance(event, connector.Exit):
                     built = self._exit(event.pid, event.exit_code, event.cpu)
                     if built is not None:
                         out.append(built)

@@ -22,7 +22,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .. import genetlink as genl
@@ -43,6 +42,7 @@ from ..records import CgroupStats, ExitRecord
 from . import protocol, schema
 from .listeners import ListenerLists, MaskError, check_cpumask, cpumask_maxlen, cpumask_payload
 from .namespaces import NsView
+from .policy import Policy, owner_may_see, peer_credentials
 from .procmode import ProcfsKernel
 from .socketfile import BoundSocket
 
@@ -111,7 +111,7 @@ class Peer:
     pid: int
     uid: int
     gid: int
-    admin: bool
+    admin: bool  # from SO_PEERCRED/SO_PEERGROUPS at connect, never from /proc
     replies: deque[bytes] = field(default_factory=deque)
     records: deque[bytes] = field(default_factory=deque)
     reply_bytes: int = 0  # queued in replies
@@ -123,32 +123,6 @@ class Peer:
     view: NsView | None = None  # set when the client is in other namespaces
     cap_ack: bool = False  # NETLINK_CAP_ACK, set by TASKSTATSD SET_OPTIONS
     ext_ack: bool = False  # NETLINK_EXT_ACK, likewise
-
-
-def peer_groups(pid: int) -> set[int]:
-    """Supplementary groups of process ``pid`` (empty if it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Groups:"):
-                return {int(g) for g in line.split()[1:]}
-    except OSError:
-        pass
-    return set()
-
-
-class Policy:
-    """Root and members of ``admin_gid`` see everything; others their own uid."""
-
-    def __init__(self, admin_gid: int | None = None) -> None:
-        self.admin_gid = admin_gid
-
-    def is_admin(self, pid: int, uid: int, gid: int) -> bool:
-        """Whether a peer with these credentials sees every task."""
-        if uid == 0:
-            return True
-        if self.admin_gid is None:
-            return False
-        return gid == self.admin_gid or self.admin_gid in peer_groups(pid)
 
 
 class Server:
@@ -195,14 +169,27 @@ class Server:
         when nothing is pending."""
         conn, _ = self.sock.accept()
         conn.setblocking(False)
-        pid, uid, gid = struct.unpack("3i", conn.getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-        admin = self.policy.is_admin(pid, uid, gid)
-        refusal = self._refusal(uid, admin)
+        try:
+            cred = peer_credentials(conn)
+        except OSError:
+            self._refuse(conn, "its credentials could not be read")
+            return None
+        try:  # /proc about the peer counts only if its pidfd says it is still there
+            view = NsView.of(cred.pid)
+            known = cred.alive()
+        except OSError:
+            known = False
+        finally:
+            cred.close()
+        if not known:  # identity cannot be established: refuse (fail closed)
+            self._refuse(conn, "its process could not be identified (it exited?)")
+            return None
+        admin = self.policy.is_admin(cred)
+        refusal = self._refusal(cred.uid, admin)
         if refusal:
             self._refuse(conn, refusal)
             return None
-        peer = Peer(conn, self.next_id, pid, uid, gid, admin, view=NsView.of(pid))
+        peer = Peer(conn, self.next_id, cred.pid, cred.uid, cred.gid, admin, view=view)
         self.next_id += 1
         self.peers[peer.id] = peer
         return peer
@@ -400,8 +387,8 @@ class Server:
         stats = self.kernel.query(scope, ident)
         if peer.admin:
             return stats
-        owner = stats.ac_uid if scope == "pid" else self.kernel.query("pid", ident).ac_uid
-        if owner != peer.uid:
+        # the /proc rule (see .policy): what /proc/PID/io would show this client
+        if not owner_may_see(ident, peer.uid, peer.gid):
             raise NetlinkError("not the client's task", errno=errno.EPERM)
         return stats
 
