@@ -15,6 +15,8 @@ every ``--pause-ms``, each call timed on its own):
    pipelined datagrams of GETs, reading what comes back), and ``--hoarders`` users
    opening 300 connections each;
 4. fork storm: fork_storm.c (``--storm-forks`` at most), no hostile client;
+   the same clients then ask the kernel directly during the storm (the baseline,
+   like the quiet window's second row: what the machine itself costs);
 5. all at once.
 
 Printed: the good clients' p50/p99/max latency per window, the daemon's RSS before,
@@ -56,7 +58,8 @@ from pytaskstats import Client
 path, seconds, pause = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]) / 1000
 sys.stdin.readline()
 out, end = [], time.monotonic() + seconds
-with Client("daemon", socket_path=path, timeout=30) as c:
+backend = "kernel" if path == "kernel" else "daemon"
+with Client(backend, socket_path=None if backend == "kernel" else path, timeout=30) as c:
     me = os.getpid()
     while time.monotonic() < end:
         t0 = time.perf_counter_ns()
@@ -208,7 +211,8 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def good_clients(socket_path: str, args: argparse.Namespace) -> list[float]:
-    """Latencies (ms) of the well-behaved clients over one window."""
+    """Latencies (ms) of the well-behaved clients over one window; ``socket_path``
+    "kernel" asks the kernel directly (the baseline)."""
     procs = [subprocess.Popen([sys.executable, "-c", GOOD, socket_path, str(args.seconds),
                                str(args.pause_ms)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -280,6 +284,7 @@ def run(args: argparse.Namespace) -> None:
             ("before", rss_mb(daemon.pid), fd_count(daemon.pid))]
         rows, watch, fuzz_sent, storm_out = [], Watch(daemon.pid), 0, []
         rows.append(("quiet", good_clients(daemon.socket, args)))
+        rows.append(("quiet, kernel (baseline)", good_clients("kernel", args)))
         watch.start()
         for name in ("flood", "fuzz + flood + hoarders", "fork storm", "all at once"):
             parts = {"flood": "flood" in name or "all" in name,
@@ -292,15 +297,19 @@ def run(args: argparse.Namespace) -> None:
                                     wait_line=True)
                 for seed in range(args.fuzzers):
                     attackers.start(FUZZ, str(args.seconds), str(seed))
-            gen = subprocess.Popen([str(storm), str(args.storm_forks), str(args.seconds),
+            span = args.seconds * (2 if name == "fork storm" else 1)  # + the baseline
+            gen = subprocess.Popen([str(storm), str(int(args.storm_forks * span / args.seconds)),
+                                    str(span),
                                     str(os.cpu_count() or 1)], stdout=subprocess.PIPE,
                                    text=True) if parts["storm"] else None
             if not parts["flood"]:
                 attackers.procs[0].kill()  # the flood runs in every window but this one
             label = f"{name} (flood: {sent} of 149 datagrams taken)" if parts["flood"] else name
             rows.append((label, good_clients(daemon.socket, args)))
+            if name == "fork storm":  # the same storm, asking the kernel: the baseline
+                rows.append(("fork storm, kernel (baseline)", good_clients("kernel", args)))
             if gen is not None:
-                storm_out = gen.communicate(timeout=args.seconds + 60)[0].split()
+                storm_out = gen.communicate(timeout=span + 60)[0].split()
             outs = attackers.stop(wait=2.0)
             fuzz_sent += sum(int(x) for x in outs if x.isdigit())  # fuzzers print a count
             memory.append((f"after the {name} window", rss_mb(daemon.pid), None))

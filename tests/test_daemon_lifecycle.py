@@ -25,6 +25,7 @@ from pytaskstats import Client, ExitRecord
 from pytaskstats.daemon import main as daemon_main
 from pytaskstats.daemon import protocol
 from pytaskstats.daemon import socketfile as daemon_socket
+from pytaskstats.daemon.config import Config
 
 from .conftest import as_nobody
 from .daemon_util import RunningDaemon
@@ -417,3 +418,21 @@ def test_contrib_unit_is_the_printed_one() -> None:
         return [line for line in text.splitlines()
                 if line.strip() and not line.startswith(("#", "ExecStart="))]
     assert body(contrib) == body(printed)
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_daemon_and_journal_writer_run_at_the_configured_priority(tmp_path: Path) -> None:
+    """A fork storm competes with the daemon for the CPU: it runs at `nice` (default
+    -10), and so does its journal writer, which would otherwise fall behind."""
+    d = RunningDaemon(tmp_path / "state", "--nice", "-7")
+    try:
+        _status(d.socket)  # serving: the journal writer has started
+        children = Path(f"/proc/{d.pid}/task/{d.pid}/children").read_text().split()
+        assert _nice(d.pid) == -7
+        assert children and all(_nice(int(c)) == -7 for c in children)
+    finally:
+        d.close()
+    assert Config().nice == -10

@@ -341,6 +341,12 @@ class Listener:
         """The cpulist each socket listens to, in socket order."""
         return [format_cpulist(g) for g in self.groups]
 
+    def fill(self, index: int) -> float:
+        """How full socket ``index``'s receive buffer is (0 to ~1; at 1 the kernel
+        drops exits)."""
+        sock = self.conns[index].sock
+        return sock.fill() if isinstance(sock, NetlinkSocket) else 0.0
+
     def drops(self) -> list[int]:
         """The kernel's drop counter of each socket (SO_MEMINFO), as last accounted."""
         return list(self._drops)

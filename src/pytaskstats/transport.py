@@ -119,6 +119,12 @@ class NetlinkSocket(_Buffered):
         raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
         return int(struct.unpack_from("=9I", raw)[SK_MEMINFO_DROPS])
 
+    def fill(self) -> float:
+        """How full the receive buffer is: queued bytes over its size (0 to ~1+)."""
+        raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
+        queued, size = struct.unpack_from("=2I", raw)  # SK_MEMINFO_RMEM_ALLOC, _RCVBUF
+        return float(queued) / max(1, int(size))
+
 
 class UnixSocket(_Buffered):
     """A SOCK_SEQPACKET connection to taskstatsd at ``path``."""

@@ -32,6 +32,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "resume_free_pct": (0, 100),
     "rcvbuf_bytes": (4096, (1 << 31) - 1),  # an int for SO_RCVBUF(FORCE)
     "max_clients": (1, 1 << 20),
+    "nice": (-20, 19),
     "client_queue_records": (1, 1 << 24),
     "max_request_bytes": (64, 1 << 24),
     "max_clients_per_uid": (1, 1 << 20),
@@ -84,6 +85,7 @@ class Config:
     metrics_cgroup_depth: int = 3  # cgroup labels keep this many path components
     metrics_max_series: int = 500  # at most this many cgroup labels; the rest are "other"
     metrics_interval_s: float = 15.0  # live task sampling period
+    nice: int = -10  # scheduling priority of the daemon and its journal writer
 
     @property
     def admin_gid(self) -> int | None:

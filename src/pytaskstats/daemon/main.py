@@ -48,7 +48,10 @@ FDSTORE_PREFIX = "taskstats-cpus-"
 FORK_READS = 256  # fork datagrams read per turn of the loop
 READY = b"ready\n"  # the daemon's word to the waiting parent
 PIPE_BUF = 4096  # one write of at most this many bytes is atomic
-DRAIN_DATAGRAMS = 64  # per kernel socket and drain: clients get turns during a storm
+DRAIN_DATAGRAMS = 16  # per kernel socket and read: clients get turns during a storm
+DRAIN_SLICE_S = 0.002  # a drain of the kernel's sockets lasts about this long at most...
+DRAIN_EVERY_S = 0.002  # ...and comes between clients' turns at least this often...
+URGENT_FILL = 0.25  # ...unless a socket is fuller than this: then until it is empty
 HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "tgid", "cgroup", "group_by",
                 "sort", "limit", "bucket_s", "fields", "plausible")
 
@@ -62,7 +65,7 @@ class Daemon:
         self.cfg = cfg
         self.started_ns = time.time_ns()
         self.counters = {"received": 0, "lost_overrun": 0, "lost_truncated": 0,
-                         "lost_malformed": 0}
+                         "lost_malformed": 0, "urgent_drains": 0}
         self.cgroups: dict[int, str | None] = {}
         self.metrics: DaemonMetrics | None = None
         self.running = True
@@ -71,6 +74,7 @@ class Daemon:
         self.fork_events: ConnectorSocket | None = None
         self.fork_events_failed = False
         self.drops_unsaved = False
+        _set_nice(cfg.nice)
         with contextlib.ExitStack() as undo:
             self.kernel, self.listener = self._sources(cfg)
             undo.callback(self.kernel.close)
@@ -220,10 +224,13 @@ class Daemon:
         events = self.selector.select(0 if busy else timeout)
         events.sort(key=lambda ev: ev[0].data[0] != "kernel")
         turns = dict.fromkeys(busy, 0)
+        if events and events[0][0].data[0] == "kernel" and isinstance(self.listener, Listener):
+            self._drain_kernel()
         for key, mask in events:
             kind, index = key.data
             if kind == "kernel":
-                self.ingest(index)
+                if not isinstance(self.listener, Listener):
+                    self.ingest(index)
             elif kind == "forks":
                 self._forks()
             elif kind == "accept":
@@ -234,24 +241,42 @@ class Daemon:
         self._flush_all()
 
     def _serve(self, turns: dict[int, int]) -> None:
-        """Give each ready client one bounded turn (Server.readable), and drain the
-        kernel's sockets after each: no client delays the exits by more than one turn.
-        Clients with a new request go before those still working through a datagram
-        of many (who had a turn last step), each group round-robin from where the
-        last step stopped."""
+        """Give each ready client one bounded turn (Server.readable), draining the
+        kernel's sockets between turns every DRAIN_EVERY_S (and at once, until empty,
+        when one is fuller than URGENT_FILL): clients and exits share the loop during
+        a storm, and no client delays the exits by more than one turn.  Clients with
+        a new request go before those still working through a datagram of many (who
+        had a turn last step), each group round-robin from where the last step
+        stopped."""
         peers = self.server.peers
         order = sorted(turns, key=lambda pid: (pid in peers and peers[pid].batch is not None,
                                                pid <= self.last_served, pid))
+        drained = time.monotonic()
         for pid in order:
             self._client(self.server.peers.get(pid), turns[pid])
             self.last_served = pid
-            if isinstance(self.listener, Listener):
-                for index in range(len(self.listener.fds)):
-                    self.ingest(index)
+            if time.monotonic() - drained >= DRAIN_EVERY_S:
+                self._drain_kernel()
+                drained = time.monotonic()
 
-    def ingest(self, index: int) -> None:
+    def _drain_kernel(self) -> None:
+        """Drain the kernel's sockets round-robin for about DRAIN_SLICE_S; then each
+        fuller than URGENT_FILL until it is empty (``urgent_drains``).  What is left
+        waits in the kernel's buffers for the next drain."""
+        if not isinstance(self.listener, Listener):
+            return
+        sockets = list(range(len(self.listener.fds)))
+        until = time.monotonic() + DRAIN_SLICE_S
+        while sockets and time.monotonic() < until:
+            sockets = [i for i in sockets if self.ingest(i)]
+        for i in range(len(self.listener.fds)):
+            while self.listener.fill(i) > URGENT_FILL and self.ingest(i):
+                self.counters["urgent_drains"] += 1
+
+    def ingest(self, index: int) -> bool:
         """Journal and fan out what is queued on kernel socket ``index``, at most
-        DRAIN_DATAGRAMS: the loop drains again after every client's turn."""
+        DRAIN_DATAGRAMS (the loop drains again between clients' turns); False when
+        nothing was queued."""
         now = time.time_ns()
         drained = (self.listener.drain_raw(index, DRAIN_DATAGRAMS)
                    if isinstance(self.listener, Listener) else self.listener.drain_raw(index))
@@ -269,6 +294,7 @@ class Daemon:
                 self.metrics.on_exit(event, cgroup)
             self.server.publish(event, data)
         self.journal.push()
+        return bool(drained)
 
     def _watch_forks(self) -> None:
         """Subscribe to fork events once a namespaced client listens, so its short-lived
@@ -495,6 +521,19 @@ def _wait_for_start(r: int) -> int:
     sys.stderr.write(said.decode(errors="replace") or "taskstatsd: the daemon died starting\n")
     sys.stderr.flush()
     return 1
+
+
+def _set_nice(nice: int) -> None:
+    """Run at scheduling priority ``nice`` (the journal writer inherits it): during a
+    fork storm the daemon competes with every new task for the CPU, and at 0 its
+    clients' p99 grows tens of times (benchmarks/attack.py).  Without the right
+    (CAP_SYS_NICE), or already there, it is left as it is, with a note."""
+    try:
+        if os.getpriority(os.PRIO_PROCESS, 0) != nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as err:
+        print(f"taskstatsd: cannot set nice {nice} ({err.strerror}); running at "
+              f"{os.getpriority(os.PRIO_PROCESS, 0)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 from ..transport import DEFAULT_SOCKET
-from .config import DEFAULT_STATE_DIR
+from .config import DEFAULT_STATE_DIR, Config
 
 PRESERVE_SINCE = 254  # systemd version that knows FileDescriptorStorePreserve=
 
@@ -36,6 +36,9 @@ After=local-fs.target
 Type=notify
 ExecStart={exec_start} --foreground --socket {socket} --state-dir {state_dir}
 Restart=on-failure
+# the daemon's `nice` setting: systemd sets it (the bounding set has no CAP_SYS_NICE);
+# during a fork storm the daemon competes with every new task for the CPU
+Nice={nice}
 # taskstatsd hands its registered exit-listener sockets to systemd (FDSTORE=1,
 # FDPOLL=0) and takes them back on restart: exits during the restart wait in them.
 FileDescriptorStoreMax=256
@@ -89,7 +92,8 @@ def render(socket: str = DEFAULT_SOCKET, state_dir: str = DEFAULT_STATE_DIR) -> 
         preserve = (f"# with systemd >= {PRESERVE_SINCE} (here: {version or 'unknown'}), "
                     f"keep the stored sockets over `systemctl restart` too:\n# {preserve}")
     return TEMPLATE.format(exec_start=exec_start(), socket=shlex.quote(socket),
-                           state_dir=shlex.quote(state_dir), preserve=preserve)
+                           state_dir=shlex.quote(state_dir), preserve=preserve,
+                           nice=Config.nice)
 
 
 def exec_start() -> str:
