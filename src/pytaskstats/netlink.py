@@ -86,16 +86,12 @@ def encode_message(msg_type: int, flags: int, seq: int, pid: int, payload: bytes
 def split_messages(data: bytes | memoryview, size: int | None = None) -> list[Message]:
     """Split one datagram (its first ``size`` bytes) into its netlink messages."""
     end = len(data) if size is None else size
-    out: list[Message] = []
-    off = 0
-    while end - off >= HEADER.size:
-        length, mtype, flags, seq, pid = HEADER.unpack_from(data, off)
-        if length < HEADER.size or off + length > end:
-            raise RemoteProtocolError(
-                f"netlink message at offset {off} claims {length} bytes, "
-                f"{end - off} available (truncated or corrupt datagram)")
-        out.append(Message(mtype, flags, seq, pid, data, off + HEADER.size, off + length))
-        off += align4(length)
+    out, off = _scan(data, end)
+    if end - off >= HEADER.size:
+        length = HEADER.unpack_from(data, off)[0]
+        raise RemoteProtocolError(
+            f"netlink message at offset {off} claims {length} bytes, "
+            f"{end - off} available (truncated or corrupt datagram)")
     if off < end and any(bytes(data[off:end])):
         raise RemoteProtocolError(f"{end - off} stray bytes after the last netlink message")
     return out
@@ -106,7 +102,12 @@ def walk(data: bytes | memoryview, size: int | None = None) -> list[Message]:
     a header whose nlmsg_len is under 16 or runs past the end stops the walk
     silently, keeping the messages before it; fewer than 16 bytes left are ignored.
     At most len(data) // 16 messages."""
-    end = len(data) if size is None else size
+    return _scan(data, len(data) if size is None else size)[0]
+
+
+def _scan(data: bytes | memoryview, end: int) -> tuple[list[Message], int]:
+    """The whole messages in ``data[:end]`` up to the first header that is not one
+    (nlmsg_len under 16 or past ``end``), and the offset where the scan stopped."""
     out: list[Message] = []
     off = 0
     while end - off >= HEADER.size:
@@ -115,7 +116,7 @@ def walk(data: bytes | memoryview, size: int | None = None) -> list[Message]:
             break
         out.append(Message(mtype, flags, seq, pid, data, off + HEADER.size, off + length))
         off += align4(length)
-    return out
+    return out, off
 
 
 def encode_attr(attr_type: int, payload: bytes) -> bytes:
