@@ -85,6 +85,7 @@ def test_process_tree_follows_parents_and_orphans() -> None:
 # ------------------------------------------------------------------ live kernel
 
 @pytest.mark.kernel
+@pytest.mark.usefixtures("delayacct_steady")  # asserts follow its state
 def test_run_accounts_a_pipelines_short_lived_children() -> None:
     script = ("for i in 1 2 3 4 5; do /bin/echo $i | /usr/bin/wc -c > /dev/null; done; "
               "( /bin/sleep 0.05 & ); exit 7")
@@ -125,6 +126,7 @@ def test_run_waits_for_orphans_with_wait_all() -> None:
 
 
 @pytest.mark.kernel
+@pytest.mark.usefixtures("delayacct_steady")  # asserts follow its state
 def test_get_json_and_text() -> None:
     doc = json.loads(_cli("get", str(os.getpid()), "--json").stdout)
     assert doc["record"]["ac_pid"] == os.getpid() and doc["record"]["scope"] == "pid"
