@@ -27,15 +27,27 @@ pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parent.parent
 SHORT_LIVED = 5  # processes of 50 ms each
 WORKLOAD = textwrap.dedent("""
-    import os, subprocess, sys, time
+    import os, re, subprocess, sys, time, urllib.request
     cgroup, sleeper, data, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    url, label = sys.argv[6], f'cgroup="/{os.path.basename(cgroup)}"'
+    def metrics():
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url, timeout=10) as reply:
+            return reply.read().decode()
+    def wait_for(what, check):
+        deadline = time.monotonic() + 30
+        while not check(metrics()):
+            assert time.monotonic() < deadline, f"the exporter never showed {what}"
+            time.sleep(0.1)  # the poll interval of a deadline-bounded wait
     with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
         f.write(str(os.getpid()))
-    time.sleep(2.5)  # sampled live in its cgroup at least once
+    wait_for("the workload's cgroup", lambda text: label in text)  # sampled live in it
     for _ in range(n):
         subprocess.run([sleeper, "0.05"], check=True)  # lives 50 ms, between scrapes
     subprocess.run([sys.executable, "-c", sys.argv[5], data], check=True)
-    time.sleep(2.5)
+    exits = re.compile(r"^taskstats_task_exits_total\\{" + re.escape(label) + r"\\} (\\S+)$", re.M)
+    wait_for(f"its {n + 1} children's exits", lambda text: any(
+        float(v) >= n + 1 for v in exits.findall(text)))  # counted while it still lives
 """)
 IO_CHILD = textwrap.dedent("""
     import mmap, os, sys
@@ -201,8 +213,8 @@ def test_prometheus_reads_back_the_workload(exporter: tuple[str, str], delayacct
     try:
         _wait_for("the first scrape", lambda: prom.value('up{job="taskstats"}') == 1)
         subprocess.run([sys.executable, "-c", WORKLOAD, str(cgroup), str(sleeper),
-                        str(tmp_path / "io.bin"), str(SHORT_LIVED), IO_CHILD],
-                       check=True, timeout=120)
+                        str(tmp_path / "io.bin"), str(SHORT_LIVED), IO_CHILD,
+                        f"http://{target}/metrics"], check=True, timeout=120)
         label = f'cgroup="/{name}"'
         processes = SHORT_LIVED + 2  # the sleepers, the IO child, the workload itself
         exits = f"taskstats_task_exits_total{{{label}}}"
