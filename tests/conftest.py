@@ -28,7 +28,7 @@ sys.path.insert(0, str(FIXTURES))  # expected.py: the fixtures' value rule
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], what: str, timeout: float = 20.0) -> T:
+def wait_until(predicate: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
     """Poll ``predicate`` until it returns something true and return that; raise
     AssertionError naming ``what`` after ``timeout`` seconds.  Polls every 5 ms at
     first, backing off to 100 ms, so a quick condition costs little."""

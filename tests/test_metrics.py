@@ -705,10 +705,10 @@ def test_promtool_accepts_the_exporters_and_taskstatsds_metrics(tmp_path: Path) 
     daemon = RunningDaemon(None, "--metrics-listen", "127.0.0.1:0", "--metrics-groups",
                            "lint=^lint")
     try:
-        found = wait_until(lambda: proc.poll() is None and re.search(
-            r"serving (http://127\.0\.0\.1:\d+/metrics)", err.read_text()),
-            "the exporter to serve")
-        urls = [found.group(1), _metrics_url(daemon)]
+        def serving() -> re.Match[str] | None:
+            assert proc.poll() is None, err.read_text()
+            return re.search(r"serving (http://127\.0\.0\.1:\d+/metrics)", err.read_text())
+        urls = [wait_until(serving, "the exporter to serve").group(1), _metrics_url(daemon)]
         subprocess.run([str(exe)], check=True)
         for url in urls:
             _scrape_when(url, lambda m: any(k.startswith("taskstats_task_exits_total")
