@@ -564,10 +564,12 @@ def screenshots(html: Path, name: str, capsys: pytest.CaptureFixture[str],
     wide_colours: set[tuple[int, ...]] = set()
     for width, height in ((1280, 2000), (420, 2000)):
         png = ARTIFACTS / f"{name}-{width}.png"
-        console = open_in_chromium(html, png, width, height)
+        ours = png.with_name(f".{name}-{width}-{os.getpid()}.png")  # other runs write png too
+        console = open_in_chromium(html, ours, width, height)
         assert console == [], console
-        w, h, colours = png_pixels(png, rows if width == 1280 else 200)
-        assert (w, h) == (width, height) and png.stat().st_size > 20_000
+        w, h, colours = png_pixels(ours, rows if width == 1280 else 200)
+        assert (w, h) == (width, height) and ours.stat().st_size > 20_000
+        os.replace(ours, png)
         assert len(colours) > 50  # text, charts and colours: not a blank page
         wide_colours = wide_colours or colours
         with capsys.disabled():
