@@ -1,8 +1,11 @@
-"""Shared fixtures: golden bytes, the real kernel (root), delay accounting on/off."""
+"""Shared fixtures: golden bytes, the real kernel (root), delay accounting on/off,
+waiting on conditions, and locks that keep concurrent test runs (other checkouts on
+the same machine) off each other's global switches."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -11,8 +14,9 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +25,51 @@ from pytaskstats import Client, delayacct
 
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))  # expected.py: the fixtures' value rule
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
+    """Poll ``predicate`` until it returns something true and return that; raise
+    AssertionError naming ``what`` after ``timeout`` seconds.  Polls every 5 ms at
+    first, backing off to 100 ms, so a quick condition costs little."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(pause)  # the poll interval of a deadline-bounded wait
+        pause = min(pause * 2, 0.1)
+
+
+def unique_command(tmp_path: Path, prefix: str, source: str = "/bin/true") -> Path:
+    """A world-executable copy of ``source`` in ``tmp_path`` under a name (its comm)
+    that no other task on the machine has: ``prefix`` + 6 random hex digits, at most
+    15 characters (TASK_COMM_LEN - 1).  Tests count their own exits by that comm."""
+    name = f"{prefix}{os.urandom(3).hex()}"
+    assert len(name) <= 15, name
+    exe = tmp_path / name
+    exe.write_bytes(Path(source).read_bytes())
+    exe.chmod(0o755)
+    return exe
+
+
+LOCK_DIR = Path("/run/lock") if os.access("/run/lock", os.W_OK) else Path("/tmp")
+
+
+@contextlib.contextmanager
+def machine_lock(name: str, shared: bool = False) -> Iterator[None]:
+    """Hold the machine-wide test lock ``name`` (flock on a fixed file in LOCK_DIR):
+    exclusive for a test that changes a global (a sysctl), shared for one that only
+    relies on it staying put.  Other test runs on this machine (other clones) wait."""
+    fd = os.open(LOCK_DIR / f"pytaskstats-tests-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def fixture_bytes(name: str) -> bytes:
@@ -56,14 +105,24 @@ def client() -> Iterator[Client]:
 
 @pytest.fixture
 def delayacct_on() -> Iterator[None]:
-    """Switch delay accounting on for the test and restore the previous state."""
+    """Switch delay accounting on for the test and restore the previous state, even
+    on failure, holding the machine-wide ``delayacct`` lock exclusively throughout."""
     require_kernel()
-    before = delayacct.status()
-    delayacct.set_enabled(True)
-    try:
+    with machine_lock("delayacct"):
+        before = delayacct.status()
+        try:
+            delayacct.set_enabled(True)
+            yield
+        finally:
+            delayacct.set_enabled(bool(before))
+
+
+@pytest.fixture
+def delayacct_steady() -> Iterator[None]:
+    """Keep kernel.task_delayacct as it is for the test (the ``delayacct`` lock,
+    shared): for tests whose expectations follow its state.  Not with delayacct_on."""
+    with machine_lock("delayacct", shared=True):
         yield
-    finally:
-        delayacct.set_enabled(bool(before))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -150,11 +209,8 @@ def task_states(pid: int) -> list[str]:
 
 def wait_for_state(pid: int, state: str) -> None:
     """Wait until every thread of ``pid`` is in ``state`` (e.g. "T")."""
-    for _ in range(500):
-        if set(task_states(pid)) == {state}:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"task {pid} never reached state {state}: {task_states(pid)}")
+    wait_until(lambda: set(task_states(pid)) == {state},
+               f"every thread of task {pid} to reach state {state}")
 
 
 @pytest.fixture
@@ -172,13 +228,16 @@ def worker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
 
 def remove_cgroup(path: Path) -> None:
     """rmdir a test cgroup, retrying while the kernel still holds exited tasks."""
-    for _ in range(100):
+    def removed() -> bool:
         try:
             path.rmdir()
-            return
         except OSError:  # busy until the kernel has released the exited tasks
-            time.sleep(0.02)
-    path.rmdir()
+            return False
+        return True
+    with contextlib.suppress(AssertionError):
+        wait_until(removed, f"cgroup {path} to be removable", timeout=5)
+        return
+    path.rmdir()  # raise its error
 
 
 @contextlib.contextmanager

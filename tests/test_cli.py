@@ -16,7 +16,7 @@ from pytaskstats.cli import listen, run
 from pytaskstats.cli.common import format_record, human_duration, unmeasured, wait_status
 from pytaskstats.summary import process_tree, summarize, totals
 
-from .conftest import fixture_bytes
+from .conftest import fixture_bytes, unique_command
 
 CLI = [sys.executable, "-m", "pytaskstats"]
 
@@ -82,9 +82,29 @@ def test_process_tree_follows_parents_and_orphans() -> None:
     assert total["hiwater_rss"] == base.task.hiwater_rss
 
 
+@pytest.mark.xfail(strict=True, reason="process_tree keys parents by pid alone: with "
+                   "kernel.pid_max 32768 a fork storm elsewhere reuses the pids of a run's "
+                   "exited processes within seconds (seen in the suite under load)")
+def test_process_tree_is_not_fooled_by_a_reused_pid() -> None:
+    base = taskstats.decode(fixture_bytes("exit_v16_dual.bin"), 27)[0]
+    assert isinstance(base, ExitRecord)
+
+    def rec(pid: int, ppid: int, comm: str) -> ExitRecord:
+        task = base.task._replace(ac_pid=pid, ac_tgid=pid, ac_ppid=ppid, ac_comm=comm)
+        return ExitRecord(task=task, pid=pid, tgid=pid)
+
+    # our command 10 (started by us, 5) ran child 11, which exited; pid 11 was then
+    # reused by another user's process (parent 7), which forked 12 and both exited
+    records = [rec(11, 10, "ours"), rec(12, 11, "theirs"), rec(11, 7, "theirs"),
+               rec(10, 5, "ours")]
+    tree = process_tree(records, root=10, reaper=99)
+    assert [r.task.ac_comm for r in tree] == ["ours", "ours"]
+
+
 # ------------------------------------------------------------------ live kernel
 
 @pytest.mark.kernel
+@pytest.mark.usefixtures("delayacct_steady")  # asserts follow its state
 def test_run_accounts_a_pipelines_short_lived_children() -> None:
     script = ("for i in 1 2 3 4 5; do /bin/echo $i | /usr/bin/wc -c > /dev/null; done; "
               "( /bin/sleep 0.05 & ); exit 7")
@@ -125,6 +145,7 @@ def test_run_waits_for_orphans_with_wait_all() -> None:
 
 
 @pytest.mark.kernel
+@pytest.mark.usefixtures("delayacct_steady")  # asserts follow its state
 def test_get_json_and_text() -> None:
     doc = json.loads(_cli("get", str(os.getpid()), "--json").stdout)
     assert doc["record"]["ac_pid"] == os.getpid() and doc["record"]["scope"] == "pid"
@@ -139,22 +160,22 @@ def test_get_json_and_text() -> None:
 
 @pytest.mark.kernel
 def test_listen_streams_exits_as_json_lines(tmp_path: Path) -> None:
-    proc = subprocess.Popen([*CLI, "listen", "--json", "--per-cpu", "-n", "200"],
+    proc = subprocess.Popen([*CLI, "listen", "--json", "--per-cpu", "-n", "1000000"],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     start = json.loads(proc.stdout.readline())
     assert start["event"] == "start"
-    marker = tmp_path / "marker-exe"
-    marker.write_bytes(Path("/bin/true").read_bytes())
-    marker.chmod(0o755)
+    marker = unique_command(tmp_path, "marker")  # its exit, not another run's
+    subprocess.run([str(marker)], check=True)
     seen = None
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while seen is None and time.monotonic() < deadline:
-        subprocess.run([str(marker)], check=True)
-        line = proc.stdout.readline()
+        line = proc.stdout.readline()  # every exit on the machine, ours among them
         event = json.loads(line)
-        if event["event"] == "exit" and event["task"]["ac_comm"] == "marker-exe":
+        if event["event"] == "exit" and event["task"]["ac_comm"] == marker.name:
             seen = event
+        elif event["event"] != "exit":  # a loss: ours may be in it, so run it again
+            subprocess.run([str(marker)], check=True)
     proc.kill()
     proc.wait()
     proc.stdout.close()

@@ -4,11 +4,11 @@ of the downtime, buffered in them, are journaled."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ import pytest
 from pytaskstats import Client
 from pytaskstats.daemon import protocol
 
-from .conftest import require_kernel
+from .conftest import require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon
 
 pytestmark = pytest.mark.kernel
@@ -50,9 +50,7 @@ def test_exits_during_a_crash_are_kept_by_the_fd_store(tmp_path: Path) -> None:
     env = {**os.environ, "NOTIFY_SOCKET": notify_path}
     d = RunningDaemon(tmp_path / "state")  # a first run without systemd: no store
     d.stop()
-    marker = tmp_path / "downtime-mark"
-    marker.write_bytes(Path("/bin/true").read_bytes())
-    marker.chmod(0o755)
+    marker = unique_command(tmp_path, "downtime")  # its exits only, not other runs'
     stored: list[tuple[str, int]] = []
     try:
         d.start(env=env)
@@ -63,10 +61,9 @@ def test_exits_during_a_crash_are_kept_by_the_fd_store(tmp_path: Path) -> None:
             subprocess.run([str(marker)], check=True)
         d.start(env=env, stored=stored)
         _collect(systemd)
-        deadline = time.monotonic() + 10
-        while _journaled(d, "downtime-mark") < 20 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _journaled(d, "downtime-mark") == 20
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: _journaled(d, marker.name) >= 20, "20 exits journaled", 10)
+        assert _journaled(d, marker.name) == 20
         with Client("daemon", socket_path=d.socket) as c:
             status = c.daemon_request(protocol.CMD_STATUS, {})
         assert status["counters"]["lost_overrun"] == 0

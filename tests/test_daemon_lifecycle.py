@@ -396,11 +396,14 @@ def test_daemon_works_with_the_units_capabilities_only(tmp_path: Path,
             time.sleep(0.05)
         caps = Path(f"/proc/{proc.pid}/status").read_text()
         assert "CapBnd:\t0000000000081004" in caps and "NoNewPrivs:\t1" in caps
-        code = ("import os, sys; from pytaskstats import Client\n"
+        code = ("import os, subprocess, sys, time; from pytaskstats import Client\n"
                 "with Client('daemon', socket_path=sys.argv[1]) as c, c.listen() as l:\n"
                 "    print(c.pid(os.getpid()).ac_uid)\n"
-                "    os.spawnvp(os.P_WAIT, 'true', ['true'])\n"
-                "    print(any(e.task.ac_uid == 65534 for e in l.poll(5) if hasattr(e, 'task')))\n")
+                "    child = subprocess.Popen(['true']); child.wait()\n"
+                "    end, seen = time.monotonic() + 10, []\n"
+                "    while not seen and time.monotonic() < end:  # its own child's exit\n"
+                "        seen = [e for e in l.poll(0.2) if getattr(e, 'pid', 0) == child.pid]\n"
+                "    print(seen[0].task.ac_uid == 65534 if seen else 'unseen')\n")
         done = as_nobody(nobody_env, "-c", code, sock)
         assert done.stdout.split() == ["65534", "True"], done.stderr
     finally:

@@ -1,12 +1,15 @@
-"""taskstatsd under load, killed, and with a full disk: nothing is lost unaccounted."""
+"""taskstatsd under load, killed, and with a full disk: nothing is lost unaccounted.
+
+The daemons journal every exit on the machine; each test counts its own by the
+unique comm of its storm generator (other test runs may storm at the same time)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import pytest
 from pytaskstats import Client, ExitRecord
 from pytaskstats.daemon import protocol
 
-from .conftest import require_kernel
+from .conftest import require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon
 
 pytestmark = pytest.mark.kernel
@@ -24,17 +27,30 @@ HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
-def storm(tmp_path_factory: pytest.TempPathFactory) -> str:
+def built_storm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fork-storm generator (tests/storm.c), compiled for this run."""
     require_kernel()
     exe = tmp_path_factory.mktemp("storm") / "storm"
     subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "storm.c")], check=True)
-    return str(exe)
+    return exe
 
 
-def _status(d: RunningDaemon) -> dict[str, Any]:
+@pytest.fixture
+def storm(built_storm: Path, tmp_path: Path) -> str:
+    """The generator under a comm of its own (its children inherit it)."""
+    return str(unique_command(tmp_path, "storm", source=str(built_storm)))
+
+
+def _comm(exe: str) -> str:
+    return Path(exe).name
+
+
+def _status(d: RunningDaemon, flush: bool = True) -> dict[str, Any]:
+    """The daemon's status; by default after a journal flush, so that its counters
+    account for every exit it has received (journaled, dropped or lost)."""
     with Client("daemon", socket_path=d.socket) as c:
-        doc: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS, {})
+        doc: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS,
+                                               {"flush": True} if flush else {})
         return doc
 
 
@@ -45,12 +61,15 @@ def _journaled(d: RunningDaemon, comm: str) -> int:
 
 
 def _settle(d: RunningDaemon, comm: str, expected: int, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    got = _journaled(d, comm)
-    while got < expected and time.monotonic() < deadline:
-        time.sleep(0.3)
-        got = _journaled(d, comm)
-    return got
+    """The exits of ``comm`` journaled, once ``expected`` are (or ``timeout`` passed)."""
+    counts = [0]
+
+    def enough() -> bool:
+        counts[0] = _journaled(d, comm)  # a history request flushes the journal
+        return counts[0] >= expected
+    with contextlib.suppress(AssertionError):
+        wait_until(enough, f"{expected} exits of {comm} in the journal", timeout)
+    return counts[0]
 
 
 def _lost(counters: dict[str, int]) -> int:
@@ -64,19 +83,22 @@ def test_storm_of_50000_exits_is_journaled_in_full(storm: str) -> None:
                 for _ in range(2)]
         forked = sum(int(g.communicate(timeout=300)[0]) for g in gens)
         generated = forked + len(gens)  # the children and the two generators
-        journaled = _settle(d, "storm", generated)
+        journaled = _settle(d, _comm(storm), generated)
         counters = _status(d)["counters"]
         print(f"storm: generated {generated}, journaled {journaled}, lost {_lost(counters)}")
         assert journaled + _lost(counters) >= generated
         assert _lost(counters) == 0 and journaled == generated
-        assert counters["journaled"] == counters["received"] - _lost(counters)
+        assert counters["journaled"] == counters["received"] - _lost(counters)  # flushed
     finally:
         d.close()
 
 
 def _committed(path: Path) -> int:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        return int(db.execute("SELECT count(*) FROM exits").fetchone()[0])
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return int(db.execute("SELECT count(*) FROM exits").fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
 
 
 def test_kill_9_during_a_storm_then_restart(storm: str, tmp_path: Path) -> None:
@@ -84,9 +106,10 @@ def test_kill_9_during_a_storm_then_restart(storm: str, tmp_path: Path) -> None:
     db = tmp_path / "state" / "journal.sqlite3"
     try:
         for _ in range(5):
+            start = _committed(db)
             gen = subprocess.Popen([storm, "3000"], stdout=subprocess.DEVNULL)
-            time.sleep(0.8)
-            before = _committed(db)
+            before = wait_until(lambda: (n := _committed(db)) > start and n,  # noqa: B023
+                                "a commit during the storm")
             d.stop(signal.SIGKILL)
             gen.wait(timeout=120)
             with sqlite3.connect(db) as conn:
@@ -121,21 +144,22 @@ def test_disk_full_suspends_journaling_and_resumes(storm: str, small_disk: Path)
     try:
         with Client("daemon", socket_path=d.socket) as c, c.listen() as listener:
             subprocess.run([storm, "3000"], check=True, stdout=subprocess.DEVNULL)
-            live = 0
-            while events := listener.poll(0.5):
-                live += sum(isinstance(e, ExitRecord) for e in events)
+            live = [0]
+
+            def all_live() -> bool:
+                live[0] += sum(isinstance(e, ExitRecord) and e.task.ac_comm == _comm(storm)
+                               for e in listener.poll(0.1))
+                return live[0] >= 3001  # the children and the generator
+            wait_until(all_live, "the storm's exits through the live fan-out")
             counters = _status(d)["counters"]
-            assert live >= 3000  # the live fan-out kept working
             assert counters["dropped_disk_low"] + counters["dropped_write_error"] > 0
             assert counters["journaled"] + _lost(counters) == counters["received"]
             assert c.pid(os.getpid()).ac_pid == os.getpid()  # queries too
         filler.unlink()
-        time.sleep(6)  # the journal re-checks free space every 5 s
-        before = _status(d)["counters"]["journaled"]
-        subprocess.run([storm, "200"], check=True, stdout=subprocess.DEVNULL)
-        time.sleep(1)
-        status = _status(d)
-        assert status["counters"]["journaled"] >= before + 200
-        assert any(g[2] == "disk_low" for g in status["gaps"])
+        wait_until(lambda: any(g[2] == "disk_low" for g in _status(d)["gaps"]),
+                   "the journal to resume (it re-checks free space every 5 s)")
+        again = unique_command(small_disk.parent, "storm", source=storm)
+        subprocess.run([str(again), "200"], check=True, stdout=subprocess.DEVNULL)
+        assert _settle(d, again.name, 201) == 201  # journaled again, every one
     finally:
         d.close()

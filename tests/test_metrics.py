@@ -9,10 +9,10 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +42,7 @@ from pytaskstats.metrics.server import MetricsServer, parse_listen
 from pytaskstats.procfs import cgroup_path
 from pytaskstats.records import AGROUP
 
+from .conftest import unique_command, wait_until
 from .daemon_util import RunningDaemon
 
 SEC = 1_000_000_000
@@ -379,9 +380,9 @@ taskstats_client_records_dropped_total 2.0
 # HELP taskstats_series_dropped_total Cgroups folded into cgroup="other" by the series cap.
 # TYPE taskstats_series_dropped_total counter
 taskstats_series_dropped_total 0.0
-# HELP taskstats_counter_regressions_total Task observations whose counters went down; not exported (clamped).
-# TYPE taskstats_counter_regressions_total counter
-taskstats_counter_regressions_total 0.0
+# HELP taskstats_clamped_observations_total Task observations whose counters went down; not exported (clamped).
+# TYPE taskstats_clamped_observations_total counter
+taskstats_clamped_observations_total 0.0
 # HELP taskstats_live_tasks Tasks in the last live sample.
 # TYPE taskstats_live_tasks gauge
 taskstats_live_tasks 1.0
@@ -515,9 +516,7 @@ def test_sampler_thread_samples_at_once_and_stops(clock: Clock) -> None:
 
     thread = SamplerThread(Sampler(Aggregator(clock=clock), query), interval=3600)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not calls and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: calls, "the sampler thread's first sample", timeout=10)
     thread.stop()
     assert len(calls) == 1 and calls[0] > 0
 
@@ -600,12 +599,6 @@ def test_live_sample_of_the_real_system(client: Client) -> None:
     assert snap.cgroups[mine][0][VALUE_FIELDS.index("ac_stime")] > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _scrape(url: str) -> dict[str, float]:
     lines = fetch(url).splitlines()
     return {k: float(v) for k, v in (ln.rsplit(" ", 1) for ln in lines if ln[:1] != "#")}
@@ -613,14 +606,23 @@ def _scrape(url: str) -> dict[str, float]:
 
 def _scrape_when(url: str, done: Callable[[dict[str, float]], bool]) -> dict[str, float]:
     """Scrape ``url`` until ``done`` says so (at most 20 s)."""
-    deadline = time.monotonic() + 20
-    got: dict[str, float] = {}
-    while not done(got):
-        assert time.monotonic() < deadline, got
+    def scrape() -> dict[str, float] | None:
         with contextlib.suppress(OSError):  # not serving yet
             got = _scrape(url)
-        time.sleep(0.1)
-    return got
+            return got if done(got) else None
+        return None
+    return wait_until(scrape, f"a scrape of {url} that passes")
+
+
+def _metrics_url(daemon: RunningDaemon) -> str:
+    """The URL taskstatsd serves metrics at (from its status)."""
+    with Client("daemon", socket_path=daemon.socket) as c:
+        url: str = c.daemon_request(protocol.CMD_STATUS, {})["metrics"]
+    return url
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
 
 
 @pytest.mark.kernel
@@ -635,10 +637,9 @@ def test_taskstatsd_says_when_the_metrics_extra_is_missing(tmp_path: Path) -> No
 
 @pytest.mark.kernel
 def test_taskstatsd_serves_metrics_with_its_loss_and_journal_counters() -> None:
-    port = _free_port()
-    daemon = RunningDaemon(None, "--metrics-listen", str(port))
+    daemon = RunningDaemon(None, "--metrics-listen", "127.0.0.1:0")  # a port of its own
     try:
-        url = f"http://127.0.0.1:{port}/metrics"
+        url = _metrics_url(daemon)
         got = _scrape_when(url, lambda m: "taskstats_up" in m)  # serving
         subprocess.run(["sh", "-c", "true & true & wait"], check=True)
         got = _scrape_when(url, lambda m: sum(
@@ -650,7 +651,7 @@ def test_taskstatsd_serves_metrics_with_its_loss_and_journal_counters() -> None:
         assert got["taskstats_up"] == 1 and got["taskstats_live_tasks"] > 1
     finally:
         daemon.close()
-    _assert_released(port)
+    _assert_released(_port(url))
 
 
 @pytest.mark.kernel
@@ -660,19 +661,60 @@ def test_taskstatsd_metrics_endpoint_with_command_groups(tmp_path: Path) -> None
     d = RunningDaemon(None, "--metrics-listen", "127.0.0.1:0",
                       "--metrics-groups", "marks=^groupmark,rest=.")
     try:
-        with Client("daemon", socket_path=d.socket) as c:
-            url = c.daemon_request(protocol.CMD_STATUS, {})["metrics"]
+        url = _metrics_url(d)
         exe = tmp_path / "groupmark-x"
         exe.write_bytes(Path("/bin/true").read_bytes())
         exe.chmod(0o755)
         for _ in range(3):
             subprocess.run([str(exe)], check=True)
-        deadline = time.monotonic() + 10
-        text = ""
-        while 'taskstats_group_delays_total{group="marks",kind="cpu"}' not in text:
-            assert time.monotonic() < deadline, text[-2000:]
-            time.sleep(0.2)
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                text = resp.read().decode()
+        series = 'taskstats_group_delays_total{group="marks",kind="cpu"}'
+        wait_until(lambda: series in fetch(url), "the group's series", timeout=10)
     finally:
         d.close()
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must lint the metrics: no promtool (Debian's `prometheus`)")
+        pytest.skip("no promtool (Debian's `prometheus` package)")
+    assert path is not None
+    return path
+
+
+def _lint(promtool: str, url: str) -> None:
+    """`promtool check metrics` accepts what ``url`` serves (rc 0, no complaint)."""
+    body = fetch(url)
+    done = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout + done.stderr) == (0, ""), body
+
+
+@pytest.mark.kernel
+def test_promtool_accepts_the_exporters_and_taskstatsds_metrics(tmp_path: Path) -> None:
+    """The real /metrics of `taskstats exporter` and of taskstatsd, with exits and
+    live samples in them, pass `promtool check metrics` (its naming rules)."""
+    promtool = _promtool()
+    exe = unique_command(tmp_path, "lint")
+    err = tmp_path / "exporter.err"
+    with open(err, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "pytaskstats", "--backend", "kernel",
+                                 "exporter", "--listen", "127.0.0.1:0", "--interval", "1",
+                                 "--group", "lint=^lint"], stdout=subprocess.DEVNULL, stderr=f)
+    daemon = RunningDaemon(None, "--metrics-listen", "127.0.0.1:0", "--metrics-groups",
+                           "lint=^lint")
+    try:
+        def serving() -> re.Match[str] | None:
+            assert proc.poll() is None, err.read_text()
+            return re.search(r"serving (http://127\.0\.0\.1:\d+/metrics)", err.read_text())
+        urls = [wait_until(serving, "the exporter to serve").group(1), _metrics_url(daemon)]
+        subprocess.run([str(exe)], check=True)
+        for url in urls:
+            _scrape_when(url, lambda m: any(k.startswith("taskstats_task_exits_total")
+                                            for k in m) and m.get("taskstats_up") == 1)
+            _lint(promtool, url)
+    finally:
+        daemon.close()
+        proc.terminate()
+        proc.wait(timeout=30)

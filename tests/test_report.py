@@ -29,6 +29,7 @@ from pytaskstats import Client, ExitRecord, delayacct, taskstats
 from pytaskstats.cli.common import human_duration
 from pytaskstats.cli.run import execute, exit_status
 from pytaskstats.daemon.journal import Journal, JournalEntry
+from pytaskstats.daemon.protocol import CMD_HISTORY
 from pytaskstats.kernel import Connection
 from pytaskstats.report import (
     BUCKET_FIELDS,
@@ -46,7 +47,7 @@ from pytaskstats.report.kinds import IO, OFF_NOTE, RUNNING
 from pytaskstats.report.run import plausible, shown, totals_of, tree_order
 from pytaskstats.summary import summarize, totals
 
-from .conftest import require_kernel
+from .conftest import require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report" / "make_j2.json"
@@ -563,10 +564,12 @@ def screenshots(html: Path, name: str, capsys: pytest.CaptureFixture[str],
     wide_colours: set[tuple[int, ...]] = set()
     for width, height in ((1280, 2000), (420, 2000)):
         png = ARTIFACTS / f"{name}-{width}.png"
-        console = open_in_chromium(html, png, width, height)
+        ours = png.with_name(f".{name}-{width}-{os.getpid()}.png")  # other runs write png too
+        console = open_in_chromium(html, ours, width, height)
         assert console == [], console
-        w, h, colours = png_pixels(png, rows if width == 1280 else 200)
-        assert (w, h) == (width, height) and png.stat().st_size > 20_000
+        w, h, colours = png_pixels(ours, rows if width == 1280 else 200)
+        assert (w, h) == (width, height) and ours.stat().st_size > 20_000
+        os.replace(ours, png)
         assert len(colours) > 50  # text, charts and colours: not a blank page
         wide_colours = wide_colours or colours
         with capsys.disabled():
@@ -593,6 +596,7 @@ def test_fixture_reports_open_in_chromium(tmp_path: Path, journal: Journal,
 
 
 @pytest.mark.kernel
+@pytest.mark.usefixtures("delayacct_steady")  # its note follows kernel.task_delayacct
 def test_report_of_a_parallel_build_opens_in_chromium(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     project = tmp_path / "project"
@@ -622,10 +626,12 @@ def test_history_report_through_the_daemon(tmp_path: Path,
     require_kernel()
     daemon = RunningDaemon()
     try:
-        marker = f"rep{os.getpid() % 10000}"
-        shutil.copy("/bin/true", daemon.base / marker)
+        marker = unique_command(daemon.base, "rep").name
         for _ in range(5):
             subprocess.run([str(daemon.base / marker)], check=True)
+        with Client("daemon", socket_path=daemon.socket) as c:  # a history query flushes
+            wait_until(lambda: len(c.daemon_request(CMD_HISTORY, {"comm": marker})) >= 5,
+                       "the five exits in the journal", 10)
         html = tmp_path / "history.html"
         done = _cli("--socket", daemon.socket, "history", "--report", str(html),
                     "--since", "10m")

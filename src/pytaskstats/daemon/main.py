@@ -392,8 +392,12 @@ class Daemon:
 
     # ------------------------------------------------------------ answers
 
-    def status(self) -> dict[str, Any]:
-        """The health document `taskstats status` shows."""
+    def status(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The health document `taskstats status` shows; ``params["flush"]`` (checked
+        by :func:`.schema.check`) flushes the journal first, so that ``received``
+        equals journaled + dropped + lost in it (nothing is received meanwhile)."""
+        if params and params.get("flush"):
+            self.journal.flush()
         now = time.time_ns()
         try:
             version = self.kernel.query("pid", os.getpid()).version

@@ -7,7 +7,8 @@ JSON object in ATTR_JSON (parameters checked by :mod:`.schema`); replies carry
 JSON in ATTR_JSON, history as a multi-part answer (NLM_F_MULTI) ended by
 NLMSG_DONE.  Commands:
 
-- STATUS: the daemon's health document.
+- STATUS: the daemon's health document; with ``{"flush": true}`` the journal is
+  flushed first, so its counters account for every exit received before.
 - HISTORY: journal rows.
 - SET_OPTIONS: ``{"cap_ack": bool, "ext_ack": bool}`` for this connection, as
   setsockopt(NETLINK_CAP_ACK / NETLINK_EXT_ACK) on a netlink socket (a Unix

@@ -68,7 +68,7 @@ HISTORY = Schema({
     "plausible": _FLAG, "totals": _FLAG,
 }, (frozenset(("bucket_s", "fields", "plausible")), frozenset(("sort", "limit", "totals"))))
 SCHEMAS: dict[int, Schema] = {
-    protocol.CMD_STATUS: Schema({}),
+    protocol.CMD_STATUS: Schema({"flush": _FLAG}),
     protocol.CMD_HISTORY: HISTORY,
     protocol.CMD_SET_OPTIONS: Schema({"cap_ack": _FLAG, "ext_ack": _FLAG}),
     protocol.CMD_CGROUP: Schema({}),

@@ -130,7 +130,7 @@ class Server:
 
     def __init__(self, path: str, kernel: Connection | ProcfsKernel, *, policy: Policy,
                  limits: Limits,
-                 status: Callable[[], dict[str, Any]],
+                 status: Callable[[dict[str, Any]], dict[str, Any]],
                  history: Callable[[dict[str, Any]], list[dict[str, Any]]],
                  possible_cpus: list[int], nr_cpu_ids: int) -> None:
         self.path, self.kernel, self.policy, self.limits = path, kernel, policy, limits
@@ -400,7 +400,7 @@ class Server:
             raise NetlinkError(f"unknown command {cmd}", errno=errno.EOPNOTSUPP)
         params = schema.check(cmd, protocol.decode_json(msg))
         if cmd == protocol.CMD_STATUS:
-            self._reply(peer, protocol.encode_reply(self.status(), seq=msg.seq, pid=peer.id))
+            self._reply(peer, protocol.encode_reply(self.status(params), seq=msg.seq, pid=peer.id))
         elif cmd == protocol.CMD_HISTORY:
             if not peer.admin:
                 params["uid"] = peer.uid

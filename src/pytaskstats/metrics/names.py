@@ -62,7 +62,7 @@ CLIENT_DROPPED = Metric("taskstats_client_records_dropped_total", "counter", (),
                         "Exit records not delivered to slow listening clients.")
 SERIES_DROPPED = Metric("taskstats_series_dropped_total", "counter", (),
                         "Cgroups folded into cgroup=\"other\" by the series cap.")
-REGRESSIONS = Metric("taskstats_counter_regressions_total", "counter", (),
+REGRESSIONS = Metric("taskstats_clamped_observations_total", "counter", (),
                      "Task observations whose counters went down; not exported (clamped).")
 LIVE_TASKS = Metric("taskstats_live_tasks", "gauge", (),
                     "Tasks in the last live sample.")
