@@ -178,6 +178,10 @@ for line in sys.stdin:
         while p.pid not in got and time.monotonic() < deadline:
             got += [e.pid for e in listener.poll(0.1) if isinstance(e, ExitRecord)]
         out = sorted(got) if p.pid in got else None
+    elif cmd == "drain":  # after a reply, what was published before it has arrived
+        client.daemon_request(1, {})
+        got += [e.pid for e in listener.poll(0) if isinstance(e, ExitRecord)]
+        out = sorted(got)
     elif cmd == "history":
         out = client.daemon_request(2, json.loads(line.split(None, 1)[1]))
     elif cmd == "status":
@@ -428,3 +432,56 @@ def test_status_shows_others_health_not_host_details(fresh_daemon: RunningDaemon
     assert str(daemon.state_dir) not in cli.stdout, cli.stdout
     full = _status(daemon)
     assert full["daemon"]["pid"] == daemon.pid and full["daemon"]["socket"] == daemon.socket
+
+
+# taskstatsd as usual, but the proc connector refuses it (as outside the initial
+# network namespace, where it answers ECONNREFUSED)
+NO_CONNECTOR = """
+import sys
+from pytaskstats.daemon import main
+from pytaskstats.errors import Unsupported
+def refused(*args, **kwargs):
+    raise Unsupported("the proc connector refused us (Connection refused)")
+main.ConnectorSocket = refused
+sys.exit(main.main(sys.argv[1:]))
+"""
+
+
+@contextlib.contextmanager
+def daemon_without_connector() -> Iterator[RunningDaemon]:
+    """A real taskstatsd whose proc connector subscription fails."""
+    require_kernel()
+    d = RunningDaemon.__new__(RunningDaemon)
+    d.base = Path(tempfile.mkdtemp(prefix="taskstatsd-", dir="/tmp"))
+    d.base.chmod(0o755)
+    d.socket, d.state_dir = str(d.base / "taskstatsd.sock"), d.base / "state"
+    d.proc = subprocess.Popen(
+        [sys.executable, "-c", NO_CONNECTOR, "--foreground", "--socket", d.socket,
+         "--state-dir", str(d.state_dir), "--config", os.devnull], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(d.socket):
+            assert d.proc.poll() is None and time.monotonic() < deadline, \
+                d.proc.stderr.read() if d.proc.stderr else ""
+            time.sleep(0.02)
+        yield d
+    finally:
+        d.close()
+
+
+def test_without_the_proc_connector_others_get_no_exits(nobody_env: dict[str, str]) -> None:
+    """Fail closed: no events, no verdicts; status says why.  The old daemon sent
+    nobody its exits regardless."""
+    with daemon_without_connector() as daemon, \
+            Client("daemon", socket_path=daemon.socket) as root, root.listen() as mine, \
+            agent(daemon, nobody_env) as a:
+        true = a.ask("run /bin/true")
+        _root_sees(mine, {true}, set())
+        got = a.ask("drain")
+        rows = a.ask("history {}")
+        status = a.ask("status")
+    assert true not in got, (true, got)
+    assert rows == []
+    policy = status["exit_policy"]
+    assert policy["state"] == "off" and "proc connector" in policy["why"], policy
+    assert policy["non_admin_exits"] == "none"

@@ -197,7 +197,7 @@ class ConnectorSocket(_Buffered):
     CAP_NET_ADMIN in the initial namespaces)."""
 
     def __init__(self, rcvbuf: int = 16 << 20) -> None:
-        from . import connector  # noqa: PLC0415 - only taskstatsd's procfs mode needs it
+        from . import connector  # noqa: PLC0415 - only taskstatsd needs it
 
         try:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
@@ -211,7 +211,11 @@ class ConnectorSocket(_Buffered):
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
         except PermissionError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.send(connector.encode_listen(True))
+        try:
+            sock.send(connector.encode_listen(True))
+        except OSError as err:  # e.g. ECONNREFUSED outside the initial network namespace
+            sock.close()
+            raise Unsupported(f"the proc connector refused us ({err.strerror})") from err
 
     def drops(self) -> int:
         """Events the kernel dropped on this socket (sk_drops)."""
