@@ -314,6 +314,31 @@ def test_setuid_exec_reports_an_id_change_before_its_exec(suid_dir: Path) -> Non
                and ev.effective == 0 for ev in between), seen
 
 
+def test_the_connector_sends_only_the_kinds_asked_for() -> None:
+    """taskstatsd subscribes to fork, exec and id events only (Linux 6.6+ filters):
+    no exit events, which it does not need, reach its socket."""
+    require_kernel()
+    if not connector.filters_events(os.uname().release):
+        pytest.skip("this kernel sends every kind of event (filters came in 6.6)")
+    wanted = (connector.PROC_EVENT_FORK | connector.PROC_EVENT_EXEC
+              | connector.PROC_EVENT_UID | connector.PROC_EVENT_GID)
+    events = ConnectorSocket(4 << 20, events=wanted)
+    try:
+        events.sock.settimeout(5)
+        first = subprocess.run(["true"], check=True)
+        assert first.returncode == 0
+        last = subprocess.Popen(["true"])
+        last.wait()
+        seen: list[connector.Event] = []
+        deadline = time.monotonic() + 10
+        while not any(isinstance(e, connector.Exec) and e.pid == last.pid for e in seen):
+            assert time.monotonic() < deadline, "the second task's exec never came"
+            seen += connector.decode(events.view, events.recv())
+    finally:
+        events.close()
+    assert {type(e) for e in seen} <= {connector.Fork, connector.Exec, connector.IdChange}
+
+
 @pytest.fixture
 def fresh_daemon() -> Iterator[RunningDaemon]:
     require_kernel()

@@ -300,7 +300,9 @@ class Daemon:
         :mod:`.policy`, :mod:`.namespaces`).  Without them the exit policy is off:
         non-admin listeners get no exit record."""
         try:
-            self.fork_events = ConnectorSocket(CONNECTOR_RCVBUF)
+            self.fork_events = ConnectorSocket(CONNECTOR_RCVBUF, events=(
+                connector.PROC_EVENT_FORK | connector.PROC_EVENT_EXEC
+                | connector.PROC_EVENT_UID | connector.PROC_EVENT_GID))
         except Unsupported as err:
             self.fork_events_failed = True
             self.exit_policy_off = f"no proc connector ({err})"
