@@ -2,6 +2,10 @@
 
 One thread runs the event loop: it drains the kernel listener sockets first (one
 per CPU, large buffers), journals and fans out each exit, then serves clients.
+Before it judges the exits it drained it reads every proc connector event queued
+(forks, execs, id changes), from which the access policy (:mod:`.policy`) and the
+tasks' PID namespaces (:mod:`.namespaces`) are learned; each exit is journaled with
+its verdict and namespace, which history filters on.
 The journal's writer is a process of its own (daemon/journal_process.py), so
 disk stalls never block the kernel reader and the two do not share a GIL.  Loss
 is counted everywhere it can happen and shown by ``taskstats status``.
@@ -60,7 +64,8 @@ class Daemon:
 
     def __init__(self, cfg: config_mod.Config) -> None:
         """Start in an order that leaves nothing behind if a step fails: kernel
-        sources, state directory and lock, client socket, journal writer, metrics."""
+        sources, state directory and lock, proc connector (exit policy), client
+        socket, journal writer, metrics."""
         self.cfg = cfg
         self.started_ns = time.time_ns()
         self.counters = {"received": 0, "lost_overrun": 0, "lost_truncated": 0,
