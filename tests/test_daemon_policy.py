@@ -7,6 +7,7 @@ new user and PID namespaces."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -23,10 +24,12 @@ import pytest
 
 from pytaskstats import Client, ExitRecord, connector
 from pytaskstats.daemon import protocol
+from pytaskstats.daemon.policy import ExitPolicy
 from pytaskstats.transport import ConnectorSocket
 
 from .conftest import NOBODY_PYTHON, as_nobody, require_kernel
 from .daemon_util import RunningDaemon
+from .test_journal import decoded
 
 pytestmark = pytest.mark.kernel
 ADMIN_GID = 43210
@@ -312,6 +315,42 @@ def test_setuid_exec_reports_an_id_change_before_its_exec(suid_dir: Path) -> Non
                               if isinstance(ev, connector.Exec)][1]]
     assert any(isinstance(ev, connector.IdChange) and ev.kind == "uid" and ev.real == 65534
                and ev.effective == 0 for ev in between), seen
+
+
+def _exit_of(pid: int, exe: Path | None) -> ExitRecord:
+    """An exit record of process ``pid`` run from ``exe`` (None: never learned)."""
+    base = decoded()
+    st = exe.stat() if exe is not None else None
+    task = base.task._replace(ac_exe_dev=st.st_dev if st else 1,
+                              ac_exe_inode=st.st_ino if st else 1)
+    return dataclasses.replace(base, task=task, pid=pid, tgid=pid)
+
+
+def test_exit_verdicts_follow_the_events(suid_dir: Path) -> None:
+    """ExitPolicy alone, fed synthetic events about tasks gone before /proc could be
+    read (pids above pid_max): a fork inherits, an exec is judged by its executable,
+    an id change hides (real != effective) or makes unknown; unknowns are counted."""
+    policy = ExitPolicy(exe_dirs=[str(suid_dir)])
+    me, pid = os.getpid(), 1 << 23  # never a pid: PID_MAX_LIMIT is 1 << 22
+    verdicts = []
+    for n, (ids, exe) in enumerate([
+            (None, suid_dir / "plaintrue"),  # a learned plain executable: True
+            (None, None),  # an executable never learned: unknown
+            (None, suid_dir / "suidtrue"),  # a learned setuid one: hidden
+            ((65534, 0), suid_dir / "plaintrue"),  # euid 0 as exec'd setuid: hidden
+            ((65534, 65534), suid_dir / "plaintrue")]):  # saved/fs ids unknown: unknown
+        child = pid + n
+        policy.event(connector.Fork(child, child, me, 0, me))
+        if ids is not None:
+            policy.event(connector.IdChange(child, child, "uid", *ids))
+        policy.event(connector.Exec(child, child))
+        verdicts.append(policy.owner_sees(_exit_of(child, exe)))
+    policy.event(connector.Fork(pid + 9, pid + 9, me, 0, me))
+    verdicts.append(policy.owner_sees(_exit_of(pid + 9, None), complete=False))
+    verdicts.append(policy.owner_sees(_exit_of(pid + 10, None)))  # never forked
+    assert verdicts == [True, None, False, False, None, None, None]
+    assert policy.counters["policy_unknown"] == 4 and policy.counters["policy_hidden"] == 2
+    assert not {pid + n for n in range(11)} & set(policy.tasks)  # forgotten at exit
 
 
 def test_the_connector_sends_only_the_kinds_asked_for() -> None:

@@ -36,9 +36,10 @@ dumpability, saved ids = effective ids) or, if the task is gone (or a zombie) by
 then, keeps its verdict and is judged by its executable at exit:
 ``ac_exe_dev``/``ac_exe_inode`` of the exit record against executables known to
 keep a task dumpable (no setuid/setgid bit, no ``security.capability``, readable
-by all).  Executables are learned by
-statting the standard directories (and the daemon's PATH) at start and, for every
-executable seen in /proc/PID/exe, the other files of its directory (each bounded).
+by all).  Executables are learned by statting the standard directories (and the
+daemon's PATH) at start and, for every executable seen in /proc/PID/exe, the
+other files of its directory (each bounded); one seen alive is checked again (a
+mode or capability change is then noticed: until then the last check holds).
 A /proc sample every SAMPLE_S catches ``prctl(PR_SET_DUMPABLE, 0)`` (no event
 tells).  An exit whose verdict is unknown (connector overrun, an exec of an
 executable never learned reaped before it could be checked, a task older than what
@@ -353,23 +354,27 @@ class ExitPolicy:
         self.tasks[pid] = _OK if creds.owner_sees() else _HIDDEN
 
     def _learn_exe(self, pid: int) -> bool:
-        """Learn the executable of live task ``pid`` and, the first time its directory
-        is seen, the directory's other files; False when the task has no executable
-        any more (gone, or a zombie)."""
+        """Learn (or check again) the executable of live task ``pid`` and, the first
+        time it is seen, its directory's other files; False when the task has no
+        executable any more (gone, or a zombie)."""
         exe = f"{self.proc}/{pid}/exe"
         try:
             st = os.stat(exe)
         except OSError:
             return False
         key = (st.st_dev, st.st_ino)
-        if key not in self.base and key not in self.exes:
-            self._remember(self.exes, key, _keeps_dumpable(exe, st))
-            try:
-                path = os.readlink(exe)
-            except OSError:
+        plain = _keeps_dumpable(exe, st)
+        for known in (self.base, self.exes):
+            if key in known:
+                known[key] = plain  # checked again: a chmod or setcap since shows
                 return True
-            if path.startswith("/") and not path.endswith(" (deleted)"):
-                self.learn_dir(f"{self.proc}/{pid}/root{os.path.dirname(path)}", self.exes)
+        self._remember(self.exes, key, plain)
+        try:
+            path = os.readlink(exe)
+        except OSError:
+            return True
+        if path.startswith("/") and not path.endswith(" (deleted)"):
+            self.learn_dir(f"{self.proc}/{pid}/root{os.path.dirname(path)}", self.exes)
         return True
 
     def learn_dir(self, directory: str, into: dict[tuple[int, int], bool]) -> None:
