@@ -88,8 +88,8 @@ NGROUPS_MAX = 65536
 SAMPLE_S = 1.0  # at most one dumpability sample of every process per this interval
 MAX_TASKS = 1 << 20  # remembered verdicts; beyond, start over with a scan
 MAX_EXES = 8192  # remembered executables, learned at start and since (each)
-MAX_DIRS = 1024  # directories whose files were learned
-MAX_SIBLINGS = 4096  # files learned per directory
+MAX_DIRS = 1024  # directories whose files were learned (then forgotten, to learn anew)
+MAX_SIBLINGS = 512  # files learned per directory seen as it runs (~2 ms of stats)
 STANDARD_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin",
                  "/usr/libexec", "/usr/local/libexec", "/usr/games")
 _GROUP = struct.Struct("=I")
@@ -287,7 +287,7 @@ class ExitPolicy:
         self.trusted = False
         self.rescan()
         for directory in (standard_exe_dirs() if exe_dirs is None else exe_dirs):
-            self.learn_dir(directory, self.base)
+            self.learn_dir(directory, self.base, MAX_EXES)
 
     # -------------------------------------------------------- learning
 
@@ -374,23 +374,26 @@ class ExitPolicy:
         except OSError:
             return True
         if path.startswith("/") and not path.endswith(" (deleted)"):
-            self.learn_dir(f"{self.proc}/{pid}/root{os.path.dirname(path)}", self.exes)
+            self.learn_dir(f"{self.proc}/{pid}/root{os.path.dirname(path)}", self.exes,
+                           MAX_SIBLINGS)
         return True
 
-    def learn_dir(self, directory: str, into: dict[tuple[int, int], bool]) -> None:
-        """Learn the files of ``directory`` (once per directory, at most MAX_SIBLINGS
-        of them, MAX_DIRS directories) into ``into``; what cannot be read is skipped."""
+    def learn_dir(self, directory: str, into: dict[tuple[int, int], bool], limit: int) -> None:
+        """Learn at most ``limit`` files of ``directory`` into ``into``, once per
+        directory (MAX_DIRS remembered); what cannot be read is skipped."""
         try:
             st = os.stat(directory)
         except OSError:
             return
         key = (st.st_dev, st.st_ino)
-        if key in self.dirs or len(self.dirs) >= MAX_DIRS:
+        if key in self.dirs:
             return
+        if len(self.dirs) >= MAX_DIRS:
+            self.dirs.clear()
         self.dirs.add(key)
         try:
             with os.scandir(directory) as entries:
-                for _, entry in zip(range(MAX_SIBLINGS), entries, strict=False):
+                for _, entry in zip(range(limit), entries, strict=False):
                     self._learn_file(entry.path, into)
         except OSError:
             return
