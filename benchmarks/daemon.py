@@ -405,8 +405,8 @@ class Replay:
         return run
 
     def _items(self) -> list[list[Item]]:
-        """The journal-only input as the writer holds it: (time_ns, cpu, cgroup, raw)."""
-        return [[(e.time_ns, e.record.cpu, e.cgroup, e.raw) for e in chunk]
+        """The journal-only input as the writer holds it: (time_ns, cpu, cgroup, raw, tags)."""
+        return [[(e.time_ns, e.record.cpu, e.cgroup, e.raw, e.tags) for e in chunk]
                 for chunk in self.entries]
 
     def rows_only(self) -> Callable[[], float]:

@@ -45,7 +45,9 @@ def daemon() -> Iterator[RunningDaemon]:
 
 
 def _exits(conn: Connection, pid: int, timeout: float = 2.0) -> list[ExitRecord]:
-    """Exit records of ``pid`` received on a registered connection."""
+    """Exit records of ``pid`` received on a registered connection (the socket's
+    timeout is restored: requests after this wait as long as before)."""
+    before = conn.sock.sock.gettimeout()
     conn.sock.sock.settimeout(0.2)
     out: list[ExitRecord] = []
     deadline = time.monotonic() + timeout
@@ -58,6 +60,7 @@ def _exits(conn: Connection, pid: int, timeout: float = 2.0) -> list[ExitRecord]
             continue
         out += [e for e in ts.decode(conn.sock.view, conn.family.id, n, source="daemon")
                 if isinstance(e, ExitRecord) and e.pid == pid]
+    conn.sock.sock.settimeout(before)
     return out
 
 

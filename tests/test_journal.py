@@ -19,13 +19,16 @@ import pytaskstats
 from pytaskstats import taskstats
 from pytaskstats.daemon.journal import (
     AGGREGATES,
+    MIGRATIONS,
     Gap,
     Journal,
     JournalEntry,
     JournalError,
+    Tags,
     commit_due,
     decode_raw,
 )
+from pytaskstats.daemon.journal_queries import TAG_COLUMNS, Scope
 from pytaskstats.fields import FIELDS, Timespec
 from pytaskstats.records import AGROUP, ExitRecord
 from tests.conftest import FIXTURES, fixture_bytes
@@ -566,10 +569,10 @@ def test_schema(make: Factory, tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     make(path).stop()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         columns = [row[1] for row in conn.execute("PRAGMA table_info(exits)")]
-        assert columns == ["id", *CONTEXT, "raw", *(f.name for f in FIELDS)]
+        assert columns == ["id", *CONTEXT, "raw", *(f.name for f in FIELDS), *TAG_COLUMNS]
         indexed = {row[2] for row in conn.execute(
             "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index'")}
         assert indexed == {"CREATE INDEX exits_time_ns ON exits (time_ns)"}
@@ -577,6 +580,61 @@ def test_schema(make: Factory, tmp_path: Path) -> None:
     make(path).stop()  # a field column missing from an older journal is added
     with sqlite3.connect(path) as conn:
         assert "irq_delay_max_ts" in {row[1] for row in conn.execute("PRAGMA table_info(exits)")}
+
+
+def _tagged(pid: int, tags: Tags, **kw: Any) -> JournalEntry:
+    kw.setdefault("ac_gid", 65534)
+    return dataclasses.replace(entry(pid, uid=65534, **kw), tags=tags)
+
+
+@pytest.mark.parametrize("name", [V17, "reply_v16.bin"])  # decoded and fast-path rows
+def test_scopes_keep_to_the_owner_and_the_namespace(make: Factory, name: str) -> None:
+    """Non-admins read only rows their owner may see; a namespaced client only rows
+    of its PID namespace (and below) with known pids, translated to its level."""
+    journal = make()
+    for e in (_tagged(11, Tags(True, "", None), name=name),
+              _tagged(12, Tags(False, "", None), name=name),
+              _tagged(13, Tags(None, None, None), name=name),
+              _tagged(14, Tags(True, "900", "5/5/1"), name=name),
+              _tagged(15, Tags(True, "900/901", "6 2/6 2/5 1"), name=name),
+              _tagged(16, Tags(True, "900", "/5/"), name=name),  # pids unknown
+              _tagged(17, Tags(True, "9000", "7/7/"), name=name),  # another namespace
+              _tagged(18, Tags(True, "", None), name=name, ac_gid=4)):
+        journal.submit(e)
+    journal.flush()
+    assert [r["pid"] for r in journal.query()] == list(range(11, 19))
+    owner = Scope(65534, 65534)
+    assert [r["pid"] for r in journal.query(scope=owner)] == [11, 14, 15, 16, 17]
+    assert journal.totals(scope=owner)["exits"] == 5
+    inner = Scope(65534, 65534, "900", 1)
+    rows = journal.query(scope=inner)
+    assert [(r["pid"], r["tgid"], r["ac_pid"], r["ac_ppid"]) for r in rows] == [
+        (5, 5, 5, 1), (6, 6, 6, 5)]
+    assert "ns_ids" not in rows[0]
+    assert [r["pid"] for r in journal.query(scope=inner, pid=6)] == [6]
+    assert journal.query(scope=inner, pid=15) == []  # a host pid means nothing there
+    assert journal.aggregate(scope=inner, group_by="uid")[0]["exits"] == 2
+    deeper = Scope(None, None, "900/901", 2)  # a namespaced admin: any owner, its level
+    assert [(r["pid"], r["ac_ppid"]) for r in journal.query(scope=deeper)] == [(2, 1)]
+
+
+def test_rows_from_before_the_policy_columns_are_admin_only(make: Factory,
+                                                             tmp_path: Path) -> None:
+    """A journal of schema 1 is migrated; its rows have no verdict and no namespace,
+    so no restricted reader gets them (fail closed)."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO exits (time_ns, pid, raw, ac_uid, ac_gid) "
+                     "VALUES (1, 77, x'00', 65534, 65534)")
+    journal = make(path)
+    journal.submit(_tagged(78, Tags(True, "900", "3/3/1")))
+    journal.flush()
+    assert [r["pid"] for r in journal.query()] == [77, 78]
+    assert [r["pid"] for r in journal.query(scope=Scope(65534, 65534))] == [78]
+    assert [r["pid"] for r in journal.query(scope=Scope(None, None, "900", 1))] == [3]
 
 
 def test_unusable_files_raise_a_clear_error(make: Factory, tmp_path: Path) -> None:

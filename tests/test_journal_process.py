@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import pytaskstats
-from pytaskstats.daemon.journal import Journal, JournalEntry, JournalError
+from pytaskstats.daemon.journal import Journal, JournalEntry, JournalError, Tags
 from pytaskstats.daemon.journal_process import JournalProcess
 from tests.conftest import wait_until
 from tests.test_journal import EXIT_FIXTURES, SINGLE_EXITS, decoded, entry, exit_bytes
@@ -49,6 +49,27 @@ def test_rows_are_those_of_the_writer_thread(journal: JournalProcess, tmp_path: 
     assert journal.query(raw=True) == expected
     assert len(expected) == len(entries)
     assert journal.pending == 0
+
+
+def test_policy_tags_are_those_of_the_writer_thread(journal: JournalProcess,
+                                                    tmp_path: Path) -> None:
+    """Each exit's verdict and PID namespace cross the process boundary intact."""
+    tags = [Tags(), Tags(True, "", None), Tags(False, "900", "5/5/1"),
+            Tags(None, "900/901", "6 2/6 2/"), Tags(True, None, None)]
+    entries = [dataclasses.replace(e, tags=tags[i % len(tags)])
+               for i, e in enumerate(variety())]
+    sql = "SELECT owner_sees, pidns, ns_ids FROM exits ORDER BY id"
+    with Journal(tmp_path / "thread.db") as reference:
+        for e in entries:
+            assert journal.submit(e) and reference.submit(e)
+        reference.flush()
+    journal.flush()
+    with sqlite3.connect(tmp_path / "thread.db") as a, \
+            sqlite3.connect(tmp_path / "journal.db") as b:
+        expected = a.execute(sql).fetchall()
+        assert b.execute(sql).fetchall() == expected
+    assert expected[:5] == [(None, None, None), (1, "", None), (0, "900", "5/5/1"),
+                            (None, "900/901", "6 2/6 2/"), (1, None, None)]
 
 
 def test_accounting_is_exact(journal: JournalProcess) -> None:

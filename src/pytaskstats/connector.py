@@ -12,6 +12,7 @@ stats); and always by its access policy (execs and credential changes, see
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import NamedTuple
 
@@ -73,14 +74,25 @@ class Exit(NamedTuple):
     cpu: int
 
 
-def encode_listen(listen: bool = True, *, seq: int = 0) -> bytes:
-    """The request that subscribes (or unsubscribes) to process events."""
+def encode_listen(listen: bool = True, *, seq: int = 0, events: int = 0) -> bytes:
+    """The request that subscribes (or unsubscribes) to process events; ``events``
+    (a mask of PROC_EVENT_* kinds, Linux 6.6+: ``struct proc_input``) asks for those
+    kinds only.  An older kernel ignores a request with ``events`` whole: see
+    :func:`filters_events`."""
     op = struct.pack("=I", PROC_CN_MCAST_LISTEN if listen else PROC_CN_MCAST_IGNORE)
+    if events:
+        op += struct.pack("=I", events)
     body = CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, seq, 0, len(op), 0) + op
     return nl.encode_message(nl.NLMSG_DONE, 0, seq, 0, body)
 
 
 Event = Fork | Exec | IdChange | Exit
+
+
+def filters_events(release: str) -> bool:
+    """Whether a kernel of this ``uname -r`` release takes an event mask (6.6+)."""
+    found = re.match(r"(\d+)\.(\d+)", release)
+    return found is not None and (int(found[1]), int(found[2])) >= (6, 6)
 
 
 def decode(data: bytes | memoryview, size: int | None = None) -> list[Event]:

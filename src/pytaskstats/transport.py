@@ -9,6 +9,7 @@ reused buffer.  These and :mod:`pytaskstats.daemon` are the only socket users.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 from collections.abc import Sequence
@@ -202,8 +203,10 @@ class ConnectorSocket(_Buffered):
     """A NETLINK_CONNECTOR socket subscribed to the proc connector's events (needs
     CAP_NET_ADMIN in the initial namespaces)."""
 
-    def __init__(self, rcvbuf: int = 16 << 20) -> None:
-        from . import connector  # noqa: PLC0415 - only taskstatsd's procfs mode needs it
+    def __init__(self, rcvbuf: int = 16 << 20, events: int = 0) -> None:
+        """``events``: a mask of the PROC_EVENT_* kinds wanted, on kernels that filter
+        (6.6+; elsewhere every kind comes); 0 for every kind."""
+        from . import connector  # noqa: PLC0415 - only taskstatsd needs it
 
         try:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
@@ -217,7 +220,12 @@ class ConnectorSocket(_Buffered):
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
         except PermissionError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.send(connector.encode_listen(True))
+        try:
+            wanted = events if connector.filters_events(os.uname().release) else 0
+            sock.send(connector.encode_listen(True, events=wanted))
+        except OSError as err:  # e.g. ECONNREFUSED outside the initial network namespace
+            sock.close()
+            raise Unsupported(f"the proc connector refused us ({err.strerror})") from err
 
     def drops(self) -> int:
         """Events the kernel dropped on this socket (sk_drops)."""

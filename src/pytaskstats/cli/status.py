@@ -47,12 +47,22 @@ def format_status(doc: dict[str, Any]) -> str:
                      f"{doc.get('daemon_error', '')}")
         return "\n".join(lines)
     d, k = daemon["daemon"], daemon["kernel"]
-    lines += [f"taskstatsd: pid {d['pid']}, version {d['version']}, up {d['uptime_s']:.0f}s, "
-              f"socket {d['socket']}, state {d['state_dir']}",
-              f"kernel: struct taskstats v{k['struct_version']}, family id {k['family_id']}",
-              f"listeners: {daemon['listeners']['kernel_sockets']} kernel sockets, "
-              f"{daemon['listeners']['client_listeners']} client listeners; "
-              f"{daemon['clients']} clients"]
+    if "pid" in d:  # root and the admin group see the whole document
+        lines += [f"taskstatsd: pid {d['pid']}, version {d['version']}, up "
+                  f"{d['uptime_s']:.0f}s, socket {d['socket']}, state {d['state_dir']}",
+                  f"kernel: struct taskstats v{k['struct_version']}, family id "
+                  f"{k['family_id']}",
+                  f"listeners: {daemon['listeners']['kernel_sockets']} kernel sockets, "
+                  f"{daemon['listeners']['client_listeners']} client listeners; "
+                  f"{daemon['clients']} clients"]
+    else:  # what others may see (daemon/policy.py)
+        lines += [f"taskstatsd: version {d['version']}, up {d['uptime_s']:.0f}s",
+                  f"kernel: struct taskstats v{k['struct_version']}, family id "
+                  f"{k['family_id']}"]
+    policy = daemon.get("exit_policy")
+    if policy is not None:
+        why = f" ({policy['why']})" if policy.get("why") else ""
+        lines.append(f"exit records for non-admin listeners: {policy['non_admin_exits']}{why}")
     lines.append("counters: " + ", ".join(f"{k} {v}" for k, v in daemon["counters"].items()))
     for start, end, why in daemon["gaps"]:
         lines.append(f"gap: {why} for {(end - start) / 1e9:.1f}s")

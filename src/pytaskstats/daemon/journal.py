@@ -42,14 +42,16 @@ from .journal_queries import (
     CONTEXT,
     PLAUSIBLE_PCT,
     PLAUSIBLE_SLACK_NS,
+    TAG_COLUMNS,
     Gap,
     JournalQueries,
     fetch,
     read,
 )
 
-__all__ = ["AGGREGATES", "BUCKET_FIELDS", "MIGRATIONS", "PLAUSIBLE_PCT", "PLAUSIBLE_SLACK_NS",
-           "Gap", "Item", "Journal", "JournalEntry", "JournalError", "commit_due", "decode_raw"]
+__all__ = ["AGGREGATES", "BUCKET_FIELDS", "MIGRATIONS", "NO_TAGS", "PLAUSIBLE_PCT",
+           "PLAUSIBLE_SLACK_NS", "Gap", "Item", "Journal", "JournalEntry", "JournalError", "Tags",
+           "commit_due", "decode_raw"]
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -90,11 +92,17 @@ SCHEMA_V1 = (
     "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
 )
+# the access policy's columns (TAG_COLUMNS); rows from before keep NULL there, which
+# every restricted reader takes as "unknown": shown to admins only (fail closed)
+SCHEMA_V2 = ("ALTER TABLE exits ADD COLUMN owner_sees INTEGER",
+             "ALTER TABLE exits ADD COLUMN pidns TEXT",
+             "ALTER TABLE exits ADD COLUMN ns_ids TEXT")
 # MIGRATIONS[n - 1] takes PRAGMA user_version n - 1 to n.  Field columns are not
 # versioned: a field added to the table becomes a column on open (old rows: NULL).
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2)
 
-_INSERT_COLUMNS = (*CONTEXT, "raw", *(f.name for f in _BY_VERSION), *(f.name for f in _STAMPED))
+_INSERT_COLUMNS = (*CONTEXT, "raw", *TAG_COLUMNS, *(f.name for f in _BY_VERSION),
+                   *(f.name for f in _STAMPED))
 INSERT_SQL = (f"INSERT INTO exits ({', '.join(_INSERT_COLUMNS)}) "
               f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})")
 _PUT_COUNTER = "INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)"
@@ -111,10 +119,24 @@ class JournalError(TaskstatsError):
     """The journal file cannot be used (corrupt, not SQLite, or from a newer taskstatsd)."""
 
 
+class Tags(NamedTuple):
+    """What the access policy knows of an exit (the TAG_COLUMNS): whether its owner
+    may see it (None: unknown), its PID namespace chain ("" the initial one, None
+    unknown) and its pids there ("pids/tgids/ppids" at levels 1..K)."""
+
+    owner_sees: bool | None = None
+    pidns: str | None = None
+    ns_ids: str | None = None
+
+
+NO_TAGS = Tags()
+
+
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     """One exit as received: the record, CLOCK_REALTIME ns of receipt, the cgroup path
-    (None if unknown) and the exit message bytes exactly as the kernel sent them.
+    (None if unknown), the exit message bytes exactly as the kernel sent them and
+    the access policy's :class:`Tags`.
 
     ``raw`` is one netlink message; where the transport could not give it alone,
     ``taskstats.encode_exit(family, record)`` is the canonical substitute.
@@ -124,6 +146,7 @@ class JournalEntry:
     time_ns: int
     cgroup: str | None
     raw: bytes
+    tags: Tags = NO_TAGS
 
     def __post_init__(self) -> None:
         if not isinstance(self.record, ExitRecord) or not isinstance(self.raw, bytes):
@@ -194,13 +217,13 @@ _stamp_values = _getter(_STAMPED)
 _NO_STAMPS, _NAN_STAMPS = (None,) * len(_STAMPED), (_NAN,) * len(_STAMPED)
 
 
-Item = tuple[int, int | None, str | None, bytes]  # time_ns, cpu, cgroup, raw message
+Item = tuple[int, int | None, str | None, bytes, Tags]  # time_ns, cpu, cgroup, raw, tags
 Row = tuple[str, Sequence[Any]]  # an INSERT statement and its parameters
 
 
 def _decoded_row(item: Item, rec: ExitRecord) -> Row:
     """INSERT_SQL's parameters for ``item`` whose raw bytes decoded to ``rec``."""
-    time_ns, cpu, cgroup, raw = item
+    time_ns, cpu, cgroup, raw, tags = item
     task = rec.task
     plan = _PLANS[min(task.version, LATEST_VERSION)]
     absent = plan.absent(task)
@@ -208,7 +231,7 @@ def _decoded_row(item: Item, rec: ExitRecord) -> Row:
     return INSERT_SQL, (
         time_ns, _NAN if cpu is None else cpu, rec.pid, _NAN if rec.tgid is None else rec.tgid,
         _NAN if (ended := rec.ended_process) is None else ended,
-        _NAN if cgroup is None else cgroup, raw, *plan.present(task),
+        _NAN if cgroup is None else cgroup, raw, *_tag_values(tags), *plan.present(task),
         *(plan.nans if absent == plan.nones else absent),
         *(_NAN_STAMPS if stamps == _NO_STAMPS else
           [_NAN if ts is None else ts.to_ns() for ts in stamps]))
@@ -246,8 +269,8 @@ def _raw_plan(version: int, size: int) -> _RawPlan | None:
     def at(name: str) -> int:
         return flat.index(name) if name in flat else -1
 
-    sql = (f"INSERT INTO exits ({', '.join((*CONTEXT, 'raw', *names))}) "
-           f"VALUES ({', '.join(['?'] * (len(CONTEXT) + 1) + marks)})")
+    sql = (f"INSERT INTO exits ({', '.join((*CONTEXT, 'raw', *TAG_COLUMNS, *names))}) "
+           f"VALUES ({', '.join(['?'] * (len(CONTEXT) + 1 + len(TAG_COLUMNS)) + marks)})")
     plan = _RawPlan(sql, lay.struct_for(len(fields)), at("ac_comm"),
                     at("ac_flag") if version >= 12 else -1, at("ac_tgid"))
     if len(_RAW_PLANS) < 1024:  # sizes are few; bound the cache all the same
@@ -255,10 +278,22 @@ def _raw_plan(version: int, size: int) -> _RawPlan | None:
     return plan
 
 
+def _tag_values(tags: Tags) -> tuple[Any, ...]:
+    """The TAG_COLUMNS' values (NaN binds NULL)."""
+    if tags is NO_TAGS:
+        return _NAN_TAGS
+    sees, pidns, ids = tags
+    return (_NAN if sees is None else int(sees), _NAN if pidns is None else pidns,
+            _NAN if ids is None else ids)
+
+
+_NAN_TAGS = (_NAN,) * len(TAG_COLUMNS)
+
+
 def _row(item: Item) -> Row:
     """The INSERT of ``item`` (NaN binds NULL).  Raises ProtocolError or ValueError
     when its raw bytes hold no exit record."""
-    time_ns, cpu, cgroup, raw = item
+    time_ns, cpu, cgroup, raw, tags = item
     single = taskstats.single_exit(raw)
     if single is not None:
         pid, start = single
@@ -270,10 +305,10 @@ def _row(item: Item) -> Row:
             row = [time_ns, _NAN if cpu is None else cpu, pid,
                    _NAN if plan.tgid < 0 else values[plan.tgid],
                    _NAN if plan.flag < 0 else 1 if values[plan.flag] & AGROUP else 0,
-                   _NAN if cgroup is None else cgroup, raw, *values]
+                   _NAN if cgroup is None else cgroup, raw, *_tag_values(tags), *values]
             if plan.comm >= 0:
                 comm = values[plan.comm].partition(b"\0")[0].decode("utf-8", "replace")
-                row[len(CONTEXT) + 1 + plan.comm] = comm
+                row[len(CONTEXT) + 1 + len(TAG_COLUMNS) + plan.comm] = comm
             return plan.sql, row
     return _decoded_row(item, decode_raw(raw))
 
@@ -490,10 +525,11 @@ class Journal(JournalQueries):
     def submit(self, entry: JournalEntry) -> bool:
         """Queue ``entry``; never blocks.  False (and counted) when the queue is full
         or journaling is suspended.  Raises RuntimeError after stop()."""
-        return self.submit_many([(entry.time_ns, entry.record.cpu, entry.cgroup, entry.raw)]) == 1
+        return self.submit_many([(entry.time_ns, entry.record.cpu, entry.cgroup, entry.raw,
+                                  entry.tags)]) == 1
 
     def submit_many(self, items: Sequence[Item]) -> int:
-        """Queue ``items`` (time_ns, cpu, cgroup, raw message) in order, as
+        """Queue ``items`` (time_ns, cpu, cgroup, raw message, tags) in order, as
         :meth:`submit`; returns how many were accepted (the rest are counted)."""
         with self._cond:
             if self._stopping:

@@ -11,7 +11,9 @@ writer thread).  Queries read the file directly.
 Frames, in order on one stream: kind (1 byte), payload length (u32), payload.
 
 - ``E`` parent -> child, one exit: time_ns (i64), cpu (i32; -1 None), cgroup
-  length (i32; -1 None), raw length (u32), the cgroup (UTF-8), the raw message;
+  length (i32; -1 None), raw length (u32), owner_sees (i8; -1 None), pidns and
+  ns_ids lengths (i32 each; -1 None), the cgroup (UTF-8), pidns, ns_ids (ASCII),
+  the raw message;
 - ``N`` parent -> child, JSON ``[counter, n]``: losses counted before the child;
 - ``C`` parent -> child, JSON ``[id, op]``, op ``status``, ``flush`` or ``stop``;
 - ``R`` child -> parent, JSON ``{"id", "counters", "suspended", "pending",
@@ -49,6 +51,7 @@ from .journal import (
     Journal,
     JournalEntry,
     JournalError,
+    Tags,
     check_reason,
     check_settings,
     is_full,
@@ -59,7 +62,7 @@ __all__ = ["JournalProcess", "main"]
 
 _LOG = logging.getLogger(__name__)
 FRAME = struct.Struct("=BI")  # kind, payload length
-ENTRY = struct.Struct("=BIqiiI")  # FRAME, then time_ns, cpu, cgroup length, raw length
+ENTRY = struct.Struct("=BIqiiIbii")  # FRAME, time_ns, cpu, cgroup, raw lengths, then tags
 _ITEM_SIZE = ENTRY.size - FRAME.size
 E, N, C, R = b"ENCR"
 IOV_MAX = 1024  # pieces per sendmsg (Linux's UIO_MAXIOV)
@@ -149,10 +152,14 @@ class JournalProcess(JournalQueries):
         ``dropped_queue_full``) when ``queue_size`` exits wait here already.
         Raises RuntimeError once stopped or failed."""
         cpu, cgroup = entry.record.cpu, entry.cgroup
+        sees, pidns, ids = entry.tags
         path = b"" if cgroup is None else cgroup.encode("utf-8", "surrogateescape")
-        head = ENTRY.pack(E, _ITEM_SIZE + len(path) + len(entry.raw), entry.time_ns,
+        ns = (b"" if pidns is None else pidns.encode()) + (b"" if ids is None else ids.encode())
+        head = ENTRY.pack(E, _ITEM_SIZE + len(path) + len(ns) + len(entry.raw), entry.time_ns,
                           -1 if cpu is None else cpu, -1 if cgroup is None else len(path),
-                          len(entry.raw))
+                          len(entry.raw), -1 if sees is None else int(sees),
+                          -1 if pidns is None else len(pidns),
+                          -1 if ids is None else len(ids))
         with self._cond:
             self._check_open()
             if self._unsent >= self._queue_size:
@@ -161,8 +168,8 @@ class JournalProcess(JournalQueries):
             if not self._out:
                 self._since = time.monotonic()
                 self._cond.notify()  # the helper sends it if nothing else does in time
-            self._out += (head, path, entry.raw)
-            self._out_bytes += len(head) + len(path) + len(entry.raw)
+            self._out += (head, path, ns, entry.raw)
+            self._out_bytes += len(head) + len(path) + len(ns) + len(entry.raw)
             self._unsent += 1
             self._accepted += 1
             if self._out_bytes >= self._next_push:
@@ -571,15 +578,19 @@ class _Child:
 
 
 def _item(data: bytes, start: int, end: int) -> Item:
-    _, _, time_ns, cpu, cgroup_len, raw_len = ENTRY.unpack_from(data, start)
+    _, _, time_ns, cpu, cgroup_len, raw_len, sees, pidns_len, ids_len = ENTRY.unpack_from(
+        data, start)
     at = start + ENTRY.size
-    cgroup = None
-    if cgroup_len >= 0:
-        cgroup = data[at:at + cgroup_len].decode("utf-8", "surrogateescape")
-        at += cgroup_len
+    texts: list[str | None] = []
+    for length in (cgroup_len, pidns_len, ids_len):
+        texts.append(None if length < 0 else
+                     data[at:at + length].decode("utf-8", "surrogateescape"))
+        at += max(length, 0)
     if at + raw_len != end:
         raise ValueError(f"exit frame of {end - start} bytes declares {raw_len} raw bytes")
-    return time_ns, None if cpu < 0 else cpu, cgroup, data[at:end]
+    cgroup, pidns, ids = texts
+    tags = Tags(None if sees < 0 else bool(sees), pidns, ids)
+    return time_ns, None if cpu < 0 else cpu, cgroup, data[at:end], tags
 
 
 if __name__ == "__main__":

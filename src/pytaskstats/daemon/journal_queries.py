@@ -15,10 +15,15 @@ from typing import Any, Literal, NamedTuple
 from ..fields import FIELDS, Field
 
 __all__ = ["AGGREGATES", "BUCKET_FIELDS", "BUSY_TIMEOUT_MS", "CONTEXT", "PLAUSIBLE_PCT",
-           "PLAUSIBLE_SLACK_NS", "Gap", "JournalQueries", "fetch", "read"]
+           "PLAUSIBLE_SLACK_NS", "TAG_COLUMNS", "Gap", "JournalQueries", "Scope", "fetch",
+           "ns_pid", "read"]
 
 BUSY_TIMEOUT_MS = 5000  # writer and readers wait this long for a lock
 CONTEXT = ("time_ns", "cpu", "pid", "tgid", "ended_process", "cgroup")
+# per exit, for the access policy (never returned): whether its owner may see it (1, 0,
+# NULL unknown), its PID namespace chain ("" initial, NULL unknown) and its pids
+# there ("pids/tgids/ppids" at levels 1..K), see daemon/namespaces.py NsTracker
+TAG_COLUMNS = ("owner_sees", "pidns", "ns_ids")
 _U64 = 1 << 64
 _U64_NAMES = frozenset(f.name for f in FIELDS if f.ctype == "u64")
 
@@ -32,6 +37,18 @@ class Gap(NamedTuple):
     reason: str
 
 
+class Scope(NamedTuple):
+    """The rows a restricted client may read (see daemon/policy.py): with ``uid`` and
+    ``gid``, only that user's exits its owner may see; with ``pidns`` (a namespace
+    chain), only exits of that PID namespace and its descendants whose pids are
+    known, with ``pid``/``tgid`` filters and the pids returned at ``level``."""
+
+    uid: int | None = None
+    gid: int | None = None
+    pidns: str | None = None
+    level: int = 0
+
+
 class _Filters(NamedTuple):
     since_ns: int | None
     until_ns: int | None
@@ -40,6 +57,29 @@ class _Filters(NamedTuple):
     pid: int | None
     tgid: int | None
     cgroup: str | None
+    scope: Scope | None = None
+
+
+def ns_pid(ns_ids: str | None, level: int, part: int) -> int | None:
+    """From an ``ns_ids`` value, the pid (``part`` 0), tgid (1) or ppid (2) at PID
+    namespace ``level`` (1 for the first below the initial); None where unknown."""
+    if not ns_ids or level < 1:
+        return None
+    parts = ns_ids.split("/")
+    pids = parts[part].split() if part < len(parts) else []
+    return int(pids[level - 1]) if level <= len(pids) else None
+
+
+def _translated(row: dict[str, Any], level: int) -> dict[str, Any]:
+    """An exit row with its pids at namespace ``level`` (invisible ones 0, as the
+    kernel answers)."""
+    ids = row.pop("ns_ids")
+    pid, tgid, ppid = (ns_pid(ids, level, part) for part in range(3))
+    row.update(pid=pid, tgid=tgid)
+    for key, value in (("ac_pid", pid), ("ac_tgid", tgid), ("ac_ppid", ppid)):
+        if row.get(key) is not None:
+            row[key] = value or 0
+    return row
 
 
 
@@ -120,12 +160,24 @@ def _where(filters: _Filters) -> tuple[str, list[Any]]:
     """WHERE clause and parameters; ``cgroup`` matches the cgroup and its descendants."""
     clauses: list[str] = []
     params: list[Any] = []
+    scope = filters.scope or Scope()
+    level = scope.level if scope.pidns is not None else 0
+    pid_sql, tgid_sql = (f"ns_pid(ns_ids, {level}, {part}) = ?" if level else sql
+                         for part, sql in ((0, "pid = ?"), (1, "tgid = ?")))
     for sql, value in (("time_ns >= ?", filters.since_ns), ("time_ns < ?", filters.until_ns),
                        ("ac_comm = ?", filters.comm), ("ac_uid = ?", filters.uid),
-                       ("pid = ?", filters.pid), ("tgid = ?", filters.tgid)):
+                       (pid_sql, filters.pid),
+                       (tgid_sql, filters.tgid), ("ac_uid = ?", scope.uid),
+                       ("ac_gid = ?", scope.gid)):
         if value is not None:
             clauses.append(sql)
             params.append(value)
+    if scope.uid is not None:
+        clauses.append("owner_sees = 1")
+    if scope.pidns is not None:
+        clauses.append(f"(pidns = ? OR (pidns >= ? AND pidns < ?)) "
+                       f"AND ns_pid(ns_ids, {level}, 0) IS NOT NULL")
+        params += [scope.pidns, scope.pidns + "/", scope.pidns + "0"]
     if filters.cgroup is not None:
         base = filters.cgroup.rstrip("/")
         clauses.append("(cgroup = ? OR (cgroup >= ? AND cgroup < ?))")
@@ -161,6 +213,8 @@ def _group_key(group_by: str) -> str:
 
 
 def fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+    """Rows of ``sql`` on ``conn`` (with the ns_pid() function the scopes use)."""
+    conn.create_function("ns_pid", 3, ns_pid, deterministic=True)
     cursor = conn.cursor()
     cursor.row_factory = sqlite3.Row
     return cursor.execute(sql, params).fetchall()
@@ -207,7 +261,7 @@ class JournalQueries:
               tgid: int | None = None, cgroup: str | None = None,
               group_by: Literal["comm", "uid", "cgroup"] | None = None,
               sort: str | None = None, limit: int | None = None,
-              raw: bool = False) -> list[dict[str, Any]]:
+              raw: bool = False, scope: Scope | None = None) -> list[dict[str, Any]]:
         """Journaled exits, oldest first, filtered (all filters AND; ``since_ns`` <=
         time_ns < ``until_ns``; ``cgroup`` includes descendants).
 
@@ -216,26 +270,32 @@ class JournalQueries:
         ns) and, if ``raw``, the message bytes.  With ``group_by``: one dict per
         group with its key (``ac_comm``, ``ac_uid`` or ``cgroup``), ``exits`` and the
         :data:`AGGREGATES`.  ``sort``: a key of those dicts, "-" for descending.
+        ``scope``: only the rows a restricted client may read (:class:`Scope`).
         """
-        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup)
+        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup, scope)
         if group_by is None:
-            return [_exit_dict(row) for row in self._exits(filters, sort, limit, raw)]
+            rows = [_exit_dict(row) for row in self._exits(filters, sort, limit, raw)]
+            if scope is not None and scope.pidns is not None:
+                rows = [_translated(row, scope.level) for row in rows]
+            return rows
         if raw:
             raise ValueError("raw bytes are per exit; not with group_by")
         return self._aggregated(filters, _group_key(group_by), sort, limit)
 
     def totals(self, *, since_ns: int | None = None, until_ns: int | None = None,
                comm: str | None = None, uid: int | None = None, pid: int | None = None,
-               tgid: int | None = None, cgroup: str | None = None) -> dict[str, Any]:
+               tgid: int | None = None, cgroup: str | None = None,
+               scope: Scope | None = None) -> dict[str, Any]:
         """``exits`` and the :data:`AGGREGATES` over the filtered exits (None: no value)."""
-        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup)
+        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup, scope)
         return self._aggregated(filters, None, None, None)[0]
 
     def aggregate(self, *, bucket_s: int | None = None, group_by: str | None = None,
                   fields: Sequence[str] = BUCKET_FIELDS, plausible: bool = False,
                   since_ns: int | None = None, until_ns: int | None = None,
                   comm: str | None = None, uid: int | None = None, pid: int | None = None,
-                  tgid: int | None = None, cgroup: str | None = None) -> list[dict[str, Any]]:
+                  tgid: int | None = None, cgroup: str | None = None,
+                  scope: Scope | None = None) -> list[dict[str, Any]]:
         """Sums over the exits filtered as :meth:`query`, per time bucket of ``bucket_s``
         seconds (aligned to multiples of it since the epoch) and/or per ``group_by`` key;
         one dict per non-empty group, oldest bucket then key first (one dict in all
@@ -250,7 +310,7 @@ class JournalQueries:
         is left out of its sum, and ``impossible`` counts the exits that had one.
         """
         fields = _checked_fields(fields)
-        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup)
+        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup, scope)
         keys: list[str] = []
         params: list[Any] = []
         if bucket_s is not None:
@@ -291,7 +351,9 @@ class JournalQueries:
     def _exits(self, filters: _Filters, sort: str | None, limit: int | None,
                raw: bool) -> list[sqlite3.Row]:
         where, params = _where(filters)
-        columns = ", ".join([*CONTEXT, *(f.name for f in FIELDS), *(["raw"] if raw else [])])
+        ns = filters.scope is not None and filters.scope.pidns is not None
+        columns = ", ".join([*CONTEXT, *(f.name for f in FIELDS), *(["raw"] if raw else []),
+                             *(["ns_ids"] if ns else [])])
         order = _order(sort, _EXIT_SORTS, "id", "id")
         return self._select(f"SELECT {columns} FROM exits{where}{order}"
                             f"{_limit(limit, params)}", params)

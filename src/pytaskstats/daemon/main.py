@@ -2,6 +2,10 @@
 
 One thread runs the event loop: it drains the kernel listener sockets first (one
 per CPU, large buffers), journals and fans out each exit, then serves clients.
+Before it judges the exits it drained it reads every proc connector event queued
+(forks, execs, id changes), from which the access policy (:mod:`.policy`) and the
+tasks' PID namespaces (:mod:`.namespaces`) are learned; each exit is journaled with
+its verdict and namespace, which history filters on.
 The journal's writer is a process of its own (daemon/journal_process.py), so
 disk stalls never block the kernel reader and the two do not share a GIL.  Loss
 is counted everywhere it can happen and shown by ``taskstats status``.
@@ -31,11 +35,12 @@ from ..records import ExitRecord, Lost
 from ..transport import ConnectorSocket
 from . import config as config_mod
 from . import protocol, schema, unit
-from .journal import JournalEntry
+from .journal import JournalEntry, Tags
 from .journal_process import JournalProcess
-from .namespaces import RESCAN_S
+from .journal_queries import Scope
+from .namespaces import RESCAN_S, NsTracker
 from .notify import notify, stored_fds
-from .policy import Policy
+from .policy import ExitPolicy, Policy
 from .procmode import ProcfsExits, ProcfsKernel
 from .server import Limits, Peer, Server
 from .socketfile import answering
@@ -45,7 +50,8 @@ if TYPE_CHECKING:
     from ..metrics.service import DaemonMetrics
 
 FDSTORE_PREFIX = "taskstats-cpus-"
-FORK_READS = 256  # fork datagrams read per turn of the loop
+CONNECTOR_READS = 8192  # most proc connector datagrams read before judging exits
+CONNECTOR_RCVBUF = 16 << 20  # bytes
 READY = b"ready\n"  # the daemon's word to the waiting parent
 PIPE_BUF = 4096  # one write of at most this many bytes is atomic
 DRAIN_DATAGRAMS = 16  # per kernel socket and read: clients get turns during a storm
@@ -61,11 +67,12 @@ class Daemon:
 
     def __init__(self, cfg: config_mod.Config) -> None:
         """Start in an order that leaves nothing behind if a step fails: kernel
-        sources, state directory and lock, client socket, journal writer, metrics."""
+        sources, state directory and lock, proc connector (exit policy), client
+        socket, journal writer, metrics."""
         self.cfg = cfg
         self.started_ns = time.time_ns()
         self.counters = {"received": 0, "lost_overrun": 0, "lost_truncated": 0,
-                         "lost_malformed": 0, "urgent_drains": 0}
+                         "lost_malformed": 0, "urgent_drains": 0, "namespace_unknown": 0}
         self.cgroups: dict[int, str | None] = {}
         self.metrics: DaemonMetrics | None = None
         self.running = True
@@ -73,6 +80,9 @@ class Daemon:
         self.in_fd_store = False
         self.fork_events: ConnectorSocket | None = None
         self.fork_events_failed = False
+        self.exit_policy: ExitPolicy | None = None
+        self.exit_policy_off = ""  # why the exit policy is off ("" while on)
+        self.namespaces = NsTracker()
         self.drops_unsaved = False
         _set_nice(cfg.nice)
         with contextlib.ExitStack() as undo:
@@ -85,6 +95,8 @@ class Daemon:
             undo.callback(self.state.remove)
             self.lock = _lock(self.state.join("taskstatsd.lock"))
             undo.callback(os.close, self.lock)
+            self._watch_forks()
+            undo.callback(self._close_forks)
             cpus = possible_cpus()
             self.server = Server(
                 cfg.socket, self.kernel, policy=Policy(cfg.admin_gid),
@@ -98,6 +110,9 @@ class Daemon:
             self.journal = self._journal(cfg)
             undo.callback(self.journal.stop)
             self.selector = selectors.DefaultSelector()
+            if self.fork_events is not None:
+                self.selector.register(self.fork_events.fileno(), selectors.EVENT_READ,
+                                       ("forks", 0))
             for index, fd in enumerate(self.listener.fds):
                 self.selector.register(fd, selectors.EVENT_READ, ("kernel", index))
             self.selector.register(self.server.sock, selectors.EVENT_READ, ("accept", 0))
@@ -216,7 +231,8 @@ class Daemon:
         if self.server.namespaced_listeners():
             timeout = min(timeout, RESCAN_S)
             self.server.refresh_views()
-            self._watch_forks()
+        if self.exit_policy is not None:
+            self.exit_policy.tick()
         if isinstance(self.listener, ProcfsExits):
             timeout = min(timeout, self.listener.interval_s)
             self.ingest(0)  # a due /proc scan
@@ -280,6 +296,8 @@ class Daemon:
         now = time.time_ns()
         drained = (self.listener.drain_raw(index, DRAIN_DATAGRAMS)
                    if isinstance(self.listener, Listener) else self.listener.drain_raw(index))
+        # every connector event of these tasks was queued before their exit records
+        complete = self._forks() if drained and self.fork_events is not None else True
         for event, raw in drained:
             if isinstance(event, Lost):
                 self._lost(event)
@@ -289,49 +307,88 @@ class Daemon:
             # raw is None only when a datagram held several messages: re-encode
             data = raw if raw is not None else ts.encode_exit(self.kernel.family.id, event)
             cgroup = self._cgroup(event)
-            self.journal.submit(JournalEntry(event, now, cgroup, data))
+            tags = self._tags(event, complete)
+            self.journal.submit(JournalEntry(event, now, cgroup, data, tags))
             if self.metrics is not None:
                 self.metrics.on_exit(event, cgroup)
-            self.server.publish(event, data)
+            self.server.publish(event, data, tags.owner_sees)
         self.journal.push()
         return bool(drained)
 
+    def _tags(self, record: ExitRecord, complete: bool) -> Tags:
+        """The access policy's facts about an exit (see :mod:`.policy`)."""
+        sees = (None if self.exit_policy is None
+                else self.exit_policy.owner_sees(record, complete))
+        pidns, ids = self.namespaces.columns(record.pid, record.tgid, record.task.ac_ppid,
+                                             record.ended_process)
+        if pidns is None or (ids is not None and ids.startswith("/")):
+            self.counters["namespace_unknown"] += 1
+        return Tags(sees, pidns, ids)
+
     def _watch_forks(self) -> None:
-        """Subscribe to fork events once a namespaced client listens, so its short-lived
-        tasks are placed at birth (see :mod:`.namespaces`)."""
-        if self.fork_events is not None or self.fork_events_failed:
-            return
+        """Subscribe to the proc connector's events (forks, execs, id changes): the
+        exit policy and the namespaces of tasks are learned from them (see
+        :mod:`.policy`, :mod:`.namespaces`).  Without them the exit policy is off:
+        non-admin listeners get no exit record."""
         try:
-            self.fork_events = ConnectorSocket(1 << 20)
-        except Unsupported:
+            self.fork_events = ConnectorSocket(CONNECTOR_RCVBUF, events=(
+                connector.PROC_EVENT_FORK | connector.PROC_EVENT_EXEC
+                | connector.PROC_EVENT_UID | connector.PROC_EVENT_GID))
+        except Unsupported as err:
             self.fork_events_failed = True
+            self.exit_policy_off = f"no proc connector ({err})"
             return
         self.fork_events.setblocking(False)
-        self.selector.register(self.fork_events.fileno(), selectors.EVENT_READ, ("forks", 0))
+        self.exit_policy = ExitPolicy()
+        self.namespaces.scan()
 
-    def _forks(self) -> None:
-        """Read up to FORK_READS fork datagrams.  An overrun (ENOBUFS) is skipped: the
-        periodic scans still place the survivors; any other error ends the fork
-        watch for good (the scans remain) rather than spin on it."""
+    def _close_forks(self) -> None:
+        if self.fork_events is not None:
+            self.fork_events.close()
+            self.fork_events = None
+
+    def _forks(self) -> bool:
+        """Read the queued proc connector events, at most CONNECTOR_READS datagrams;
+        True when the queue was emptied.  An overrun (ENOBUFS) makes the exit policy
+        start over (the periodic scans still place the namespaces' survivors); any
+        other error ends the watch for good, and the exit policy with it, rather than
+        spin on it."""
         events = self.fork_events
-        assert events is not None
-        for _ in range(FORK_READS):
+        if events is None:
+            return False
+        for _ in range(CONNECTOR_READS):
             try:
                 n = events.recv()
             except BlockingIOError:
-                return
+                return True
             except OSError as err:
                 if err.errno == errno.ENOBUFS:
+                    if self.exit_policy is not None:
+                        self.exit_policy.overrun()
                     continue
-                print(f"taskstatsd: fork events failed ({err}); namespaces are placed by "
-                      "periodic scans only", file=sys.stderr)
-                self.selector.unregister(events.fileno())
-                events.close()
-                self.fork_events, self.fork_events_failed = None, True
-                return
+                self._forks_failed(err)
+                return False
             for event in connector.decode(events.view, n):
-                if isinstance(event, connector.Fork):
-                    self.server.learn_fork(event.pid)
+                self._learn(event)
+        return False
+
+    def _learn(self, event: connector.Event) -> None:
+        if self.exit_policy is not None:
+            self.exit_policy.event(event)
+        if isinstance(event, connector.Fork):
+            self.namespaces.fork(event)
+            self.server.learn_fork(event.pid)
+
+    def _forks_failed(self, err: OSError) -> None:
+        print(f"taskstatsd: proc connector events failed ({err}); namespaces are placed "
+              "by periodic scans only and non-admin listeners get no exit records",
+              file=sys.stderr)
+        events = self.fork_events
+        assert events is not None
+        self.selector.unregister(events.fileno())
+        events.close()
+        self.fork_events, self.fork_events_failed = None, True
+        self.exit_policy, self.exit_policy_off = None, f"proc connector failed ({err})"
 
     def _lost(self, lost: Lost) -> None:
         key = f"lost_{lost.reason}"
@@ -415,7 +472,9 @@ class Daemon:
                           "client_listeners": self.server.listeners.count()},
             "clients": len(self.server.peers),
             "metrics": None if self.metrics is None else self.metrics.url,
+            "exit_policy": self._policy_status(),
             "counters": {**self.counters, **self.journal.counters(),
+                         **(self.exit_policy.counters if self.exit_policy else {}),
                          "client_dropped": self.server.dropped_client_records,
                          "clients_refused": self.server.refused_clients,
                          "client_reply_peak_bytes": self.server.reply_peak,
@@ -423,12 +482,24 @@ class Daemon:
             "gaps": [list(g) for g in self.journal.gaps()[-10:]],
         }
 
-    def history(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _policy_status(self) -> dict[str, Any]:
+        """Whether non-admin listeners get exit records, and why not."""
+        policy = self.exit_policy
+        if policy is None:
+            return {"state": "off", "why": self.exit_policy_off or "no proc connector",
+                    "non_admin_exits": "none"}
+        return {"state": "on", "trusted": policy.trusted, "non_admin_exits": "own",
+                "executables": len(policy.base) + len(policy.exes)}
+
+    def history(self, params: dict[str, Any], scope: Scope | None = None
+                ) -> list[dict[str, Any]]:
         """Journal rows for `taskstats history` (parameters checked by
         :func:`.schema.check`: SchemaError); with any of bucket_s, fields or
-        plausible: sums per time bucket and/or group (Journal.aggregate)."""
+        plausible: sums per time bucket and/or group (Journal.aggregate).  ``scope``:
+        only what a restricted client may read (see :mod:`.policy`)."""
         params = schema.check(protocol.CMD_HISTORY, params)
-        query = {k: v for k, v in params.items() if k in HISTORY_KEYS}
+        query: dict[str, Any] = {k: v for k, v in params.items() if k in HISTORY_KEYS}
+        query["scope"] = scope
         if {"bucket_s", "fields", "plausible"} & set(query):
             self.journal.flush()
             return self.journal.aggregate(**query)
@@ -447,6 +518,7 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.close()
         self.listener.close(deregister=not self.in_fd_store)
+        self._close_forks()
         self.server.close()
         self.kernel.close()
         self.journal.stop()

@@ -10,7 +10,7 @@ namespace is its namespace.
 
 An exit is attributed to a namespace by reading /proc when the record arrives, or
 from a cache filled at each task's fork (taskstatsd reads the proc connector's
-fork events while namespaced clients listen) and by scans every RESCAN_S.  Blind
+fork events) and by scans every RESCAN_S.  Blind
 spot: a task that exits and is reaped before either its fork event or its exit
 record is handled (microseconds) cannot be placed, and is counted
 (``unattributed``) instead of being shown.
@@ -19,7 +19,12 @@ The journal knows each exit's namespaces too (:class:`NsTracker`, fed by the sam
 fork events and asked at ingest): the chain of PID namespace inodes from level 1
 down to the task's (:func:`ns_chain`; "" for the initial namespace) and the task's,
 its process's and its parent's pid at each of those levels, so that history is
-filtered and translated for a namespaced client like its GET and listen.
+filtered and translated for a namespaced client like its GET and listen.  The
+tracker starts from a /proc scan; a child of a task of the initial namespace is
+taken to be there too until it forks (a read per fork would cost every fork), so
+the first task of a new namespace that exits without forking is journaled as of the
+initial namespace: shown to no namespaced client (fail closed), like rows whose
+namespace or pids are unknown (counted as ``namespace_unknown``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import os
 import time
 from collections.abc import Iterator
 from functools import cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .. import connector
 from ..errors import NoSuchTask
@@ -217,6 +222,13 @@ class NsView:
                               ac_uid=map_id(self.uid_map, stats.ac_uid),
                               ac_gid=map_id(self.gid_map, stats.ac_gid))
 
+    def row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A history row (or group) with its uid and gid as the client sees them."""
+        for key, ranges in (("ac_uid", self.uid_map), ("ac_gid", self.gid_map)):
+            if key in row:
+                row[key] = map_id(ranges, row[key])
+        return row
+
     def exit(self, record: ExitRecord) -> ExitRecord | None:
         """An exit record translated for the client, None if not of its namespace."""
         pid = self.ns_pid(record.pid)
@@ -291,24 +303,36 @@ class NsTracker:
             child = NsInfo("", "", False)  # verified when it forks
         self._put(ev.pid, child)
 
+    def scan(self) -> None:
+        """Place every task alive now (at start): a stat per task, and a read of
+        /proc/PID/status for tasks outside the initial namespace."""
+        for _, tid in list_tasks(self.proc):
+            info = self._read(tid)
+            if info is not None:
+                self._put(tid, info)
+
     def columns(self, pid: int, tgid: int | None, ppid: int | None,
                 ended_process: bool | None) -> tuple[str | None, str | None]:
-        """The journal's ``pidns`` and ``ns_ids`` ("pids/tgids/ppids" at levels 1..K)
-        of an exit; (None, None) for the initial namespace or when unknown."""
+        """The journal's ``pidns`` ("" for the initial namespace) and ``ns_ids``
+        ("pids/tgids/ppids" at levels 1..K, "" where unknown; None in the initial
+        namespace) of an exit; (None, None) when its namespace is unknown."""
         tgid = tgid or pid
-        info = self.tasks.get(pid) or self._read(pid) or self.tasks.get(tgid)
-        if info is None and ppid:  # reaped unseen: its parent's namespace, pids unknown
-            parent_info = self.tasks.get(ppid)
-            info = parent_info and NsInfo(parent_info.chain, "", False)
+        info = self.tasks.get(pid) or self._read(pid)
+        if info is None:  # reaped unseen: its process's or parent's namespace, pids unknown
+            near = self.tasks.get(tgid) or (self.tasks.get(ppid) if ppid else None)
+            info = None if near is None else NsInfo(near.chain, "", False)
         group = info if tgid == pid else self.tasks.get(tgid)
         parent = self.tasks.get(ppid) if ppid else None
         if not (pid == tgid and ended_process is False):  # a leader's threads live on
             self.tasks.pop(pid, None)
         if ended_process:
             self.tasks.pop(tgid, None)
-        if info is None or not info.chain:
+        if info is None:
             return None, None
-        same = parent is not None and parent.chain == info.chain
-        ids = (info.nspid, group.nspid if group is not None else "",
-               parent.nspid if same and parent is not None else "")
+        if not info.chain:
+            return "", None
+        ids = (info.nspid,
+               group.nspid if group is not None and group.chain == info.chain else "",
+               parent.nspid if parent is not None and parent.chain
+               and f"{info.chain}/".startswith(f"{parent.chain}/") else "")
         return info.chain, "/".join(ids)

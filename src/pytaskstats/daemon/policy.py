@@ -25,16 +25,43 @@ exactly when the kernel's /proc would show it that task's ``/proc/PID/io``, i.e.
 Live tasks (GET) are checked against /proc as they are asked for
 (:func:`owner_may_see`).  Exit records cannot be: by the time one is read the task
 is usually reaped.  :class:`ExitPolicy` therefore remembers, per live task, whether
-its owner may see it, from a /proc scan at start and the proc connector's events:
-a fork inherits its parent's verdict; an exec is checked in /proc at once (and,
-if the task is gone already, by its executable: ``ac_exe_dev``/``ac_exe_inode``
-of the exit record against executables seen earlier); a uid or gid change makes
-the task admin-only for the rest of its life; a /proc sample every SAMPLE_S
-catches ``prctl(PR_SET_DUMPABLE, 0)`` (the kernel reports no event for it).  An
-exit whose verdict is unknown (connector overrun, an exec of a never-seen binary
-reaped before it could be checked, a task older than what the daemon saw) goes to
-admins only and is counted (``policy_unknown``).  Blind spot: a task that makes
-itself non-dumpable less than SAMPLE_S before it exits still reaches its owner.
+its owner may see it, from a /proc scan at start and the proc connector's events
+(taskstatsd reads every event queued before it judges the exit records it read):
+a fork inherits its parent's verdict; a uid or gid change (the kernel reports one
+for every change of real, effective, saved or fs id, including the exec of a
+setuid/setgid binary, before that exec's event) makes the task hidden when its
+real and effective ids differ, and unknown otherwise (saved and fs ids are not
+reported); an exec starts over: it is checked in /proc at once (new memory, new
+dumpability, saved ids = effective ids) or, if the task is gone (or a zombie) by
+then, keeps its verdict and is judged by its executable at exit:
+``ac_exe_dev``/``ac_exe_inode`` of the exit record against executables known to
+keep a task dumpable (no setuid/setgid bit, no ``security.capability``, readable
+by all).  Executables are learned by statting the standard directories (and the
+daemon's PATH) at start and, for every executable seen in /proc/PID/exe, the
+other files of its directory (each bounded); one seen alive is checked again (a
+mode or capability change is then noticed: until then the last check holds).
+A /proc sample every SAMPLE_S catches ``prctl(PR_SET_DUMPABLE, 0)`` (no event
+tells).  An exit whose verdict is unknown (connector overrun, an exec of an
+executable never learned reaped before it could be checked, a task older than what
+the daemon saw) goes to admins only and is counted (``policy_unknown``); without
+the proc connector every exit does.  Blind spot: a task that makes itself
+non-dumpable less than SAMPLE_S before it exits still reaches its owner.
+
+Exit records and history.  A non-admin listener receives an exit record when its
+verdict is True and the task's real uid and gid are the client's; admins receive
+every record.  The journal stores each exit's verdict (``owner_sees``; rows written
+before that column existed count as unknown) and history answers a non-admin only
+rows of its uid and gid with a True verdict.  Namespaced clients (see
+:mod:`.namespaces`) see only tasks of their PID namespace and its descendants, with
+pids and ids translated, in GET, listen and history alike; a journal row whose
+namespace or pids are unknown is not shown to them (``namespace_unknown``).
+
+Status (:func:`client_status`).  Root and the admin group in the initial
+namespaces get the whole document.  Anyone else (and every namespaced client) gets
+the daemon's version and uptime, the kernel's facts, the health and loss counters
+(received, journaled, ``lost_*``, ``dropped_*``, ``policy_*``, ...), the journal's
+gaps and its own connection's facts; never host paths (socket, state dir, metrics
+address), host pids or other clients' numbers.
 """
 
 from __future__ import annotations
@@ -47,8 +74,9 @@ import socket
 import stat
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .. import connector
 from ..procfs import list_tasks
@@ -59,7 +87,11 @@ SO_PEERPIDFD = 77  # Linux 6.5+
 NGROUPS_MAX = 65536
 SAMPLE_S = 1.0  # at most one dumpability sample of every process per this interval
 MAX_TASKS = 1 << 20  # remembered verdicts; beyond, start over with a scan
-MAX_EXES = 4096  # remembered executables
+MAX_EXES = 8192  # remembered executables, learned at start and since (each)
+MAX_DIRS = 1024  # directories whose files were learned (then forgotten, to learn anew)
+MAX_SIBLINGS = 512  # files learned per directory seen as it runs (~2 ms of stats)
+STANDARD_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin",
+                 "/usr/libexec", "/usr/local/libexec", "/usr/games")
 _GROUP = struct.Struct("=I")
 
 
@@ -157,6 +189,25 @@ class Policy:
         return cred.gid == self.admin_gid or self.admin_gid in cred.groups
 
 
+_PUBLIC_COUNTERS = ("received", "journaled", "retired", "suspensions", "lost_", "dropped_",
+                    "policy_")
+
+
+def client_status(doc: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """The status document ``doc`` as shown to a non-admin or namespaced client (see
+    the module docstring), with ``own``: facts about the client's own connection."""
+    daemon = doc["daemon"]
+    return {
+        "daemon": {k: daemon[k] for k in ("version", "started_ns", "uptime_s")},
+        "kernel": doc["kernel"],
+        "exit_policy": doc["exit_policy"],
+        "counters": {k: v for k, v in doc["counters"].items()
+                     if k.startswith(_PUBLIC_COUNTERS)},
+        "gaps": doc["gaps"],
+        "client": own,
+    }
+
+
 # ---------------------------------------------------------------- tasks
 
 
@@ -208,10 +259,12 @@ def owner_may_see(pid: int, uid: int, gid: int, proc: str = "/proc") -> bool:
 class _Task(NamedTuple):
     ok: bool  # its owner may see it, as far as the last check knew
     exec_unchecked: bool  # exec'd since, and gone before /proc could be read
+    unsure: bool = False  # changed ids to equal real and effective ones: saved, fs unknown
 
 
 _OK = _Task(True, False)
 _HIDDEN = _Task(False, False)
+_UNSURE = _Task(False, False, True)
 
 
 class ExitPolicy:
@@ -221,16 +274,20 @@ class ExitPolicy:
     event queued before it asks about exit records it has read: a task's fork,
     exec and id events are emitted before its exit record."""
 
-    def __init__(self, proc: str = "/proc") -> None:
+    def __init__(self, proc: str = "/proc", exe_dirs: Sequence[str] | None = None) -> None:
         self.proc = proc
         self.tasks: dict[int, _Task] = {}
-        self.exes: dict[tuple[int, int], bool] = {}
+        self.base: dict[tuple[int, int], bool] = {}  # learned at start, kept
+        self.exes: dict[tuple[int, int], bool] = {}  # learned since, cleared when full
+        self.dirs: set[tuple[int, int]] = set()  # directories whose files were learned
         self.counters = {"policy_unknown": 0, "policy_hidden": 0, "policy_scans": 0,
                          "policy_samples": 0}
         self._sampled = 0.0
         self._scanned = -SAMPLE_S
         self.trusted = False
         self.rescan()
+        for directory in (standard_exe_dirs() if exe_dirs is None else exe_dirs):
+            self.learn_dir(directory, self.base, MAX_EXES)
 
     # -------------------------------------------------------- learning
 
@@ -272,41 +329,92 @@ class ExitPolicy:
         elif isinstance(ev, connector.Exec):
             self._exec(ev.pid)
         elif isinstance(ev, connector.IdChange):
-            if ev.pid in self.tasks:
-                self.tasks[ev.pid] = _HIDDEN
-            self.tasks[ev.tgid] = _HIDDEN  # setuid() & co. apply to every thread
+            # real != effective: hidden (an exec keeps them apart); else unknown
+            # until an exec is checked alive (the saved and fs ids are not reported)
+            state = _HIDDEN if ev.real != ev.effective else _UNSURE
+            for pid in (ev.pid, ev.tgid):  # setuid() & co. apply to every thread
+                now = self.tasks.get(pid)
+                if now is None or now.ok or now.unsure:  # hidden stays hidden
+                    self.tasks[pid] = state
 
     def _exec(self, pid: int) -> None:
+        """An exec gives the task new memory and dumpability, and saved ids equal to
+        the effective ones: checked alive, its verdict starts over; gone, it keeps
+        the one it had, and is judged by its executable at exit."""
         before = self.tasks.get(pid)
         if before is None:
             return
         creds = read_creds(pid, self.proc)
-        if creds is None:  # gone already: judged by its executable at exit
-            self.tasks[pid] = _Task(before.ok, True)
+        # /proc/PID/exe is read after the ids: if it is there, the task still had
+        # its memory then, so the owner of its status file told its dumpability (a
+        # zombie's looks dumpable whatever it was)
+        if creds is None or not self._learn_exe(pid):
+            self.tasks[pid] = before._replace(exec_unchecked=True)
             return
-        self._learn_exe(pid)
-        self.tasks[pid] = _OK if before.ok and creds.owner_sees() else _HIDDEN
+        self.tasks[pid] = _OK if creds.owner_sees() else _HIDDEN
 
-    def _learn_exe(self, pid: int) -> None:
-        """Remember whether the executable of ``pid`` keeps a task dumpable for every
-        user: no setuid/setgid bit, no file capabilities, readable by all."""
+    def _learn_exe(self, pid: int) -> bool:
+        """Learn (or check again) the executable of live task ``pid`` and, the first
+        time it is seen, its directory's other files; False when the task has no
+        executable any more (gone, or a zombie)."""
+        exe = f"{self.proc}/{pid}/exe"
         try:
-            st = os.stat(f"{self.proc}/{pid}/exe")
+            st = os.stat(exe)
+        except OSError:
+            return False
+        key = (st.st_dev, st.st_ino)
+        plain = _keeps_dumpable(exe, st)
+        for known in (self.base, self.exes):
+            if key in known:
+                known[key] = plain  # checked again: a chmod or setcap since shows
+                return True
+        self._remember(self.exes, key, plain)
+        try:
+            path = os.readlink(exe)
+        except OSError:
+            return True
+        if path.startswith("/") and not path.endswith(" (deleted)"):
+            self.learn_dir(f"{self.proc}/{pid}/root{os.path.dirname(path)}", self.exes,
+                           MAX_SIBLINGS)
+        return True
+
+    def learn_dir(self, directory: str, into: dict[tuple[int, int], bool], limit: int) -> None:
+        """Learn at most ``limit`` files of ``directory`` into ``into``, once per
+        directory (MAX_DIRS remembered); what cannot be read is skipped."""
+        try:
+            st = os.stat(directory)
         except OSError:
             return
         key = (st.st_dev, st.st_ino)
-        if key in self.exes:
+        if key in self.dirs:
             return
-        plain = not st.st_mode & (stat.S_ISUID | stat.S_ISGID) and st.st_mode & 0o444 == 0o444
-        if plain:
-            try:
-                os.getxattr(f"{self.proc}/{pid}/exe", "security.capability")
-                plain = False
-            except OSError as err:
-                plain = err.errno == errno.ENODATA
-        if len(self.exes) >= MAX_EXES:
-            self.exes.clear()
-        self.exes[key] = plain
+        if len(self.dirs) >= MAX_DIRS:
+            self.dirs.clear()
+        self.dirs.add(key)
+        try:
+            with os.scandir(directory) as entries:
+                for _, entry in zip(range(limit), entries, strict=False):
+                    self._learn_file(entry.path, into)
+        except OSError:
+            return
+
+    def _learn_file(self, path: str, into: dict[tuple[int, int], bool]) -> None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            self._remember(into, (st.st_dev, st.st_ino), _keeps_dumpable(path, st))
+
+    def _remember(self, into: dict[tuple[int, int], bool], key: tuple[int, int],
+                  plain: bool) -> None:
+        if key in into:
+            return
+        if len(into) >= MAX_EXES:
+            if into is self.base:
+                return  # the start's share is full: the rest is learned as it runs
+            into.clear()
+        into[key] = plain
 
     def sample(self) -> None:
         """Every SAMPLE_S: mark processes that made themselves non-dumpable (no
@@ -329,10 +437,14 @@ class ExitPolicy:
 
     # -------------------------------------------------------- deciding
 
-    def owner_sees(self, record: ExitRecord) -> bool | None:
+    def owner_sees(self, record: ExitRecord, complete: bool = True) -> bool | None:
         """Whether the owner (ac_uid/ac_gid) of this exit may see it; None when unknown
-        (admins only).  Forgets the task; counts hidden and unknown exits."""
+        (admins only), always when ``complete`` is False (the caller could not read
+        every event queued before the record).  Forgets the task; counts hidden and
+        unknown exits."""
         verdict = self._verdict(record)
+        if not complete:
+            verdict = None
         if verdict is None:
             self.counters["policy_unknown"] += 1
         elif not verdict:
@@ -348,9 +460,31 @@ class ExitPolicy:
             self.tasks.pop(tgid, None)
         if task is None or not self.trusted:
             return None
-        if not task.ok or (group is not None and not group.ok):
+        states = (task,) if group is None else (task, group)
+        if any(not s.ok and not s.unsure for s in states):
             return False
+        if any(s.unsure for s in states):
+            return None
         if task.exec_unchecked:
-            exe = self.exes.get((record.task.ac_exe_dev or 0, record.task.ac_exe_inode or 0))
-            return exe  # None: an executable never seen alive
+            key = (record.task.ac_exe_dev or 0, record.task.ac_exe_inode or 0)
+            known = self.base.get(key)
+            return self.exes.get(key) if known is None else known  # None: never learned
         return True
+
+
+def _keeps_dumpable(path: str, st: os.stat_result) -> bool:
+    """Whether exec'ing the file ``path`` (stat ``st``) leaves a task dumpable for any
+    user: no setuid/setgid bit, readable by all, no file capabilities."""
+    if st.st_mode & (stat.S_ISUID | stat.S_ISGID) or st.st_mode & 0o444 != 0o444:
+        return False
+    try:
+        os.getxattr(path, "security.capability")
+    except OSError as err:
+        return err.errno in (errno.ENODATA, errno.ENOTSUP)
+    return False
+
+
+def standard_exe_dirs() -> list[str]:
+    """Where executables usually are: the daemon's PATH and the standard directories."""
+    path = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d.startswith("/")]
+    return list(dict.fromkeys([*path, *STANDARD_DIRS]))

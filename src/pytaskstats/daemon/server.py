@@ -40,9 +40,10 @@ from ..kernel import Connection
 from ..procfs import ProcSource
 from ..records import CgroupStats, ExitRecord
 from . import protocol, schema
+from .journal_queries import Scope
 from .listeners import ListenerLists, MaskError, check_cpumask, cpumask_maxlen, cpumask_payload
 from .namespaces import NsView
-from .policy import Policy, owner_may_see, peer_credentials
+from .policy import Policy, client_status, owner_may_see, peer_credentials
 from .procmode import ProcfsKernel
 from .socketfile import BoundSocket
 
@@ -131,7 +132,7 @@ class Server:
     def __init__(self, path: str, kernel: Connection | ProcfsKernel, *, policy: Policy,
                  limits: Limits,
                  status: Callable[[dict[str, Any]], dict[str, Any]],
-                 history: Callable[[dict[str, Any]], list[dict[str, Any]]],
+                 history: Callable[[dict[str, Any], Scope | None], list[dict[str, Any]]],
                  possible_cpus: list[int], nr_cpu_ids: int) -> None:
         self.path, self.kernel, self.policy, self.limits = path, kernel, policy, limits
         self.status, self.history = status, history
@@ -400,11 +401,13 @@ class Server:
             raise NetlinkError(f"unknown command {cmd}", errno=errno.EOPNOTSUPP)
         params = schema.check(cmd, protocol.decode_json(msg))
         if cmd == protocol.CMD_STATUS:
-            self._reply(peer, protocol.encode_reply(self.status(params), seq=msg.seq, pid=peer.id))
+            self._reply(peer, protocol.encode_reply(self._status(peer, params), seq=msg.seq,
+                                                    pid=peer.id))
         elif cmd == protocol.CMD_HISTORY:
-            if not peer.admin:
-                params["uid"] = peer.uid
-            for part in protocol.encode_rows(self.history(params), seq=msg.seq, pid=peer.id):
+            rows = self.history(params, self._scope(peer))
+            if peer.view is not None:
+                rows = [peer.view.row(row) for row in rows]
+            for part in protocol.encode_rows(rows, seq=msg.seq, pid=peer.id):
                 self._reply(peer, part)
         elif cmd == protocol.CMD_SET_OPTIONS:
             peer.cap_ack = params.get("cap_ack", peer.cap_ack)
@@ -414,6 +417,29 @@ class Server:
             self._reply(peer, protocol.encode_reply(
                 {k: v for k, v in counts._asdict().items() if k.startswith("nr_")},
                 seq=msg.seq, pid=peer.id))
+
+    @staticmethod
+    def _scope(peer: Peer) -> Scope | None:
+        """The journal rows ``peer`` may read (see :mod:`.policy`); None: all."""
+        view = peer.view
+        pidns = view.chain if view is not None and view.level > 0 else None
+        if peer.admin and pidns is None:
+            return None
+        uid, gid = (None, None) if peer.admin else (peer.uid, peer.gid)
+        return Scope(uid, gid, pidns, view.level if pidns is not None and view else 0)
+
+    def _status(self, peer: Peer, params: dict[str, Any]) -> dict[str, Any]:
+        """The status document as ``peer`` may see it (see :mod:`.policy`); only
+        admins may make it flush the journal first (a cost on every user)."""
+        doc = self.status(params if peer.admin else {})
+        if peer.admin and peer.view is None:
+            return doc
+        listening = bool(self.listeners.cpus_of(peer.id))
+        return client_status(doc, {
+            "uid": peer.uid, "gid": peer.gid, "admin": peer.admin,
+            "namespaced": peer.view is not None, "listening": listening,
+            "dropped_records": peer.dropped,
+            "unattributed": peer.view.unattributed if peer.view is not None else 0})
 
     def _ack(self, peer: Peer, msg: nl.Message) -> None:
         """The ACK of ``msg`` if it asked for one (NLM_F_ACK), with the parse warning
@@ -473,13 +499,15 @@ class Server:
             assert peer.view is not None
             peer.view.rescan()
 
-    def publish(self, record: ExitRecord, raw: bytes) -> None:
-        """Queue an exit message for every listener of its CPU allowed to see it,
-        translated into the listener's namespaces where they differ from ours."""
-        uid = record.task.ac_uid
+    def publish(self, record: ExitRecord, raw: bytes, owner_sees: bool | None = None) -> None:
+        """Queue an exit message for every listener of its CPU allowed to see it (an
+        admin, or its owner when ``owner_sees``: see :mod:`.policy`), translated into
+        the listener's namespaces where they differ from ours."""
+        uid, gid = record.task.ac_uid, record.task.ac_gid
         for pid in self.listeners.for_cpu(record.cpu):
             peer = self.peers.get(pid)
-            if peer is None or not (peer.admin or uid == peer.uid):
+            if peer is None or not (peer.admin or (
+                    owner_sees and uid == peer.uid and gid == peer.gid)):
                 continue
             if peer.view is not None:
                 seen = peer.view.exit(record)
