@@ -40,16 +40,14 @@ from .journal_queries import (
     BUCKET_FIELDS,
     BUSY_TIMEOUT_MS,
     CONTEXT,
-    PLAUSIBLE_PCT,
-    PLAUSIBLE_SLACK_NS,
     Gap,
     JournalQueries,
     fetch,
     read,
 )
 
-__all__ = ["AGGREGATES", "BUCKET_FIELDS", "MIGRATIONS", "PLAUSIBLE_PCT", "PLAUSIBLE_SLACK_NS",
-           "Gap", "Item", "Journal", "JournalEntry", "JournalError", "commit_due", "decode_raw"]
+__all__ = ["AGGREGATES", "BUCKET_FIELDS", "MIGRATIONS", "Gap", "Item", "Journal", "JournalEntry",
+           "JournalError", "commit_due", "decode_raw"]
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")

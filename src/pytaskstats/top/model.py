@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ..plausible import limit_ns
 from ..records import ExitRecord, TaskStats
 from ..summary import MEMORY_KINDS
 
@@ -86,16 +87,17 @@ _get_ns = operator.itemgetter(*_NS_FIELDS)
 
 
 def plausible(delta: Counters, span_ns: int) -> tuple[Counters, int]:
-    """``delta`` of one task with every ns value larger than ``span_ns`` (the time it
-    covers) set to 0, and how many were.
+    """``delta`` of one task with every ns value longer than the task lived during
+    ``span_ns`` (the rule of :mod:`pytaskstats.plausible`) set to 0, and how many were.
 
     One task cannot run or wait longer than the time elapsed.  The kernel does
     report more when delay accounting is switched off and on again during a wait:
     the wait is then charged from a stale start time (from boot if none).
     """
-    if max(_get_ns(delta)) <= span_ns:
+    limit = limit_ns(span_ns)
+    if max(_get_ns(delta)) <= limit:
         return delta, 0
-    bad = [i for i in _NS_FIELDS if delta[i] > span_ns]
+    bad = [i for i in _NS_FIELDS if delta[i] > limit]
     return tuple(0 if i in bad else v for i, v in enumerate(delta)), len(bad)
 
 
@@ -273,7 +275,8 @@ class Frame:
 
     ``interval_ns`` is None for the first sample (no rates yet).  ``absent``: COUNTED
     fields the records lack (their metrics read None).  ``discarded``: impossible
-    per-task deltas dropped in this refresh (see :func:`plausible`).
+    per-task deltas dropped in this refresh (see :func:`plausible`), ``discarded_total``
+    since the model started.
     """
 
     def __init__(self, *, t_ns: int, interval_ns: int | None, delayacct: bool | None,
@@ -285,6 +288,7 @@ class Frame:
         self.tasks, self.exits, self.lost, self.discarded = tasks, exits, lost, discarded
         self.exits_total, self.process_exits_total = counts.exits, counts.process_exits
         self.lost_total, self.absent = counts.lost, absent
+        self.discarded_total = counts.discarded
         self._build = {"process": build_processes, "thread": build_threads}
         self._rows: dict[str, tuple[Row, ...]] = {}
 
