@@ -658,6 +658,7 @@ def test_taskstatsd_serves_metrics_with_its_loss_and_journal_counters() -> None:
         assert 'taskstats_journal_records_dropped_total{reason="queue_full"}' in got
         assert 'taskstats_netlink_dropped_messages_total{listener="0"}' in got
         assert got["taskstats_up"] == 1 and got["taskstats_live_tasks"] > 1
+        assert 'taskstats_implausible_delays_total{kind="blkio"}' in got  # its count too
     finally:
         daemon.close()
     _assert_released(port)

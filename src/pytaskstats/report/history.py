@@ -44,9 +44,10 @@ def choose_bucket(span_s: float) -> int:
 
 @dataclass(frozen=True)
 class HistoryReport:
-    """What the history report shows: ``Journal.aggregate`` rows (``plausible``) per
-    bucket of ``bucket_s`` (BUCKET_FIELDS), per command and per cgroup, and in all
-    (GROUP_FIELDS); ``delayacct``: the state when the report was made;
+    """What the history report shows: ``Journal.aggregate`` rows (implausible delays
+    left out, counted in ``implausible``) per bucket of ``bucket_s`` (BUCKET_FIELDS),
+    per command and per cgroup, and in all (GROUP_FIELDS); ``delayacct``: the state
+    when the report was made;
     ``whole_range``: draw since..until (else only the span that has exits)."""
 
     since_ns: int
