@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__, connector, delayacct
 from .. import taskstats as ts
+from ..birthcgroups import BirthCgroups
 from ..errors import TaskstatsError, Unsupported
 from ..kernel import Connection, Listener, possible_cpus
 from ..metrics import start_for_daemon
-from ..procfs import ProcSource, cgroup_path
+from ..procfs import ProcSource
 from ..records import ExitRecord, Lost
 from ..transport import ConnectorSocket
 from . import config as config_mod
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 
 FDSTORE_PREFIX = "taskstats-cpus-"
 FORK_READS = 256  # fork datagrams read per turn of the loop
+BIRTH_READS = 1 << 14  # ... and before a batch of exits: what is queued (bounded)
+FORK_RCVBUF = 4 << 20  # bytes: about 6,000 queued events (a datagram takes ~700)
 READY = b"ready\n"  # the daemon's word to the waiting parent
 PIPE_BUF = 4096  # one write of at most this many bytes is atomic
 DRAIN_DATAGRAMS = 64  # per kernel socket and drain: clients get turns during a storm
@@ -63,7 +66,7 @@ class Daemon:
         self.started_ns = time.time_ns()
         self.counters = {"received": 0, "lost_overrun": 0, "lost_truncated": 0,
                          "lost_malformed": 0}
-        self.cgroups: dict[int, str | None] = {}
+        self.births = BirthCgroups()  # each exit's cgroup, learned at its process's birth
         self.metrics: DaemonMetrics | None = None
         self.running = True
         self.last_served = 0  # the client served last (round-robin)
@@ -100,6 +103,8 @@ class Daemon:
             self._account_downtime(self._stored)
             if cfg.metrics_listen:
                 self.metrics = start_for_daemon(self)
+            if cfg.cgroups:
+                self._watch_forks()
             undo.pop_all()
 
     def _journal(self, cfg: config_mod.Config) -> JournalProcess:
@@ -252,6 +257,8 @@ class Daemon:
     def ingest(self, index: int) -> None:
         """Journal and fan out what is queued on kernel socket ``index``, at most
         DRAIN_DATAGRAMS: the loop drains again after every client's turn."""
+        if self.fork_events is not None:
+            self._forks(BIRTH_READS)  # the births of these exits were queued before them
         now = time.time_ns()
         drained = (self.listener.drain_raw(index, DRAIN_DATAGRAMS)
                    if isinstance(self.listener, Listener) else self.listener.drain_raw(index))
@@ -271,25 +278,28 @@ class Daemon:
         self.journal.push()
 
     def _watch_forks(self) -> None:
-        """Subscribe to fork events once a namespaced client listens, so its short-lived
-        tasks are placed at birth (see :mod:`.namespaces`)."""
+        """Subscribe to the proc connector's events once: at start (each exit's cgroup
+        is learned at birth, see :mod:`pytaskstats.birthcgroups`) or once a namespaced
+        client listens, so its short-lived tasks are placed at birth (see
+        :mod:`.namespaces`)."""
         if self.fork_events is not None or self.fork_events_failed:
             return
         try:
-            self.fork_events = ConnectorSocket(1 << 20)
+            self.fork_events = ConnectorSocket(FORK_RCVBUF)
         except Unsupported:
             self.fork_events_failed = True
             return
         self.fork_events.setblocking(False)
         self.selector.register(self.fork_events.fileno(), selectors.EVENT_READ, ("forks", 0))
 
-    def _forks(self) -> None:
-        """Read up to FORK_READS fork datagrams.  An overrun (ENOBUFS) is skipped: the
-        periodic scans still place the survivors; any other error ends the fork
-        watch for good (the scans remain) rather than spin on it."""
+    def _forks(self, reads: int = FORK_READS) -> None:
+        """Read up to ``reads`` fork datagrams.  An overrun (ENOBUFS) is skipped: the
+        periodic scans still place the survivors, exits are attributed at exit;
+        any other error ends the fork watch for good (the scans remain) rather than
+        spin on it."""
         events = self.fork_events
         assert events is not None
-        for _ in range(FORK_READS):
+        for _ in range(reads):
             try:
                 n = events.recv()
             except BlockingIOError:
@@ -304,6 +314,7 @@ class Daemon:
                 self.fork_events, self.fork_events_failed = None, True
                 return
             for event in connector.decode(events.view, n):
+                self.births.on_event(event)
                 if isinstance(event, connector.Fork):
                     self.server.learn_fork(event.pid)
 
@@ -315,17 +326,7 @@ class Daemon:
             self.metrics.on_lost(lost)
 
     def _cgroup(self, record: ExitRecord) -> str | None:
-        if not self.cfg.cgroups:
-            return None
-        tgid = record.tgid or record.pid
-        if tgid not in self.cgroups:
-            if len(self.cgroups) > 65536:
-                self.cgroups.clear()
-            self.cgroups[tgid] = cgroup_path(tgid)
-        path = self.cgroups[tgid]
-        if record.ended_process:
-            self.cgroups.pop(tgid, None)
-        return path
+        return self.births.at_exit(record) if self.cfg.cgroups else None
 
     def _accept(self) -> None:
         for peer in self.server.accept_some():
@@ -389,7 +390,9 @@ class Daemon:
                          "client_dropped": self.server.dropped_client_records,
                          "clients_refused": self.server.refused_clients,
                          "client_reply_peak_bytes": self.server.reply_peak,
-                         "namespace_unattributed": self.server.unattributed()},
+                         "namespace_unattributed": self.server.unattributed(),
+                         "cgroup_from_birth": self.births.from_birth,
+                         "cgroup_unknown": self.births.unknown},
             "gaps": [list(g) for g in self.journal.gaps()[-10:]],
         }
 

@@ -1,0 +1,207 @@
+"""Cgroups learned at birth (pytaskstats.birthcgroups): the rules with fake events and
+a fake /proc, and taskstatsd attributing a storm of short tasks run in a cgroup the
+test creates."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytaskstats import Client, ExitRecord, TaskStats
+from pytaskstats.birthcgroups import FRESH_S, BirthCgroups
+from pytaskstats.connector import Exec, Exit, Fork
+from pytaskstats.daemon import protocol
+from pytaskstats.records import AGROUP
+
+from .conftest import remove_cgroup
+from .daemon_util import RunningDaemon
+
+SHELL, CHILD, THREAD = 100, 200, 201
+
+
+class FakeProc:
+    """A /proc whose processes and cgroups the test sets: tgid -> path."""
+
+    def __init__(self, **paths: str) -> None:
+        self.paths = {int(k[1:]): v for k, v in paths.items()}
+        self.reads = 0
+
+    def __call__(self, tgid: int) -> str | None:
+        self.reads += 1
+        return self.paths.get(tgid)
+
+
+def exit_of(pid: int, tgid: int | None = None, *, ppid: int = SHELL,
+            ended: bool = True) -> ExitRecord:
+    task = TaskStats(version=17, ac_pid=pid, ac_tgid=tgid or pid, ac_ppid=ppid,
+                     ac_flag=AGROUP if ended else 0)
+    return ExitRecord(task=task, pid=pid, tgid=tgid or pid)
+
+
+def test_a_child_gone_before_it_was_read_gets_its_parents_cgroup() -> None:
+    proc = FakeProc(p100="/storm")
+    births = BirthCgroups(proc)
+    births.on_event(Fork(CHILD, CHILD, SHELL, 0, SHELL))  # the child is already gone
+    births.on_event(Exit(CHILD, CHILD, 0, 0))
+    assert births.at_exit(exit_of(CHILD)) == "/storm"
+    assert (births.births, births.inherited, births.from_birth) == (1, 1, 1)
+    assert len(births) == 0  # forgotten at its exit
+
+
+def test_the_parents_known_cgroup_when_both_are_gone() -> None:
+    proc = FakeProc(p100="/storm")
+    births = BirthCgroups(proc)
+    births.on_event(Fork(SHELL, SHELL, 1, 0, 1))
+    del proc.paths[SHELL]
+    births.on_event(Fork(CHILD, CHILD, SHELL, 0, SHELL))
+    assert births.at_exit(exit_of(CHILD)) == "/storm"
+
+
+def test_a_forking_parent_is_read_again_after_a_while() -> None:
+    """A storm's parent is read once per FRESH_S, not once per child; a move of the
+    parent shows in its children forked after that."""
+    now = [0.0]
+    proc = FakeProc(p100="/a")
+    births = BirthCgroups(proc, clock=lambda: now[0])
+    for child in range(200, 210):
+        births.on_event(Fork(child, child, SHELL, 0, SHELL))
+    assert proc.reads == 10 + 1  # the children (gone) and the parent once
+    proc.paths[SHELL] = "/b"  # the parent moved itself
+    now[0] += FRESH_S
+    births.on_event(Fork(300, 300, SHELL, 0, SHELL))
+    assert [births.live[pid] for pid in (209, 300)] == ["/a", "/b"]
+
+
+def test_the_child_read_at_birth_wins_over_the_parent() -> None:
+    proc = FakeProc(p100="/a", p200="/b")
+    births = BirthCgroups(proc)
+    births.on_event(Fork(CHILD, CHILD, SHELL, 0, SHELL))
+    del proc.paths[CHILD]
+    assert births.at_exit(exit_of(CHILD)) == "/b" and births.inherited == 0
+
+
+def test_a_migration_is_caught_at_exec_and_at_exit() -> None:
+    proc = FakeProc(p200="/a")
+    births = BirthCgroups(proc)
+    births.on_event(Fork(CHILD, CHILD, SHELL, 0, SHELL))
+    proc.paths[CHILD] = "/b"
+    births.on_event(Exec(CHILD, CHILD))
+    assert births.live[CHILD] == "/b"
+    proc.paths[CHILD] = "/c"  # moved after exec, still there at exit
+    assert births.at_exit(exit_of(CHILD)) == "/c" and births.read_at_exit == 1
+    births.on_event(Fork(CHILD, CHILD, SHELL, 0, SHELL))
+    proc.paths[CHILD] = "/d"
+    births.on_event(Exec(CHILD, CHILD))
+    del proc.paths[CHILD]
+    assert births.at_exit(exit_of(CHILD)) == "/d"  # gone at exit: what exec saw
+
+
+def test_threads_share_their_process_cgroup_until_it_ends() -> None:
+    proc = FakeProc(p200="/a")
+    births = BirthCgroups(proc)
+    births.on_event(Fork(CHILD, CHILD, SHELL, 0, SHELL))
+    births.on_event(Fork(THREAD, CHILD, SHELL, 0, CHILD))  # a thread: no new entry
+    del proc.paths[CHILD]
+    assert births.births == 1
+    births.on_event(Exit(CHILD, CHILD, 0, 0))  # the leader first (a zombie leader)
+    assert births.at_exit(exit_of(CHILD, ended=False)) == "/a"
+    assert births.at_exit(exit_of(THREAD, CHILD)) == "/a"
+    assert len(births) == 0
+
+
+def test_a_reused_pid_does_not_take_the_old_processes_exit() -> None:
+    proc = FakeProc(p200="/old")
+    births = BirthCgroups(proc)
+    births.on_event(Fork(CHILD, CHILD, SHELL, 0, SHELL))
+    births.on_event(Exit(CHILD, CHILD, 0, 0))
+    proc.paths[CHILD] = "/new"  # reaped, and the pid given to a new process
+    births.on_event(Fork(CHILD, CHILD, SHELL, 0, SHELL))
+    assert births.at_exit(exit_of(CHILD)) == "/old"  # the old exit record, late
+    assert births.at_exit(exit_of(CHILD)) == "/new"
+
+
+def test_unknown_tasks_are_read_at_exit_else_counted_unknown() -> None:
+    proc = FakeProc(p300="/x")
+    births = BirthCgroups(proc)
+    assert births.at_exit(exit_of(300)) == "/x"  # born before we listened
+    assert births.at_exit(exit_of(301, ppid=302)) is None and births.unknown == 1
+
+
+def test_memory_is_bounded() -> None:
+    proc = FakeProc(p1="/")
+    births = BirthCgroups(lambda tgid: "/", max_live=100, max_recent=10)
+    for pid in range(2, 1002):
+        births.on_event(Fork(pid, pid, 1, 0, 1))
+        births.on_event(Exit(pid, pid, 0, 0))  # exit records lost: never asked
+    assert len(births.live) <= 100 and len(births.recent) <= 10
+    for pid in range(2000, 3000):
+        births.on_event(Fork(pid, pid, 1, 0, 1))  # exits lost
+    assert len(births.live) == 100 and 2999 in births.live
+    assert proc.reads == 0
+
+
+# ------------------------------------------------------------------ taskstatsd
+
+
+def cgroup2_root() -> Path:
+    """Where the cgroup2 hierarchy is mounted."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[fields.index("-") + 1] == "cgroup2":
+            return Path(fields[4])
+    pytest.skip("no cgroup2 hierarchy mounted")
+
+
+@pytest.fixture
+def storm_cgroup() -> Iterator[Path]:
+    """A cgroup of this test's own, removed afterwards."""
+    group = cgroup2_root() / f"pytaskstats-test-{secrets.token_hex(4)}"
+    group.mkdir()
+    try:
+        yield group
+    finally:
+        remove_cgroup(group)
+
+
+STORM = ('echo $$ > "$1/cgroup.procs" || exit 1; i=0; while [ $i -lt "$2" ]; do "$3"; '
+         'i=$((i + 1)); done')
+TASKS = 2000
+
+
+def _history(socket: str, **params: Any) -> list[dict[str, Any]]:
+    with Client("daemon", socket_path=socket) as client:
+        rows: list[dict[str, Any]] = client.daemon_request(protocol.CMD_HISTORY, params)
+    return rows
+
+
+@pytest.mark.kernel
+def test_taskstatsd_attributes_a_storm_of_short_tasks_to_their_cgroup(
+        tmp_path: Path, storm_cgroup: Path) -> None:
+    """2,000 runs of a copy of /bin/true (a comm of this test's own) by a shell in a
+    cgroup the test created: at least 99% of their exits land in that cgroup."""
+    comm = f"cgb{secrets.token_hex(5)}"
+    exe = tmp_path / comm
+    shutil.copy("/bin/true", exe)
+    daemon = RunningDaemon(None)
+    try:
+        subprocess.run(["sh", "-c", STORM, "sh", str(storm_cgroup), str(TASKS), str(exe)],
+                       check=True, timeout=120)
+        deadline = time.monotonic() + 30
+        groups = _history(daemon.socket, comm=comm, group_by="cgroup")
+        while sum(g["exits"] for g in groups) < TASKS and time.monotonic() < deadline:
+            time.sleep(0.1)  # a poll with a deadline: the journal catches up
+            groups = _history(daemon.socket, comm=comm, group_by="cgroup")
+    finally:
+        daemon.close()
+    exits = {g["cgroup"]: g["exits"] for g in groups}
+    received = sum(exits.values())
+    mine = exits.get("/" + str(storm_cgroup.relative_to(cgroup2_root())), 0)
+    assert received >= TASKS // 2, exits  # a few may be lost on a loaded machine
+    assert mine >= 0.99 * received, exits
