@@ -17,7 +17,6 @@ lost, and how many processes the map held at most.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import select
 import subprocess
@@ -27,12 +26,10 @@ from pathlib import Path
 
 from _bench import require_root
 
-from pytaskstats import connector
-from pytaskstats.birthcgroups import BirthCgroups
+from pytaskstats.birthcgroups import BirthCgroups, BirthWatch
 from pytaskstats.kernel import Listener
 from pytaskstats.procfs import cgroup_path
 from pytaskstats.records import ExitRecord, Lost
-from pytaskstats.transport import ConnectorSocket
 
 STORM = 'echo $$ > "$1/cgroup.procs" || exit 1; i=0; while [ $i -lt "$2" ]; do ' \
         '/bin/true; i=$((i + 1)); done'
@@ -67,35 +64,19 @@ class Tally:
             self.at_birth += new == self.path
 
 
-def forks(sock: ConnectorSocket, births: BirthCgroups, tally: Tally) -> None:
-    """Every queued connector event into ``births``."""
-    while True:
-        try:
-            n = sock.recv()
-        except BlockingIOError:
-            return
-        except OSError as err:
-            if err.errno != errno.ENOBUFS:
-                raise
-            tally.overruns += 1
-            continue
-        for event in connector.decode(sock.view, n):
-            births.on_event(event)
-        tally.peak = max(tally.peak, len(births))
-
-
 def storm(tasks: int, group: Path) -> Tally:
-    births = BirthCgroups()
-    sock = ConnectorSocket(4 << 20)
-    sock.setblocking(False)
+    watch = BirthWatch()
+    births = watch.births
     with Listener(per_cpu=True) as listener:
         shell = subprocess.Popen(["sh", "-c", STORM, "sh", str(group), str(tasks)])
         tally = Tally(shell.pid, "/" + str(group.relative_to(cgroup2_root())))
         deadline = None
         while tally.exits < tasks and (deadline is None or time.monotonic() < deadline):
-            select.select([*listener.fds, sock.fileno()], [], [], 0.1)
-            forks(sock, births, tally)  # the births of the exits below came first
-            for event in listener.drain():
+            select.select([*listener.fds, watch.sock.fileno()], [], [], 0.1)
+            events = listener.drain()
+            watch.drain()  # the births of these exits were queued before them
+            tally.peak = max(tally.peak, len(births))
+            for event in events:
                 if isinstance(event, Lost):
                     tally.lost += event.records
                 else:
@@ -104,7 +85,8 @@ def storm(tasks: int, group: Path) -> Tally:
                 deadline = time.monotonic() + DRAIN_S
         if shell.wait() != 0:
             sys.exit(f"cgroup_birth.py: the storm shell failed (status {shell.returncode})")
-    sock.close()
+    tally.overruns = watch.overruns
+    watch.close()
     return tally
 
 

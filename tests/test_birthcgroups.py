@@ -4,10 +4,14 @@ test creates."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
+import signal
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,3 +209,77 @@ def test_taskstatsd_attributes_a_storm_of_short_tasks_to_their_cgroup(
     mine = exits.get("/" + str(storm_cgroup.relative_to(cgroup2_root())), 0)
     assert received >= TASKS // 2, exits  # a few may be lost on a loaded machine
     assert mine >= 0.99 * received, exits
+
+
+ORPHANS = ('echo $$ > "$1/cgroup.procs" || exit 1; i=0; while [ $i -lt "$2" ]; do ( "$3" & ); '
+           'i=$((i + 1)); done')
+# a child subreaper outside the cgroup that reaps the orphans at once: neither an orphan
+# nor its parent (this reaper) shows the cgroup in /proc when its exit is handled
+REAPER = """
+import ctypes, os, subprocess, sys
+assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+shell = subprocess.Popen(["sh", "-c", *sys.argv[1:]])
+status = None
+while True:
+    try:
+        pid, code = os.wait()
+    except ChildProcessError:
+        break
+    if pid == shell.pid:
+        status = code
+sys.exit(status != 0)
+"""
+
+
+def _serving(err: Path, proc: subprocess.Popen[bytes]) -> str:
+    """The exporter's URL once it says it serves (at most 20 s)."""
+    deadline = time.monotonic() + 20
+    while proc.poll() is None and "serving" not in err.read_text():
+        assert time.monotonic() < deadline, err.read_text()
+        time.sleep(0.05)
+    found = re.search(r"serving (http://127\.0\.0\.1:\d+/metrics)", err.read_text())
+    assert proc.poll() is None and found, err.read_text()
+    return found.group(1)
+
+
+def _exits_in(url: str, label: str) -> tuple[float, float]:
+    """taskstats_task_exits_total of cgroup ``label``, and the exits lost."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as reply:
+        text = reply.read().decode()
+    mine = re.search(rf'^taskstats_task_exits_total{{cgroup="{re.escape(label)}"}} (\S+)$',
+                     text, re.M)
+    lost = re.findall(r"^taskstats_exit_events_lost_total{.*} (\S+)$", text, re.M)
+    return (float(mine.group(1)) if mine else 0.0), sum(map(float, lost))
+
+
+@pytest.mark.kernel
+def test_the_exporter_attributes_orphaned_short_tasks_to_their_cgroup(
+        tmp_path: Path, storm_cgroup: Path) -> None:
+    """500 subshells in a cgroup the test created each start a task and exit at once:
+    the task, orphaned and reaped at once by a subreaper outside the cgroup, has
+    neither itself nor a parent in that cgroup in /proc when its exit is handled.
+    `taskstats exporter` (kernel backend) still counts >= 99% of the 1,001 exits
+    (shell, subshells, tasks) in that cgroup."""
+    n = 500
+    err = tmp_path / "exporter.err"
+    with open(err, "wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytaskstats", "--backend", "kernel", "exporter",
+             "--listen", "127.0.0.1:0", "--interval", "60"], stdout=subprocess.DEVNULL, stderr=f)
+    try:
+        url = _serving(err, proc)
+        subprocess.run([sys.executable, "-c", REAPER, ORPHANS, "sh", str(storm_cgroup), str(n),
+                        "/bin/true"], check=True, timeout=120)
+        label = "/" + str(storm_cgroup.relative_to(cgroup2_root()))
+        expected = 2 * n + 1
+        deadline = time.monotonic() + 20
+        mine, lost = _exits_in(url, label)
+        while mine + lost < expected and time.monotonic() < deadline:
+            time.sleep(0.1)  # a poll with a deadline: the orphans' exits trail the shell's
+            mine, lost = _exits_in(url, label)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, err.read_text()
+    assert mine >= 0.99 * (expected - lost), (mine, lost, expected)
+

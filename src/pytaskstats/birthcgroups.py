@@ -19,17 +19,22 @@ of processes the connector saw exit whose exit record is still to come.
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable
 
 from . import connector
+from .errors import Unsupported
 from .procfs import cgroup_path
 from .records import ExitRecord
+from .transport import ConnectorSocket
 
-__all__ = ["BirthCgroups"]
+__all__ = ["BirthCgroups", "BirthWatch"]
 
 MAX_LIVE = 1 << 20  # entries of live processes (pid_max is at most 4M)
 MAX_RECENT = 1 << 14  # entries of exited processes whose exit record is pending
+READS = 1 << 14  # connector datagrams read per drain (what is queued, bounded)
+RCVBUF = 4 << 20  # bytes: about 6,000 queued events (a datagram takes ~700)
 FRESH_S = 0.05  # a parent's cgroup read this recently is reused for its next children
 MAX_FRESH = 4096  # parents so remembered
 
@@ -148,3 +153,39 @@ class BirthCgroups:
         if tgid not in self.live and len(self.live) >= self.max_live:
             del self.live[next(iter(self.live))]
         self.live[tgid] = path
+
+
+class BirthWatch:
+    """A proc connector socket of its own feeding :class:`BirthCgroups` (for a process
+    that reads exits itself with CAP_NET_ADMIN): call :meth:`drain` before each batch
+    of exit records, then ``births.at_exit``.  ``overruns`` counts ENOBUFS."""
+
+    def __init__(self, births: BirthCgroups | None = None) -> None:
+        """Raises Unsupported without a proc connector (or the right to listen)."""
+        self.births = births or BirthCgroups()
+        try:
+            self.sock = ConnectorSocket(RCVBUF)
+        except OSError as err:
+            raise Unsupported(f"proc connector: {err.strerror}") from err
+        self.sock.setblocking(False)
+        self.overruns = 0
+
+    def drain(self, reads: int = READS) -> None:
+        """Feed up to ``reads`` queued datagrams to ``births``."""
+        for _ in range(reads):
+            try:
+                n = self.sock.recv()
+            except BlockingIOError:
+                return
+            except OSError as err:
+                if err.errno != errno.ENOBUFS:
+                    raise
+                self.overruns += 1
+                continue
+            for event in connector.decode(self.sock.view, n):
+                self.births.on_event(event)
+
+    def close(self) -> None:
+        """Unsubscribe (close the socket)."""
+        self.sock.close()
+

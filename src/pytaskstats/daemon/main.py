@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__, connector, delayacct
 from .. import taskstats as ts
-from ..birthcgroups import BirthCgroups
+from ..birthcgroups import RCVBUF, READS, BirthCgroups
 from ..errors import TaskstatsError, Unsupported
 from ..kernel import Connection, Listener, possible_cpus
 from ..metrics import start_for_daemon
@@ -47,8 +47,6 @@ if TYPE_CHECKING:
 
 FDSTORE_PREFIX = "taskstats-cpus-"
 FORK_READS = 256  # fork datagrams read per turn of the loop
-BIRTH_READS = 1 << 14  # ... and before a batch of exits: what is queued (bounded)
-FORK_RCVBUF = 4 << 20  # bytes: about 6,000 queued events (a datagram takes ~700)
 READY = b"ready\n"  # the daemon's word to the waiting parent
 PIPE_BUF = 4096  # one write of at most this many bytes is atomic
 DRAIN_DATAGRAMS = 64  # per kernel socket and drain: clients get turns during a storm
@@ -258,7 +256,7 @@ class Daemon:
         """Journal and fan out what is queued on kernel socket ``index``, at most
         DRAIN_DATAGRAMS: the loop drains again after every client's turn."""
         if self.fork_events is not None:
-            self._forks(BIRTH_READS)  # the births of these exits were queued before them
+            self._forks(READS)  # the births of these exits were queued before them
         now = time.time_ns()
         drained = (self.listener.drain_raw(index, DRAIN_DATAGRAMS)
                    if isinstance(self.listener, Listener) else self.listener.drain_raw(index))
@@ -285,7 +283,7 @@ class Daemon:
         if self.fork_events is not None or self.fork_events_failed:
             return
         try:
-            self.fork_events = ConnectorSocket(FORK_RCVBUF)
+            self.fork_events = ConnectorSocket(RCVBUF)
         except Unsupported:
             self.fork_events_failed = True
             return
