@@ -5,8 +5,8 @@ Run as root: ``python benchmarks/cgroup_birth.py [--tasks 20000]``.
 Creates a cgroup in the cgroup2 hierarchy, starts a shell in it that runs
 ``/bin/true`` ``--tasks`` times one after the other, and listens with an exit
 listener (one socket per CPU) and a proc connector socket whose events feed
-:class:`pytaskstats.birthcgroups.BirthCgroups` (drained before each batch of
-exits, as taskstatsd does).  For every exit record of the storm (a task whose
+:class:`pytaskstats.birthcgroups.BirthCgroups` (``BirthWatch``: drained before
+each exit is attributed; taskstatsd drains before each batch).  For every exit record of the storm (a task whose
 parent is the shell), both ways answer at the same moment: "at exit" reads
 ``/proc/TGID/cgroup`` when the record is handled (what taskstatsd did before),
 "at birth" is ``BirthCgroups.at_exit``.  Prints the share of the storm's exits
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from _bench import require_root
 
-from pytaskstats.birthcgroups import BirthCgroups, BirthWatch
+from pytaskstats.birthcgroups import BirthWatch
 from pytaskstats.kernel import Listener
 from pytaskstats.procfs import cgroup_path
 from pytaskstats.records import ExitRecord, Lost
@@ -54,10 +54,10 @@ class Tally:
         self.exits = self.at_exit = self.at_birth = self.lost = self.overruns = 0
         self.peak = 0
 
-    def record(self, rec: ExitRecord, births: BirthCgroups) -> None:
+    def record(self, rec: ExitRecord, watch: BirthWatch) -> None:
         mine = rec.task.ac_ppid == self.shell and rec.pid != self.shell
         old = cgroup_path(rec.tgid or rec.pid) if mine else None  # first: same moment
-        new = births.at_exit(rec)
+        new = watch.at_exit(rec)
         if mine:
             self.exits += 1
             self.at_exit += old == self.path
@@ -73,14 +73,12 @@ def storm(tasks: int, group: Path) -> Tally:
         deadline = None
         while tally.exits < tasks and (deadline is None or time.monotonic() < deadline):
             select.select([*listener.fds, watch.sock.fileno()], [], [], 0.1)
-            events = listener.drain()
-            watch.drain()  # the births of these exits were queued before them
-            tally.peak = max(tally.peak, len(births))
-            for event in events:
+            for event in listener.drain():
                 if isinstance(event, Lost):
                     tally.lost += event.records
                 else:
-                    tally.record(event, births)
+                    tally.record(event, watch)
+                    tally.peak = max(tally.peak, len(births))
             if deadline is None and shell.poll() is not None:
                 deadline = time.monotonic() + DRAIN_S
         if shell.wait() != 0:

@@ -23,6 +23,8 @@ from pytaskstats.birthcgroups import FRESH_S, BirthCgroups
 from pytaskstats.connector import Exec, Exit, Fork
 from pytaskstats.daemon import protocol
 from pytaskstats.records import AGROUP
+from pytaskstats.top.model import Model, Row
+from pytaskstats.top.sampler import Sampler
 
 from .conftest import remove_cgroup
 from .daemon_util import RunningDaemon
@@ -282,4 +284,32 @@ def test_the_exporter_attributes_orphaned_short_tasks_to_their_cgroup(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, err.read_text()
     assert mine >= 0.99 * (expected - lost), (mine, lost, expected)
+
+
+@pytest.mark.kernel
+def test_top_shows_the_cgroup_of_exits_no_sample_saw(tmp_path: Path,
+                                                     storm_cgroup: Path) -> None:
+    """`top`'s sampler (kernel backend): orphaned tasks of a cgroup the test created,
+    reaped at once, each exit too short for any sample: every one shows its cgroup."""
+    comm = f"cgt{secrets.token_hex(5)}"
+    exe = tmp_path / comm
+    shutil.copy("/bin/true", exe)
+    n = 200
+    with Client("kernel") as client:
+        sampler = Sampler(client)
+        try:
+            assert sampler.births is not None
+            subprocess.run([sys.executable, "-c", REAPER, ORPHANS, "sh", str(storm_cgroup),
+                            str(n), str(exe)], check=True, timeout=120)
+            model = Model()
+            deadline = time.monotonic() + 20
+            rows: list[Row] = []
+            while len(rows) < n and time.monotonic() < deadline:
+                rows += [r for r in model.update(sampler.sample()).rows("process")
+                         if r.exited and r.command == comm and r not in rows]
+        finally:
+            sampler.close()
+    label = "/" + str(storm_cgroup.relative_to(cgroup2_root()))
+    assert len(rows) >= n // 2, len(rows)  # a few may be lost on a loaded machine
+    assert sum(r.cgroup == label for r in rows) >= 0.99 * len(rows), {r.cgroup for r in rows}
 

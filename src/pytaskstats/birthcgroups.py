@@ -20,6 +20,8 @@ of processes the connector saw exit whose exit record is still to come.
 from __future__ import annotations
 
 import errno
+import select
+import threading
 import time
 from collections.abc import Callable
 
@@ -35,6 +37,7 @@ MAX_LIVE = 1 << 20  # entries of live processes (pid_max is at most 4M)
 MAX_RECENT = 1 << 14  # entries of exited processes whose exit record is pending
 READS = 1 << 14  # connector datagrams read per drain (what is queued, bounded)
 RCVBUF = 4 << 20  # bytes: about 6,000 queued events (a datagram takes ~700)
+FOLLOW_POLL_S = 0.25  # the following thread checks for close() this often
 FRESH_S = 0.05  # a parent's cgroup read this recently is reused for its next children
 MAX_FRESH = 4096  # parents so remembered
 
@@ -157,10 +160,13 @@ class BirthCgroups:
 
 class BirthWatch:
     """A proc connector socket of its own feeding :class:`BirthCgroups` (for a process
-    that reads exits itself with CAP_NET_ADMIN): call :meth:`drain` before each batch
-    of exit records, then ``births.at_exit``.  ``overruns`` counts ENOBUFS."""
+    that reads exits itself with CAP_NET_ADMIN): :meth:`at_exit` first reads what is
+    queued (the births of the exits at hand came before them).  ``follow=True`` also
+    reads from a thread of its own, for a reader that handles exits only now and then
+    (``top``): /proc must be read while the tasks are young.  ``overruns`` counts
+    ENOBUFS (events lost: those exits fall back to reading /proc at exit)."""
 
-    def __init__(self, births: BirthCgroups | None = None) -> None:
+    def __init__(self, births: BirthCgroups | None = None, *, follow: bool = False) -> None:
         """Raises Unsupported without a proc connector (or the right to listen)."""
         self.births = births or BirthCgroups()
         try:
@@ -169,9 +175,39 @@ class BirthWatch:
             raise Unsupported(f"proc connector: {err.strerror}") from err
         self.sock.setblocking(False)
         self.overruns = 0
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if follow:
+            self._thread = threading.Thread(target=self._follow, name="birthcgroups",
+                                            daemon=True)
+            self._thread.start()
+
+    def at_exit(self, record: ExitRecord) -> str | None:
+        """:meth:`BirthCgroups.at_exit` after reading the queued events."""
+        with self.lock:
+            self._drain(READS)
+            return self.births.at_exit(record)
 
     def drain(self, reads: int = READS) -> None:
         """Feed up to ``reads`` queued datagrams to ``births``."""
+        with self.lock:
+            self._drain(reads)
+
+    def close(self) -> None:
+        """Stop following and unsubscribe (close the socket)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sock.close()
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.sock.fileno()], [], [], FOLLOW_POLL_S)
+            if ready:
+                self.drain()
+
+    def _drain(self, reads: int) -> None:
         for _ in range(reads):
             try:
                 n = self.sock.recv()
@@ -184,8 +220,3 @@ class BirthWatch:
                 continue
             for event in connector.decode(self.sock.view, n):
                 self.births.on_event(event)
-
-    def close(self) -> None:
-        """Unsubscribe (close the socket)."""
-        self.sock.close()
-

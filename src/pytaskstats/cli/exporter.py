@@ -123,13 +123,10 @@ def _loop(listener: Listener, aggregator: Aggregator, tracker: LossTracker, samp
           interval: float, *, watch: BirthWatch | None = None) -> None:
     due = time.monotonic() + interval
     while True:
-        events = listener.poll(max(0.0, due - time.monotonic()))
-        if watch is not None:
-            watch.drain()  # the births of these exits were queued before them
-        for event in events:
+        for event in listener.poll(max(0.0, due - time.monotonic())):
             if isinstance(event, ExitRecord):
                 tracker.on_exit()
-                aggregator.on_exit(event, None if watch is None else watch.births.at_exit(event))
+                aggregator.on_exit(event, None if watch is None else watch.at_exit(event))
             else:
                 tracker.on_lost(event)
         if time.monotonic() >= due:

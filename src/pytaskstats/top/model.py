@@ -168,7 +168,8 @@ class Sample:
 
     ``t_ns``: time.monotonic_ns() when the bulk query started; ``span_ns``: its
     duration.  ``tasks``: tid -> pid record; ``tgids``: tid -> tgid (from /proc);
-    ``cgroups``: tgid -> cgroup path; ``users``: uid -> name (for tasks and exits);
+    ``cgroups``: tgid -> cgroup path (of exited processes too, when learned at their
+    birth); ``users``: uid -> name (for tasks and exits);
     ``exits``/``lost``: exit records drained (and records lost) since the last sample.
     """
 
@@ -494,7 +495,7 @@ def _exited_process(rec: ExitRecord, tgid: int, *, dead: _Dead, meta: _Meta | No
         totals = tuple(d if g is None else g for d, g in zip(totals, carried, strict=True))
     lifetime = task.ac_tgetime or task.ac_etime
     comm, uid, cgroup = (meta.comm, meta.uid, meta.cgroup) if meta else (
-        task.ac_comm or "?", task.ac_uid, None)
+        task.ac_comm or "?", task.ac_uid, sample.cgroups.get(tgid))
     return Row(pid=tgid, tgid=tgid, uid=uid, user=user_of(sample.users, uid), command=comm,
                cgroup=cgroup, threads=dead.threads, exited=True, seconds=seconds,
                totals=totals, values=values,
