@@ -3,8 +3,9 @@
 A task that lives a few milliseconds is reaped before anyone can read its
 ``/proc/PID/cgroup`` at exit, so its exit record would land in cgroup "unknown".
 :class:`BirthCgroups` learns every process's cgroup from fork and exec events
-(read from ``/proc`` while the task is young, else inherited from its parent:
-a child starts in its parent's cgroup) and answers for the exit record.
+and answers for the exit record.  At fork: the child's ``/proc`` entry while it
+is there, else its parent's cgroup (a child starts in its parent's): read now
+(at most every FRESH_S per parent), else the parent's known one.
 
 Contract: feed it every connector event (:meth:`on_event`) and, before
 attributing a batch of exit records, every event queued until then: a task's
@@ -13,14 +14,16 @@ each exit record.  A migration is caught by re-reading at exec and at the
 process's last exit while ``/proc`` still shows it.
 
 Memory is bounded: one entry per live process born since the start (pruned at its
-exit; at most ``max_live``, the oldest evicted) and at most ``max_recent`` entries
-of processes the connector saw exit whose exit record is still to come.
+exit; at most ``max_live``, the oldest evicted: its exit is then read at exit),
+at most ``max_recent`` entries of processes the connector saw exit whose exit
+record is still to come, and MAX_FRESH parents; paths are interned (shared).
 """
 
 from __future__ import annotations
 
 import errno
 import select
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +36,7 @@ from .transport import ConnectorSocket
 
 __all__ = ["BirthCgroups", "BirthWatch"]
 
-MAX_LIVE = 1 << 20  # entries of live processes (pid_max is at most 4M)
+MAX_LIVE = 1 << 18  # entries of live processes (~30 MB at most)
 MAX_RECENT = 1 << 14  # entries of exited processes whose exit record is pending
 READS = 1 << 14  # connector datagrams read per drain (what is queued, bounded)
 RCVBUF = 4 << 20  # bytes: about 6,000 queued events (a datagram takes ~700)
@@ -155,7 +158,7 @@ class BirthCgroups:
     def _store(self, tgid: int, path: str) -> None:
         if tgid not in self.live and len(self.live) >= self.max_live:
             del self.live[next(iter(self.live))]
-        self.live[tgid] = path
+        self.live[tgid] = sys.intern(path)
 
 
 class BirthWatch:

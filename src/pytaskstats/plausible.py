@@ -23,6 +23,7 @@ field of that kind (total, max, min) is left out, its ``KIND_count`` stays.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -43,6 +44,7 @@ def time_fields(kind: str) -> tuple[str, ...]:
 
 
 _TIME_FIELDS = {kind: time_fields(kind) for kind in DELAY_KINDS}
+_totals = operator.attrgetter(*(f"{kind}_delay_total" for kind in DELAY_KINDS))
 
 
 class LeftOut(NamedTuple):
@@ -78,8 +80,10 @@ def implausible(stats: TaskStats, at_s: float | None = None) -> tuple[str, ...]:
     if life is None:
         return ()
     limit = limit_ns(life)
-    return tuple(kind for kind in DELAY_KINDS
-                 if (v := getattr(stats, f"{kind}_delay_total")) is not None and v > limit)
+    totals = _totals(stats)
+    if max(v or 0 for v in totals) <= limit:  # the common case, fast
+        return ()
+    return tuple(k for k, v in zip(DELAY_KINDS, totals, strict=True) if v and v > limit)
 
 
 def checked(stats: TaskStats, at_s: float | None = None) -> tuple[TaskStats, tuple[str, ...]]:
