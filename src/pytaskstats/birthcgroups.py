@@ -4,8 +4,9 @@ A task that lives a few milliseconds is reaped before anyone can read its
 ``/proc/PID/cgroup`` at exit, so its exit record would land in cgroup "unknown".
 :class:`BirthCgroups` learns every process's cgroup from fork and exec events
 and answers for the exit record.  At fork: the child's ``/proc`` entry while it
-is there, else its parent's cgroup (a child starts in its parent's): read now
-(at most every FRESH_S per parent), else the parent's known one.
+is there (unless it reads the root, see ROOT), else its parent's cgroup (a child
+starts in its parent's): read now (at most every FRESH_S per parent), else the
+parent's known one.
 
 Contract: feed it every connector event (:meth:`on_event`) and, before
 attributing a batch of exit records, every event queued until then: a task's
@@ -43,6 +44,9 @@ RCVBUF = 4 << 20  # bytes: about 6,000 queued events (a datagram takes ~700)
 FOLLOW_POLL_S = 0.25  # the following thread checks for close() this often
 FRESH_S = 0.05  # a parent's cgroup read this recently is reused for its next children
 MAX_FRESH = 4096  # parents so remembered
+# a child read at fork in the root cgroup may not be in its own yet: the kernel sends
+# the fork event before it attaches the child to its cgroup (measured: 2 in 20,000)
+ROOT = "/"
 
 
 class BirthCgroups:
@@ -112,9 +116,9 @@ class BirthCgroups:
     def _born(self, tgid: int, ppid: int) -> None:
         self.births += 1
         path = self.read(tgid)
-        if path is None:
-            self.inherited += 1
-            path = self._parents(ppid)
+        if path is None or path == ROOT:  # gone, or read too early (see ROOT): the parent's
+            self.inherited += path is None
+            path = self._parents(ppid) or path
         if path is not None:
             self._store(tgid, path)
 
@@ -171,7 +175,7 @@ class BirthWatch:
 
     def __init__(self, births: BirthCgroups | None = None, *, follow: bool = False) -> None:
         """Raises Unsupported without a proc connector (or the right to listen)."""
-        self.births = births or BirthCgroups()
+        self.births = births if births is not None else BirthCgroups()
         try:
             self.sock = ConnectorSocket(RCVBUF)
         except OSError as err:

@@ -150,18 +150,19 @@ class Aggregator:
     # ------------------------------------------------------------ inputs
 
     def on_exit(self, record: ExitRecord, cgroup: str | None = None) -> None:
-        """Account one exit (its per-task record); ``cgroup``: the process's cgroup
-        path if the caller knows it."""
+        """Account one exit (its per-task record) in the cgroup the last sample saw it
+        in (newer than any birth record), else ``cgroup`` (the process's, if the
+        caller knows it), else its process's or parent's now."""
         now, stats = self.clock(), record.task
         start = now - (stats.ac_etime or 0) * 1000
         with self.lock:
             task = self.tasks.pop(record.pid, None)
             if task is not None and not _same(task.start_ns, task.seen_ns, start):
                 task = None  # a reused tid: the old task's exit was lost
-            if cgroup is not None:
-                label = self._label(cgroup)
-            elif task is not None:
+            if task is not None:
                 label = task.cgroup
+            elif cgroup is not None:
+                label = self._label(cgroup)
             else:
                 label = self._exit_label(record)
             series, _, kinds = self._add(label, stats, task.counted if task else _ZERO, now)
