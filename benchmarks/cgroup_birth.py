@@ -6,12 +6,12 @@ Creates a cgroup in the cgroup2 hierarchy, starts a shell in it that runs
 ``/bin/true`` ``--tasks`` times one after the other, and listens with an exit
 listener (one socket per CPU) and a proc connector socket whose events feed
 :class:`pytaskstats.birthcgroups.BirthCgroups` (``BirthWatch``: drained before
-each exit is attributed; taskstatsd drains before each batch).  For every exit record of the storm (a task whose
-parent is the shell), both ways answer at the same moment: "at exit" reads
-``/proc/TGID/cgroup`` when the record is handled (what taskstatsd did before),
-"at birth" is ``BirthCgroups.at_exit``.  Prints the share of the storm's exits
-each attributes to the benchmark's cgroup, the records and connector events
-lost, and how many processes the map held at most.
+each exit is attributed; taskstatsd drains before each batch).  For every exit
+record of the storm (a task whose parent is the shell), both ways answer at the
+same moment: "at exit" reads ``/proc/TGID/cgroup`` when the record is handled
+(what taskstatsd did before), "at birth" is ``BirthWatch.at_exit``.  Prints the
+share of the storm's exits each attributes to the benchmark's cgroup, the records
+and connector events lost, and how many processes the map held at most.
 """
 
 from __future__ import annotations
