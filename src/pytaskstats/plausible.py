@@ -58,9 +58,11 @@ class LeftOut(NamedTuple):
     etime_us: int
 
 
-def limit_ns(life: int) -> int:
-    """The longest plausible delay of a task that lived ``life`` ns."""
-    return life * (100 + SLACK_PCT) // 100 + SLACK_NS
+def limit_ns(life: int, *, exact: bool = False) -> int:
+    """The longest plausible delay of a task that lived ``life`` ns.  ``exact``: the
+    caller measured ``life`` itself with its own tolerance (``top``'s intervals),
+    so no slack is added."""
+    return life if exact else life * (100 + SLACK_PCT) // 100 + SLACK_NS
 
 
 def life_ns(stats: TaskStats, at_s: float | None = None) -> int | None:

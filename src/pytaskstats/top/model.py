@@ -94,7 +94,7 @@ def plausible(delta: Counters, span_ns: int) -> tuple[Counters, int]:
     report more when delay accounting is switched off and on again during a wait:
     the wait is then charged from a stale start time (from boot if none).
     """
-    limit = limit_ns(span_ns)
+    limit = limit_ns(span_ns, exact=True)  # span_ns has the sampling tolerance
     if max(_get_ns(delta)) <= limit:
         return delta, 0
     bad = [i for i in _NS_FIELDS if delta[i] > limit]
