@@ -138,7 +138,7 @@ def history_report(n: int, hours: float, out: Path) -> dict[str, Any]:
         bucket = choose_bucket(hours * 3600)
 
         def ask() -> HistoryReport:
-            window: dict[str, Any] = {"since_ns": since, "until_ns": until, "plausible": True}
+            window: dict[str, Any] = {"since_ns": since, "until_ns": until}
             return HistoryReport(
                 since, until, bucket,
                 tuple(journal.aggregate(bucket_s=bucket, fields=BUCKET_FIELDS, **window)),

@@ -341,7 +341,7 @@ def test_group_by_sums_counts_and_peaks(sample: Journal) -> None:
     by_comm = {g["ac_comm"]: g for g in groups}
     assert by_comm["make"]["ac_utime"] == 50
     assert by_comm["make"]["hiwater_rss"] == 3
-    assert set(by_comm["make"]) == {"ac_comm", "exits", *AGGREGATES}
+    assert set(by_comm["make"]) == {"ac_comm", "exits", "implausible", *AGGREGATES}
     by_uid = sample.query(group_by="uid", sort="ac_uid")
     assert [(g["ac_uid"], g["exits"]) for g in by_uid] == [(0, 2), (1000, 3)]
     by_cgroup = sample.query(group_by="cgroup", cgroup="/s", limit=1)

@@ -374,7 +374,8 @@ def test_aggregate_per_minute(journal: Journal) -> None:
     assert [r["exits"] for r in rows] == [3] * (len(records) // 3) + (
         [len(records) % 3] if len(records) % 3 else [])
     assert sum(r["ac_utime"] for r in rows) == sum(r.task.ac_utime or 0 for r in records)
-    assert set(rows[0]) == {"bucket_ns", "exits", "processes", "ac_utime", "blkio_delay_total"}
+    assert set(rows[0]) == {"bucket_ns", "exits", "processes", "ac_utime", "blkio_delay_total",
+                            "implausible"}
     window = journal.aggregate(bucket_s=120, since_ns=T0 + 60 * 10**9,
                                until_ns=T0 + 180 * 10**9)
     assert [r["exits"] for r in window] == [3, 3] and set(BUCKET_FIELDS) <= set(window[0])
@@ -385,17 +386,18 @@ def test_aggregate_groups_totals_and_plausibility(journal: Journal) -> None:
     by_cgroup = journal.aggregate(group_by="cgroup", fields=GROUP_FIELDS)
     assert [(r["cgroup"], r["exits"]) for r in by_cgroup] == [
         ("/a", len(records) // 2), ("/b", len(records) - len(records) // 2)]
-    raw = journal.aggregate(fields=["blkio_delay_total"])[0]
-    kept = journal.aggregate(fields=["blkio_delay_total"], plausible=True)[0]
+    kept = journal.aggregate(fields=["blkio_delay_total"])[0]
     clean, left_out = plausible(records)
-    assert raw["blkio_delay_total"] == sum(r.task.blkio_delay_total or 0 for r in records)
     assert kept["blkio_delay_total"] == sum(r.task.blkio_delay_total or 0 for r in clean)
-    assert kept["impossible"] == len(left_out) == 1 and "impossible" not in raw
-    by_comm = journal.aggregate(group_by="comm", bucket_s=3600, plausible=True)
+    assert kept["blkio_delay_total"] < sum(r.task.blkio_delay_total or 0 for r in records)
+    assert kept["implausible"] == len(left_out) == 1
+    assert journal.aggregate(fields=["ac_utime"])[0]["implausible"] == 0  # not among fields
+    by_comm = journal.aggregate(group_by="comm", bucket_s=3600)
     assert {r["ac_comm"] for r in by_comm} >= {"make", "cc1", "as", "prog"}
-    assert next(r for r in by_comm if r["ac_comm"] == "prog")["impossible"] == 1
+    assert next(r for r in by_comm if r["ac_comm"] == "prog")["implausible"] == 1
     empty = journal.aggregate(since_ns=0, until_ns=1)
-    assert empty == [{"exits": 0, "processes": None, **dict.fromkeys(BUCKET_FIELDS)}]
+    assert empty == [{"exits": 0, "processes": None, "implausible": 0,
+                      **dict.fromkeys(BUCKET_FIELDS)}]
 
 
 @pytest.mark.parametrize("bad", [
@@ -413,8 +415,7 @@ def test_aggregate_rejects_what_it_cannot_do(journal: Journal, bad: dict[str, An
 
 def history_data(journal: Journal, state: bool | None = True,
                  whole_range: bool = True) -> HistoryReport:
-    window: dict[str, Any] = {"since_ns": T0 - 60 * 10**9, "until_ns": T0 + 900 * 10**9,
-                              "plausible": True}
+    window: dict[str, Any] = {"since_ns": T0 - 60 * 10**9, "until_ns": T0 + 900 * 10**9}
     return HistoryReport(
         window["since_ns"], window["until_ns"], 60,
         tuple(journal.aggregate(bucket_s=60, fields=BUCKET_FIELDS, **window)),

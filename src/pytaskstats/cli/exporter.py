@@ -15,6 +15,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..birthcgroups import BirthWatch
+from ..errors import Unsupported
 from ..kernel import Listener
 from ..metrics import EXTRA_NOTE, extra_missing
 from ..metrics.aggregate import Aggregator, parse_groups
@@ -92,24 +94,39 @@ def _serve(args: argparse.Namespace, aggregator: Aggregator,
         sampler = Sampler(aggregator, client.pids, uid=uid)
         sampler.sample()
         service = service_type(aggregator, args.listen, lambda: tracker.health(listener))
+        watch = _birth_watch(client.backend)  # before we say we serve
         source = ("the kernel" if client.backend == "kernel"
                   else f"taskstatsd at {client.socket_path}")
         print(f"taskstats exporter: serving {service.url}; exits from {source} "
               f"({client.backend_reason}), live tasks every {args.interval:g}s",
               file=sys.stderr, flush=True)
         try:
-            _loop(listener, aggregator, tracker, sampler, args.interval)
+            _loop(listener, aggregator, tracker, sampler, args.interval, watch=watch)
         finally:
             service.close()
+            if watch is not None:
+                watch.close()
+
+
+def _birth_watch(backend: str) -> BirthWatch | None:
+    """Cgroups learned at birth when reading the kernel's exits (privileged), so that
+    short-lived tasks are attributed; None where the proc connector is not ours."""
+    if backend != "kernel":
+        return None
+    try:
+        return BirthWatch()
+    except Unsupported:
+        return None
+
 
 def _loop(listener: Listener, aggregator: Aggregator, tracker: LossTracker, sampler: Sampler,
-          interval: float) -> None:
+          interval: float, *, watch: BirthWatch | None = None) -> None:
     due = time.monotonic() + interval
     while True:
         for event in listener.poll(max(0.0, due - time.monotonic())):
             if isinstance(event, ExitRecord):
                 tracker.on_exit()
-                aggregator.on_exit(event)
+                aggregator.on_exit(event, None if watch is None else watch.at_exit(event))
             else:
                 tracker.on_lost(event)
         if time.monotonic() >= due:

@@ -78,8 +78,11 @@ def format_row(row: dict[str, Any]) -> str:
     head = (f"{row['exits']:>6} exits {row.get('key', '')!s:<24}" if "exits" in row else
             f"{time.strftime('%F %T', time.localtime(row['time_ns'] / 1e9))} "
             f"pid {row.get('pid')} {row.get('ac_comm') or '?':<16}")
+    left = (f" (implausible delays left out: {row['implausible']} exits)"
+            if row.get("implausible") else "")
     return (f"{head} user {secs('ac_utime', 1e-6)} sys {secs('ac_stime', 1e-6)} "
-            f"cpuwait {secs('cpu_delay_total', 1e-9)} iowait {secs('blkio_delay_total', 1e-9)}")
+            f"cpuwait {secs('cpu_delay_total', 1e-9)} iowait {secs('blkio_delay_total', 1e-9)}"
+            f"{left}")
 
 
 def run(args: argparse.Namespace) -> int:

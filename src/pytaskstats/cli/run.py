@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import delayacct, report
 from ..kernel import Listener
+from ..plausible import LeftOut, checked_records
 from ..records import ExitRecord, Lost
 from ..summary import ProcessSummary, process_tree, summarize, totals
 from .common import (
@@ -199,12 +200,30 @@ def format_text(result: RunResult, procs: list[ProcessSummary], state: bool | No
         status = wait_status(p.exitcode)
         lines.append(f"{p.tgid:>7} {p.ppid or 0:>7} {p.threads:>4} {p.comm[:16]:<16} "
                      f"{_cells(_row_values(p.values, p.etime_us), state)} {status}")
-    tot = totals(procs)
+    tot, left_out = plausible_totals(result.records)
     wall_us = int(result.wall_s * 1e6)
     lines.append(f"{'TOTAL':>7} {'':>7} {tot['threads'] or 0:>4} "
                  f"{str(tot['processes']) + ' processes':<16} "
                  f"{_cells(_row_values(tot, wall_us), state)} {exit_status(result.returncode)}")
+    if left_out:
+        lines.append(left_out_note(left_out))
     return "\n".join(lines)
+
+
+def plausible_totals(records: list[ExitRecord]) -> tuple[dict[str, int | None], list[LeftOut]]:
+    """The TOTAL row's sums, each delay longer than its task lived left out (the rows
+    keep the kernel's values), and what was left out."""
+    clean, left_out = checked_records(records)
+    return totals(summarize(clean)), left_out
+
+
+def left_out_note(left_out: list[LeftOut]) -> str:
+    """The line under the table that lists delays left out of TOTAL."""
+    listed = "; ".join(f"{i.comm} (pid {i.pid}) {i.field} {human_duration(i.value_ns / 1e9)} "
+                       f"in a life of {human_duration(i.etime_us / 1e6)}" for i in left_out[:3])
+    more = f"; and {len(left_out) - 3} more" if len(left_out) > 3 else ""
+    return (f"note: {len(left_out)} delay value{'s' if len(left_out) > 1 else ''} longer than "
+            f"the task lived (a kernel accounting error) left out of TOTAL: {listed}{more}")
 
 
 def format_json(result: RunResult, procs: list[ProcessSummary], state: bool | None
@@ -214,6 +233,7 @@ def format_json(result: RunResult, procs: list[ProcessSummary], state: bool | No
         return {k: (None if state is False and k in _NOT_MEASURED + tuple(
             f"{m}_delay_total" for m in ("swapin", "freepages", "thrashing", "compact",
                                          "wpcopy", "irq")) else x) for k, x in v.items()}
+    tot, left_out = plausible_totals(result.records)
     return {
         "command": result.command, "exit_status": exit_status(result.returncode),
         "wall_s": round(result.wall_s, 6), "delayacct": delayacct_json(state),
@@ -222,7 +242,9 @@ def format_json(result: RunResult, procs: list[ProcessSummary], state: bool | No
         "processes": [{"tgid": p.tgid, "ppid": p.ppid, "comm": p.comm, "threads": p.threads,
                        "ac_btime": p.btime, "ac_etime": p.etime_us,
                        "ac_exitcode": p.exitcode, **values(p.values)} for p in procs],
-        "totals": values(totals(procs)),
+        "totals": values(tot),
+        "implausible": [{"pid": i.pid, "comm": i.comm, "field": i.field, "value_ns": i.value_ns,
+                         "ac_etime": i.etime_us} for i in left_out],
     }
 
 

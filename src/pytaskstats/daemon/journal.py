@@ -40,8 +40,6 @@ from .journal_queries import (
     BUCKET_FIELDS,
     BUSY_TIMEOUT_MS,
     CONTEXT,
-    PLAUSIBLE_PCT,
-    PLAUSIBLE_SLACK_NS,
     TAG_COLUMNS,
     Gap,
     JournalQueries,
@@ -49,9 +47,8 @@ from .journal_queries import (
     read,
 )
 
-__all__ = ["AGGREGATES", "BUCKET_FIELDS", "MIGRATIONS", "NO_TAGS", "PLAUSIBLE_PCT",
-           "PLAUSIBLE_SLACK_NS", "Gap", "Item", "Journal", "JournalEntry", "JournalError", "Tags",
-           "commit_due", "decode_raw"]
+__all__ = ["AGGREGATES", "BUCKET_FIELDS", "MIGRATIONS", "NO_TAGS", "Gap", "Item", "Journal",
+           "JournalEntry", "JournalError", "Tags", "commit_due", "decode_raw"]
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -12,11 +12,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
-from ..fields import FIELDS, Field
+from ..fields import DELAY_KINDS, FIELDS, Field
+from ..plausible import sql_plausible, time_fields
 
-__all__ = ["AGGREGATES", "BUCKET_FIELDS", "BUSY_TIMEOUT_MS", "CONTEXT", "PLAUSIBLE_PCT",
-           "PLAUSIBLE_SLACK_NS", "TAG_COLUMNS", "Gap", "JournalQueries", "Scope", "fetch",
-           "ns_pid", "read"]
+__all__ = ["AGGREGATES", "BUCKET_FIELDS", "BUSY_TIMEOUT_MS", "CONTEXT", "TAG_COLUMNS", "Gap",
+           "JournalQueries", "Scope", "fetch", "ns_pid", "read"]
 
 BUSY_TIMEOUT_MS = 5000  # writer and readers wait this long for a lock
 CONTEXT = ("time_ns", "cpu", "pid", "tgid", "ended_process", "cgroup")
@@ -115,10 +115,8 @@ AGGREGATES: dict[str, str] = {f.name: a for f in FIELDS if (a := _aggregate(f)) 
 _DELAY_TOTALS = tuple(f.name for f in FIELDS if f.name.endswith("_delay_total"))
 # what Journal.aggregate sums by default: CPU time and every delay total
 BUCKET_FIELDS = ("ac_utime", "ac_stime", *_DELAY_TOTALS)
-PLAUSIBLE_PCT = 5  # a delay may exceed its task's ac_etime by this much (clocks differ)
-PLAUSIBLE_SLACK_NS = 10_000_000  # ... plus this
-_POSSIBLE = (f"{{0}} <= ac_etime * {1000 + 10 * PLAUSIBLE_PCT} + {PLAUSIBLE_SLACK_NS} "
-             "OR ac_etime IS NULL")
+# the delay kind of each time field the plausibility rule (pytaskstats.plausible) checks
+_KIND_OF = {name: kind for kind in DELAY_KINDS for name in time_fields(kind)}
 
 
 def _checked_fields(fields: Sequence[str]) -> tuple[str, ...]:
@@ -132,28 +130,32 @@ def _checked_fields(fields: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(fields))
 
 
-def _sum_of(name: str, plausible: bool) -> str:
-    """The aggregate of field ``name``; ``plausible``: impossible delays left out."""
-    if plausible and name in _DELAY_TOTALS:
-        return f"SUM(CASE WHEN {_POSSIBLE.format(name)} THEN {name} END)"
-    return AGGREGATES[name]
+def _sum_of(name: str) -> str:
+    """The aggregate of field ``name``, delays longer than their task lived left out."""
+    kind = _KIND_OF.get(name)
+    if kind is None:
+        return AGGREGATES[name]
+    return AGGREGATES[name].replace(name, f"CASE WHEN {sql_plausible(kind)} THEN {name} END", 1)
 
 
-def _impossible(fields: Sequence[str]) -> str:
-    """The select item counting the exits with an impossible delay among ``fields``."""
-    delays = [f for f in fields if f in _DELAY_TOTALS]
-    if not delays:
-        return ", 0 AS impossible"
-    return (", COALESCE(SUM(NOT (" + ") OR NOT (".join(_POSSIBLE.format(f) for f in delays)
-            + ")), 0) AS impossible")
+def _implausible(fields: Sequence[str]) -> str:
+    """The select item counting the exits with an implausible delay among ``fields``."""
+    kinds = dict.fromkeys(_KIND_OF[f] for f in fields if f in _KIND_OF)
+    if not kinds:
+        return "0 AS implausible"
+    return ("COALESCE(SUM(NOT (" + " AND ".join(sql_plausible(k) for k in kinds)
+            + ")), 0) AS implausible")
+
+
 _EXIT_SORTS = (*CONTEXT, *(f.name for f in FIELDS))
 
 
 def _select_list(total: bool) -> str:
-    """``exits`` count and the aggregates; ``total`` uses TOTAL (float) for SUM."""
-    aggs = (a.replace("SUM(", "TOTAL(") if total else a for a in AGGREGATES.values())
-    return ", ".join(["COUNT(*) AS exits",
-                      *(f"{a} AS {name}" for name, a in zip(AGGREGATES, aggs, strict=True))])
+    """``exits`` count, the aggregates (implausible delays left out) and the count of
+    exits with one; ``total`` uses TOTAL (float) for SUM."""
+    items = ["COUNT(*) AS exits", *(f"{_sum_of(name)} AS {name}" for name in AGGREGATES),
+             _implausible(tuple(AGGREGATES))]
+    return ", ".join(i.replace("SUM(", "TOTAL(") if total else i for i in items)
 
 
 def _where(filters: _Filters) -> tuple[str, list[Any]]:
@@ -268,9 +270,11 @@ class JournalQueries:
         Without ``group_by``: one dict per exit with ``time_ns cpu pid tgid
         ended_process cgroup``, every kernel field of the task record (timespecs as
         ns) and, if ``raw``, the message bytes.  With ``group_by``: one dict per
-        group with its key (``ac_comm``, ``ac_uid`` or ``cgroup``), ``exits`` and the
-        :data:`AGGREGATES`.  ``sort``: a key of those dicts, "-" for descending.
-        ``scope``: only the rows a restricted client may read (:class:`Scope`).
+        group with its key (``ac_comm``, ``ac_uid`` or ``cgroup``), ``exits``, the
+        :data:`AGGREGATES` (delays longer than their task lived left out) and
+        ``implausible`` (exits that had one).  ``sort``: a key of those dicts, "-" for
+        descending.  ``scope``: only the rows a restricted client may read
+        (:class:`Scope`).
         """
         filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup, scope)
         if group_by is None:
@@ -286,12 +290,13 @@ class JournalQueries:
                comm: str | None = None, uid: int | None = None, pid: int | None = None,
                tgid: int | None = None, cgroup: str | None = None,
                scope: Scope | None = None) -> dict[str, Any]:
-        """``exits`` and the :data:`AGGREGATES` over the filtered exits (None: no value)."""
+        """``exits`` and the :data:`AGGREGATES` over the filtered exits (None: no value);
+        delays longer than their task lived left out, ``implausible`` exits had one."""
         filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup, scope)
         return self._aggregated(filters, None, None, None)[0]
 
     def aggregate(self, *, bucket_s: int | None = None, group_by: str | None = None,
-                  fields: Sequence[str] = BUCKET_FIELDS, plausible: bool = False,
+                  fields: Sequence[str] = BUCKET_FIELDS,
                   since_ns: int | None = None, until_ns: int | None = None,
                   comm: str | None = None, uid: int | None = None, pid: int | None = None,
                   tgid: int | None = None, cgroup: str | None = None,
@@ -305,9 +310,9 @@ class JournalQueries:
         ``bucket_s``), the key (``ac_comm``, ``ac_uid`` or ``cgroup``; with ``group_by``),
         ``exits``, ``processes`` (exits that ended a process; None if no row knew) and
         the :data:`AGGREGATES` of ``fields`` (names checked against the field table).
-        ``plausible``: a delay total longer than its task's ``ac_etime`` (plus
-        PLAUSIBLE_PCT % and PLAUSIBLE_SLACK_NS), which the kernel sometimes reports,
-        is left out of its sum, and ``impossible`` counts the exits that had one.
+        A delay longer than its task lived, which the kernel sometimes reports, is
+        left out (:mod:`pytaskstats.plausible`), and ``implausible`` counts the exits
+        that had one among ``fields``.
         """
         fields = _checked_fields(fields)
         filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup, scope)
@@ -326,9 +331,9 @@ class JournalQueries:
         head = ", ".join([*keys, "COUNT(*) AS exits", "SUM(ended_process) AS processes"])
 
         def sql(sum_name: str) -> str:
-            aggs = "".join(f", {_sum_of(f, plausible).replace('SUM(', sum_name)} AS {f}"
-                           for f in fields)
-            return f"SELECT {head}{aggs}{_impossible(fields) if plausible else ''}{tail}"
+            aggs = "".join(f", {_sum_of(f).replace('SUM(', sum_name)} AS {f}" for f in fields)
+            count = _implausible(fields).replace("SUM(", sum_name)
+            return f"SELECT {head}{aggs}, {count}{tail}"
 
         try:
             rows = self._select(sql("SUM("), [*params, *where_params])

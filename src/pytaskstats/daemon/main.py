@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__, connector, delayacct
 from .. import taskstats as ts
+from ..birthcgroups import BirthCgroups
 from ..errors import TaskstatsError, Unsupported
 from ..kernel import Connection, Listener, possible_cpus
 from ..metrics import start_for_daemon
-from ..procfs import ProcSource, cgroup_path
+from ..procfs import ProcSource
 from ..records import ExitRecord, Lost
 from ..transport import ConnectorSocket
 from . import config as config_mod
@@ -73,7 +74,7 @@ class Daemon:
         self.started_ns = time.time_ns()
         self.counters = {"received": 0, "lost_overrun": 0, "lost_truncated": 0,
                          "lost_malformed": 0, "urgent_drains": 0, "namespace_unknown": 0}
-        self.cgroups: dict[int, str | None] = {}
+        self.births = BirthCgroups()  # each exit's cgroup, learned at its process's birth
         self.metrics: DaemonMetrics | None = None
         self.running = True
         self.last_served = 0  # the client served last (round-robin)
@@ -375,6 +376,7 @@ class Daemon:
     def _learn(self, event: connector.Event) -> None:
         if self.exit_policy is not None:
             self.exit_policy.event(event)
+        self.births.on_event(event)
         if isinstance(event, connector.Fork):
             self.namespaces.fork(event)
             self.server.learn_fork(event.pid)
@@ -398,17 +400,7 @@ class Daemon:
             self.metrics.on_lost(lost)
 
     def _cgroup(self, record: ExitRecord) -> str | None:
-        if not self.cfg.cgroups:
-            return None
-        tgid = record.tgid or record.pid
-        if tgid not in self.cgroups:
-            if len(self.cgroups) > 65536:
-                self.cgroups.clear()
-            self.cgroups[tgid] = cgroup_path(tgid)
-        path = self.cgroups[tgid]
-        if record.ended_process:
-            self.cgroups.pop(tgid, None)
-        return path
+        return self.births.at_exit(record) if self.cfg.cgroups else None
 
     def _accept(self) -> None:
         for peer in self.server.accept_some():
@@ -478,7 +470,9 @@ class Daemon:
                          "client_dropped": self.server.dropped_client_records,
                          "clients_refused": self.server.refused_clients,
                          "client_reply_peak_bytes": self.server.reply_peak,
-                         "namespace_unattributed": self.server.unattributed()},
+                         "namespace_unattributed": self.server.unattributed(),
+                         "cgroup_from_birth": self.births.from_birth,
+                         "cgroup_unknown": self.births.unknown},
             "gaps": [list(g) for g in self.journal.gaps()[-10:]],
         }
 
@@ -501,6 +495,7 @@ class Daemon:
         query: dict[str, Any] = {k: v for k, v in params.items() if k in HISTORY_KEYS}
         query["scope"] = scope
         if {"bucket_s", "fields", "plausible"} & set(query):
+            query.pop("plausible", None)  # not a switch: every sum applies the rule
             self.journal.flush()
             return self.journal.aggregate(**query)
         self.journal.flush()

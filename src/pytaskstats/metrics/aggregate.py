@@ -7,7 +7,9 @@ keyed by tid and its start time); every observation adds only the increase, to t
 cgroup and group the task is in at that moment.  Totals therefore never go down:
 a live task that exits adds its last increments, a zombie sampled after its exit
 adds nothing, a reused tid starts a new task, and a counter that shrinks is counted
-in ``regressions`` instead of being exported.
+in ``regressions`` instead of being exported.  A delay longer than its task has
+lived (:mod:`pytaskstats.plausible`) is not added, and counted once per task and
+kind in ``implausible``.
 
 Values stay in kernel units here (ns, us, bytes, counts); the collector converts.
 Everything is guarded by one lock: exits come from the listener thread, samples
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..fields import BY_NAME, DELAY_KINDS
+from ..plausible import implausible
 from ..records import ExitRecord, TaskStats
 
 __all__ = ["VALUE_FIELDS", "Aggregator", "Live", "Snapshot", "cap_depth", "parse_groups"]
@@ -42,6 +45,8 @@ CACHE_CAP = 1 << 16  # bound of each remembered set (tombstones, label caches)
 _values = operator.itemgetter(*(BY_NAME[n].position for n in VALUE_FIELDS))
 _maxima = operator.itemgetter(*(BY_NAME[n].position for n in MAX_FIELDS))
 _ZERO = (0,) * NVALUES
+_KIND_BIT = {kind: 1 << i for i, kind in enumerate(DELAY_KINDS)}
+_KIND_INDEX = {kind: VALUE_FIELDS.index(f"{kind}_delay_total") for kind in DELAY_KINDS}
 
 
 def cap_depth(path: str, depth: int) -> str:
@@ -80,6 +85,7 @@ class _Task:
     cgroup: str
     counted: tuple[int, ...]  # values already added to the totals
     generation: int  # last sample that saw it
+    flagged: int = 0  # bits of _KIND_BIT: kinds already counted implausible
 
 
 @dataclass(slots=True)
@@ -101,6 +107,7 @@ class Snapshot(NamedTuple):
     sample_errors: int
     sample_ok: bool
     sample_seconds: float
+    implausible: dict[str, int]  # kind -> tasks whose delay of that kind was left out
 
 
 class Aggregator:
@@ -135,6 +142,7 @@ class Aggregator:
         self.path_labels: dict[str, str] = {}
         self.folded: set[str] = set()
         self.series_dropped = self.regressions = 0
+        self.implausible = dict.fromkeys(DELAY_KINDS, 0)
         self.struct_version: int | None = None
         self.generation = self.live_tasks = self.sample_errors = 0
         self.sample_ok, self.sample_seconds = False, 0.0
@@ -142,25 +150,30 @@ class Aggregator:
     # ------------------------------------------------------------ inputs
 
     def on_exit(self, record: ExitRecord, cgroup: str | None = None) -> None:
-        """Account one exit (its per-task record); ``cgroup``: the process's cgroup
-        path if the caller knows it."""
+        """Account one exit (its per-task record) in the cgroup the last sample saw it
+        in (newer than any birth record), else ``cgroup`` (the process's, if the
+        caller knows it), else its process's or parent's now."""
         now, stats = self.clock(), record.task
         start = now - (stats.ac_etime or 0) * 1000
         with self.lock:
             task = self.tasks.pop(record.pid, None)
             if task is not None and not _same(task.start_ns, task.seen_ns, start):
                 task = None  # a reused tid: the old task's exit was lost
-            if cgroup is not None:
-                label = self._label(cgroup)
-            elif task is not None:
+            if task is not None:
                 label = task.cgroup
+            elif cgroup is not None:
+                label = self._label(cgroup)
             else:
                 label = self._exit_label(record)
-            series = self._add(label, stats, task.counted if task else _ZERO, now)[0]
+            series, _, kinds = self._add(label, stats, task.counted if task else _ZERO, now)
+            self._flag(kinds, task.flagged if task else 0)
             ended = record.ended_process
             series.totals[TASK_EXITS] += 1
             series.totals[PROCESS_EXITS] += bool(ended)
             maxima = _maxima(stats)
+            if kinds:
+                maxima = tuple(None if k in kinds else m
+                               for k, m in zip(DELAY_KINDS, maxima, strict=True))
             if maxima != series.maxima:
                 series.maxima = tuple(map(_larger, series.maxima, maxima))
             self.tombstones[record.pid] = (task.start_ns if task else start, now)
@@ -199,7 +212,8 @@ class Aggregator:
                 {k: (tuple(s.totals), s.maxima) for k, s in self.cgroups.items()},
                 {k: tuple(v) for k, v in self.groups.items()}, self.live_tasks,
                 self.series_dropped, self.regressions, self.struct_version,
-                self.sample_errors, self.sample_ok, self.sample_seconds)
+                self.sample_errors, self.sample_ok, self.sample_seconds,
+                dict(self.implausible))
 
     # ------------------------------------------------------------ internals
 
@@ -217,25 +231,33 @@ class Aggregator:
         else:
             label = task.cgroup if task is not None else self._label(None)
         before = task.counted if task is not None else _ZERO
-        counted = self._add(label, stats, before, now)[1]
+        _, counted, kinds = self._add(label, stats, before, now)
+        flagged = self._flag(kinds, task.flagged if task is not None else 0)
         if task is None:
-            self.tasks[live.tid] = _Task(start, now, label, counted, self.generation)
+            self.tasks[live.tid] = _Task(start, now, label, counted, self.generation, flagged)
         else:
             task.seen_ns, task.cgroup, task.counted = now, label, counted
-            task.generation = self.generation
+            task.generation, task.flagged = self.generation, flagged
         self._version(stats)
 
-    def _add(self, label: str, stats: TaskStats, before: tuple[int, ...],
-             now: int) -> tuple[_Series, tuple[int, ...]]:
+    def _add(self, label: str, stats: TaskStats, before: tuple[int, ...], now: int
+             ) -> tuple[_Series, tuple[int, ...], tuple[str, ...]]:
         """Add the increase of ``stats`` over ``before`` to the series and the group;
-        count shrinkage.  Returns the series and the values now counted."""
+        count shrinkage; leave implausible delays at ``before``.  Returns the series,
+        the values now counted and the implausible kinds."""
         series = self._series(label)
         series.changed_ns = now
         values = _values(stats)
         if None in values:
             values = tuple(v or 0 for v in values)
+        kinds = implausible(stats)
+        if kinds:
+            kept = list(values)
+            for kind in kinds:
+                kept[_KIND_INDEX[kind]] = before[_KIND_INDEX[kind]]
+            values = tuple(kept)
         if values == before:
-            return series, before
+            return series, before, kinds
         deltas: Sequence[int] = values
         if before is not _ZERO:
             deltas = list(map(operator.sub, values, before))
@@ -246,7 +268,15 @@ class Aggregator:
         group = self.groups.setdefault(self._group(stats.ac_comm), [0] * NVALUES)
         series.totals[:NVALUES] = map(operator.add, series.totals, deltas)
         group[:] = map(operator.add, group, deltas)
-        return series, values
+        return series, values, kinds
+
+    def _flag(self, kinds: tuple[str, ...], flagged: int) -> int:
+        """Count ``kinds`` not yet in the task's ``flagged`` bits; the bits after."""
+        for kind in kinds:
+            if not flagged & _KIND_BIT[kind]:
+                self.implausible[kind] += 1
+                flagged |= _KIND_BIT[kind]
+        return flagged
 
     def _series(self, label: str) -> _Series:
         series = self.cgroups.get(label)

@@ -73,6 +73,7 @@ def _delays(snap: Snapshot) -> Iterator[Metric]:
             if value is not None:
                 fm.add_metric([label, kind], value / 1e9)
     yield fm
+    yield _labelled(names.IMPLAUSIBLE, snap.implausible)
 
 
 def _per_cgroup(snap: Snapshot) -> Iterator[Metric]:

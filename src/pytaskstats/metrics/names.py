@@ -34,6 +34,9 @@ GROUP_DELAYS = Metric("taskstats_group_delays_total", "counter", ("group", "kind
 DELAY_MAX = Metric("taskstats_delay_max_seconds", "gauge", ("cgroup", "kind"),
                    "Longest single delay of any task that exited since start "
                    "(KIND_delay_max; absent on kernels without it).")
+IMPLAUSIBLE = Metric("taskstats_implausible_delays_total", "counter", ("kind",),
+                     "Tasks whose delay of this kind was longer than the task had lived (a "
+                     "kernel accounting error), left out of the delay sums; once per task.")
 CPU = Metric("taskstats_cpu_seconds_total", "counter", ("cgroup", "mode"),
              "CPU time in user and system mode, live and exited tasks.")
 IO = Metric("taskstats_io_bytes_total", "counter", ("cgroup", "direction"),
@@ -79,7 +82,7 @@ METRICS: tuple[Metric, ...] = (
     DELAY_SECONDS, DELAYS, GROUP_DELAY_SECONDS, GROUP_DELAYS, DELAY_MAX, CPU, IO, TASK_EXITS,
     PROCESS_EXITS, RECEIVED, LOST, NETLINK_DROPPED, NETLINK_OVERRUNS, JOURNAL_WRITTEN,
     JOURNAL_DROPPED, JOURNAL_SUSPENDED, CLIENT_DROPPED, SERIES_DROPPED, REGRESSIONS,
-    LIVE_TASKS, SAMPLE_SECONDS, SCRAPE_ERRORS, UP, BUILD_INFO)
+    LIVE_TASKS, SAMPLE_SECONDS, SCRAPE_ERRORS, UP, BUILD_INFO, IMPLAUSIBLE)
 
 
 def markdown() -> str:

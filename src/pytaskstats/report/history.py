@@ -44,9 +44,10 @@ def choose_bucket(span_s: float) -> int:
 
 @dataclass(frozen=True)
 class HistoryReport:
-    """What the history report shows: ``Journal.aggregate`` rows (``plausible``) per
-    bucket of ``bucket_s`` (BUCKET_FIELDS), per command and per cgroup, and in all
-    (GROUP_FIELDS); ``delayacct``: the state when the report was made;
+    """What the history report shows: ``Journal.aggregate`` rows (implausible delays
+    left out, counted in ``implausible``) per bucket of ``bucket_s`` (BUCKET_FIELDS),
+    per command and per cgroup, and in all (GROUP_FIELDS); ``delayacct``: the state
+    when the report was made;
     ``whole_range``: draw since..until (else only the span that has exits)."""
 
     since_ns: int
@@ -106,11 +107,8 @@ def _header(report: HistoryReport, title: str) -> str:
                       "Times are local."),
             page.nav([("exits", "Exits"), ("delays", "Delays"), ("commands", "Commands"),
                       ("cgroups", "Cgroups"), ("totals", "Totals")]), page.cards(figures)]
-    if tot.get("impossible"):
-        n = tot["impossible"]
-        html.append(page.note(f"Left out of every figure: delays of {n} exit{'s' if n > 1 else ''}"
-                              " that were longer than the task lived, which cannot be (a kernel "
-                              "accounting error)."))
+    if tot.get("implausible"):
+        html.append(page.note(_implausible_text(tot["implausible"])))
     if state is False:
         html.append(page.note(f"{OFF_NOTE}. That is the state now; exits journaled while it "
                               "was on do have them."))
@@ -226,4 +224,11 @@ def _totals(report: HistoryReport) -> str:
                       "exited tasks, peak RSS the largest.")]
     html.append(page.table(headers, rows, total=totals_row(
         "all", [tot.get("exits")], tot.get("ac_etime"), tot, state)))
+    if tot.get("implausible"):
+        html.append(page.note(_implausible_text(tot["implausible"])))
     return "".join(html)
+
+
+def _implausible_text(n: int) -> str:
+    return (f"Left out of every figure: delays of {n} exit{'s' if n > 1 else ''} that were "
+            "longer than the task lived, which cannot be (a kernel accounting error).")

@@ -14,15 +14,13 @@ left out of every figure, and the page lists them with the kernel's numbers.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NamedTuple
 
 from ..cli.common import wait_status
-from ..fields import DELAY_KINDS
+from ..plausible import LeftOut, checked_records
 from ..records import ExitRecord
 from ..summary import ProcessSummary, summarize, totals
 from . import page
@@ -39,18 +37,9 @@ MAX_COMMANDS = 20  # bars per command name; the rest become one "other" bar
 TOP = 10  # processes per wait kind
 BINS = 200  # columns of the activity chart
 TIMES = "\u00d7"  # multiplication sign: "x12" processes of a name
-DELAY_FIELDS = tuple(f"{kind}_delay_total" for kind in DELAY_KINDS)
-SLACK_NS = 10_000_000  # plus 5%: clock differences between delays and etime
 
 
-class Impossible(NamedTuple):
-    """A delay the kernel reported that is longer than its task lived (left out)."""
-
-    comm: str
-    pid: int
-    field: str
-    value_ns: int
-    etime_us: int
+Impossible = LeftOut  # a delay longer than its task lived (left out)
 
 
 @dataclass(frozen=True)
@@ -80,23 +69,9 @@ class RunReport:
 
 
 def plausible(records: Iterable[ExitRecord]) -> tuple[list[ExitRecord], list[Impossible]]:
-    """``records`` with each delay total longer than its task's ``ac_etime`` (plus 5%
-    and SLACK_NS) set to None, and the values so left out."""
-    out: list[ExitRecord] = []
-    left_out: list[Impossible] = []
-    for rec in records:
-        task = rec.task
-        limit = None if task.ac_etime is None else task.ac_etime * 1050 + SLACK_NS
-        bad = [] if limit is None else [(name, v) for name in DELAY_FIELDS
-                                        if (v := getattr(task, name)) is not None and v > limit]
-        if not bad:
-            out.append(rec)
-            continue
-        left_out += [Impossible(task.ac_comm or "?", rec.pid, name, v, task.ac_etime or 0)
-                     for name, v in bad]
-        cleared: dict[str, Any] = dict.fromkeys(name for name, _ in bad)
-        out.append(dataclasses.replace(rec, task=task._replace(**cleared)))
-    return out, left_out
+    """``records`` with each delay longer than its task lived left out, and the values
+    so left out (the one rule: :mod:`pytaskstats.plausible`)."""
+    return checked_records(records)
 
 
 def _exits(records: Sequence[ExitRecord], exit_s: Sequence[float]
@@ -481,6 +456,8 @@ def _totals(report: RunReport, tot: dict[str, int | None],
         html.append(page.para(f"{len(groups) - len(shown)} more command names are in the "
                               "total only."))
     html.append(page.table(headers, rows, total=total_row))
+    if report.impossible:  # under the table too: its sums are the ones that left them out
+        html.append(page.note(_impossible_text(report.impossible)))
     return "".join(html)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ..plausible import limit_ns
 from ..records import ExitRecord, TaskStats
 from ..summary import MEMORY_KINDS
 
@@ -86,16 +87,17 @@ _get_ns = operator.itemgetter(*_NS_FIELDS)
 
 
 def plausible(delta: Counters, span_ns: int) -> tuple[Counters, int]:
-    """``delta`` of one task with every ns value larger than ``span_ns`` (the time it
-    covers) set to 0, and how many were.
+    """``delta`` of one task with every ns value longer than the task lived during
+    ``span_ns`` (the rule of :mod:`pytaskstats.plausible`) set to 0, and how many were.
 
     One task cannot run or wait longer than the time elapsed.  The kernel does
     report more when delay accounting is switched off and on again during a wait:
     the wait is then charged from a stale start time (from boot if none).
     """
-    if max(_get_ns(delta)) <= span_ns:
+    limit = limit_ns(span_ns, exact=True)  # span_ns has the sampling tolerance
+    if max(_get_ns(delta)) <= limit:
         return delta, 0
-    bad = [i for i in _NS_FIELDS if delta[i] > span_ns]
+    bad = [i for i in _NS_FIELDS if delta[i] > limit]
     return tuple(0 if i in bad else v for i, v in enumerate(delta)), len(bad)
 
 
@@ -166,7 +168,8 @@ class Sample:
 
     ``t_ns``: time.monotonic_ns() when the bulk query started; ``span_ns``: its
     duration.  ``tasks``: tid -> pid record; ``tgids``: tid -> tgid (from /proc);
-    ``cgroups``: tgid -> cgroup path; ``users``: uid -> name (for tasks and exits);
+    ``cgroups``: tgid -> cgroup path (of exited processes too, when learned at their
+    birth); ``users``: uid -> name (for tasks and exits);
     ``exits``/``lost``: exit records drained (and records lost) since the last sample.
     """
 
@@ -273,7 +276,8 @@ class Frame:
 
     ``interval_ns`` is None for the first sample (no rates yet).  ``absent``: COUNTED
     fields the records lack (their metrics read None).  ``discarded``: impossible
-    per-task deltas dropped in this refresh (see :func:`plausible`).
+    per-task deltas dropped in this refresh (see :func:`plausible`), ``discarded_total``
+    since the model started.
     """
 
     def __init__(self, *, t_ns: int, interval_ns: int | None, delayacct: bool | None,
@@ -285,6 +289,7 @@ class Frame:
         self.tasks, self.exits, self.lost, self.discarded = tasks, exits, lost, discarded
         self.exits_total, self.process_exits_total = counts.exits, counts.process_exits
         self.lost_total, self.absent = counts.lost, absent
+        self.discarded_total = counts.discarded
         self._build = {"process": build_processes, "thread": build_threads}
         self._rows: dict[str, tuple[Row, ...]] = {}
 
@@ -490,7 +495,7 @@ def _exited_process(rec: ExitRecord, tgid: int, *, dead: _Dead, meta: _Meta | No
         totals = tuple(d if g is None else g for d, g in zip(totals, carried, strict=True))
     lifetime = task.ac_tgetime or task.ac_etime
     comm, uid, cgroup = (meta.comm, meta.uid, meta.cgroup) if meta else (
-        task.ac_comm or "?", task.ac_uid, None)
+        task.ac_comm or "?", task.ac_uid, sample.cgroups.get(tgid))
     return Row(pid=tgid, tgid=tgid, uid=uid, user=user_of(sample.users, uid), command=comm,
                cgroup=cgroup, threads=dead.threads, exited=True, seconds=seconds,
                totals=totals, values=values,

@@ -137,8 +137,10 @@ def exits_line(frame: Frame, info: Info) -> str:
     """Exits since start and losses, or why they are not tracked."""
     if info.exits_note is not None:
         return f"exits: {info.exits_note}"
+    left = (f"  implausible delays left out {frame.discarded_total}"
+            if frame.discarded_total else "")
     return (f"exits since start: {frame.process_exits_total} processes, "
-            f"{frame.exits_total} tasks  lost {frame.lost_total}")
+            f"{frame.exits_total} tasks  lost {frame.lost_total}{left}")
 
 
 def view_line(state: ViewState, info: Info) -> str:
@@ -196,7 +198,7 @@ def frame_json(frame: Frame, rows: Sequence[Row], info: Info, state: ViewState,
                   "tasks_since_start": frame.exits_total,
                   "processes_since_start": frame.process_exits_total,
                   "lost": frame.lost, "lost_since_start": frame.lost_total},
-        "discarded_deltas": frame.discarded,
+        "discarded_deltas": frame.discarded, "discarded_since_start": frame.discarded_total,
         "level": state.level, "sort": state.sort, "reverse": state.reverse,
         "filters": {"user": state.filters.user, "command": state.filters.command,
                     "cgroup": state.filters.cgroup},

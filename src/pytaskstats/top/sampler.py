@@ -3,7 +3,9 @@
 Each sample: the exit listener drained (without blocking), every task listed from
 ``/proc/*/task/*``, all of them queried with one pipelined bulk query, then each
 process's cgroup and each user's name looked up.  ``costs`` keeps the seconds of
-each phase of the last sample.
+each phase of the last sample.  Reading the kernel's exits, it also learns each
+process's cgroup at birth (:mod:`pytaskstats.birthcgroups`), so the exit of a task
+too short-lived for any sample still shows its cgroup.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import time
 from collections.abc import Iterable
 
 from .. import delayacct, procfs
+from ..birthcgroups import BirthWatch
 from ..client import Client
-from ..errors import AccessDenied, TaskstatsError
+from ..errors import AccessDenied, TaskstatsError, Unsupported
 from ..kernel import Listener
 from ..records import ExitRecord, Lost, TaskStats
 from .model import Sample
@@ -61,6 +64,8 @@ class Sampler:
         self.scope_note: str | None = None
         self.costs: dict[str, float] = {}
         self._exits: list[ExitRecord] = []
+        self._exit_cgroups: dict[int, str] = {}  # tgid -> cgroup of exits not yet sampled
+        self.births: BirthWatch | None = None
         self._lost = 0
         self._users: dict[int, str] = {}
         self._own_only = False
@@ -73,6 +78,12 @@ class Sampler:
             self.exits_note = None
         except (TaskstatsError, OSError) as err:
             self.exits_note = f"not tracked: {err}"
+            return
+        if self.client.backend == "kernel":
+            try:
+                self.births = BirthWatch(follow=True)
+            except Unsupported:
+                self.births = None
 
     def drain(self) -> None:
         """Move queued exit records into the next sample (never blocks)."""
@@ -83,8 +94,15 @@ class Sampler:
                 self._lost += event.records
             elif len(self._exits) < MAX_PENDING:
                 self._exits.append(event)
+                self._born_in(event)
             else:
                 self._lost += 1
+
+    def _born_in(self, record: ExitRecord) -> None:
+        if self.births is not None:
+            path = self.births.at_exit(record)
+            if path is not None:
+                self._exit_cgroups[record.tgid or record.pid] = path
 
     def sample(self) -> Sample:
         """Drain exits, list tasks, query them all, look up cgroups and users."""
@@ -97,7 +115,7 @@ class Sampler:
         tasks = self._query(tgids)
         span = time.monotonic_ns() - start
         t3 = time.perf_counter()
-        cgroups = {}
+        cgroups, self._exit_cgroups = self._exit_cgroups, {}
         for tgid in set(tgids.values()):
             path = read_cgroup(tgid, self.proc)
             if path is not None:
@@ -141,7 +159,10 @@ class Sampler:
         return out
 
     def close(self) -> None:
-        """Deregister the exit listener."""
+        """Deregister the exit listener (and leave the proc connector)."""
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+        if self.births is not None:
+            self.births.close()
+            self.births = None
