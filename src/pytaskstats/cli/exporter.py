@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, aggregator: Aggregator,
            service_type: type[MetricsService]) -> None:
     tracker = LossTracker()
-    with open_client(args) as client, client.listen(per_cpu=True) as listener:
+    with open_client(args, exits=True) as client, client.listen(per_cpu=True) as listener:
         # unprivileged via taskstatsd: only this user's tasks may be queried
         uid = None if client.backend == "kernel" or os.geteuid() == 0 else os.geteuid()
         sampler = Sampler(aggregator, client.pids, uid=uid)

@@ -38,13 +38,14 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_status(doc: dict[str, Any]) -> str:
     """Readable lines for the status document."""
-    da = {True: "on", False: f"off ({delayacct.OFF_NOTE})", None: "not available"}
-    lines = [f"backend: {doc['backend']} ({doc['reason']})",
-             f"delay accounting: {da[doc['delayacct']]}"]
+    da = {True: "delay accounting: on", False: delayacct.OFF_NOTE,
+          None: "delay accounting: not available (no kernel.task_delayacct sysctl)"}
+    lines = [f"backend: {doc['backend']} ({doc['reason']})", da[doc["delayacct"]]]
     daemon = doc["daemon"]
     if daemon is None:
-        lines.append(f"taskstatsd: not reachable at {doc['socket']}: "
-                     f"{doc.get('daemon_error', '')}")
+        why = doc.get("daemon_error") or ""
+        lines.append(f"taskstatsd: {why}" if doc["socket"] in why else
+                     f"taskstatsd: not reachable at {doc['socket']}: {why or 'no answer'}")
         return "\n".join(lines)
     d, k = daemon["daemon"], daemon["kernel"]
     lines += [f"taskstatsd: pid {d['pid']}, version {d['version']}, up {d['uptime_s']:.0f}s, "
