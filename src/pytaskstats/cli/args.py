@@ -14,7 +14,6 @@ import math
 import os
 import pwd
 import re
-import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -36,7 +35,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """Print the one line and exit with status 2."""
-        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: {printable(message)} (see '{self.prog} --help')\n")
 
 
 def _fail(text: str, what: str) -> NoReturn:
@@ -76,6 +75,19 @@ def positive_arg(text: str) -> int:
     if not 1 <= value <= COUNT_MAX:
         _fail(text, what)
     return value
+
+
+def bounded_arg(low: int, high: int) -> Callable[[str], int]:
+    """A ``type=`` for a whole number in [low, high]."""
+    what = f"give a whole number from {low} to {high}"
+
+    def parse(text: str) -> int:
+        value = _integer(text, what)
+        if not low <= value <= high:
+            _fail(text, what)
+        return value
+    parse.__name__ = "number"
+    return parse
 
 
 def seconds_arg(low: float, high: float) -> Callable[[str], float]:
@@ -239,7 +251,8 @@ def join_dash_values(argv: Sequence[str], command: str, options: Sequence[str]
     return out
 
 
-def fsencode_safe(text: str) -> str:
-    """``text`` printable on any stream: undecodable bytes (surrogateescape) as \\xNN."""
-    return text.encode(sys.getfilesystemencoding(), "surrogateescape").decode(
-        "utf-8", "backslashreplace")
+def printable(text: str) -> str:
+    """``text`` on one line and printable on any stream: control characters escaped,
+    undecodable argv bytes (surrogateescape) as \\xNN."""
+    raw = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from .. import delayacct
@@ -68,4 +69,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(doc)
     else:
         print(format_status(doc))
-    return 1 if doc["daemon"] is None and doc["backend"] == "daemon" else 0
+    if doc["daemon"] is None and doc["backend"] == "daemon":
+        print(f"taskstats: {doc.get('daemon_error') or 'taskstatsd did not answer'}",
+              file=sys.stderr)
+        return 1
+    return 0
