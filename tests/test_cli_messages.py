@@ -27,6 +27,7 @@ from pytaskstats.errors import AccessDenied, from_errno
 from pytaskstats.fields import FIELDS
 from pytaskstats.procfs import ProcSource
 from pytaskstats.summary import summarize
+from pytaskstats.top.sampler import Sampler
 
 from .conftest import as_nobody, fixture_bytes, require_kernel
 from .daemon_util import RunningDaemon
@@ -282,3 +283,28 @@ def test_history_answers_through_taskstatsd(daemon: RunningDaemon, tmp_path: Pat
     since = _cli(*cli, "--since", "1e99")
     assert since.returncode == 2 and "Traceback" not in since.stderr
     json.loads(_cli("--socket", daemon.socket, "status", "--json").stdout)
+
+
+class _PolicyClient:
+    """A daemon-backend client whose policy refuses one of our own tasks."""
+
+    backend = "daemon"
+
+    def __init__(self, refused: int) -> None:
+        self.refused = refused
+        self.calls: list[bool] = []
+
+    def pids(self, pids: list[int], *, skip_denied: bool = False) -> dict[int, object]:
+        self.calls.append(skip_denied)
+        if self.refused in pids and not skip_denied:
+            raise AccessDenied("refused", pid=self.refused)
+        return {p: object() for p in pids if p != self.refused}
+
+
+def test_top_keeps_going_when_the_policy_refuses_one_own_task() -> None:
+    me = os.getpid()
+    fake = _PolicyClient(refused=me)
+    sampler = Sampler(fake, listen=False)  # type: ignore[arg-type]
+    got = sampler._query({me: me, 1: 1})
+    assert set(got) == {1} and fake.calls == [False, True]  # ours (root's) but me
+    assert sampler.scope_note == "own tasks only (taskstatsd policy)"

@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> None:
                        description="Serve /metrics: delays, CPU, IO and exits per cgroup and "
                        "command group, counting every exited task, plus loss counters. Needs "
                        "the exporter extra (prometheus-client). See docs/metrics.md.")
-    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
+    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT", type=_listen_arg,
                    help=f"where to serve (default {DEFAULT_LISTEN}; a bare PORT means "
                    "127.0.0.1; port 0 picks a free one)")
     p.add_argument("--interval", type=seconds_arg(0.1, 86400), default=15.0, metavar="S",
@@ -50,6 +50,21 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-series", type=bounded_arg(1, 1 << 20), default=500, metavar="N",
                    help="at most N cgroup labels; the rest count as \"other\" (default 500)")
     p.set_defaults(func=run)
+
+
+def _listen_arg(text: str) -> str:
+    """``--listen``, checked as the server will read it (when the extra is installed:
+    otherwise the start says which extra to install)."""
+    try:
+        from ..metrics.server import parse_listen  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        return text
+    try:
+        parse_listen(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give ADDR:PORT, [V6ADDR]:PORT or PORT (0 to 65535)") from None
+    return text
 
 
 class _Stop(Exception):
