@@ -14,10 +14,12 @@ import math
 import os
 import pwd
 import re
+import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ..cpulist import parse_cpulist
+from ..kernel import possible_cpus
 
 ID_MAX = (1 << 32) - 1  # pids, tgids, uids: u32 in struct taskstats
 COUNT_MAX = (1 << 31) - 1  # -n, --limit, -P: a C int
@@ -113,9 +115,8 @@ def cpulist_arg(text: str) -> str:
     except ValueError as err:
         _fail(text, f"{err}; give a cpulist such as 0-3,5")
     try:
-        with open("/sys/devices/system/cpu/possible") as f:
-            possible = set(parse_cpulist(f.read()))
-    except (OSError, ValueError):
+        possible = set(possible_cpus())
+    except (OSError, ValueError):  # no sysfs: the kernel will judge
         return text
     extra = [cpu for cpu in cpus if cpu not in possible]
     if extra:
@@ -180,7 +181,7 @@ def _cgroup_roots() -> list[str]:
 
 def when_arg(text: str, now_ns: int | None = None) -> int:
     """A point in time as ns since the epoch; see :data:`WHEN_FORMS`."""
-    now = time_ns() if now_ns is None else now_ns
+    now = time.time_ns() if now_ns is None else now_ns
     body = text.strip().lower()
     value = _relative(body, now)
     if value is None:
@@ -192,16 +193,13 @@ def when_arg(text: str, now_ns: int | None = None) -> int:
     return value
 
 
+_OUT_OF_RANGE = WHEN_MAX_NS + 1  # a date Python cannot place: refused as out of range
+
+
 def when_text_arg(text: str) -> str:
     """``when_arg`` checked now, the text kept (ages count from the request)."""
     when_arg(text)
     return text
-
-
-def time_ns() -> int:
-    """Now, CLOCK_REALTIME ns (a seam for tests)."""
-    import time  # noqa: PLC0415 - keeps the module's top free of clocks
-    return time.time_ns()
 
 
 def _relative(body: str, now: int) -> int | None:
@@ -230,7 +228,7 @@ def _absolute(body: str) -> int | None:
     try:
         return int(moment.timestamp() * 1e6) * 1000  # naive: local time
     except (OverflowError, OSError, ValueError):
-        return -1
+        return _OUT_OF_RANGE
 
 
 def join_dash_values(argv: Sequence[str], command: str, options: Sequence[str]
