@@ -90,6 +90,15 @@ def test_numbers_are_bounded_at_parse_time() -> None:
             seconds(bad)
 
 
+def test_numbers_are_ascii_and_getdelays_buffers_fit_an_int() -> None:
+    for bad in ("\uff11\uff12", "\u0661"):  # fullwidth 12, Arabic-Indic 1
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli_args.id_arg(bad)
+    for size in (str(2**31), str(2**32 - 1)):
+        done = _cli("getdelays", "-r", size, "-p", "1")
+        assert done.returncode == 2 and "Invalid rcv buf size" in done.stderr, done.stderr
+
+
 def test_users_by_name_or_uid() -> None:
     assert cli_args.uid_arg("root") == 0 and cli_args.uid_arg("65534") == 65534
     for bad in ("nosuchuser", str(2**32 - 1), "", os.fsdecode(b"\xff")):

@@ -37,7 +37,8 @@ SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
                                            HealthCheck.too_slow])
 
 HOSTILE = ["", " ", "-", "--", "0", "-1", "-3", "1", "2", "3.5", "-5", "nan", "inf", "-inf",
-           "1e99", "99999999999999999999", str(2**32), str(2**63), "abc", "1w", "1y", "now",
+           "1e99", "99999999999999999999", str(2**31), str(2**32 - 1), str(2**32), str(2**63),
+           "abc", "1w", "1y", "now",
            "yesterday", "2026-12-05", "2026-12-05T14:30", "0x10", "\uff11\uff12",
            "-blkio_delay_total", "--json", "-h", "root", "nosuchuser", "/nonexistent", "/",
            "0-3,5", "0-99999",

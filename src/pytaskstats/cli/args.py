@@ -27,7 +27,7 @@ _NS = 1_000_000_000
 # Dates taskstatsd can hold: CLOCK_REALTIME ns in an int64 (years 1970 to 2262)
 WHEN_MIN_NS, WHEN_MAX_NS = 0, (1 << 63) - 1
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_AGE = re.compile(r"(\d{1,9}(?:\.\d{1,9})?)\s*([smhdw])")
+_AGE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?) ?([smhdw])")
 WHEN_FORMS = ("an age (90s, 30m, 1h, 2d, 1w), now, today, yesterday, an ISO date or "
               "date-time (2026-12-05, 2026-12-05T14:30) or seconds since the epoch")
 
@@ -47,7 +47,7 @@ def _fail(text: str, what: str) -> NoReturn:
 def _integer(text: str, what: str) -> int:
     """A decimal integer of at most 20 digits (no huge conversions), else the error."""
     body = text.strip()
-    if not re.fullmatch(r"[+-]?\d{1,20}", body):
+    if not re.fullmatch(r"[+-]?[0-9]{1,20}", body):
         _fail(text, what)
     return int(body)
 
@@ -131,7 +131,7 @@ def _span(cpus: set[int]) -> str:
 def uid_arg(text: str) -> int:
     """A user: a name of the password database, or a uid 0 .. 2**32-2."""
     what = "no such user; give a user name or a uid"
-    if text.strip().isdigit():
+    if re.fullmatch(r"[0-9]+", text.strip()):
         value = _integer(text, what)
         if value < ID_MAX:
             return value
@@ -218,7 +218,7 @@ def _relative(body: str, now: int) -> int | None:
 
 
 def _absolute(body: str) -> int | None:
-    if re.fullmatch(r"\d{1,11}(\.\d{1,9})?", body):  # epoch seconds, up to year 5138
+    if re.fullmatch(r"[0-9]{1,11}(\.[0-9]{1,9})?", body):  # epoch seconds, to year 5138
         whole, _, frac = body.partition(".")
         return int(whole) * _NS + int((frac + "0" * 9)[:9])
     try:

@@ -154,10 +154,13 @@ def _split(argv: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
     return pairs, []
 
 
-def _number(text: str, error: str, minimum: int) -> int:
-    if not text.strip().isdigit() or not minimum <= int(text) < 2**32:
+def _number(text: str, error: str, minimum: int, limit: int = 2**32) -> int:
+    """A decimal in [minimum, limit), else UsageError(error)."""
+    body = text.strip()
+    if not (body.isascii() and body.isdigit()) or len(body) > 20 or not (
+            minimum <= int(body) < limit):
         raise UsageError(error)
-    return int(text)
+    return int(body)
 
 
 _FLAGS = {"d": ("delays", "print delayacct stats ON"), "i": ("io", "printing IO accounting"),
@@ -180,7 +183,7 @@ def _apply(o: Options, opt: str, arg: str) -> None:
         o.echo.append(f"write to file {arg}")
     elif opt == "r":
         o.echo.append(f"receive buf size {arg}")
-        o.rcvbuf = _number(arg, "Invalid rcv buf size", 0)
+        o.rcvbuf = _number(arg, "Invalid rcv buf size", 0, 2**31)  # a C int
     elif opt == "m":
         try:
             parse_cpulist(arg)
