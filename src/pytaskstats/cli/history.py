@@ -39,8 +39,9 @@ def sort_arg(text: str) -> str:
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
     p = sub.add_parser("history", help="query taskstatsd's exit journal",
-                       description="Exit records journaled by taskstatsd. Non-root users see "
-                       f"their own. Times: {WHEN_FORMS}.")
+                       description="Exit records journaled by taskstatsd. Users other than "
+                       "root and its admin_group see only their own. "
+                       f"Times: {WHEN_FORMS}.")
     p.add_argument("--since", metavar="WHEN", type=when_text_arg,
                    help="from this time (e.g. 1h, yesterday, 2026-12-05T14:30)")
     p.add_argument("--until", metavar="WHEN", type=when_text_arg,
