@@ -147,6 +147,10 @@ def test_taskstatsd_help_describes_every_option() -> None:
         assert " ".join(config.HELP[field.name].split()) in text
     assert "one of NORMAL, FULL" in text and "one of auto, kernel, procfs" in text
     assert "1 to 1048576 (default: 256)" in text  # max_clients: range and default
+    bogus = subprocess.run([sys.executable, "-m", "pytaskstats.daemon", "--bogus"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert bogus.returncode == 2 and bogus.stderr.count("\n") == 1
+    assert "--bogus (see 'taskstatsd --help')" in bogus.stderr
 
 
 # ------------------------------------------------------------------ messages

@@ -160,7 +160,7 @@ _NAMED_METAVARS = {"socket": "PATH", "state_dir": "DIR", "admin_group": "GROUP",
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise ConfigError(message)
+        raise ConfigError(f"{message} (see 'taskstatsd --help')")
 
 
 def _parser() -> argparse.ArgumentParser:
