@@ -99,6 +99,14 @@ def test_numbers_are_ascii_and_getdelays_buffers_fit_an_int() -> None:
         assert done.returncode == 2 and "Invalid rcv buf size" in done.stderr, done.stderr
 
 
+def test_history_names_fit_what_taskstatsd_accepts() -> None:
+    for argv in (["history", "--comm", "x" * 256], ["history", "--cgroup", "/" * 4097],
+                 ["history", "--comm", os.fsdecode(b"\xff")]):
+        done = _cli(*argv)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "Traceback" not in done.stderr
+
+
 def test_users_by_name_or_uid() -> None:
     assert cli_args.uid_arg("root") == 0 and cli_args.uid_arg("65534") == 65534
     for bad in ("nosuchuser", str(2**32 - 1), "", os.fsdecode(b"\xff")):

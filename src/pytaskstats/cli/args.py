@@ -92,6 +92,21 @@ def bounded_arg(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def text_arg(max_len: int) -> Callable[[str], str]:
+    """A ``type=`` for text taskstatsd accepts: valid UTF-8, at most ``max_len``
+    characters (what its request schema allows)."""
+    def parse(text: str) -> str:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            _fail(text, "not valid UTF-8 (names are matched as UTF-8 text)")
+        if len(text) > max_len:
+            _fail(text[:40] + "...", f"longer than {max_len} characters")
+        return text
+    parse.__name__ = "text"
+    return parse
+
+
 def seconds_arg(low: float, high: float) -> Callable[[str], float]:
     """A ``type=`` for a number of seconds in [low, high] (finite, no nan)."""
     what = f"give a number of seconds from {low:g} to {high:g}"

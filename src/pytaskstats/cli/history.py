@@ -13,7 +13,7 @@ from ..client import Client
 from ..daemon import protocol
 from ..daemon.journal_queries import AGGREGATES, CONTEXT
 from ..fields import FIELDS
-from .args import WHEN_FORMS, count_arg, id_arg, uid_arg, when_arg, when_text_arg
+from .args import WHEN_FORMS, count_arg, id_arg, text_arg, uid_arg, when_arg, when_text_arg
 from .common import human_duration, open_client, print_json
 
 REPORT_SINCE_S = 86400  # --report without --since: the last day
@@ -46,11 +46,12 @@ def add_parser(sub: Any) -> None:
                    help="from this time (e.g. 1h, yesterday, 2026-12-05T14:30)")
     p.add_argument("--until", metavar="WHEN", type=when_text_arg,
                    help="up to this time (default: now)")
-    p.add_argument("--comm", help="command name (exact)")
+    p.add_argument("--comm", type=text_arg(255), help="command name (exact)")
     p.add_argument("--uid", type=uid_arg, metavar="USER", help="user name or uid")
     p.add_argument("--pid", type=id_arg, help="task id")
-    p.add_argument("--cgroup", metavar="PATH", help="cgroup path as /proc shows it "
-                   "(/system.slice/x.service): it and those below it")
+    p.add_argument("--cgroup", metavar="PATH", type=text_arg(4096),
+                   help="cgroup path as /proc shows it (/system.slice/x.service): it and "
+                   "those below it")
     p.add_argument("--group-by", choices=tuple(GROUP_KEYS),
                    help="one line per command name, user or cgroup, with sums")
     p.add_argument("--sort", metavar="[-]FIELD", type=sort_arg,
