@@ -353,7 +353,7 @@ def test_history_and_status_through_the_cli(daemon: RunningDaemon) -> None:
     assert doc["counters"]["received"] >= 3 and doc["kernel"]["struct_version"] >= 8
     bad = subprocess.run([*cli, "history", "--sort", "nonsense"], capture_output=True,
                          text=True, check=False)
-    assert bad.returncode == 1 and "nonsense" in bad.stderr
+    assert bad.returncode == 2 and "nonsense" in bad.stderr  # a usage error
 
 
 def test_cli_commands_work_for_a_non_root_user(daemon: RunningDaemon,

@@ -14,9 +14,9 @@ from .errors import AccessDenied, Unsupported
 
 SYSCTL = Path("/proc/sys/kernel/task_delayacct")
 OFF_NOTE = (
-    "delay accounting is off (kernel.task_delayacct=0): non-CPU delays are not measured "
-    "and read 0; switch it on with `taskstats delayacct on` (as root) or boot with "
-    "`delayacct`"
+    "delay accounting is off (kernel.task_delayacct=0): non-CPU delays are not measured; "
+    "switch it on with `taskstats delayacct on` (as root) "
+    "or boot with `delayacct`"
 )
 LATE_NOTE = "tasks started before it was switched on keep zero non-CPU delays"
 

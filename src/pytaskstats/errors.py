@@ -113,6 +113,11 @@ ADMIN_HINT = (
     "needs CAP_NET_ADMIN: run as root (or give the program that capability), "
     "or start taskstatsd and use it"
 )
+POLICY_HINT = (
+    "taskstatsd's policy refused it: a client sees only the tasks whose /proc/PID/io it "
+    "could read (its own uid's, not set-uid, in its PID namespace); root and members of "
+    "taskstatsd's admin_group see every task: ask its administrator"
+)
 
 
 def _what(op: str, pid: int | None, tgid: int | None) -> str:
@@ -149,15 +154,18 @@ def from_errno(
     seq: int | None = None,
     ext_message: str = "",
     ext_offset: int | None = None,
+    daemon: bool = False,
 ) -> TaskstatsError:
-    """Translate a positive errno from request ``op`` into the matching exception."""
+    """Translate a positive errno from request ``op`` into the matching exception;
+    ``daemon``: taskstatsd answered (its refusals are its policy's, not the kernel's)."""
     what = _what(op, pid, tgid)
     detail = f" ({ext_message})" if ext_message else ""
     if err == _errno.ESRCH:
         return NoSuchTask(f"{what}: no such task (it does not exist or has exited)",
                           pid=pid, tgid=tgid)
     if err in (_errno.EPERM, _errno.EACCES):
-        return AccessDenied(f"{what}: permission denied: {ADMIN_HINT}", pid=pid, tgid=tgid)
+        hint = (f"{POLICY_HINT}{detail}" if daemon else ADMIN_HINT)
+        return AccessDenied(f"{what}: permission denied: {hint}", pid=pid, tgid=tgid)
     if err == _errno.ENOENT and op == "family lookup":
         return Unsupported(
             "the kernel has no TASKSTATS generic netlink family here: it was built without "

@@ -129,7 +129,8 @@ class Connection:
                 elif isinstance(event, nl.ErrorReply):
                     if event.error:
                         raise from_errno(event.error, op, pid=pid, tgid=tgid, seq=seq,
-                                         ext_message=event.ext_message)
+                                         ext_message=event.ext_message,
+                                         daemon=self.source == "daemon")
                     return answer
                 else:
                     answer.append(event)
@@ -272,7 +273,8 @@ class _Pipeline:
         elif isinstance(event, nl.ErrorReply):
             if event.error not in self.skipped:
                 pid, tgid = (ident, None) if self.scope == "pid" else (None, ident)
-                raise from_errno(event.error, "query", seq=event.seq, pid=pid, tgid=tgid)
+                raise from_errno(event.error, "query", seq=event.seq, pid=pid, tgid=tgid,
+                                 daemon=self.conn.source == "daemon")
             self.denied += event.error == errno.EPERM
 
     def retry(self, err: Exception) -> None:

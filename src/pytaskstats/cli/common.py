@@ -8,8 +8,10 @@ kernel's 0 as data.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
+import time
 from typing import Any
 
 from .. import delayacct
@@ -23,11 +25,14 @@ OFF_KINDS = tuple(k for k in DELAY_KINDS if k != "cpu")
 MEMORY_KINDS = ("swapin", "freepages", "thrashing", "compact", "wpcopy")
 
 
-def open_client(args: Any, backend: str | None = None) -> Client:
+def open_client(args: Any, backend: str | None = None, *, exits: bool = False) -> Client:
     """A Client from the global options (--backend, --socket); says on stderr when
-    it falls back to taskstatsd."""
+    it falls back to taskstatsd or /proc.  ``exits``: the command needs exit records,
+    which /proc cannot give: its listen() then says why, and no note repeats it."""
     asked = str(backend or getattr(args, "backend", "auto"))
     client = Client(asked, socket_path=getattr(args, "socket", None))
+    if exits and client.backend == "procfs":
+        return client
     if client.backend != "kernel" and asked == "auto":
         print(f"taskstats: note: {client.backend_reason}", file=sys.stderr)
     return client
@@ -47,16 +52,32 @@ def unmeasured(name: str, delayacct_on: bool | None) -> bool:
 
 
 def human_duration(seconds: float) -> str:
-    """A short duration: 0, 12.3us, 4.56ms, 1.234s, 2m03.0s."""
+    """A short duration: 0, 12.3us, 4.56ms, 1.234s, 2m03.0s, 1h02m, 3d04h."""
     if seconds == 0:
         return "0"
+    if not math.isfinite(seconds):
+        return "-"
     if seconds < 1e-3:
         return f"{seconds * 1e6:.1f}us"
     if seconds < 1:
         return f"{seconds * 1e3:.2f}ms"
     if seconds < 120:
         return f"{seconds:.3f}s"
-    return f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
+    minutes = int(seconds // 60)
+    if minutes < 100 * 60:
+        return f"{minutes // 60}h{minutes % 60:02d}m"
+    hours = minutes // 60
+    return f"{hours // 24}d{hours % 24:02d}h"
+
+
+def human_date(epoch_s: int) -> str:
+    """Seconds since the epoch as a local date and time ("2026-12-05 14:30:07")."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_s))
+    except (OverflowError, OSError, ValueError):
+        return "out of range"
 
 
 def wait_status(code: int | None) -> str:
@@ -94,6 +115,8 @@ def format_value(field: Field, value: object) -> str:
         return f"{text} KB ({human_bytes(value * 1024)})"
     if field.unit == "bytes":
         return f"{text} bytes ({human_bytes(value)})"
+    if field.name in ("ac_btime", "ac_btime64"):
+        return f"{value} s since the epoch ({human_date(value)})"
     if field.unit in ("s", "MB*us"):
         return f"{text} {field.unit}"
     return text
@@ -101,11 +124,17 @@ def format_value(field: Field, value: object) -> str:
 
 def format_record(stats: TaskStats, title: str, delayacct_on: bool | None) -> str:
     """The whole record, one field a line, units stated; absent fields said once."""
-    lines = [f"{title}: struct taskstats v{stats.version}, {stats.payload_len} bytes, "
-             f"from {stats.source}"]
+    origin = ("read from /proc, not the kernel's struct taskstats (see docs/procfs.md)"
+              if stats.source == "procfs" else
+              f"struct taskstats v{stats.version}, {stats.payload_len} bytes, "
+              f"from {stats.source}")
+    lines = [f"{title}: {origin}"]
     absent = []
+    procfs = stats.source == "procfs"
     for field in FIELDS:
         value = stats[field.position]
+        if procfs and field.name == "version":
+            continue
         if value is None:
             absent.append(field.name)
             continue
@@ -115,7 +144,8 @@ def format_record(stats: TaskStats, title: str, delayacct_on: bool | None) -> st
     if stats.exe_major is not None:
         lines.append(f"  {'(exe device)':<26} {stats.exe_major}:{stats.exe_minor}")
     if absent:
-        why = ("not carried by thread group records" if stats.scope == "tgid"
+        why = ("not available from /proc" if procfs
+               else "not carried by thread group records" if stats.scope == "tgid"
                else "not in this struct version or payload")
         lines.append(f"  absent ({why}): {', '.join(absent)}")
     return "\n".join(lines)

@@ -28,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
     if state:
         print(f"delay accounting: on ({delayacct.LATE_NOTE})")
     else:
-        print(f"delay accounting: off\n{delayacct.OFF_NOTE}")
+        print(delayacct.OFF_NOTE)
     return 0

@@ -24,6 +24,7 @@ from ..metrics.health import LossTracker
 from ..metrics.live import Sampler
 from ..procfs import cgroup_path
 from ..records import ExitRecord
+from .args import bounded_arg, seconds_arg
 from .common import open_client
 
 if TYPE_CHECKING:
@@ -38,19 +39,34 @@ def add_parser(sub: Any) -> None:
                        description="Serve /metrics: delays, CPU, IO and exits per cgroup and "
                        "command group, counting every exited task, plus loss counters. Needs "
                        "the exporter extra (prometheus-client). See docs/metrics.md.")
-    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
+    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT", type=_listen_arg,
                    help=f"where to serve (default {DEFAULT_LISTEN}; a bare PORT means "
                    "127.0.0.1; port 0 picks a free one)")
-    p.add_argument("--interval", type=float, default=15.0, metavar="S",
-                   help="seconds between live task samples (default 15)")
+    p.add_argument("--interval", type=seconds_arg(0.1, 86400), default=15.0, metavar="S",
+                   help="seconds between live task samples (default 15, 0.1 to 86400)")
     p.add_argument("--group", action="append", default=[], metavar="NAME=REGEX",
                    help="command group: tasks whose comm matches REGEX (first match wins; "
                    "others are \"other\"); repeatable")
-    p.add_argument("--cgroup-depth", type=int, default=3, metavar="N",
-                   help="cgroup labels keep N path components (default 3)")
-    p.add_argument("--max-series", type=int, default=500, metavar="N",
+    p.add_argument("--cgroup-depth", type=bounded_arg(0, 64), default=3, metavar="N",
+                   help="cgroup labels keep N path components (default 3, at most 64)")
+    p.add_argument("--max-series", type=bounded_arg(1, 1 << 20), default=500, metavar="N",
                    help="at most N cgroup labels; the rest count as \"other\" (default 500)")
     p.set_defaults(func=run)
+
+
+def _listen_arg(text: str) -> str:
+    """``--listen``, checked as the server will read it (when the extra is installed:
+    otherwise the start says which extra to install)."""
+    try:
+        from ..metrics.server import parse_listen  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        return text
+    try:
+        parse_listen(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give ADDR:PORT, [V6ADDR]:PORT or PORT (0 to 65535)") from None
+    return text
 
 
 class _Stop(Exception):
@@ -70,9 +86,6 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(f"taskstats: {EXTRA_NOTE}", file=sys.stderr)
         return 1
-    if args.interval <= 0:
-        print("taskstats: --interval must be positive", file=sys.stderr)
-        return 2
     try:
         aggregator = Aggregator(depth=args.cgroup_depth, max_series=args.max_series,
                                 groups=parse_groups(args.group), resolve=cgroup_path)
@@ -88,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, aggregator: Aggregator,
            service_type: type[MetricsService]) -> None:
     tracker = LossTracker()
-    with open_client(args) as client, client.listen(per_cpu=True) as listener:
+    with open_client(args, exits=True) as client, client.listen(per_cpu=True) as listener:
         # unprivileged via taskstatsd: only this user's tasks may be queried
         uid = None if client.backend == "kernel" or os.geteuid() == 0 else os.geteuid()
         sampler = Sampler(aggregator, client.pids, uid=uid)

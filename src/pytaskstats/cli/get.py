@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from .. import delayacct
+from .args import id_arg
 from .common import (
     delayacct_json,
     format_record,
@@ -22,8 +23,9 @@ def add_parser(sub: Any) -> None:
                        description="Print every field of a task's (or thread group's) "
                        "taskstats record, with units.")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("pid", nargs="?", type=int, help="task (thread) id")
-    target.add_argument("--tgid", type=int, help="thread group (process) id: summed threads")
+    target.add_argument("pid", nargs="?", type=id_arg, help="task (thread) id")
+    target.add_argument("--tgid", type=id_arg,
+                        help="thread group (process) id: summed threads")
     p.add_argument("--json", action="store_true", help="one JSON object, kernel field names")
     p.set_defaults(func=run)
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import delayacct
+from ..client import choose_backend, daemon_socket
 from ..cpulist import parse_cpulist
 from ..errors import TaskstatsError
 from ..kernel import LISTEN_RCVBUF, QUERY_RCVBUF, Connection, Listener
@@ -94,6 +95,7 @@ class Options:
     rcvbuf: int = 0
     logfile: str | None = None
     echo: list[str] = field(default_factory=list)
+    via: str | None = None  # taskstatsd's socket (the daemon backend), None: the kernel
 
     @property
     def sections(self) -> Sections:
@@ -111,7 +113,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("getdelays", add_help=False, prefix_chars="+",
                        help="drop-in for the kernel's getdelays (-d -i -q -p -t -c -C -m -l)")
     p.add_argument("args", nargs="...")
-    p.set_defaults(func=lambda args: main(args.args))
+    p.set_defaults(func=lambda args: main(args.args, backend=args.backend,
+                                          socket=args.socket))
 
 
 # ---------------------------------------------------------------- command line (pure)
@@ -151,10 +154,13 @@ def _split(argv: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
     return pairs, []
 
 
-def _number(text: str, error: str, minimum: int) -> int:
-    if not text.strip().isdigit() or not minimum <= int(text) < 2**32:
+def _number(text: str, error: str, minimum: int, limit: int = 2**32) -> int:
+    """A decimal in [minimum, limit), else UsageError(error)."""
+    body = text.strip()
+    if not (body.isascii() and body.isdigit()) or len(body) > 20 or not (
+            minimum <= int(body) < limit):
         raise UsageError(error)
-    return int(text)
+    return int(body)
 
 
 _FLAGS = {"d": ("delays", "print delayacct stats ON"), "i": ("io", "printing IO accounting"),
@@ -177,7 +183,7 @@ def _apply(o: Options, opt: str, arg: str) -> None:
         o.echo.append(f"write to file {arg}")
     elif opt == "r":
         o.echo.append(f"receive buf size {arg}")
-        o.rcvbuf = _number(arg, "Invalid rcv buf size", 0)
+        o.rcvbuf = _number(arg, "Invalid rcv buf size", 0, 2**31)  # a C int
     elif opt == "m":
         try:
             parse_cpulist(arg)
@@ -278,9 +284,10 @@ def _exit_record(listener: Listener, proc: subprocess.Popen[bytes]) -> ExitRecor
     raise TaskstatsError(f"the exit record of pid {proc.pid} did not arrive{why}")
 
 
-def run_command(argv: list[str], rcvbuf: int) -> ExitRecord:
-    """Run ``argv`` under an exit listener on every CPU; return its exit record."""
-    with Listener(None, rcvbuf=rcvbuf or LISTEN_RCVBUF) as listener:
+def run_command(argv: list[str], rcvbuf: int, via: str | None = None) -> ExitRecord:
+    """Run ``argv`` under an exit listener on every CPU (of taskstatsd at ``via``);
+    return its exit record."""
+    with Listener(None, rcvbuf=rcvbuf or LISTEN_RCVBUF, socket_path=via) as listener:
         sys.stdout.flush()
         previous = signal.signal(signal.SIGINT, _ignore)
         try:
@@ -327,7 +334,7 @@ def listen(listener: Listener, out: Output, *, forever: bool) -> None:
 
 def _query(conn: Connection, opts: Options, out: Output) -> None:
     if opts.command:
-        record = run_command(opts.command, opts.rcvbuf)
+        record = run_command(opts.command, opts.rcvbuf, opts.via)
         out.debug(f"received {message_size([record.task])} bytes")
         out.stats(record.task, record.pid)
     elif opts.ident:
@@ -345,11 +352,13 @@ def run(opts: Options) -> int:
     """Do what the options say; TaskstatsError on failure."""
     with ExitStack() as stack:
         out = stack.enter_context(Output(opts))
-        conn = stack.enter_context(Connection(opts.rcvbuf or QUERY_RCVBUF))
+        conn = stack.enter_context(Connection(opts.rcvbuf or QUERY_RCVBUF,
+                                              socket_path=opts.via))
         out.debug(f"family id {conn.family.id}")
         listener = None
         if opts.mask is not None:
-            listener = Listener(opts.mask, rcvbuf=opts.rcvbuf or LISTEN_RCVBUF)
+            listener = Listener(opts.mask, rcvbuf=opts.rcvbuf or LISTEN_RCVBUF,
+                                socket_path=opts.via)
             stack.callback(out.text, DEREGISTER_LINE + "\n")
             stack.enter_context(listener)
             out.debug("Sent register cpumask, retval 0")
@@ -360,8 +369,22 @@ def run(opts: Options) -> int:
     return 0
 
 
-def main(argv: Sequence[str]) -> int:
-    """``taskstats getdelays ARGS``: 0 ok, 1 runtime error, 2 usage error, 130 Ctrl-C."""
+def choose_source(backend: str, socket: str | None) -> str | None:
+    """taskstatsd's socket path for the daemon backend, None for the kernel; "auto" as
+    Client resolves it.  TaskstatsError when it resolves to /proc: getdelays speaks
+    the TASKSTATS protocol, which only the kernel and taskstatsd answer."""
+    path = daemon_socket(socket)
+    chosen, reason = choose_backend(backend, path)
+    if chosen == "procfs":
+        raise TaskstatsError(f"needs the kernel's taskstats (CAP_NET_ADMIN) or taskstatsd, "
+                             f"not /proc ({reason}); use --backend kernel or daemon")
+    return path if chosen == "daemon" else None
+
+
+def main(argv: Sequence[str], *, backend: str = "auto", socket: str | None = None) -> int:
+    """``taskstats getdelays ARGS``: 0 ok, 1 runtime error, 2 usage error, 130 Ctrl-C.
+    ``backend``/``socket``: the global options (auto: the kernel with CAP_NET_ADMIN,
+    else taskstatsd)."""
     try:
         opts = parse_args(argv)
     except _Help:
@@ -371,6 +394,7 @@ def main(argv: Sequence[str]) -> int:
         sys.stderr.write(f"getdelays: {err}\n{USAGE}")
         return 2
     try:
+        opts.via = choose_source(backend, socket)
         sys.stdout.write("".join(line + "\n" for line in opts.echo))
         sys.stdout.flush()
         if opts.delays and delayacct.status() is False:

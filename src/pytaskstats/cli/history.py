@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import re
+import pwd
 import sys
 import time
 from typing import Any
@@ -11,40 +11,53 @@ from typing import Any
 from .. import delayacct, report
 from ..client import Client
 from ..daemon import protocol
+from ..daemon.journal_queries import AGGREGATES, CONTEXT
+from ..fields import FIELDS
+from .args import WHEN_FORMS, count_arg, id_arg, text_arg, uid_arg, when_arg, when_text_arg
 from .common import human_duration, open_client, print_json
 
 REPORT_SINCE_S = 86400  # --report without --since: the last day
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+GROUP_KEYS = {"comm": "ac_comm", "uid": "ac_uid", "cgroup": "cgroup"}  # the rows' key column
+EXIT_SORTS = (*CONTEXT, *(f.name for f in FIELDS))
 
 
 def parse_when(text: str, now_ns: int) -> int:
-    """"90s", "15m", "2h", "1d" ago, or seconds since the epoch -> ns since the epoch."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if match:
-        return now_ns - int(float(match[1]) * _UNITS[match[2]] * 1e9)
-    try:
-        return int(float(text) * 1e9)
-    except ValueError:
+    """A --since/--until value as ns since the epoch (see args.WHEN_FORMS)."""
+    return when_arg(text, now_ns)
+
+
+def sort_arg(text: str) -> str:
+    """A field name, "-" first for descending: exit fields, or group sums and keys."""
+    name = text.removeprefix("-")
+    if name not in {*EXIT_SORTS, *AGGREGATES, "exits", *GROUP_KEYS.values()}:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: give an age like 15m, 2h, 1d or seconds since the epoch") from None
+            f"{text!r}: not a field; give a field name such as blkio_delay_total, ac_etime "
+            "or time_ns ('-' first sorts descending; with --group-by also exits)")
+    return text
 
 
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
     p = sub.add_parser("history", help="query taskstatsd's exit journal",
-                       description="Exit records journaled by taskstatsd. Non-root users see "
-                       "their own. Times are ages (15m, 2h, 1d) or epoch seconds.")
-    p.add_argument("--since", help="from this time (e.g. 1h)")
-    p.add_argument("--until", help="up to this time")
-    p.add_argument("--comm", help="command name")
-    p.add_argument("--uid", type=int)
-    p.add_argument("--pid", type=int)
-    p.add_argument("--cgroup", help="cgroup path")
-    p.add_argument("--group-by", choices=("comm", "uid", "cgroup"))
-    p.add_argument("--sort", help="any field name, '-' first for descending (e.g. "
-                   "-blkio_delay_total)")
-    p.add_argument("--limit", type=int)
+                       description="Exit records journaled by taskstatsd. Users other than "
+                       "root and its admin_group see only their own. "
+                       f"Times: {WHEN_FORMS}.")
+    p.add_argument("--since", metavar="WHEN", type=when_text_arg,
+                   help="from this time (e.g. 1h, yesterday, 2026-12-05T14:30)")
+    p.add_argument("--until", metavar="WHEN", type=when_text_arg,
+                   help="up to this time (default: now)")
+    p.add_argument("--comm", type=text_arg(255), help="command name (exact)")
+    p.add_argument("--uid", type=uid_arg, metavar="USER", help="user name or uid")
+    p.add_argument("--pid", type=id_arg, help="task id")
+    p.add_argument("--cgroup", metavar="PATH", type=text_arg(4096),
+                   help="cgroup path as /proc shows it (/system.slice/x.service): it and "
+                   "those below it")
+    p.add_argument("--group-by", choices=tuple(GROUP_KEYS),
+                   help="one line per command name, user or cgroup, with sums")
+    p.add_argument("--sort", metavar="[-]FIELD", type=sort_arg,
+                   help="any field name, '-' first for descending (e.g. --sort "
+                   "-blkio_delay_total); with --group-by also exits")
+    p.add_argument("--limit", type=count_arg, metavar="N", help="at most N lines")
     p.add_argument("--totals", action="store_true", help="one line of sums")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per record (kernel field names)")
@@ -70,13 +83,29 @@ def params(args: argparse.Namespace, now_ns: int) -> dict[str, Any]:
     return out
 
 
-def format_row(row: dict[str, Any]) -> str:
-    """One journal row (or group) as a readable line."""
+def group_label(row: dict[str, Any], group_by: str | None) -> str:
+    """The key of a group row as text: the command name, "uid 1000 (alice)" or the
+    cgroup; "all" for the one row of --totals."""
+    if group_by is None:
+        return "all"
+    key = row.get(GROUP_KEYS[group_by])
+    if key is None:
+        return "(unknown)"
+    if group_by == "uid":
+        try:
+            return f"uid {key} ({pwd.getpwuid(int(key)).pw_name})"
+        except (KeyError, ValueError, OverflowError):
+            return f"uid {key}"
+    return str(key)
+
+
+def format_row(row: dict[str, Any], group_by: str | None = None) -> str:
+    """One journal row (or group, or the totals) as a readable line."""
     def secs(key: str, scale: float) -> str:
         value = row.get(key)
         return "-" if value is None else human_duration(value * scale)
-    head = (f"{row['exits']:>6} exits {row.get('key', '')!s:<24}" if "exits" in row else
-            f"{time.strftime('%F %T', time.localtime(row['time_ns'] / 1e9))} "
+    head = (f"{row['exits']:>6} exits {group_label(row, group_by):<24}" if "exits" in row
+            else f"{time.strftime('%F %T', time.localtime(row['time_ns'] / 1e9))} "
             f"pid {row.get('pid')} {row.get('ac_comm') or '?':<16}")
     left = (f" (implausible delays left out: {row['implausible']} exits)"
             if row.get("implausible") else "")
@@ -89,14 +118,29 @@ def run(args: argparse.Namespace) -> int:
     """Ask the daemon and print (or write the report)."""
     if args.report:
         return write_report(args)
+    query = params(args, time.time_ns())
+    if query.get("until_ns", 1 << 63) <= query.get("since_ns", -1):
+        print("taskstats history: --until must be later than --since", file=sys.stderr)
+        return 2
     with open_client(args, backend="daemon") as client:
-        rows = client.daemon_request(protocol.CMD_HISTORY, params(args, time.time_ns()))
+        rows = client.daemon_request(protocol.CMD_HISTORY, query)
     for row in rows:
         if args.json:
             print_json(row)
         else:
-            print(format_row(row))
+            print(format_row(row, args.group_by))
+    if not rows or (args.totals and not rows[0].get("exits")):
+        print(f"taskstats history: no exits match ({describe_filter(args)})",
+              file=sys.stderr)
     return 0
+
+
+def describe_filter(args: argparse.Namespace) -> str:
+    """The filter options as given, e.g. "--since 1h --comm make"; "no filter"."""
+    given = [f"--{key.replace('_', '-')} {getattr(args, key)}"
+             for key in ("since", "until", "comm", "uid", "pid", "cgroup")
+             if getattr(args, key) is not None]
+    return " ".join(given) if given else "no filter: the journal holds no exits you may see"
 
 
 def write_report(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import delayacct
 from ..records import ExitRecord, Lost, TaskStats
+from .args import count_arg, cpulist_arg
 from .common import (
     delayacct_json,
     human_bytes,
@@ -25,14 +26,15 @@ def add_parser(sub: Any) -> None:
                        description="Register an exit listener and print each exiting task's "
                        "record (and its thread group's record when the process ends). "
                        "Lost records are counted and reported, never silent.")
-    p.add_argument("--cpus", metavar="MASK", help="cpulist to listen on (default: all)")
+    p.add_argument("--cpus", metavar="MASK", type=cpulist_arg,
+                   help="cpulist to listen on, e.g. 0-3,5 (default: all)")
     p.add_argument("--per-cpu", action="store_true",
                    help="one socket per CPU (each record then names its CPU)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per event")
     fmt.add_argument("--format", choices=("text", "procacct"), default="text",
                      help="procacct: the kernel's tools/accounting/procacct lines")
-    p.add_argument("-n", "--count", type=int, default=0, metavar="N",
+    p.add_argument("-n", "--count", type=count_arg, default=0, metavar="N",
                    help="stop after N exit records (default: run until interrupted)")
     p.set_defaults(func=run)
 
@@ -97,12 +99,13 @@ def _emit(event: ExitRecord | Lost, args: argparse.Namespace, state: bool | None
 def run(args: argparse.Namespace) -> int:
     """Listen until interrupted (or ``--count`` exits), printing each event."""
     state = delayacct.status()
-    if args.json:
-        print_json({"event": "start", "delayacct": delayacct_json(state)})
-    elif state is False:
-        print(f"taskstats: note: {delayacct.OFF_NOTE}", file=sys.stderr)
     seen = 0
-    with open_client(args) as client, client.listen(args.cpus, per_cpu=args.per_cpu) as listener:
+    with open_client(args, exits=True) as client, client.listen(
+            args.cpus, per_cpu=args.per_cpu) as listener:
+        if args.json:
+            print_json({"event": "start", "delayacct": delayacct_json(state)})
+        elif state is False:
+            print(f"taskstats: note: {delayacct.OFF_NOTE}", file=sys.stderr)
         for event in listener:
             _emit(event, args, state)
             sys.stdout.flush()

@@ -1,15 +1,25 @@
-"""Entry point of the ``taskstats`` command: dispatch to one module per subcommand."""
+"""Entry point of the ``taskstats`` command: dispatch to one module per subcommand.
+
+Exit status: 0 ok, 1 runtime error (a line on stderr: what happened, what to do),
+2 usage error (one line: what is wrong, what is accepted); ``run`` passes its
+command's status through (126 cannot execute, 127 not found).  No input ends in a
+traceback: anything unexpected is reported as a bug, in one line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from ..errors import TaskstatsError
+from .. import __version__
+from ..client import BACKENDS
+from ..errors import BUG_HINT, TaskstatsError
 from . import cgroup, delayacct, exporter, get, getdelays, history, listen, run, status, top
+from .args import Parser, join_dash_values
 
 COMMANDS: tuple[ModuleType, ...] = (get, getdelays, listen, run, cgroup, delayacct, status,
                                      history, top, exporter)
@@ -17,11 +27,14 @@ COMMANDS: tuple[ModuleType, ...] = (get, getdelays, listen, run, cgroup, delayac
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand's options."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="taskstats", description="Linux per-task accounting and delays (taskstats).")
-    parser.add_argument("--backend", choices=("auto", "kernel", "daemon"), default="auto",
-                        help="where records come from (default: the kernel if permitted, "
-                        "else taskstatsd)")
+    parser.add_argument("--version", action="version", version=f"taskstats {__version__}")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="where records come from: auto (default: the kernel with "
+                        "CAP_NET_ADMIN, else taskstatsd if it answers, else /proc), kernel, "
+                        "daemon (taskstatsd) or procfs (/proc: no delays but CPU wait, no "
+                        "exits)")
     parser.add_argument("--socket", metavar="PATH", default=None,
                         help="taskstatsd's socket (default: $TASKSTATS_SOCKET or "
                         "/run/taskstats/taskstatsd.sock)")
@@ -35,17 +48,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 error, 2 usage)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["getdelays"]:
-        return getdelays.main(args_list[1:])
-    args = build_parser().parse_args(args_list)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        return guarded(lambda: getdelays.main(args_list[1:]))
     try:
-        code = int(args.func(args))
+        args = build_parser().parse_args(join_dash_values(args_list, "history", ("--sort",)))
+    except SystemExit as stop:  # --help, --version, usage errors (already printed)
+        return stop.code if isinstance(stop.code, int) else 2
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    return guarded(lambda: int(args.func(args)))
+
+
+def guarded(command: Callable[[], int]) -> int:
+    """Run ``command``; every error becomes a line on stderr and status 1 (130 on
+    Ctrl-C), never a traceback (unless $TASKSTATS_DEBUG is set, for bugs)."""
+    try:
+        return command()
     except TaskstatsError as err:
         print(f"taskstats: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
-    return code
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"taskstats: {where}{err.strerror or err}", file=sys.stderr)
+    except Exception as err:  # the promise: no traceback, ever
+        if os.environ.get("TASKSTATS_DEBUG"):
+            raise
+        print(f"taskstats: internal error ({type(err).__name__}: {err}); {BUG_HINT} "
+              "(TASKSTATS_DEBUG=1 shows the traceback)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

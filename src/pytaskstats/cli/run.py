@@ -34,6 +34,18 @@ from .common import (
 )
 
 PR_SET_CHILD_SUBREAPER = 36
+NOT_FOUND, CANNOT_EXECUTE = 127, 126  # the shell's statuses
+
+
+class CannotRun(Exception):
+    """The command could not be started; ``status`` is the shell's (126 or 127)."""
+
+    def __init__(self, command: str, err: OSError | ValueError) -> None:
+        found = not isinstance(err, FileNotFoundError)
+        self.status = CANNOT_EXECUTE if found else NOT_FOUND
+        what = "cannot execute" if found else "command not found"
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        super().__init__(f"{command}: {what} ({why})")
 
 
 def add_parser(sub: Any) -> None:
@@ -123,7 +135,10 @@ def execute(command: list[str], listener: Listener, *, wait_all: bool) -> RunRes
 
     result.started_ns = time.time_ns()
     start = time.monotonic()
-    proc = subprocess.Popen(command)
+    try:
+        proc = subprocess.Popen(command)
+    except (OSError, ValueError) as err:
+        raise CannotRun(command[0], err) from err
     pidfd = os.pidfd_open(proc.pid)
     try:
         while True:
@@ -176,6 +191,12 @@ COLUMNS = (  # header, width, value key, unit
     ("WRITE", 8, "write_bytes", "B"), ("CTXSW", 7, "ctxsw", ""),
     ("PEAKRSS", 9, "hiwater_rss", "KB"))
 _NOT_MEASURED = ("blkio_delay_total", "memory_delay_total")
+LEGEND = (
+    "THR threads; WALL lifetime (TOTAL: from the start to the last exit); USER/SYS CPU "
+    "time; CPUWAIT waiting for a CPU; IOWAIT waiting for block I/O;\n"
+    "MEMWAIT waiting for memory (swap-in + reclaim + thrashing + compaction + "
+    "write-protect copy); READ/WRITE storage bytes; CTXSW context switches; PEAKRSS "
+    "peak resident memory (TOTAL: the largest)")
 
 
 def _row_values(values: dict[str, int | None], etime: int | None) -> dict[str, int | None]:
@@ -201,9 +222,10 @@ def format_text(result: RunResult, procs: list[ProcessSummary], state: bool | No
         lines.append(f"{p.tgid:>7} {p.ppid or 0:>7} {p.threads:>4} {p.comm[:16]:<16} "
                      f"{_cells(_row_values(p.values, p.etime_us), state)} {status}")
     tot, left_out = plausible_totals(result.records)
-    wall_us = int(result.wall_s * 1e6)
-    lines.append(f"{'TOTAL':>7} {'':>7} {tot['threads'] or 0:>4} "
-                 f"{str(tot['processes']) + ' processes':<16} "
+    wall_us = int(max(result.wall_s, *result.exit_s) * 1e6)  # rows may outlive the command
+    nprocs = tot["processes"] or 0
+    label = f"in {nprocs} process{'es' if nprocs != 1 else ''}"  # THR threads in N processes
+    lines.append(f"{'TOTAL':>7} {'':>7} {tot['threads'] or 0:>4} {label:<16} "
                  f"{_cells(_row_values(tot, wall_us), state)} {exit_status(result.returncode)}")
     if left_out:
         lines.append(left_out_note(left_out))
@@ -261,12 +283,11 @@ def run(args: argparse.Namespace) -> int:
     state = delayacct.status()
     previous = signal.signal(signal.SIGINT, lambda *_: None)  # the command gets Ctrl-C
     try:
-        with open_client(args) as client, client.listen(per_cpu=True) as listener:
+        with open_client(args, exits=True) as client, client.listen(per_cpu=True) as listener:
             result = execute(command, listener, wait_all=args.wait_all)
-    except FileNotFoundError as err:
-        print(f"taskstats run: {command[0]}: command not found ({err.strerror})",
-              file=sys.stderr)
-        return 127
+    except CannotRun as err:
+        print(f"taskstats run: {err}", file=sys.stderr)
+        return err.status
     finally:
         signal.signal(signal.SIGINT, previous)
     procs = summarize(result.records)
@@ -308,6 +329,7 @@ def _print_text(result: RunResult, procs: list[ProcessSummary], state: bool | No
     if state is False:
         print(f"note: {delayacct.OFF_NOTE}", file=err)
     print(format_text(result, procs, state), file=err)
+    print(LEGEND, file=err)
     if result.lost:
         print(f"warning: {result.lost} exit records were lost (listener overrun): totals "
               "are incomplete", file=err)

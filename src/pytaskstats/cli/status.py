@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from .. import delayacct
@@ -38,13 +39,14 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_status(doc: dict[str, Any]) -> str:
     """Readable lines for the status document."""
-    da = {True: "on", False: f"off ({delayacct.OFF_NOTE})", None: "not available"}
-    lines = [f"backend: {doc['backend']} ({doc['reason']})",
-             f"delay accounting: {da[doc['delayacct']]}"]
+    da = {True: "delay accounting: on", False: delayacct.OFF_NOTE,
+          None: "delay accounting: not available (no kernel.task_delayacct sysctl)"}
+    lines = [f"backend: {doc['backend']} ({doc['reason']})", da[doc["delayacct"]]]
     daemon = doc["daemon"]
     if daemon is None:
-        lines.append(f"taskstatsd: not reachable at {doc['socket']}: "
-                     f"{doc.get('daemon_error', '')}")
+        why = doc.get("daemon_error") or ""
+        lines.append(f"taskstatsd: {why}" if doc["socket"] in why else
+                     f"taskstatsd: not reachable at {doc['socket']}: {why or 'no answer'}")
         return "\n".join(lines)
     d, k = daemon["daemon"], daemon["kernel"]
     if "pid" in d:  # root and the admin group see the whole document
@@ -77,4 +79,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(doc)
     else:
         print(format_status(doc))
-    return 1 if doc["daemon"] is None and doc["backend"] == "daemon" else 0
+    if doc["daemon"] is None and doc["backend"] == "daemon":
+        print(f"taskstats: {doc.get('daemon_error') or 'taskstatsd did not answer'}",
+              file=sys.stderr)
+        return 1
+    return 0

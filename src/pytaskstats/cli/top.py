@@ -18,16 +18,12 @@ from ..top.model import Model
 from ..top.sampler import Sampler
 from ..top.screen import run_screen
 from ..top.view import SORTS, Filters, ViewState
+from .args import cgroup_dir_arg, count_arg, seconds_arg, user_arg
 from .common import open_client
 
 MIN_DELAY_S = 0.1
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= MIN_DELAY_S:
-        raise argparse.ArgumentTypeError(f"at least {MIN_DELAY_S} s, not {text}")
-    return value
+MAX_DELAY_S = 86400.0  # a refresh a day
+MAX_RETAIN_S = 7 * 86400.0
 
 
 def add_parser(sub: Any) -> None:
@@ -40,9 +36,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-b", "--batch", action="store_true",
                    help="print refreshes (text, or JSON lines with --json) instead of the "
                    "full-screen view")
-    p.add_argument("-n", "--iterations", type=int, default=0, metavar="N",
+    p.add_argument("-n", "--iterations", type=count_arg, default=0, metavar="N",
                    help="stop after N refreshes (default 0: never)")
-    p.add_argument("-d", "--delay", type=_seconds, default=2.0, metavar="SECS",
+    p.add_argument("-d", "--delay", type=seconds_arg(MIN_DELAY_S, MAX_DELAY_S), default=2.0,
+                   metavar="SECS",
                    help="refresh interval in seconds (default 2, at least 0.1)")
     p.add_argument("--json", action="store_true",
                    help="batch mode, one JSON object per refresh")
@@ -53,16 +50,19 @@ def add_parser(sub: Any) -> None:
     level.add_argument("-H", "--threads", action="store_true", help="a row per thread")
     level.add_argument("-g", "--group-cgroups", action="store_true",
                        help="a row per cgroup (containers, services)")
-    p.add_argument("-u", "--user", help="only this user's tasks (name or uid)")
+    p.add_argument("-u", "--user", type=user_arg,
+                   help="only this user's tasks (name or uid)")
     p.add_argument("-c", "--command", help="only commands containing TEXT (any case)",
                    metavar="TEXT")
-    p.add_argument("--cgroup", metavar="PATH", help="only this cgroup and those below it")
+    p.add_argument("--cgroup", metavar="PATH", type=cgroup_dir_arg,
+                   help="only this cgroup and those below it (/system.slice, or "
+                   "/sys/fs/cgroup/system.slice)")
     p.add_argument("-o", "--only-active", action="store_true",
                    help="only rows with activity in the interval")
-    p.add_argument("-P", "--limit", type=int, default=0, metavar="N",
+    p.add_argument("-P", "--limit", type=count_arg, default=0, metavar="N",
                    help="at most N rows per refresh (default: all, or what fits)")
-    p.add_argument("--retain", type=float, default=10.0, metavar="SECS",
-                   help="how long exited processes stay listed (default 10)")
+    p.add_argument("--retain", type=seconds_arg(0, MAX_RETAIN_S), default=10.0,
+                   metavar="SECS", help="how long exited processes stay listed (default 10)")
     p.add_argument("--no-exits", action="store_true",
                    help="do not listen for exits (no exited rows, no exit counts)")
     p.set_defaults(func=run)
@@ -74,7 +74,7 @@ def view_state(args: argparse.Namespace) -> ViewState:
     return ViewState(sort=args.sort, reverse=args.reverse, level=level,
                      filters=Filters(args.user, args.command, args.cgroup),
                      interval=args.delay, active_only=args.only_active,
-                     limit=max(args.limit, 0))
+                     limit=args.limit)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 
+from .. import __version__
 from ..errors import TaskstatsError
 from ..transport import DEFAULT_SOCKET
 from .socketfile import check_path
@@ -100,9 +101,70 @@ class Config:
             raise ConfigError(f"admin_group {self.admin_group!r}: no such group") from None
 
 
+# --help text of each setting (its choices, range and default are added from the tables)
+HELP = {
+    "socket": "the clients' Unix socket (SOCK_SEQPACKET, mode 0666)",
+    "state_dir": "absolute path of the journal's directory (created if missing; its "
+                 "parent must exist)",
+    "admin_group": "members of this group (name or gid) see every task, like root "
+                   "(empty: nobody but root)",
+    "synchronous": "journal durability: NORMAL (a daemon crash loses nothing committed) "
+                   "or FULL (commits also survive a power loss)",
+    "retention_days": "drop journaled exits older than this many days (0: keep them)",
+    "max_journal_mb": "drop the oldest exits past this journal size in MiB (0: no limit)",
+    "low_free_pct": "suspend journaling below this much free disk space, in percent",
+    "resume_free_pct": "resume journaling at this much free disk space, in percent",
+    "rcvbuf_bytes": "receive buffer of each kernel listener socket, in bytes",
+    "max_clients": "client connections at once",
+    "nice": "scheduling priority of the daemon and its journal writer, -20 to 19 "
+            "(in a fork storm it otherwise waits behind every new task)",
+    "client_queue_records": "exit records queued per listening client; more are "
+                            "dropped for it and counted",
+    "max_request_bytes": "largest client request, in bytes",
+    "max_clients_per_uid": "connections one non-admin uid may hold",
+    "admin_reserved_clients": "the last of max_clients, kept for root and admins",
+    "client_reply_bytes": "answers queued per client, in bytes; then its requests wait",
+    "client_queue_bytes": "exit records queued per client, in bytes",
+    "client_turn_messages": "requests answered per client per turn of the loop",
+    "client_turn_ms": "time per client per turn of the loop, in ms",
+    "cgroups": "record each exiting process's cgroup path",
+    "source": "where records come from: auto (the kernel's taskstats, else /proc), "
+              "kernel, or procfs (/proc and the proc connector)",
+    "procfs_interval_s": "period of the /proc scan with the procfs source, in seconds",
+    "metrics_listen": "serve Prometheus /metrics at ADDR:PORT (a bare PORT: 127.0.0.1; "
+                      "empty: off); needs the exporter extra",
+    "metrics_groups": "command groups for metrics: NAME=REGEX,NAME=REGEX (first match "
+                      "wins)",
+    "metrics_cgroup_depth": "cgroup labels keep this many path components",
+    "metrics_max_series": "at most this many cgroup labels; the rest are \"other\"",
+    "metrics_interval_s": "live task sampling period for metrics, in seconds",
+}
+
+
+def _help(name: str, default: object) -> str:
+    """The --help line of setting ``name``: what it does, what it takes, its default."""
+    text = HELP.get(name, "")
+    if name in CHOICES:
+        text += f"; one of {', '.join(CHOICES[name])}"
+    elif isinstance(default, (int, float)) and not isinstance(default, bool):
+        low, high = BOUNDS.get(name, DEFAULT_BOUNDS)
+        text += f"; {_number(low)} to {_number(high)}"
+    shown = default if default != "" else "empty"
+    return f"{text} (default: {shown})".lstrip("; ")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+_NAMED_METAVARS = {"socket": "PATH", "state_dir": "DIR", "admin_group": "GROUP",
+                   "synchronous": "MODE", "source": "SOURCE", "metrics_listen": "ADDR:PORT",
+                   "metrics_groups": "NAME=REGEX,..."}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise ConfigError(message)
+        raise ConfigError(f"{message} (see 'taskstatsd --help')")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,8 +172,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="taskstatsd",
         description="The kernel's taskstats as a service: exit listeners, an SQLite exit "
         "journal, and a Unix socket that unprivileged users and containers can query.")
-    p.add_argument("--config", default=None, help=f"INI file (default {DEFAULT_CONFIG} if "
-                   f"present), section [{SECTION}], keys as the long options")
+    p.add_argument("--version", action="version", version=f"taskstatsd {__version__}")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help=f"INI file (default {DEFAULT_CONFIG} if present), section "
+                   f"[{SECTION}], keys as the long options with _ for -")
     p.add_argument("--foreground", action="store_true", default=None,
                    help="stay in the foreground (as under systemd)")
     p.add_argument("--print-unit", action="store_true",
@@ -122,9 +186,11 @@ def _parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                           default=None)
+                           default=None, help=_help(f.name, "yes" if f.default else "no"))
         else:
-            p.add_argument(flag, dest=f.name, default=None, help=f"default: {f.default}")
+            p.add_argument(flag, dest=f.name, default=None, help=_help(f.name, f.default),
+                           metavar=_NAMED_METAVARS.get(f.name) or _METAVARS.get(str(f.type),
+                                                                                "TEXT"))
     return p
 
 
@@ -192,6 +258,7 @@ def _set(cfg: Config, name: str, text: str, where: str) -> None:
 
 
 _KIND_NAMES = {"bool": "yes or no", "int": "an integer", "float": "a number", "str": "text"}
+_METAVARS = {"int": "N", "float": "X"}
 
 
 def _convert(kind: str, text: str) -> Any:

@@ -21,6 +21,11 @@ from .view import ViewState, view
 __all__ = ["run_batch", "wait"]
 
 DRAIN_EVERY_S = 0.5  # how often a wait empties the exit listener
+LEGEND = (  # under the first text refresh: the column names are abbreviations
+    "S: X exited; CPU% running, CPUW% waiting for a CPU, IOW% for block I/O, MEMW% for "
+    "memory (swap-in + reclaim + thrashing + compaction + write-protect copy), IRQ% in "
+    "IRQs: percent of one CPU over the interval;\nRD/s WR/s storage bytes read/written "
+    "per second; CSW/s context switches per second; * the sort column")
 
 
 def wait(sampler: Sampler, until: float) -> None:
@@ -36,14 +41,16 @@ def info(sampler: Sampler) -> Info:
 
 
 def write_refresh(frame: Frame, state: ViewState, meta: Info, *, json_lines: bool,
-                  out: TextIO) -> None:
-    """One refresh, as text (a blank line after it) or one JSON line."""
+                  out: TextIO, legend: bool = False) -> None:
+    """One refresh, as text (with ``legend`` under the table; a blank line after it)
+    or one JSON line."""
     rows = view(frame, state)
     if json_lines:
         out.write(json.dumps(frame_json(frame, rows, meta, state), separators=(",", ":")))
         out.write("\n")
     else:
-        out.write(text_block(frame, rows, meta, state) + "\n")
+        out.write(text_block(frame, rows, meta, state) + (LEGEND + "\n" if legend else "")
+                  + "\n")
     out.flush()
 
 
@@ -59,6 +66,7 @@ def run_batch(sampler: Sampler, model: Model, state: ViewState, *, iterations: i
         due = max(due + state.interval, time.monotonic())
         wait(sampler, due)
         frame = model.update(sampler.sample())
-        write_refresh(frame, state, info(sampler), json_lines=json_lines, out=stream)
+        write_refresh(frame, state, info(sampler), json_lines=json_lines, out=stream,
+                      legend=not done)
         done += 1
     return 0

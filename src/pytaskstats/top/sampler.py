@@ -131,13 +131,14 @@ class Sampler:
                       users=users, exits=exits, lost=lost, delayacct=state)
 
     def _query(self, tgids: dict[int, int]) -> dict[int, TaskStats]:
-        """The bulk query; where taskstatsd allows only our own tasks, ask for those."""
+        """The bulk query; where taskstatsd allows only our own tasks, ask for those
+        (skipping any it still refuses: a task of ours that changed credentials)."""
         tids = list(tgids)
         if self._own_only:
             mine = owned_by(set(tgids.values()), os.getuid(), self.proc)
             tids = [t for t, g in tgids.items() if g in mine]
         try:
-            return dict(self.client.pids(tids))
+            return dict(self.client.pids(tids, skip_denied=self._own_only))
         except AccessDenied:
             if self._own_only or self.client.backend != "daemon":
                 raise

@@ -1,0 +1,271 @@
+"""Command-line values checked where they are parsed: every bad value is a usage
+error (exit status 2) of one line that says what is wrong and what is accepted.
+
+Each ``*_arg`` function is an argparse ``type=``: text in, a bounded value out, or
+:class:`argparse.ArgumentTypeError` with the message.  Times are CLOCK_REALTIME
+ns since the epoch; durations are seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import pwd
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from ..cpulist import parse_cpulist
+from ..kernel import possible_cpus
+
+ID_MAX = (1 << 32) - 1  # pids, tgids, uids: u32 in struct taskstats
+COUNT_MAX = (1 << 31) - 1  # -n, --limit, -P: a C int
+_NS = 1_000_000_000
+# Dates taskstatsd can hold: CLOCK_REALTIME ns in an int64 (years 1970 to 2262)
+WHEN_MIN_NS, WHEN_MAX_NS = 0, (1 << 63) - 1
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_AGE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?) ?([smhdw])")
+WHEN_FORMS = ("an age (90s, 30m, 1h, 2d, 1w), now, today, yesterday, an ISO date or "
+              "date-time (2026-12-05, 2026-12-05T14:30) or seconds since the epoch")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: ``prog: message (see prog --help)``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the one line and exit with status 2."""
+        self.exit(2, f"{self.prog}: {printable(message)} (see '{self.prog} --help')\n")
+
+
+def _fail(text: str, what: str) -> NoReturn:
+    raise argparse.ArgumentTypeError(f"{text!r}: {what}")
+
+
+def _integer(text: str, what: str) -> int:
+    """A decimal integer of at most 20 digits (no huge conversions), else the error."""
+    body = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,20}", body):
+        _fail(text, what)
+    return int(body)
+
+
+def id_arg(text: str) -> int:
+    """A pid or tgid: 1 .. 2**32-1."""
+    what = f"a pid is a whole number from 1 to {ID_MAX}"
+    value = _integer(text, what)
+    if not 1 <= value <= ID_MAX:
+        _fail(text, what)
+    return value
+
+
+def count_arg(text: str) -> int:
+    """A count: 0 .. 2**31-1."""
+    what = f"give a whole number from 0 to {COUNT_MAX}"
+    value = _integer(text, what)
+    if not 0 <= value <= COUNT_MAX:
+        _fail(text, what)
+    return value
+
+
+def positive_arg(text: str) -> int:
+    """A count of at least 1."""
+    what = f"give a whole number from 1 to {COUNT_MAX}"
+    value = _integer(text, what)
+    if not 1 <= value <= COUNT_MAX:
+        _fail(text, what)
+    return value
+
+
+def bounded_arg(low: int, high: int) -> Callable[[str], int]:
+    """A ``type=`` for a whole number in [low, high]."""
+    what = f"give a whole number from {low} to {high}"
+
+    def parse(text: str) -> int:
+        value = _integer(text, what)
+        if not low <= value <= high:
+            _fail(text, what)
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def text_arg(max_len: int) -> Callable[[str], str]:
+    """A ``type=`` for text taskstatsd accepts: valid UTF-8, at most ``max_len``
+    characters (what its request schema allows)."""
+    def parse(text: str) -> str:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            _fail(text, "not valid UTF-8 (names are matched as UTF-8 text)")
+        if len(text) > max_len:
+            _fail(text[:40] + "...", f"longer than {max_len} characters")
+        return text
+    parse.__name__ = "text"
+    return parse
+
+
+def seconds_arg(low: float, high: float) -> Callable[[str], float]:
+    """A ``type=`` for a number of seconds in [low, high] (finite, no nan)."""
+    what = f"give a number of seconds from {low:g} to {high:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            _fail(text, what)
+        if not (math.isfinite(value) and low <= value <= high):
+            _fail(text, what)
+        return value
+    parse.__name__ = "seconds"
+    return parse
+
+
+def cpulist_arg(text: str) -> str:
+    """A cpulist ("0-3,5") naming only CPUs this machine may have."""
+    try:
+        cpus = parse_cpulist(text)
+    except ValueError as err:
+        _fail(text, f"{err}; give a cpulist such as 0-3,5")
+    try:
+        possible = set(possible_cpus())
+    except (OSError, ValueError):  # no sysfs: the kernel will judge
+        return text
+    extra = [cpu for cpu in cpus if cpu not in possible]
+    if extra:
+        _fail(text, f"no CPU {extra[0]} on this machine; possible CPUs: {_span(possible)}")
+    return text
+
+
+def _span(cpus: set[int]) -> str:
+    return f"{min(cpus)}-{max(cpus)}" if cpus else "none"
+
+
+def uid_arg(text: str) -> int:
+    """A user: a name of the password database, or a uid 0 .. 2**32-2."""
+    what = "no such user; give a user name or a uid"
+    if re.fullmatch(r"[0-9]+", text.strip()):
+        value = _integer(text, what)
+        if value < ID_MAX:
+            return value
+        _fail(text, f"a uid is a whole number from 0 to {ID_MAX - 1}")
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except (KeyError, ValueError, UnicodeError):
+        _fail(text, what)
+
+
+def user_arg(text: str) -> str:
+    """``uid_arg`` checked, the text kept (top filters match the name or the uid)."""
+    uid_arg(text)
+    return text
+
+
+def cgroup_dir_arg(text: str) -> str:
+    """A cgroup: ``/sys/fs/cgroup/...`` or a path below a hierarchy (``/system.slice``)
+    that exists; returned relative to its hierarchy, as /proc/PID/cgroup shows it."""
+    what = "no such cgroup; give a path such as /system.slice or /sys/fs/cgroup/system.slice"
+    path = os.path.normpath("/" + text.strip().lstrip("/")) if text.strip() else ""
+    if not path:
+        _fail(text, what)
+    for root in _cgroup_roots():
+        if path == root or path.startswith(root + "/"):
+            if os.path.isdir(path):
+                return path[len(root):] or "/"
+            _fail(text, what)
+    if any(os.path.isdir(root + path) for root in _cgroup_roots()):
+        return path
+    _fail(text, what)
+
+
+def _cgroup_roots() -> list[str]:
+    """Mount points of cgroup hierarchies, deepest first (v1 sits below /sys/fs/cgroup)."""
+    roots = []
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[2] in ("cgroup", "cgroup2"):
+                    roots.append(parts[1])
+    except OSError:
+        pass
+    return sorted(roots or ["/sys/fs/cgroup"], key=len, reverse=True)
+
+
+def when_arg(text: str, now_ns: int | None = None) -> int:
+    """A point in time as ns since the epoch; see :data:`WHEN_FORMS`."""
+    now = time.time_ns() if now_ns is None else now_ns
+    body = text.strip().lower()
+    value = _relative(body, now)
+    if value is None:
+        value = _absolute(body)
+    if value is None:
+        _fail(text, f"give {WHEN_FORMS}")
+    if not WHEN_MIN_NS <= value <= WHEN_MAX_NS:
+        _fail(text, "out of range: the journal holds times from 1970 to 2262")
+    return value
+
+
+_OUT_OF_RANGE = WHEN_MAX_NS + 1  # a date Python cannot place: refused as out of range
+
+
+def when_text_arg(text: str) -> str:
+    """``when_arg`` checked now, the text kept (ages count from the request)."""
+    when_arg(text)
+    return text
+
+
+def _relative(body: str, now: int) -> int | None:
+    if body == "now":
+        return now
+    if body in ("today", "yesterday"):
+        midnight = datetime.datetime.fromtimestamp(now / _NS).replace(
+            hour=0, minute=0, second=0, microsecond=0)
+        if body == "yesterday":
+            midnight -= datetime.timedelta(days=1)
+        return int(midnight.timestamp()) * _NS
+    match = _AGE.fullmatch(body.removesuffix(" ago"))
+    if match:
+        return now - int(float(match[1]) * _AGE_UNITS[match[2]] * _NS)
+    return None
+
+
+def _absolute(body: str) -> int | None:
+    if re.fullmatch(r"[0-9]{1,11}(\.[0-9]{1,9})?", body):  # epoch seconds, to year 5138
+        whole, _, frac = body.partition(".")
+        return int(whole) * _NS + int((frac + "0" * 9)[:9])
+    try:
+        moment = datetime.datetime.fromisoformat(re.sub(r"z$", "+00:00", body).upper())
+    except ValueError:
+        return None
+    try:
+        return int(moment.timestamp() * 1e6) * 1000  # naive: local time
+    except (OverflowError, OSError, ValueError):
+        return _OUT_OF_RANGE
+
+
+def join_dash_values(argv: Sequence[str], command: str, options: Sequence[str]
+                     ) -> list[str]:
+    """``--sort -x`` as ``--sort=-x`` after ``command``: argparse would take ``-x`` for
+    an option.  Only for ``options`` whose values may start with "-"."""
+    out = list(argv)
+    if command not in out:
+        return out
+    i = out.index(command) + 1
+    while i < len(out) - 1:
+        if out[i] == "--":
+            break
+        if out[i] in options and out[i + 1].startswith("-") and out[i + 1] not in (
+                "-", "--", "-h") and not out[i + 1].startswith("--"):
+            out[i:i + 2] = [f"{out[i]}={out[i + 1]}"]
+        i += 1
+    return out
+
+
+def printable(text: str) -> str:
+    """``text`` on one line and printable on any stream: control characters escaped,
+    undecodable argv bytes (surrogateescape) as \\xNN."""
+    raw = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw)

@@ -1,0 +1,331 @@
+"""What the command line says: values it accepts, and messages that tell the truth
+(issue 12, sections 1 and 2).  Pure where the text is pure; the real kernel and a
+real taskstatsd where the message depends on who answers."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import errno
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytaskstats import ExitRecord, delayacct, taskstats
+from pytaskstats.cli import args as cli_args
+from pytaskstats.cli import history, run, status
+from pytaskstats.cli.common import format_record, format_value, human_duration
+from pytaskstats.cli.main import build_parser
+from pytaskstats.daemon import config
+from pytaskstats.errors import AccessDenied, from_errno
+from pytaskstats.fields import FIELDS
+from pytaskstats.procfs import ProcSource
+from pytaskstats.summary import summarize
+from pytaskstats.top.sampler import Sampler
+
+from .conftest import as_nobody, fixture_bytes, require_kernel
+from .daemon_util import RunningDaemon
+
+CLI = [sys.executable, "-m", "pytaskstats"]
+NOW_NS = 1_764_944_000 * 10**9  # a fixed "now" for the time parser
+S = 10**9
+
+
+def _cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=60,
+                          check=False, env=env)
+
+
+# ------------------------------------------------------------------ values accepted
+
+@pytest.mark.parametrize(("text", "ago_s"), [("90s", 90), ("30m", 1800), ("1h", 3600),
+                                             ("2d", 2 * 86400), ("1w", 7 * 86400),
+                                             ("1.5h", 5400), ("now", 0), (" 2h ", 7200),
+                                             ("3h ago", 3 * 3600)])
+def test_ages_count_back_from_now(text: str, ago_s: int) -> None:
+    assert cli_args.when_arg(text, NOW_NS) == NOW_NS - ago_s * S
+
+
+def test_dates_days_and_epoch_seconds() -> None:
+    midnight = datetime.datetime.fromtimestamp(NOW_NS / S).replace(
+        hour=0, minute=0, second=0, microsecond=0)
+    assert cli_args.when_arg("today", NOW_NS) == int(midnight.timestamp()) * S
+    assert cli_args.when_arg("yesterday", NOW_NS) == int(
+        (midnight - datetime.timedelta(days=1)).timestamp()) * S
+    local = datetime.datetime(2026, 12, 5, 14, 30)
+    assert cli_args.when_arg("2026-12-05T14:30", NOW_NS) == int(local.timestamp()) * S
+    assert cli_args.when_arg("2026-12-05 14:30", NOW_NS) == int(local.timestamp()) * S
+    assert cli_args.when_arg("2026-12-05", NOW_NS) == int(
+        datetime.datetime(2026, 12, 5).timestamp()) * S
+    assert cli_args.when_arg("2026-12-05T00:00:00Z", NOW_NS) == 1_796_428_800 * S
+    assert cli_args.when_arg("1764892800.5", NOW_NS) == 1_764_892_800 * S + S // 2
+
+
+@pytest.mark.parametrize("text", ["abc", "1y", "", "1e99", "-5m", "99999999999999", "1h2m",
+                                  "2026-13-01", "9999-12-31", "0x10", "1000000000w"])
+def test_times_that_are_refused_say_what_is_accepted(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as err:
+        cli_args.when_arg(text, NOW_NS)
+    message = str(err.value)
+    assert "\n" not in message
+    assert cli_args.WHEN_FORMS in message or "1970 to 2262" in message
+
+
+def test_numbers_are_bounded_at_parse_time() -> None:
+    assert cli_args.id_arg("1") == 1 and cli_args.id_arg(str(2**32 - 1)) == 2**32 - 1
+    assert cli_args.count_arg("0") == 0
+    for bad in ("0", "-1", str(2**32), "9" * 30, "1.5", "", "0x10"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli_args.id_arg(bad)
+    seconds = cli_args.seconds_arg(0.1, 10)
+    assert seconds("0.5") == 0.5
+    for bad in ("nan", "inf", "-1", "11", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            seconds(bad)
+
+
+def test_numbers_are_ascii_and_getdelays_buffers_fit_an_int() -> None:
+    for bad in ("\uff11\uff12", "\u0661"):  # fullwidth 12, Arabic-Indic 1
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli_args.id_arg(bad)
+    for size in (str(2**31), str(2**32 - 1)):
+        done = _cli("getdelays", "-r", size, "-p", "1")
+        assert done.returncode == 2 and "Invalid rcv buf size" in done.stderr, done.stderr
+
+
+def test_history_names_fit_what_taskstatsd_accepts() -> None:
+    for argv in (["history", "--comm", "x" * 256], ["history", "--cgroup", "/" * 4097],
+                 ["history", "--comm", os.fsdecode(b"\xff")]):
+        done = _cli(*argv)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_users_by_name_or_uid() -> None:
+    assert cli_args.uid_arg("root") == 0 and cli_args.uid_arg("65534") == 65534
+    for bad in ("nosuchuser", str(2**32 - 1), "", os.fsdecode(b"\xff")):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli_args.uid_arg(bad)
+    args = build_parser().parse_args(["history", "--uid", "root"])
+    assert args.uid == 0
+
+
+def test_cgroup_filter_takes_either_form_and_must_exist() -> None:
+    own = Path(f"/proc/{os.getpid()}/cgroup").read_text().splitlines()[-1].split(":", 2)[2]
+    assert cli_args.cgroup_dir_arg(own) == own
+    roots = cli_args._cgroup_roots()
+    full = next(root + own for root in roots if os.path.isdir(root + own))
+    assert cli_args.cgroup_dir_arg(full) == own
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli_args.cgroup_dir_arg("/nonexistent-cgroup-for-this-test")
+
+
+def test_sort_descending_as_help_shows() -> None:
+    for argv in (["history", "--sort", "-blkio_delay_total"],
+                 ["history", "--sort=-blkio_delay_total"]):
+        args = build_parser().parse_args(
+            cli_args.join_dash_values(argv, "history", ("--sort",)))
+        assert args.sort == "-blkio_delay_total"
+    shown = " ".join(_cli("history", "--help").stdout.split())
+    assert "--sort -blkio_delay_total" in shown
+    with pytest.raises(argparse.ArgumentTypeError):
+        history.sort_arg("-nonsense")
+
+
+def test_global_backend_takes_procfs_and_version_exists() -> None:
+    assert build_parser().parse_args(["--backend", "procfs", "status"]).backend == "procfs"
+    for command in ("pytaskstats", "pytaskstats.daemon"):
+        done = subprocess.run([sys.executable, "-m", command, "--version"],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0 and done.stdout.split()[1][0].isdigit(), done
+
+
+def test_taskstatsd_help_describes_every_option() -> None:
+    text = " ".join(config._parser().format_help().split())
+    for field in dataclasses.fields(config.Config):
+        if field.name == "foreground":  # a flag of its own
+            continue
+        assert field.name in config.HELP, field.name
+        assert " ".join(config.HELP[field.name].split()) in text
+    assert "one of NORMAL, FULL" in text and "one of auto, kernel, procfs" in text
+    assert "1 to 1048576 (default: 256)" in text  # max_clients: range and default
+    bogus = subprocess.run([sys.executable, "-m", "pytaskstats.daemon", "--bogus"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert bogus.returncode == 2 and bogus.stderr.count("\n") == 1
+    assert "--bogus (see 'taskstatsd --help')" in bogus.stderr
+
+
+# ------------------------------------------------------------------ messages
+
+def test_daemon_refusals_name_the_daemon_policy() -> None:
+    mine = from_errno(errno.EPERM, "query", pid=1, daemon=True)
+    assert isinstance(mine, AccessDenied)
+    assert "taskstatsd's policy refused" in str(mine) and "CAP_NET_ADMIN" not in str(mine)
+    assert "admin_group" in str(mine)
+    assert "CAP_NET_ADMIN" in str(from_errno(errno.EPERM, "query", pid=1))
+
+
+def test_status_says_an_unreachable_daemon_once(tmp_path: Path) -> None:
+    sock = str(tmp_path / "none.sock")
+    doc = {"backend": "daemon", "reason": "asked", "delayacct": False, "socket": sock,
+           "daemon": None, "daemon_error": f"cannot reach taskstatsd at {sock}: gone"}
+    text = status.format_status(doc)
+    assert text.count(sock) == 1 and text.count("delay accounting is off") == 1
+    done = _cli("--backend", "daemon", "--socket", sock, "status")
+    assert done.returncode == 1 and f"cannot reach taskstatsd at {sock}" in done.stderr
+
+
+def test_delay_note_does_not_claim_zeros() -> None:
+    assert "read 0" not in delayacct.OFF_NOTE and "not measured" in delayacct.OFF_NOTE
+
+
+def test_procfs_record_claims_no_struct() -> None:
+    text = format_record(ProcSource().pid(os.getpid()), "pid x", None)
+    first = text.splitlines()[0]
+    assert "struct taskstats v" not in first and "bytes" not in first and "/proc" in first
+    assert "\n  version " not in text and "not available from /proc" in text
+
+
+def test_begin_time_prints_as_a_date_and_long_durations_in_hours() -> None:
+    btime = next(f for f in FIELDS if f.name == "ac_btime")
+    shown = format_value(btime, 1_764_892_800)
+    assert shown.startswith("1764892800 s since the epoch (2025-12-0")
+    assert human_duration(3725) == "1h02m" and human_duration(2580 * 60 + 43.5) == "43h00m"
+    assert human_duration(1000 * 3600) == "41d16h" and human_duration(150) == "2m30.0s"
+
+
+def _records(n: int) -> list[ExitRecord]:
+    base = taskstats.decode(fixture_bytes("exit_v16_dual.bin"), 27)[0]
+    assert isinstance(base, ExitRecord)
+    out = []
+    for i in range(n):
+        pid = 100 + i
+        task = base.task._replace(ac_pid=pid, ac_tgid=pid, ac_ppid=99, ac_etime=1_001_000)
+        out.append(ExitRecord(task=task, pid=pid, tgid=pid))
+    return out
+
+
+def test_run_total_row_reads_threads_in_processes_and_spans_every_row() -> None:
+    records = _records(4)
+    # the command lived 1.2 ms; its orphans (waited for) lived 1.001 s
+    result = run.RunResult(["sh"], 0, 0.0012, records, exit_s=[0.001, 1.0, 1.0, 1.001])
+    text = run.format_text(result, summarize(records), True)
+    total = next(ln.split() for ln in text.splitlines() if ln.lstrip().startswith("TOTAL"))
+    assert total[:5] == ["TOTAL", "4", "in", "4", "processes"]
+    assert total[5] == "1.001s"  # the rows' span, not the command's 1.20ms
+    assert "1 process " in run.format_text(run.RunResult(["x"], 0, 0.1, records[:1],
+                                                         exit_s=[0.05]),
+                                           summarize(records[:1]), True) + " "
+
+
+def test_history_group_lines_print_their_key() -> None:
+    row = {"exits": 3, "ac_comm": "make", "ac_utime": 10, "ac_stime": 0}
+    assert " make " in history.format_row(row, "comm")
+    assert "uid 0 (root)" in history.format_row({"exits": 1, "ac_uid": 0}, "uid")
+    assert " /system.slice " in history.format_row({"exits": 1, "cgroup": "/system.slice"},
+                                                   "cgroup")
+    assert " all " in history.format_row({"exits": 9}, None)
+
+
+@pytest.mark.kernel
+def test_run_exits_like_a_shell_when_the_command_cannot_run(tmp_path: Path) -> None:
+    plain = tmp_path / "not-executable"
+    plain.write_text("data\n")
+    cannot = _cli("run", "--", str(plain))
+    assert cannot.returncode == 126 and "cannot execute (Permission denied)" in cannot.stderr
+    missing = _cli("run", "--", str(tmp_path / "missing"))
+    assert missing.returncode == 127 and "command not found" in missing.stderr
+    assert "Traceback" not in cannot.stderr + missing.stderr
+
+
+@pytest.mark.kernel
+def test_run_prints_a_legend_under_its_table() -> None:
+    done = _cli("run", "--", "/bin/true")
+    assert done.returncode == 0
+    assert run.LEGEND in done.stderr and "CPUWAIT waiting for a CPU" in done.stderr
+
+
+def test_getdelays_uses_the_chosen_backend(tmp_path: Path) -> None:
+    sock = str(tmp_path / "none.sock")
+    done = _cli("--backend", "daemon", "--socket", sock, "getdelays", "-p", "1")
+    assert done.returncode == 1 and f"cannot reach taskstatsd at {sock}" in done.stderr
+    proc = _cli("--backend", "procfs", "getdelays", "-p", "1")
+    assert proc.returncode == 1 and "not /proc" in proc.stderr
+
+
+# ------------------------------------------------------------------ through taskstatsd
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[RunningDaemon]:
+    require_kernel()
+    d = RunningDaemon()
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def test_unprivileged_messages_through_taskstatsd(daemon: RunningDaemon,
+                                                  nobody_env: dict[str, str]) -> None:
+    env = {**nobody_env, "TASKSTATS_SOCKET": daemon.socket}
+    get = as_nobody(env, "-m", "pytaskstats", "get", "1")
+    assert get.returncode == 1 and "taskstatsd's policy refused" in get.stderr, get.stderr
+    assert "start taskstatsd" not in get.stderr
+    gd = as_nobody(env, "-m", "pytaskstats", "--backend", "daemon", "getdelays", "-p", "1")
+    assert gd.returncode == 1 and "taskstatsd's policy refused" in gd.stderr, gd.stderr
+    nowhere = {**env, "TASKSTATS_SOCKET": "/nonexistent/taskstatsd.sock"}
+    listen = as_nobody(nowhere, "-m", "pytaskstats", "listen", "-n", "1")
+    assert listen.returncode == 1
+    assert listen.stderr.count("no taskstatsd at /nonexistent") == 1, listen.stderr
+
+
+def test_getdelays_through_taskstatsd(daemon: RunningDaemon) -> None:
+    done = _cli("--backend", "daemon", "--socket", daemon.socket, "getdelays", "-d", "-p",
+                str(os.getpid()))
+    assert done.returncode == 0, done.stderr
+    assert f"PID\t{os.getpid()}" in done.stdout and "CPU" in done.stdout
+
+
+def test_history_answers_through_taskstatsd(daemon: RunningDaemon, tmp_path: Path) -> None:
+    cli = ["--socket", daemon.socket, "history"]
+    empty = _cli(*cli, "--comm", "no-such-comm", "--since", "1h")
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert "no exits match (--since 1h --comm no-such-comm)" in empty.stderr
+    sort = _cli(*cli, "--sort", "-ac_utime", "--limit", "1", "--json")
+    assert sort.returncode == 0, sort.stderr
+    bad = _cli(*cli, "--sort", "nonsense")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "nonsense" in bad.stderr
+    since = _cli(*cli, "--since", "1e99")
+    assert since.returncode == 2 and "Traceback" not in since.stderr
+    json.loads(_cli("--socket", daemon.socket, "status", "--json").stdout)
+
+
+class _PolicyClient:
+    """A daemon-backend client whose policy refuses one of our own tasks."""
+
+    backend = "daemon"
+
+    def __init__(self, refused: int) -> None:
+        self.refused = refused
+        self.calls: list[bool] = []
+
+    def pids(self, pids: list[int], *, skip_denied: bool = False) -> dict[int, object]:
+        self.calls.append(skip_denied)
+        if self.refused in pids and not skip_denied:
+            raise AccessDenied("refused", pid=self.refused)
+        return {p: object() for p in pids if p != self.refused}
+
+
+def test_top_keeps_going_when_the_policy_refuses_one_own_task() -> None:
+    me = os.getpid()
+    fake = _PolicyClient(refused=me)
+    sampler = Sampler(fake, listen=False)  # type: ignore[arg-type]
+    got = sampler._query({me: me, 1: 1})
+    assert set(got) == {1} and fake.calls == [False, True]  # ours (root's) but me
+    assert sampler.scope_note == "own tasks only (taskstatsd policy)"
