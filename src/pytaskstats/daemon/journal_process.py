@@ -259,7 +259,7 @@ class JournalProcess(JournalQueries):
             except BlockingIOError:
                 sent = 0
             except OSError as err:
-                self._failed(f"cannot send to it: {err}")
+                self._failed(self._gone(f"cannot send to it: {err}"))
                 return True
             self._out_bytes -= sent
             if _consume(out, sent):
@@ -354,6 +354,14 @@ class JournalProcess(JournalQueries):
                 self._fail(f"its process exited with status {code}")
                 raise RuntimeError(f"the journal writer failed: {self._failure}")
             self._inbox += chunk
+
+    def _gone(self, why: str) -> str:
+        """Why the writer cannot be reached: its exit status when its end is closed
+        because it died (reaped within a second), else ``why``."""
+        try:
+            return f"its process exited with status {self._proc.wait(timeout=1)}"
+        except subprocess.TimeoutExpired:
+            return why
 
     def _fail(self, why: str) -> None:
         with self._cond:
