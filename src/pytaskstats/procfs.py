@@ -482,8 +482,12 @@ class ProcSource:
 
         nr_io_wait is always 0: procfs does not show in_iowait (docs/procfs.md).
         """
+        return self.count_states(self._cgroup_tids(path))
+
+    def count_states(self, tids: Iterable[int]) -> CgroupStats:
+        """Task state counts of the threads ``tids`` (those gone are not counted)."""
         counts = [0, 0, 0, 0]
-        for tid in self._cgroup_tids(path):
+        for tid in tids:
             state = self._state(tid)
             if state is not None and (slot := _STATE_SLOT.get(state)) is not None:
                 counts[slot] += 1

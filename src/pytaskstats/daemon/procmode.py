@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import time
 
 from .. import connector
 from .. import genetlink as genl
 from .. import taskstats as ts
-from ..errors import NoSuchTask, TaskstatsError, Unsupported, from_errno
+from ..errors import NetlinkError, NoSuchTask, TaskstatsError, Unsupported, from_errno
 from ..procfs import ProcSource, list_tasks
 from ..records import AGROUP, CgroupStats, ExitRecord, Lost, TaskStats
 from ..transport import ConnectorSocket
+from . import cgroupfd
 
 FAMILY = genl.FamilyInfo(0x7F01, ts.FAMILY_NAME, ts.GENL_VERSION, 0, 0, ((1, 0), (4, 0)))
 Event = tuple[ExitRecord | Lost, bytes | None]
@@ -44,8 +44,11 @@ class ProcfsKernel:
         return self.proc.pid(ident) if scope == "pid" else self.proc.tgid(ident)
 
     def cgroup(self, fd: int) -> CgroupStats:
-        """Task state counts of the cgroup directory open as ``fd``."""
-        return self.proc.cgroup(os.readlink(f"/proc/self/fd/{fd}"))
+        """Task state counts of the cgroup v1 directory open as ``fd`` (EINVAL for
+        anything else, as from the kernel), read as :mod:`.cgroupfd` says."""
+        if cgroupfd.kind(fd) != "cgroup":
+            raise NetlinkError("not a cgroup v1 directory", errno=errno.EINVAL)
+        return self.proc.count_states(cgroupfd.thread_ids(fd, "tasks"))
 
     def close(self) -> None:
         """Nothing to release."""

@@ -39,7 +39,7 @@ from ..errors import (
 from ..kernel import Connection
 from ..procfs import ProcSource
 from ..records import CgroupStats, ExitRecord
-from . import protocol, schema
+from . import cgroupfd, protocol, schema
 from .journal_queries import Scope
 from .listeners import ListenerLists, MaskError, check_cpumask, cpumask_maxlen, cpumask_payload
 from .namespaces import NsView
@@ -376,7 +376,7 @@ class Server:
         elif req.op == "cgroup":
             if not fds:
                 raise NetlinkError("no fd passed", errno=errno.EBADF)
-            if cgroup2_path(fds[0]) is not None:  # the kernel counts v1 only
+            if cgroupfd.kind(fds[0]) == "cgroup2":  # the kernel counts v1 only
                 raise NetlinkError("a cgroup2 directory", errno=errno.EINVAL)
             stats_cg = self.kernel.cgroup(fds[0])
             self._reply(peer, ts.encode_cgroupstats_reply(
@@ -550,26 +550,17 @@ class Server:
         return True
 
 
-def cgroup2_path(fd: int) -> str | None:
-    """The path of the cgroup2 directory open as ``fd`` (None: not one)."""
-    where = f"/proc/self/fd/{fd}"
-    if not os.path.exists(f"{where}/cgroup.threads"):
-        return None
-    return os.readlink(where)
-
-
 def cgroup2_counts(fds: list[int]) -> CgroupStats:
     """Task state counts, from /proc, of the cgroup2 directory passed as ``fds[0]``
-    (the TASKSTATSD CGROUP command); NetlinkError EBADF without an fd, EINVAL when
-    it is not a cgroup2 directory."""
+    (the TASKSTATSD CGROUP command), read as :mod:`.cgroupfd` says; NetlinkError
+    EBADF without an fd, EINVAL when it is not a cgroup2 directory."""
     if not fds:
         raise NetlinkError("no fd passed", errno=errno.EBADF)
-    path = cgroup2_path(fds[0])
-    if path is None:
+    if cgroupfd.kind(fds[0]) != "cgroup2":
         raise NetlinkError("not a cgroup2 directory", errno=errno.EINVAL,
                            ext_message="the fd is not a cgroup2 directory (for a cgroup v1 "
                            "directory, use CGROUPSTATS)")
-    return ProcSource().cgroup(path)
+    return ProcSource().count_states(cgroupfd.thread_ids(fds[0], "cgroup.threads"))
 
 
 def _answer(err: Exception) -> tuple[int, str]:
