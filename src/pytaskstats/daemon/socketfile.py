@@ -140,10 +140,11 @@ def _open_dir(directory: str) -> int:
         raise TaskstatsError(f"socket directory {directory} is a symlink or not a "
                              "directory: not using it") from None
     st = os.fstat(fd)
-    why = (f"is owned by uid {st.st_uid}, not by taskstatsd's uid {os.geteuid()}"
-           if st.st_uid != os.geteuid() else
-           f"is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})"
-           if st.st_mode & OTHERS_WRITE else "")
+    why = ""
+    if st.st_uid != os.geteuid():
+        why = f"is owned by uid {st.st_uid}, not by taskstatsd's uid {os.geteuid()}"
+    elif st.st_mode & OTHERS_WRITE:
+        why = f"is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})"
     if why:
         os.close(fd)
         raise TaskstatsError(f"socket directory {directory} {why}: another user could "
