@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 
-from pytaskstats import Client, ExitRecord
+from pytaskstats import Client, ExitRecord, TaskstatsError
 from pytaskstats.daemon import main as daemon_main
 from pytaskstats.daemon import protocol
 from pytaskstats.daemon import socketfile as daemon_socket
 from pytaskstats.daemon.config import Config
+from pytaskstats.daemon.trustedpath import check_chain
 
 from .conftest import as_nobody
 from .daemon_util import RunningDaemon
@@ -104,6 +105,205 @@ def test_state_owned_by_another_user_is_refused(tmp_path: Path) -> None:
                 str(state))
     assert done.returncode == 1 and "owned by uid 65534" in _one_line_error(done)
     assert not (tmp_path / "s.sock").exists() and list(state.iterdir()) == []
+
+
+# ------------------------------------------- paths others could redirect (review F3, F4)
+
+
+@pytest.fixture
+def world() -> Iterator[Path]:
+    """A root-owned 0755 directory under /tmp that nobody can reach (tmp_path is
+    private to root), removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="taskstatsd-paths-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _nobody_does(env: dict[str, str], code: str, *args: str) -> None:
+    done = as_nobody(env, "-c", f"import os, socket, sys; {code}", *args)
+    assert done.returncode == 0, done.stderr
+
+
+def _start_refused(sock: str, state: str) -> str:
+    """Start taskstatsd in the background and return its one-line refusal; one that
+    starts (the old code) is stopped before the test fails."""
+    done = _run("--socket", sock, "--state-dir", state)
+    if done.returncode == 0:
+        pid = _status(sock)["daemon"]["pid"]
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while os.path.exists(sock):  # removed at its exit
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert done.returncode == 1, done.stderr
+    return _one_line_error(done)
+
+
+def _nobodys_dir(parent: Path, name: str, mode: int = 0o755) -> Path:
+    """``parent/name`` made by root and given to nobody (as if nobody had made it)."""
+    path = parent / name
+    path.mkdir()
+    path.chmod(mode)
+    os.chown(path, 65534, 65534)
+    return path
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(("parent_mode", "parent_uid", "said"), [
+    pytest.param(0o755, 65534, "owned by uid 65534", id="in nobody's dir"),
+    pytest.param(0o1777, 0, "is a symlink", id="in a sticky dir like /tmp"),
+])
+def test_a_state_dir_symlinked_by_another_user_is_refused(
+        world: Path, nobody_env: dict[str, str], parent_mode: int, parent_uid: int,
+        said: str) -> None:
+    """F3: nobody links the state directory's name to a root-owned directory; the old
+    daemon narrowed that directory to 0700 and put its journal in it."""
+    parent = world / "evil"
+    parent.mkdir()
+    parent.chmod(parent_mode)
+    os.chown(parent, parent_uid, parent_uid)
+    target = world / "precious"
+    target.mkdir()
+    target.chmod(0o755)
+    (target / "keep").write_text("x")
+    _nobody_does(nobody_env, "os.symlink(sys.argv[1], sys.argv[2])", str(target),
+                 str(parent / "st"))
+    assert said in _start_refused(str(world / "run" / "s.sock"), str(parent / "st"))
+    assert _mode(target) == 0o755 and [p.name for p in target.iterdir()] == ["keep"]
+    assert not (world / "run").exists()
+
+
+def _ancestors_others_can_write(world: Path) -> dict[str, tuple[Path, str]]:
+    """State directories (not yet made) under an ancestor another user could
+    rewrite, and what the refusal says."""
+    evil = _nobodys_dir(world, "evil")
+    open_dir = world / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    (evil / "sub").mkdir()  # root's, 0755, inside nobody's
+    (world / "safe").mkdir()
+    (evil / "link").symlink_to(world / "safe")
+    return {"parent is nobody's": (evil / "state", "owned by uid 65534"),
+            "parent is 0777": (open_dir / "state", "writable by other users"),
+            "grandparent is nobody's": (evil / "sub" / "state", "owned by uid 65534"),
+            "symlink in nobody's dir": (evil / "link" / "state", "owned by uid 65534")}
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("case", ["parent is nobody's", "parent is 0777",
+                                  "grandparent is nobody's", "symlink in nobody's dir"])
+def test_a_state_dir_under_a_directory_others_can_write_is_refused(
+        world: Path, case: str) -> None:
+    """F3: whoever can write an ancestor (without the sticky bit) can swap the state
+    directory for a symlink between two starts: refused before it is made."""
+    state, said = _ancestors_others_can_write(world)[case]
+    assert said in _start_refused(str(world / "run" / "s.sock"), str(state))
+    assert not state.exists() and not (world / "run").exists()
+
+
+def test_the_walk_resolves_like_the_kernel_and_is_bounded(world: Path) -> None:
+    """Relative links and '..' are resolved from where the link lies, every
+    directory passed through is checked, and a symlink loop ends the walk."""
+    evil = _nobodys_dir(world, "evil")
+    (world / "safe").mkdir()
+    (world / "hop").symlink_to("evil/../safe")  # passes through nobody's dir
+    (world / "direct").symlink_to("./safe/../safe")
+    assert check_chain(str(world / "direct")) == str(world / "safe")
+    with pytest.raises(TaskstatsError, match=f"{evil} is owned by uid 65534"):
+        check_chain(str(world / "hop"))
+    (world / "loop").symlink_to("loop")
+    with pytest.raises(TaskstatsError, match="more than 40 symlinks"):
+        check_chain(str(world / "loop"))
+
+
+@pytest.mark.kernel
+def test_a_state_dir_under_sticky_or_trusted_symlinked_parents_is_used(world: Path) -> None:
+    """What StrictModes allows: root's state directory in a sticky root-owned
+    directory (like /tmp), reached through a symlink of root's in root's directory."""
+    sticky = world / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    (world / "link").symlink_to(sticky)
+    d = RunningDaemon(world / "link" / "state")
+    try:
+        assert _status(d.socket)["daemon"]["pid"] == d.pid
+        assert _mode(sticky / "state") == 0o700
+        assert (sticky / "state" / "journal.sqlite3").exists()
+    finally:
+        assert d.stop() == 0
+        d.close()
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(("case", "said"), [
+    ("made by nobody in a sticky dir", "owned by uid 65534"),
+    ("symlink by nobody in a sticky dir", "symlink"),
+    ("root's, 0777", "writable by other users (mode 0777)"),
+    ("root's, sticky 1777", "writable by other users (mode 1777)"),
+    ("root's, group-writable 0775", "writable by other users (mode 0775)"),
+    ("root's, under nobody's", "owned by uid 65534"),
+])
+def test_a_socket_dir_another_user_could_write_is_refused(
+        world: Path, tmp_path: Path, nobody_env: dict[str, str], case: str,
+        said: str) -> None:
+    """F4: in a socket directory another user can write, that user renames the
+    daemon's socket away and binds their own: root's clients then talk to them."""
+    sticky = world / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    sockdir = sticky / "sockdir"
+    if case == "made by nobody in a sticky dir":
+        _nobody_does(nobody_env, "os.mkdir(sys.argv[1])", str(sockdir))
+    elif case == "symlink by nobody in a sticky dir":
+        (world / "root-run").mkdir()
+        _nobody_does(nobody_env, "os.symlink(sys.argv[1], sys.argv[2])",
+                     str(world / "root-run"), str(sockdir))
+    elif case == "root's, under nobody's":
+        sockdir = _nobodys_dir(world, "evil") / "sockdir"
+        sockdir.mkdir()
+        sockdir.chmod(0o755)
+    else:
+        sockdir.mkdir()
+        sockdir.chmod(int(case.rsplit(maxsplit=1)[-1], 8))
+    sock = sockdir / "s.sock"
+    assert said in _start_refused(str(sock), str(tmp_path / "state"))
+    assert not os.path.lexists(sock) and not (world / "root-run" / "s.sock").exists()
+    assert not (tmp_path / "state").exists()  # the failed start removed what it made
+
+
+def test_the_socket_mode_is_set_by_bind_never_through_the_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """F4: the old daemon chmod'ed the socket's path after bind(); whoever swapped it
+    for a symlink in between had any file made 0666.  The swap is made here
+    deterministically, right after bind()."""
+    path, victim = str(tmp_path / "run" / "s.sock"), tmp_path / "victim"
+    victim.write_text("secret")
+    victim.chmod(0o600)
+    real_bind = daemon_socket._bind
+
+    def bind_then_swap(where: str) -> socket.socket:
+        sock = real_bind(where)
+        os.rename(where, tmp_path / "moved")
+        os.symlink(victim, where)
+        return sock
+
+    monkeypatch.setattr(daemon_socket, "_bind", bind_then_swap)
+    old = os.umask(0o077)  # the daemon's
+    try:
+        with pytest.raises(TaskstatsError, match="not the socket taskstatsd just bound"):
+            daemon_socket.BoundSocket(path)
+        assert _mode(victim) == 0o600
+        os.unlink(path)
+        monkeypatch.undo()
+        bound = daemon_socket.BoundSocket(path)
+        st = os.lstat(path)
+        assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o666
+        bound.close()
+    finally:
+        assert os.umask(old) == 0o077  # restored after bind()
 
 
 # ---------------------------------------------------------------- finding 10

@@ -4,7 +4,12 @@ if it is still ours.
 Rules (a root daemon's socket path is a shared name):
 
 - the socket's directory is created if missing, but not its parents, mode 0755
-  (every local user connects); an existing directory is left as it is;
+  (every local user connects); an existing one is used as it is only if it is a
+  directory (not a symlink) of the daemon's user that no one else can write, and
+  no other user can redirect the path to it (:mod:`.trustedpath`): otherwise
+  another user could replace the socket with their own;
+- the socket is made 0666 at bind() (under umask 0111), never chmod'ed by name,
+  and checked with lstat to be ours;
 - an existing path is replaced only when it is a socket nobody answers on (a
   stale one); a live daemon's socket, or any other kind of file, is refused;
 - at exit the path is unlinked only if it still names the inode we bound.
@@ -25,9 +30,11 @@ import stat
 from collections.abc import Iterator
 
 from ..errors import TaskstatsError
+from .trustedpath import OTHERS_WRITE, check_chain
 
 SOCKET_MODE = 0o666  # every local user may connect; the policy is per request
 DIR_MODE = 0o755
+BIND_UMASK = 0o111  # bind() makes the inode 0777 & ~umask: SOCKET_MODE
 SUN_PATH_MAX = 107  # bytes of sun_path, without its NUL
 
 
@@ -74,16 +81,15 @@ class BoundSocket:
         check_path(path)
         self.path = path
         self.directory = os.path.dirname(path)
+        check_chain(os.path.dirname(self.directory))
         self._made_dir = _make_dir(self.directory)
         try:
             with _dir_lock(self.directory):
                 self.sock = _bind(path)
-                st = os.lstat(path)
-                self.identity = (st.st_dev, st.st_ino)
+                self.identity = _ours(path, self.sock)
         except BaseException:
             self._remove_dir()
             raise
-        os.chmod(path, SOCKET_MODE)
         self.sock.listen(backlog)
         self.sock.setblocking(False)
 
@@ -91,7 +97,7 @@ class BoundSocket:
         """Unlink the path if it still names our socket, then close it (idempotent)."""
         if self.sock.fileno() < 0:
             return
-        with contextlib.suppress(OSError), _dir_lock(self.directory):
+        with contextlib.suppress(OSError, TaskstatsError), _dir_lock(self.directory):
             st = os.lstat(self.path)
             if (st.st_dev, st.st_ino) == self.identity:
                 os.unlink(self.path)
@@ -115,14 +121,42 @@ def _make_dir(directory: str) -> bool:
     except FileNotFoundError:
         raise TaskstatsError(f"{os.path.dirname(directory)} does not exist (taskstatsd "
                              "creates only the socket's own directory)") from None
-    os.chmod(directory, DIR_MODE)  # the daemon's umask is 0077
+    fd = _open_dir(directory)
+    try:
+        os.fchmod(fd, DIR_MODE)  # the daemon's umask is 0077
+    finally:
+        os.close(fd)
     return True
+
+
+def _open_dir(directory: str) -> int:
+    """A descriptor of the socket's directory, refused unless it is a directory
+    (not a symlink) owned by the daemon's user that no other user can write."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        raise TaskstatsError(f"socket directory {directory} is a symlink or not a "
+                             "directory: not using it") from None
+    st = os.fstat(fd)
+    why = ""
+    if st.st_uid != os.geteuid():
+        why = f"is owned by uid {st.st_uid}, not by taskstatsd's uid {os.geteuid()}"
+    elif st.st_mode & OTHERS_WRITE:
+        why = f"is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})"
+    if why:
+        os.close(fd)
+        raise TaskstatsError(f"socket directory {directory} {why}: another user could "
+                             "replace the socket; not using it")
+    return fd
 
 
 @contextlib.contextmanager
 def _dir_lock(directory: str) -> Iterator[None]:
-    """Hold an exclusive flock on ``directory`` (daemons bind one at a time)."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """Hold an exclusive flock on ``directory`` (daemons bind one at a time),
+    checked by :func:`_open_dir`."""
+    fd = _open_dir(directory)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -135,16 +169,37 @@ def _bind(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
         try:
-            sock.bind(path)
+            _bind_0666(sock, path)
         except OSError as err:
             if err.errno != errno.EADDRINUSE:
                 raise TaskstatsError(f"cannot bind {path}: {err.strerror}") from None
             _replace_stale(path)
-            sock.bind(path)
+            _bind_0666(sock, path)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _bind_0666(sock: socket.socket, path: str) -> None:
+    """Bind ``sock`` at ``path`` with the inode made SOCKET_MODE by bind() itself
+    (umask BIND_UMASK meanwhile; the daemon has no other thread yet)."""
+    old = os.umask(BIND_UMASK)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+
+
+def _ours(path: str, sock: socket.socket) -> tuple[int, int]:
+    """The (st_dev, st_ino) of the socket just bound at ``path``, refused unless
+    the path is still a socket of the daemon's user, mode SOCKET_MODE."""
+    st = os.lstat(path)
+    if (not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.geteuid()
+            or stat.S_IMODE(st.st_mode) != SOCKET_MODE):
+        sock.close()
+        raise SocketInUse(f"{path} is not the socket taskstatsd just bound: not using it")
+    return (st.st_dev, st.st_ino)
 
 
 def _replace_stale(path: str) -> None:
