@@ -10,13 +10,12 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from pytaskstats import Client, ExitRecord
+from pytaskstats import Client, ExitRecord, TaskstatsError
 from pytaskstats import genetlink as genl
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
@@ -24,7 +23,7 @@ from pytaskstats.daemon import protocol
 from pytaskstats.daemon.listeners import cpumask_maxlen
 from pytaskstats.kernel import Connection, possible_cpus
 
-from .conftest import NOBODY_PYTHON
+from .conftest import NOBODY_PYTHON, wait_until
 from .daemon_util import RunningDaemon
 
 pytestmark = pytest.mark.kernel
@@ -53,17 +52,22 @@ def _rss(pid: int) -> int:
 
 
 def _status(daemon: RunningDaemon) -> dict[str, Any]:
-    with Client("daemon", socket_path=daemon.socket) as c:
-        status: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS, {})
-    return status
+    """The daemon's status; a connect refused for a full accept backlog (EAGAIN, while
+    a test floods it with connections) is tried again."""
+    def attempt() -> dict[str, Any] | None:
+        try:
+            with Client("daemon", socket_path=daemon.socket) as c:
+                status: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS, {})
+        except TaskstatsError as err:
+            if getattr(err.__cause__, "errno", None) != errno.EAGAIN:
+                raise
+            return None
+        return status
+    return wait_until(attempt, "a connection to the daemon past a full backlog")
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    wait_until(check, what, timeout)
 
 
 def _end(proc: subprocess.Popen[str]) -> None:

@@ -36,9 +36,11 @@ BATCH = 250
 
 @pytest.fixture
 def daemon() -> Iterator[RunningDaemon]:
-    """A taskstatsd of the test's own, whose stderr the test reads at the end."""
+    """A taskstatsd of the test's own, whose stderr the test reads at the end.  Its
+    journal is kept small: it records every exit on the machine, and fuzzed history
+    requests scan it (under other runs' storms a large one stalled the test)."""
     require_kernel()
-    d = RunningDaemon()
+    d = RunningDaemon(None, "--max-journal-mb", "2")
     try:
         yield d
     finally:
