@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +50,7 @@ class RunningDaemon:
         self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, env=env,
                                      pass_fds=[fd for _, fd in stored])
         deadline = time.monotonic() + 20
-        while not os.path.exists(self.socket):
+        while not _answers(self.socket):  # a stale file of a killed daemon does not
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 err = self.proc.stderr.read() if self.proc.stderr else b""
                 raise RuntimeError(f"taskstatsd did not start: {err.decode()}")
@@ -77,3 +78,13 @@ class RunningDaemon:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _answers(path: str) -> bool:
+    """Whether something accepts connections on the Unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
