@@ -137,8 +137,9 @@ def test_passed_fds_are_kept_only_for_cgroup_requests(nobody_env: dict[str, str]
         assert proc.stdout.readline().strip() == "ready"
         counters = _status(daemon)["counters"]
         assert counters["client_fds_held"] == 3 and counters["client_fds_refused"] == 2
-        # 25 connections and 3 kept fds (the 100 passed were held before)
-        assert _fds(daemon.pid) - before <= 25 + 3 + 1
+        # 25 connections and 3 kept fds (the 100 passed were held before), once the
+        # status connection is gone
+        _wait_for("25 connections and 3 fds", lambda: _fds(daemon.pid) - before <= 25 + 3)
         proc.stdin.write("\n")
         proc.stdin.flush()
         codes = sorted(int(c) for c in proc.stdout.readline().split())
@@ -240,3 +241,15 @@ def test_accept_out_of_fds_does_not_stop_the_daemon(short_of_fds: RunningDaemon)
         os.close(null)
         daemon.close()
     assert daemon.proc is not None and daemon.proc.returncode == 0
+
+
+def test_soft_nofile_limit_is_raised_to_the_hard_one() -> None:
+    """Started with RLIMIT_NOFILE 64:4096 (systemd's default is 1024:524288), the
+    daemon runs with 4096."""
+    daemon = RunningDaemon(None, prefix=["prlimit", "--nofile=64:4096", "--"])
+    try:
+        with open(f"/proc/{daemon.pid}/limits") as f:
+            line = next(x for x in f if x.startswith("Max open files"))
+        assert line.split()[3:5] == ["4096", "4096"]
+    finally:
+        daemon.close()
