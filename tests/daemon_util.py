@@ -28,12 +28,18 @@ os.execv(argv[0], argv)
 class RunningDaemon:
     """taskstatsd as a subprocess; ``socket`` is its client socket path."""
 
-    def __init__(self, state_dir: Path | None = None, *extra: str) -> None:
+    prefix: tuple[str, ...] = ()  # a command it runs under (see __init__)
+
+    def __init__(self, state_dir: Path | None = None, *extra: str,
+                 prefix: Sequence[str] = ()) -> None:
+        """``extra``: more taskstatsd arguments; ``prefix``: a command it runs under
+        (e.g. ``prlimit --nofile=64:64 --``, which execs it: the pid is the daemon's)."""
         self.base = Path(tempfile.mkdtemp(prefix="taskstatsd-", dir="/tmp"))
         self.base.chmod(0o755)
         self.socket = str(self.base / "run" / "taskstatsd.sock")
         self.state_dir = state_dir or self.base / "state"
         self.extra = extra
+        self.prefix = tuple(prefix)
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -41,9 +47,9 @@ class RunningDaemon:
               stored: Sequence[tuple[str, int]] = ()) -> None:
         """Start (or restart) and wait until the socket answers.  ``stored`` fds are
         handed over the way systemd returns its fd store (from fd 3, $LISTEN_*)."""
-        argv = [sys.executable, "-m", "pytaskstats.daemon", "--foreground", "--socket",
-                self.socket, "--state-dir", str(self.state_dir), "--config", os.devnull,
-                *self.extra]
+        argv = [*self.prefix, sys.executable, "-m", "pytaskstats.daemon", "--foreground",
+                "--socket", self.socket, "--state-dir", str(self.state_dir), "--config",
+                os.devnull, *self.extra]
         if stored:  # what systemd does between fork and exec
             argv = [sys.executable, "-c", HANDOVER, ",".join(str(fd) for _, fd in stored),
                     ":".join(name for name, _ in stored), *argv]

@@ -37,6 +37,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "client_queue_records": (1, 1 << 24),
     "max_request_bytes": (64, 1 << 24),
     "max_clients_per_uid": (1, 1 << 20),
+    "max_held_fds": (0, 1 << 20),
     "admin_reserved_clients": (0, 1 << 20),
     "client_reply_bytes": (4096, 1 << 30),
     "client_queue_bytes": (4096, 1 << 30),
@@ -74,6 +75,7 @@ class Config:
     max_request_bytes: int = 65536
     max_clients_per_uid: int = 32  # connections one non-admin uid may hold
     admin_reserved_clients: int = 8  # the last of max_clients: root and admins only
+    max_held_fds: int = 256  # passed fds kept for clients' pending cgroup requests
     client_reply_bytes: int = 256 * 1024  # queued answers; then its requests wait
     client_queue_bytes: int = 4 << 20  # queued exit records (with client_queue_records)
     client_turn_messages: int = 16  # requests answered per client per loop turn
@@ -123,6 +125,8 @@ HELP = {
     "max_request_bytes": "largest client request, in bytes",
     "max_clients_per_uid": "connections one non-admin uid may hold",
     "admin_reserved_clients": "the last of max_clients, kept for root and admins",
+    "max_held_fds": "passed fds kept at once for clients' pending cgroup requests; "
+                    "beyond, a cgroup request fails with ENFILE",
     "client_reply_bytes": "answers queued per client, in bytes; then its requests wait",
     "client_queue_bytes": "exit records queued per client, in bytes",
     "client_turn_messages": "requests answered per client per turn of the loop",

@@ -18,6 +18,7 @@ import errno
 import fcntl
 import json
 import os
+import resource
 import selectors
 import signal
 import sys
@@ -85,7 +86,9 @@ class Daemon:
         self.exit_policy_off = ""  # why the exit policy is off ("" while on)
         self.namespaces = NsTracker()
         self.drops_unsaved = False
+        self.accepting = True  # the client socket is watched (see _accept)
         _set_nice(cfg.nice)
+        _raise_nofile()
         with contextlib.ExitStack() as undo:
             self.kernel, self.listener = self._sources(cfg)
             undo.callback(self.kernel.close)
@@ -104,7 +107,8 @@ class Daemon:
                 limits=Limits(cfg.max_clients, cfg.max_request_bytes, cfg.client_queue_records,
                               cfg.max_clients_per_uid, cfg.admin_reserved_clients,
                               cfg.client_reply_bytes, cfg.client_queue_bytes,
-                              cfg.client_turn_messages, cfg.client_turn_ms / 1000),
+                              cfg.client_turn_messages, cfg.client_turn_ms / 1000,
+                              cfg.max_held_fds),
                 status=self.status, history=self.history, possible_cpus=cpus,
                 nr_cpu_ids=cpus[-1] + 1)
             undo.callback(self.server.close)
@@ -237,6 +241,8 @@ class Daemon:
         if isinstance(self.listener, ProcfsExits):
             timeout = min(timeout, self.listener.interval_s)
             self.ingest(0)  # a due /proc scan
+        if not self.accepting:
+            timeout = min(timeout, self._resume_accepting())
         busy = [p.id for p in self.server.peers.values() if self.server.has_work(p)]
         events = self.selector.select(0 if busy else timeout)
         events.sort(key=lambda ev: ev[0].data[0] != "kernel")
@@ -403,8 +409,24 @@ class Daemon:
         return self.births.at_exit(record) if self.cfg.cgroups else None
 
     def _accept(self) -> None:
+        """Accept new clients; when accept() failed for want of fds or memory, stop
+        watching the client socket (a pending connection would wake every turn)
+        until ``accept_paused_until`` or until a client leaves."""
         for peer in self.server.accept_some():
             self.selector.register(peer.sock, selectors.EVENT_READ, ("peer", peer.id))
+        if self.server.accept_paused_until > time.monotonic():
+            self.selector.unregister(self.server.sock)
+            self.accepting = False
+
+    def _resume_accepting(self) -> float:
+        """Watch the client socket again once the pause is over (0 returned), else
+        the seconds left of it."""
+        left = self.server.accept_paused_until - time.monotonic()
+        if left > 0:
+            return left
+        self.selector.register(self.server.sock, selectors.EVENT_READ, ("accept", 0))
+        self.accepting = True
+        return 0.0
 
     def _client(self, peer: Peer | None, mask: int) -> None:
         """A client's turn: its requests (when it may send more or has some pending),
@@ -438,6 +460,7 @@ class Daemon:
     def _drop(self, peer: Peer) -> None:
         self.selector.unregister(peer.sock)
         self.server.drop(peer)
+        self.server.accept_paused_until = 0.0  # an fd came free: accept again
 
     # ------------------------------------------------------------ answers
 
@@ -469,6 +492,9 @@ class Daemon:
                          **(self.exit_policy.counters if self.exit_policy else {}),
                          "client_dropped": self.server.dropped_client_records,
                          "clients_refused": self.server.refused_clients,
+                         "client_accept_failures": self.server.accept_failures,
+                         "client_fds_held": self.server.held_fds,
+                         "client_fds_refused": self.server.refused_fds,
                          "client_reply_peak_bytes": self.server.reply_peak,
                          "namespace_unattributed": self.server.unattributed(),
                          "cgroup_from_birth": self.births.from_birth,
@@ -605,6 +631,16 @@ def _set_nice(nice: int) -> None:
     except OSError as err:
         print(f"taskstatsd: cannot set nice {nice} ({err.strerror}); running at "
               f"{os.getpriority(os.PRIO_PROCESS, 0)}", file=sys.stderr)
+
+
+def _raise_nofile() -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (systemd's default soft limit
+    of 1024 is below what max_clients clients may hold: each a connection, a passed
+    fd and a pidfd while it is accepted)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

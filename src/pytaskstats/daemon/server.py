@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import socket
 import struct
 import sys
@@ -51,6 +52,13 @@ MAX_FDS = 4
 MAX_EXT_MESSAGE = 1024  # bytes of an extended-ACK message
 ADMIN_PERM = 0x01
 ACCEPTS_PER_TURN = 16
+# accept() failing for want of fds or memory: stop accepting for this long (s)
+ACCEPT_PAUSE_S = 0.1
+ACCEPT_SCARCE = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+ACCEPT_NOTICE_S = 60.0  # at most one stderr line about it per this many s
+# fds under RLIMIT_NOFILE that non-admin clients may not take: root's connections
+# and the daemon's own files (journal, /proc) keep working when users hold the rest
+FD_RESERVE = 32
 _U32 = struct.Struct("=I")
 
 
@@ -65,7 +73,9 @@ class Limits:
     request's answer may overshoot it), ``queue_records`` exit records and
     ``record_bytes`` of them (then they are dropped and counted); per turn of the
     event loop, a client's requests are answered until ``turn_messages`` of them or
-    ``turn_seconds`` have gone (the request under way is finished).
+    ``turn_seconds`` have gone (the request under way is finished).  Passed fds
+    are kept only for a datagram with a cgroup request, one per datagram and
+    ``max_held_fds`` in all (see :meth:`Server._keep_fds`).
     """
 
     max_clients: int = 256
@@ -77,6 +87,7 @@ class Limits:
     record_bytes: int = 4 << 20
     turn_messages: int = 16
     turn_seconds: float = 0.0005
+    max_held_fds: int = 256
 
 
 @dataclass
@@ -123,6 +134,7 @@ class Peer:
     want_write: bool = False
     view: NsView | None = None  # set when the client is in other namespaces
     cap_ack: bool = False  # NETLINK_CAP_ACK, set by TASKSTATSD SET_OPTIONS
+    fd_refused: bool = False  # the batch's passed fd was closed: max_held_fds held
     ext_ack: bool = False  # NETLINK_EXT_ACK, likewise
 
 
@@ -142,6 +154,11 @@ class Server:
         self.next_id = 1
         self.dropped_client_records = 0
         self.refused_clients = 0
+        self.held_fds = 0  # passed fds kept for pending batches (<= max_held_fds)
+        self.refused_fds = 0  # passed fds closed because max_held_fds were held
+        self.accept_failures = 0  # accept() calls failed for want of fds or memory
+        self.accept_paused_until = 0.0  # time.monotonic() until which not to accept
+        self._accept_notice = 0.0  # time.monotonic() of the next allowed notice
         self.reply_peak = 0  # the most reply bytes any client had queued
         self.bound = BoundSocket(path)
         self.sock = self.bound.sock
@@ -154,16 +171,36 @@ class Server:
 
     def accept_some(self) -> list[Peer]:
         """Accept what is pending, at most ACCEPTS_PER_TURN connections (the rest wait
-        for the next turn); clients over a limit are refused (see :meth:`accept`)."""
+        for the next turn); clients over a limit are refused (see :meth:`accept`).
+        When accept() fails for want of fds or memory (EMFILE, ENFILE, ENOBUFS,
+        ENOMEM), it is counted and accepting pauses for ACCEPT_PAUSE_S
+        (``accept_paused_until``; the caller stops watching the socket till then)."""
         accepted: list[Peer] = []
         for _ in range(ACCEPTS_PER_TURN):
             try:
                 peer = self.accept()
             except BlockingIOError:
                 break
+            except OSError as err:
+                if err.errno not in ACCEPT_SCARCE:
+                    raise
+                self._accept_failed(err)
+                break
             if peer is not None:
                 accepted.append(peer)
         return accepted
+
+    def _accept_failed(self, err: OSError) -> None:
+        """Count a failed accept() and pause accepting; say so on stderr at most
+        every ACCEPT_NOTICE_S."""
+        now = time.monotonic()
+        self.accept_failures += 1
+        self.accept_paused_until = now + ACCEPT_PAUSE_S
+        if now >= self._accept_notice:
+            self._accept_notice = now + ACCEPT_NOTICE_S
+            print(f"taskstatsd: cannot accept clients ({err.strerror}): pausing "
+                  f"{ACCEPT_PAUSE_S * 1000:.0f} ms (failures so far: "
+                  f"{self.accept_failures})", file=sys.stderr, flush=True)
 
     def accept(self) -> Peer | None:
         """Accept one pending client; None when it was refused.  Raises BlockingIOError
@@ -205,6 +242,9 @@ class Server:
         if len(self.peers) >= limits.max_clients - limits.admin_reserved:
             return (f"the last {limits.admin_reserved} of {limits.max_clients} client "
                     "connections are kept for root and the admin group")
+        if _fds_scarce():
+            return (f"taskstatsd is short of file descriptors (the last {FD_RESERVE} "
+                    "under its RLIMIT_NOFILE are kept for root and the admin group)")
         held = sum(1 for p in self.peers.values() if p.uid == uid)
         if held >= limits.max_clients_per_uid:
             return (f"uid {uid} holds {held} connections, the most one user may "
@@ -223,9 +263,7 @@ class Server:
         """Forget a client: close it and prune it from every CPU's list."""
         self.listeners.prune(peer.id)
         self.peers.pop(peer.id, None)
-        if peer.batch is not None:
-            _close_all(peer.batch.fds)
-            peer.batch = None
+        self._end_batch(peer)
         peer.sock.close()
 
     def close(self) -> None:
@@ -262,8 +300,7 @@ class Server:
                     break
             frame = peer.batch.next_frame()
             if frame is None:
-                _close_all(peer.batch.fds)
-                peer.batch = None
+                self._end_batch(peer)
                 continue
             self.handle(peer, frame, peer.batch.fds)
             budget -= 1
@@ -285,13 +322,44 @@ class Server:
             self._error(peer, errno.EINVAL, data, "too many file descriptors")
         elif len(data) > self.limits.max_request:
             self._error(peer, errno.EMSGSIZE, data, "request too large")
-        elif not data:
-            self.handle(peer, data, fds)
-        else:
-            peer.batch = Batch(data, fds)
+        elif data:
+            peer.batch = Batch(data, self._keep_fds(peer, data, fds))
             return True
-        _close_all(fds)
+        _close_all(fds)  # an empty datagram has no message to answer
         return True
+
+    def _keep_fds(self, peer: Peer, data: bytes, fds: list[int]) -> list[int]:
+        """The passed fds to keep while ``data`` is answered; the others are closed
+        at once.  Only CGROUPSTATS and TASKSTATSD CGROUP use one (the first), so a
+        datagram without either keeps none (the kernel drops fds sent to a netlink
+        socket); past ``max_held_fds`` kept in all, none, and ``peer.fd_refused``
+        makes its cgroup requests fail with ENFILE."""
+        keep = fds[:1] if fds and self._wants_fd(data) else []
+        if keep and self.held_fds >= self.limits.max_held_fds:
+            keep, peer.fd_refused = [], True
+            self.refused_fds += 1
+        _close_all(fds[len(keep):])
+        self.held_fds += len(keep)
+        return keep
+
+    def _wants_fd(self, data: bytes) -> bool:
+        """Whether a message of ``data`` is a cgroup request (which reads an fd)."""
+        for msg in nl.walk(data):
+            if msg.end - msg.start < genl.GENL_HEADER.size:
+                continue
+            cmd = msg.data[msg.start]
+            if (msg.type, cmd) in ((self.family.id, ts.CGROUPSTATS_CMD_GET),
+                                   (protocol.FAMILY_ID, protocol.CMD_CGROUP)):
+                return True
+        return False
+
+    def _end_batch(self, peer: Peer) -> None:
+        """Forget ``peer``'s batch, closing its kept fds."""
+        if peer.batch is not None:
+            self.held_fds -= len(peer.batch.fds)
+            _close_all(peer.batch.fds)
+            peer.batch = None
+        peer.fd_refused = False
 
     def handle(self, peer: Peer, data: bytes, fds: list[int]) -> None:
         """Answer every message of one datagram, walked as the kernel walks it (a
@@ -374,8 +442,7 @@ class Server:
             else:
                 self.listeners.deregister(peer.id, cpus)
         elif req.op == "cgroup":
-            if not fds:
-                raise NetlinkError("no fd passed", errno=errno.EBADF)
+            _check_fd(peer, fds)
             if cgroupfd.kind(fds[0]) == "cgroup2":  # the kernel counts v1 only
                 raise NetlinkError("a cgroup2 directory", errno=errno.EINVAL)
             stats_cg = self.kernel.cgroup(fds[0])
@@ -413,6 +480,7 @@ class Server:
             peer.cap_ack = params.get("cap_ack", peer.cap_ack)
             peer.ext_ack = params.get("ext_ack", peer.ext_ack)
         else:
+            _check_fd(peer, fds)
             counts = cgroup2_counts(fds)
             self._reply(peer, protocol.encode_reply(
                 {k: v for k, v in counts._asdict().items() if k.startswith("nr_")},
@@ -574,6 +642,27 @@ def _answer(err: Exception) -> tuple[int, str]:
         return _errno_of(err), ""
     print(f"taskstatsd: internal error on a request: {err!r} ({BUG_HINT})", file=sys.stderr)
     return errno.EIO, "internal error"
+
+
+def _check_fd(peer: Peer, fds: list[int]) -> None:
+    """NetlinkError unless an fd was passed and kept for this request: EBADF when
+    none was passed, ENFILE when it was closed because max_held_fds were held."""
+    if fds:
+        return
+    if peer.fd_refused:
+        raise NetlinkError("passed fd not kept", errno=errno.ENFILE,
+                           ext_message="taskstatsd holds too many passed fds "
+                           "(max_held_fds): try again")
+    raise NetlinkError("no fd passed", errno=errno.EBADF)
+
+
+def _fds_scarce() -> bool:
+    """Whether this process has fewer than FD_RESERVE fds left under its soft
+    RLIMIT_NOFILE."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return False
+    return len(os.listdir("/proc/self/fd")) - 1 + FD_RESERVE > soft
 
 
 def _close_all(fds: list[int]) -> None:

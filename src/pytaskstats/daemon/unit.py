@@ -42,6 +42,10 @@ Nice={nice}
 # taskstatsd hands its registered exit-listener sockets to systemd (FDSTORE=1,
 # FDPOLL=0) and takes them back on restart: exits during the restart wait in them.
 FileDescriptorStoreMax=256
+# each client holds a connection and, while its cgroup request waits, the fd it
+# passed; the daemon raises its soft limit to this hard one (the default 1024 is
+# near what max_clients=256 clients may take)
+LimitNOFILE=65536
 {preserve}
 # /run/taskstats (0755: every user connects; the policy is per request) and
 # /var/lib/taskstats (0700: the journal holds every user's tasks).
