@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__, connector, delayacct
 from .. import taskstats as ts
 from ..birthcgroups import BirthCgroups
-from ..errors import TaskstatsError, Unsupported
+from ..errors import NetlinkError, TaskstatsError, Unsupported
 from ..kernel import Connection, Listener, possible_cpus
 from ..metrics import start_for_daemon
 from ..procfs import ProcSource
@@ -38,7 +38,7 @@ from . import config as config_mod
 from . import protocol, schema, unit
 from .journal import JournalEntry, Tags
 from .journal_process import JournalProcess
-from .journal_queries import Scope
+from .journal_queries import Budget, QueryTooLong, Scope
 from .namespaces import RESCAN_S, NsTracker
 from .notify import notify, stored_fds
 from .policy import ExitPolicy, Policy
@@ -486,25 +486,66 @@ class Daemon:
                 "executables": len(policy.base) + len(policy.exes)}
 
     def history(self, params: dict[str, Any], scope: Scope | None = None
-                ) -> list[dict[str, Any]]:
+                ) -> tuple[list[dict[str, Any]], str]:
         """Journal rows for `taskstats history` (parameters checked by
         :func:`.schema.check`: SchemaError); with any of bucket_s, fields or
         plausible: sums per time bucket and/or group (Journal.aggregate).  ``scope``:
-        only what a restricted client may read (see :mod:`.policy`)."""
+        only what a restricted client may read (see :mod:`.policy`).
+
+        Bounded before it runs: at most ``history_max_rows`` rows, whatever ``limit``
+        says (the note returned with them says when more were cut; "" otherwise),
+        and at most ``history_max_ms`` (``history_admin_max_ms`` for root and admins)
+        of SQLite time, the kernel's exits drained every DRAIN_EVERY_S meanwhile;
+        past it, or once the daemon is stopping, NetlinkError ETIME."""
         params = schema.check(protocol.CMD_HISTORY, params)
         query: dict[str, Any] = {k: v for k, v in params.items() if k in HISTORY_KEYS}
         query["scope"] = scope
+        cap = self.cfg.history_max_rows
+        self.journal.flush()
+        with self.journal.bounded(Budget(cap, self._history_clock(scope))):
+            try:
+                rows = self._history_rows(params, query, cap)
+            except QueryTooLong:
+                why = ("query took too long: narrow it with --since / --limit"
+                       if self.running else "taskstatsd is stopping")
+                raise NetlinkError(why, errno=errno.ETIME, ext_message=why) from None
+        if len(rows) <= cap:
+            return rows, ""
+        return rows[:cap], (f"answer cut at {cap} rows (history_max_rows): narrow it "
+                            "with --since / --limit")
+
+    def _history_rows(self, params: dict[str, Any], query: dict[str, Any],
+                      cap: int) -> list[dict[str, Any]]:
+        """The rows of a checked history request (``query``), at most ``cap + 1``."""
         if {"bucket_s", "fields", "plausible"} & set(query):
             query.pop("plausible", None)  # not a switch: every sum applies the rule
-            self.journal.flush()
             return self.journal.aggregate(**query)
-        self.journal.flush()
         if params.get("totals"):
             query.pop("group_by", None)
             query.pop("sort", None)
             query.pop("limit", None)
             return [self.journal.totals(**query)]
+        query["limit"] = min(query.get("limit", cap + 1), cap + 1)
         return self.journal.query(**query)
+
+    def _history_clock(self, scope: Scope | None) -> Callable[[], bool]:
+        """The Budget.tick of one history query: True once its time is up (see
+        :meth:`history`) or the daemon is stopping; drains the kernel's sockets every
+        DRAIN_EVERY_S meanwhile, as between clients' turns."""
+        admin = scope is None or scope.uid is None
+        budget_ms = self.cfg.history_admin_max_ms if admin else self.cfg.history_max_ms
+        started = drained = time.monotonic()
+        deadline = started + budget_ms / 1000
+
+        def tick() -> bool:
+            nonlocal drained
+            now = time.monotonic()
+            if now - drained >= DRAIN_EVERY_S:
+                self._drain_kernel()
+                drained = time.monotonic()
+            return not self.running or now >= deadline
+
+        return tick
 
     def close(self) -> None:
         """Deregister from the kernel (unless systemd keeps the sockets), close

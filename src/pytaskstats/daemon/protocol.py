@@ -9,7 +9,11 @@ NLMSG_DONE.  Commands:
 
 - STATUS: the daemon's health document; with ``{"flush": true}`` the journal is
   flushed first, so its counters account for every exit received before.
-- HISTORY: journal rows.
+- HISTORY: journal rows, at most the daemon's ``history_max_rows``: when it cut
+  the answer, its NLMSG_DONE carries a warning (NLMSGERR_ATTR_MSG, with
+  NLM_F_ACK_TLVS, as the kernel's dump ends carry an extended-ACK message) to
+  clients that set ext_ack; :class:`Rows` holds it on the client's side.  A query
+  that runs past its time budget is answered ETIME.
 - SET_OPTIONS: ``{"cap_ack": bool, "ext_ack": bool}`` for this connection, as
   setsockopt(NETLINK_CAP_ACK / NETLINK_EXT_ACK) on a netlink socket (a Unix
   socket has no netlink options).  Both start off, as on a new netlink socket:
@@ -96,8 +100,27 @@ def encode_reply(doc: Any, *, seq: int, pid: int, multi: bool = False) -> bytes:
                        seq=seq, flags=flags, pid=pid)
 
 
-def encode_rows(rows: list[dict[str, Any]], *, seq: int, pid: int) -> list[bytes]:
-    """Rows as multi-part replies of at most ~CHUNK bytes of JSON each, then DONE."""
+class Rows(list[Any]):
+    """The rows of a multi-part reply and ``note``, the warning its DONE carried
+    ("" if none; e.g. that the daemon cut the answer)."""
+
+    note: str = ""
+
+
+def done_note(msg: nl.Message) -> str:
+    """The extended-ACK message of an NLMSG_DONE (after its int), "" if none."""
+    if not msg.flags & nl.NLM_F_ACK_TLVS:
+        return ""
+    for atype, a, b in nl.iter_attrs(msg.data, min(msg.start + 4, msg.end), msg.end):
+        if atype == nl.NLMSGERR_ATTR_MSG:
+            return nl.get_str(msg.data, a, b)
+    return ""
+
+
+def encode_rows(rows: list[dict[str, Any]], *, seq: int, pid: int,
+                note: str = "") -> list[bytes]:
+    """Rows as multi-part replies of at most ~CHUNK bytes of JSON each, then DONE
+    (carrying ``note`` as an extended-ACK message when given)."""
     out: list[bytes] = []
     chunk: list[dict[str, Any]] = []
     size = 0
@@ -110,5 +133,7 @@ def encode_rows(rows: list[dict[str, Any]], *, seq: int, pid: int) -> list[bytes
         size += text
     if chunk:
         out.append(encode_reply(chunk, seq=seq, pid=pid, multi=True))
-    out.append(nl.encode_message(nl.NLMSG_DONE, nl.NLM_F_MULTI, seq, pid, b"\0\0\0\0"))
+    tlvs = nl.encode_str(nl.NLMSGERR_ATTR_MSG, note) if note else b""
+    flags = nl.NLM_F_MULTI | (nl.NLM_F_ACK_TLVS if tlvs else 0)
+    out.append(nl.encode_message(nl.NLMSG_DONE, flags, seq, pid, b"\0\0\0\0" + tlvs))
     return out

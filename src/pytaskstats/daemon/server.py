@@ -132,7 +132,8 @@ class Server:
     def __init__(self, path: str, kernel: Connection | ProcfsKernel, *, policy: Policy,
                  limits: Limits,
                  status: Callable[[dict[str, Any]], dict[str, Any]],
-                 history: Callable[[dict[str, Any], Scope | None], list[dict[str, Any]]],
+                 history: Callable[[dict[str, Any], Scope | None],
+                                   tuple[list[dict[str, Any]], str]],
                  possible_cpus: list[int], nr_cpu_ids: int) -> None:
         self.path, self.kernel, self.policy, self.limits = path, kernel, policy, limits
         self.status, self.history = status, history
@@ -404,10 +405,11 @@ class Server:
             self._reply(peer, protocol.encode_reply(self._status(peer, params), seq=msg.seq,
                                                     pid=peer.id))
         elif cmd == protocol.CMD_HISTORY:
-            rows = self.history(params, self._scope(peer))
+            rows, note = self.history(params, self._scope(peer))
             if peer.view is not None:
                 rows = [peer.view.row(row) for row in rows]
-            for part in protocol.encode_rows(rows, seq=msg.seq, pid=peer.id):
+            for part in protocol.encode_rows(rows, seq=msg.seq, pid=peer.id,
+                                             note=self._ext(peer, note)):
                 self._reply(peer, part)
         elif cmd == protocol.CMD_SET_OPTIONS:
             peer.cap_ack = params.get("cap_ack", peer.cap_ack)
