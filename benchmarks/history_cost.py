@@ -4,8 +4,9 @@ Builds a journal of ``--rows`` exits with the journal's own writer (copies of th
 recorded ``make -j2`` tree, 20 users, spread over ``--days``), then times the
 typical queries of a non-admin client (always scoped to its uid) and of root,
 first with the journal's indexes, then with ``exits_uid_time`` dropped (the
-schema before it); each query once unmeasured first (a warm page cache).  Prints ms per query (median of ``--reps``) and journal rows
-per second of query time.  Checks nothing.  Needs no root.
+schema before it); each query once unmeasured first (a warm page cache).
+Prints ms per query (median of ``--reps``) and journal rows per second of query
+time.  Checks nothing.  Needs no root.
 
     python benchmarks/history_cost.py --rows 1000000
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sqlite3
 import statistics
 import tempfile
@@ -90,7 +92,7 @@ def timed(fn: Callable[[], int], reps: int) -> tuple[float, int]:
 
 def measure(path: Path, now: int, rows: int, reps: int) -> list[tuple[str, float, int]]:
     with Journal(path) as journal:
-        return [(name, *timed(lambda kw=kw: run(journal, kw), reps))
+        return [(name, *timed(functools.partial(run, journal, kw), reps))
                 for name, kw in queries(now)]
 
 

@@ -136,7 +136,8 @@ HELP = {
     "history_max_rows": "rows per history answer, whatever its limit asks; more are cut "
                         "(the answer says so)",
     "history_max_ms": "time one non-admin history query may run, in ms; then it is "
-                      "answered ETIME (the exits are drained meanwhile)",
+                      "answered ETIME (the exits are drained meanwhile); a uid's "
+                      "queries get at most a quarter of the daemon's time (then EAGAIN)",
     "history_admin_max_ms": "time one root or admin history query may run, in ms",
     "cgroups": "record each exiting process's cgroup path",
     "source": "where records come from: auto (the kernel's taskstats, else /proc), "

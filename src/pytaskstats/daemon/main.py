@@ -59,6 +59,7 @@ DRAIN_DATAGRAMS = 16  # per kernel socket and read: clients get turns during a s
 DRAIN_SLICE_S = 0.002  # a drain of the kernel's sockets lasts about this long at most...
 DRAIN_EVERY_S = 0.002  # ...and comes between clients' turns at least this often...
 URGENT_FILL = 0.25  # ...unless a socket is fuller than this: then until it is empty
+HISTORY_SHARE = 0.25  # of the loop's time one non-admin uid's history queries may take
 HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "tgid", "cgroup", "group_by",
                 "sort", "limit", "bucket_s", "fields", "plausible")
 
@@ -73,7 +74,8 @@ class Daemon:
         self.cfg = cfg
         self.started_ns = time.time_ns()
         self.counters = {"received": 0, "lost_overrun": 0, "lost_truncated": 0,
-                         "lost_malformed": 0, "urgent_drains": 0, "namespace_unknown": 0}
+                         "lost_malformed": 0, "urgent_drains": 0, "namespace_unknown": 0,
+                         "history_timeouts": 0, "history_refused": 0}
         self.births = BirthCgroups()  # each exit's cgroup, learned at its process's birth
         self.metrics: DaemonMetrics | None = None
         self.running = True
@@ -84,6 +86,7 @@ class Daemon:
         self.exit_policy: ExitPolicy | None = None
         self.exit_policy_off = ""  # why the exit policy is off ("" while on)
         self.namespaces = NsTracker()
+        self.history_shares = Shares(HISTORY_SHARE, cfg.history_max_ms / 1000)
         self.drops_unsaved = False
         _set_nice(cfg.nice)
         with contextlib.ExitStack() as undo:
@@ -496,19 +499,33 @@ class Daemon:
         says (the note returned with them says when more were cut; "" otherwise),
         and at most ``history_max_ms`` (``history_admin_max_ms`` for root and admins)
         of SQLite time, the kernel's exits drained every DRAIN_EVERY_S meanwhile;
-        past it, or once the daemon is stopping, NetlinkError ETIME."""
+        past it, or once the daemon is stopping, NetlinkError ETIME.  A non-admin
+        uid's queries get at most HISTORY_SHARE of the time (:class:`Shares`): past
+        it, NetlinkError EAGAIN until its share has refilled."""
         params = schema.check(protocol.CMD_HISTORY, params)
         query: dict[str, Any] = {k: v for k, v in params.items() if k in HISTORY_KEYS}
         query["scope"] = scope
         cap = self.cfg.history_max_rows
+        uid = None if scope is None else scope.uid
+        budget_s = self.cfg.history_admin_max_ms / 1000
+        if uid is not None and (budget_s := self.history_shares.take(uid)) <= 0:
+            self.counters["history_refused"] += 1
+            why = (f"history queries of uid {uid} used their share of taskstatsd: try "
+                   f"again in {self.history_shares.wait_ms(uid):.0f} ms")
+            raise NetlinkError(why, errno=errno.EAGAIN, ext_message=why)
         self.journal.flush()
-        with self.journal.bounded(Budget(cap, self._history_clock(scope))):
-            try:
+        started = time.monotonic()
+        try:
+            with self.journal.bounded(Budget(cap, self._history_clock(started + budget_s))):
                 rows = self._history_rows(params, query, cap)
-            except QueryTooLong:
-                why = ("query took too long: narrow it with --since / --limit"
-                       if self.running else "taskstatsd is stopping")
-                raise NetlinkError(why, errno=errno.ETIME, ext_message=why) from None
+        except QueryTooLong:
+            self.counters["history_timeouts"] += 1
+            why = ("query took too long: narrow it with --since / --limit"
+                   if self.running else "taskstatsd is stopping")
+            raise NetlinkError(why, errno=errno.ETIME, ext_message=why) from None
+        finally:
+            if uid is not None:
+                self.history_shares.spend(uid, time.monotonic() - started)
         if len(rows) <= cap:
             return rows, ""
         return rows[:cap], (f"answer cut at {cap} rows (history_max_rows): narrow it "
@@ -528,14 +545,11 @@ class Daemon:
         query["limit"] = min(query.get("limit", cap + 1), cap + 1)
         return self.journal.query(**query)
 
-    def _history_clock(self, scope: Scope | None) -> Callable[[], bool]:
-        """The Budget.tick of one history query: True once its time is up (see
-        :meth:`history`) or the daemon is stopping; drains the kernel's sockets every
+    def _history_clock(self, deadline: float) -> Callable[[], bool]:
+        """The Budget.tick of one history query: True once ``deadline`` (monotonic s)
+        passed or the daemon is stopping; drains the kernel's sockets every
         DRAIN_EVERY_S meanwhile, as between clients' turns."""
-        admin = scope is None or scope.uid is None
-        budget_ms = self.cfg.history_admin_max_ms if admin else self.cfg.history_max_ms
-        started = drained = time.monotonic()
-        deadline = started + budget_ms / 1000
+        drained = time.monotonic()
 
         def tick() -> bool:
             nonlocal drained
@@ -558,6 +572,41 @@ class Daemon:
         self.server.close()
         self.kernel.close()
         self.journal.stop()
+
+
+class Shares:
+    """Per uid, the query time (s) it may still spend: a bucket of at most ``cap``
+    refilled at ``rate`` s per s, so that one uid's queries, however many its
+    connections, take at most ``rate`` of the loop over time.  Holds only uids
+    whose bucket is not full.  ``clock``: monotonic seconds."""
+
+    def __init__(self, rate: float, cap: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.cap, self.clock = rate, cap, clock
+        self.spent: dict[int, tuple[float, float]] = {}  # uid -> (credit s, at monotonic)
+
+    def take(self, uid: int) -> float:
+        """The time ``uid``'s next query may run (0: none left now); forgets the uids
+        whose buckets are full again."""
+        now = self.clock()
+        self.spent = {u: (c, at) for u, (c, at) in self.spent.items()
+                      if c + (now - at) * self.rate < self.cap}
+        return self._credit(uid, now)
+
+    def spend(self, uid: int, seconds: float) -> None:
+        """Count ``seconds`` of query time against ``uid``."""
+        now = self.clock()
+        self.spent[uid] = (self._credit(uid, now) - seconds, now)
+
+    def wait_ms(self, uid: int) -> float:
+        """How long until ``uid`` may query again, in ms."""
+        return max(0.0, -self._credit(uid, self.clock())) / self.rate * 1000 + 1
+
+    def _credit(self, uid: int, now: float) -> float:
+        if uid not in self.spent:
+            return self.cap
+        credit, at = self.spent[uid]
+        return min(self.cap, credit + (now - at) * self.rate)
 
 
 def _lock(path: str) -> int:
