@@ -28,7 +28,7 @@ from pytaskstats.daemon.journal import (
     commit_due,
     decode_raw,
 )
-from pytaskstats.daemon.journal_queries import TAG_COLUMNS, Scope
+from pytaskstats.daemon.journal_queries import TAG_COLUMNS, Budget, QueryTooLong, Scope
 from pytaskstats.fields import FIELDS, Timespec
 from pytaskstats.records import AGROUP, ExitRecord
 from tests.conftest import FIXTURES, fixture_bytes
@@ -657,6 +657,27 @@ def test_a_schema_2_journal_gets_the_uid_index_and_uses_it(make: Factory,
             "EXPLAIN QUERY PLAN SELECT * FROM exits WHERE ac_uid = 7 AND ac_gid = 7 "
             "AND owner_sees = 1 AND ac_comm = 'x'"))
         assert "exits_uid_time" in plan
+
+
+def test_a_budget_caps_rows_and_interrupts(make: Factory) -> None:
+    """Within a Budget: at most max_rows + 1 rows whatever the SQL's limit; a tick
+    that says stop ends the query (QueryTooLong); what a tick raises is raised."""
+    journal = make()
+    for pid in range(1, 31):
+        journal.submit(entry(pid))
+    journal.flush()
+    with journal.bounded(Budget(9, lambda: False)):
+        assert len(journal.query()) == 10
+        assert len(journal.query(limit=3)) == 3
+    assert len(journal.query()) == 30  # the bound ends with its block
+    with journal.bounded(Budget(9, lambda: True)), pytest.raises(QueryTooLong):
+        journal.totals()
+
+    def broken() -> bool:
+        raise KeyError("in the drain")
+
+    with journal.bounded(Budget(9, broken)), pytest.raises(KeyError, match="in the drain"):
+        journal.totals()
 
 
 def test_unusable_files_raise_a_clear_error(make: Factory, tmp_path: Path) -> None:

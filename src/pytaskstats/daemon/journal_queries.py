@@ -44,7 +44,8 @@ class Budget(NamedTuple):
     rows (one more than asked tells the caller its answer was cut), and is
     interrupted (:class:`QueryTooLong`) as soon as ``tick()``, called every
     :data:`PROGRESS_STEPS` SQLite instructions, returns True (its deadline passed, or
-    the daemon stops); ``tick`` may also do other work meanwhile (drain the kernel)."""
+    the daemon stops); ``tick`` may also do other work meanwhile (drain the kernel):
+    what it raises ends the query and is raised by it."""
 
     max_rows: int
     tick: Callable[[], bool]
@@ -240,18 +241,22 @@ def fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any],
     cursor.row_factory = sqlite3.Row
     if budget is None:
         return cursor.execute(sql, params).fetchall()
-    stopped: list[bool] = []
+    stopped: list[BaseException | None] = []
 
     def tick() -> bool:
-        if budget.tick():
-            stopped.append(True)
-            return True
-        return False
+        try:
+            if budget.tick():
+                stopped.append(None)
+        except BaseException as err:  # SQLite would swallow it: raised after the query
+            stopped.append(err)
+        return bool(stopped)
 
     conn.set_progress_handler(tick, PROGRESS_STEPS)
     try:
         return cursor.execute(sql, params).fetchmany(budget.max_rows + 1)
     except sqlite3.OperationalError as err:
+        if stopped and stopped[0] is not None:
+            raise stopped[0] from None
         if stopped:
             raise QueryTooLong(str(err)) from err
         raise
