@@ -8,31 +8,60 @@ schema before it); each query once unmeasured first (a warm page cache).
 Prints ms per query (median of ``--reps``) and journal rows per second of query
 time.  Checks nothing.  Needs no root.
 
-    python benchmarks/history_cost.py --rows 1000000
+With ``--attack SECONDS`` (root), then: a taskstatsd on that journal, root's GET
+latency (its own pid, back to back) for SECONDS alone and then while 4 clients as
+nobody (one of the 20 users) repeat ``{"comm": "nomatch", "totals": true}`` (the
+security review's F5), what they were answered, then root's ``{"limit": 2**63-1}``:
+its time, rows, RSS and the loss counters.
+
+    python benchmarks/history_cost.py --rows 1000000 --attack 10
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import functools
+import json
+import os
+import shutil
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _bench import run_main, table
+from _bench import require_root, run_main, table
+from attack import NOBODY, REPO, percentile, rss_mb, world_python, world_readable_package
 from report_size import templates
 
-from pytaskstats import taskstats
-from pytaskstats.daemon.journal import Journal, JournalEntry, Tags
+from pytaskstats import Client, taskstats
+from pytaskstats.daemon import protocol
+from pytaskstats.daemon.journal import SCHEMA_V3, Journal, JournalEntry, Tags
 from pytaskstats.daemon.journal_queries import Budget, QueryTooLong, Scope
 
 USERS = 20
 UID0 = 1000
+NOBODY_UID = 65534  # the last of the users
+SCAN = """
+import collections, errno, json, sys, time
+from pytaskstats import Client, NetlinkError
+from pytaskstats.daemon import protocol
+answers, end = collections.Counter(), time.monotonic() + float(sys.argv[2])
+with Client("daemon", socket_path=sys.argv[1]) as c:
+    while time.monotonic() < end:
+        try:
+            c.daemon_request(protocol.CMD_HISTORY, {"comm": "nomatch", "totals": True})
+            answers["rows"] += 1
+        except NetlinkError as err:
+            answers[errno.errorcode[err.errno]] += 1
+print(json.dumps(answers))
+"""
 
 
 def build(path: Path, rows: int, days: float) -> int:
@@ -45,6 +74,7 @@ def build(path: Path, rows: int, days: float) -> int:
         for i in range(rows):
             k = i % len(base)
             uid = UID0 + (i // len(base)) % USERS
+            uid = NOBODY_UID if uid == UID0 + USERS - 1 else uid
             task = base[k].task._replace(ac_uid=uid, ac_gid=uid)
             rec = dataclasses.replace(base[k], task=task)
             raw = raws.get((k, uid)) or raws.setdefault(
@@ -109,14 +139,66 @@ def budgeted(path: Path, ms: float) -> str:
         return f"{got} after {(time.perf_counter() - start) * 1000:.0f} ms"
 
 
+def gets(socket_path: str, seconds: float) -> list[float]:
+    """Latencies (ms) of root asking the daemon for its own pid, back to back."""
+    out, end = [], time.monotonic() + seconds
+    with Client("daemon", socket_path=socket_path) as c:
+        while time.monotonic() < end:
+            start = time.perf_counter()
+            c.pid(os.getpid())
+            out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def attack(state: Path, seconds: float) -> None:
+    """The security review's F5 scenario against a taskstatsd on ``state``."""
+    sys.path.insert(0, str(REPO))
+    from tests.daemon_util import RunningDaemon  # noqa: PLC0415  (needs the repo on sys.path)
+
+    daemon = RunningDaemon(state)
+    base, env = world_readable_package()
+    try:
+        quiet = gets(daemon.socket, seconds)
+        scans = [subprocess.Popen([*NOBODY, world_python(), "-c", SCAN, daemon.socket,
+                                   str(seconds)], env=env, cwd="/", stdout=subprocess.PIPE,
+                                  text=True) for _ in range(4)]
+        loaded = gets(daemon.socket, seconds)
+        answers: collections.Counter[str] = collections.Counter()
+        for proc in scans:
+            out, _ = proc.communicate(timeout=seconds + 60)
+            answers.update(json.loads(out or "{}"))
+        print(table(["root GET", "n", "p50 ms", "p99 ms", "max ms"], [
+            [name, str(len(v)), f"{percentile(v, 50):.2f}", f"{percentile(v, 99):.2f}",
+             f"{max(v):.1f}"] for name, v in (("alone", quiet), ("4 nobody scanners", loaded))]))
+        print(f"nobody's answers: {dict(answers)}")
+        start = time.perf_counter()
+        with Client("daemon", socket_path=daemon.socket) as c:
+            rows = c.daemon_request(protocol.CMD_HISTORY, {"limit": 2**63 - 1})
+            status = c.daemon_request(protocol.CMD_STATUS, {})
+        counters = {k: v for k, v in status["counters"].items()
+                    if k in ("lost_overrun", "history_timeouts", "history_refused")}
+        print(f"root {{'limit': 2**63-1}}: {len(rows)} rows in "
+              f"{time.perf_counter() - start:.2f} s ({rows.note or 'whole'}); daemon RSS "
+              f"{rss_mb(daemon.pid):.0f} MB; {counters}")
+    finally:
+        daemon.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--days", type=float, default=30.0)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--attack", type=float, default=0, metavar="SECONDS",
+                   help="then run the F5 attack on a taskstatsd for SECONDS (root)")
     args = p.parse_args()
+    if args.attack:
+        require_root()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "journal.sqlite3"
+        state = Path(tmp) / "state"
+        state.mkdir(mode=0o700)
+        path = state / "journal.sqlite3"
         start = time.perf_counter()
         now = build(path, args.rows, args.days)
         size = path.stat().st_size / 2**20
@@ -132,6 +214,10 @@ def main() -> None:
         print(table(["query", "ms (index)", "ms (no uid index)", "rows out",
                      "journal rows/s"], lines))
         print(f"root --sort -ac_utime under a 200 ms Budget: {budgeted(path, 200)}")
+        if args.attack:
+            with sqlite3.connect(path) as conn:
+                conn.execute(SCHEMA_V3[0])  # the index back
+            attack(state, args.attack)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,22 @@ def test_the_cli_says_the_answer_was_cut(small: RunningDaemon,
     assert "answer cut at 50 rows (history_max_rows)" in done.stderr
 
 
+def test_an_answer_larger_than_its_bytes_is_cut_and_says_so(tmp_path: Path) -> None:
+    """history_max_mb bounds an answer's JSON (the rows' work and memory) below the
+    row cap; groups and totals are small and whole."""
+    state = tmp_path / "state"
+    _journal(state, 4 * CAP)
+    daemon = RunningDaemon(state, "--history-max-mb", "0.01")
+    try:
+        rows = _history(daemon, OURS)
+        assert 0 < len(rows) < CAP
+        assert sum(len(json.dumps(r)) for r in rows) <= 0.01 * (1 << 20)
+        assert f"answer cut at {len(rows)} rows (10485 bytes, history_max_mb)" in rows.note
+        assert _history(daemon, {**OURS, "totals": True}).note == ""
+    finally:
+        daemon.close()
+
+
 # nobody asks a query that scans its 200,000 rows, again and again
 SCAN = textwrap.dedent("""
     import errno, json, sys

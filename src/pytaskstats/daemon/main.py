@@ -107,7 +107,8 @@ class Daemon:
                 limits=Limits(cfg.max_clients, cfg.max_request_bytes, cfg.client_queue_records,
                               cfg.max_clients_per_uid, cfg.admin_reserved_clients,
                               cfg.client_reply_bytes, cfg.client_queue_bytes,
-                              cfg.client_turn_messages, cfg.client_turn_ms / 1000),
+                              cfg.client_turn_messages, cfg.client_turn_ms / 1000,
+                              int(cfg.history_max_mb * (1 << 20))),
                 status=self.status, history=self.history, possible_cpus=cpus,
                 nr_cpu_ids=cpus[-1] + 1)
             undo.callback(self.server.close)

@@ -117,23 +117,30 @@ def done_note(msg: nl.Message) -> str:
     return ""
 
 
-def encode_rows(rows: list[dict[str, Any]], *, seq: int, pid: int,
-                note: str = "") -> list[bytes]:
+def encode_rows(rows: list[dict[str, Any]], *, seq: int, pid: int, note: str = "",
+                max_bytes: int | None = None, notes: bool = True) -> list[bytes]:
     """Rows as multi-part replies of at most ~CHUNK bytes of JSON each, then DONE
-    (carrying ``note`` as an extended-ACK message when given)."""
+    carrying ``note`` as an extended-ACK message (when ``notes``: the client set
+    ext_ack).  Past ``max_bytes`` of JSON the rest of the rows is cut, and the note
+    says so: the work and memory of one answer are bounded."""
     out: list[bytes] = []
     chunk: list[dict[str, Any]] = []
-    size = 0
-    for row in rows:
+    size = total = 0
+    for done, row in enumerate(rows):
         text = len(json.dumps(row))
+        if max_bytes is not None and total + text > max_bytes:
+            note = (f"answer cut at {done} rows ({max_bytes} bytes, history_max_mb): "
+                    "narrow it with --since / --limit")
+            break
         if chunk and size + text > CHUNK:
             out.append(encode_reply(chunk, seq=seq, pid=pid, multi=True))
             chunk, size = [], 0
         chunk.append(row)
         size += text
+        total += text
     if chunk:
         out.append(encode_reply(chunk, seq=seq, pid=pid, multi=True))
-    tlvs = nl.encode_str(nl.NLMSGERR_ATTR_MSG, note) if note else b""
+    tlvs = nl.encode_str(nl.NLMSGERR_ATTR_MSG, note) if note and notes else b""
     flags = nl.NLM_F_MULTI | (nl.NLM_F_ACK_TLVS if tlvs else 0)
     out.append(nl.encode_message(nl.NLMSG_DONE, flags, seq, pid, b"\0\0\0\0" + tlvs))
     return out

@@ -65,7 +65,8 @@ class Limits:
     request's answer may overshoot it), ``queue_records`` exit records and
     ``record_bytes`` of them (then they are dropped and counted); per turn of the
     event loop, a client's requests are answered until ``turn_messages`` of them or
-    ``turn_seconds`` have gone (the request under way is finished).
+    ``turn_seconds`` have gone (the request under way is finished); a history answer
+    has at most ``history_bytes`` of JSON (the rest is cut, and it says so).
     """
 
     max_clients: int = 256
@@ -77,6 +78,7 @@ class Limits:
     record_bytes: int = 4 << 20
     turn_messages: int = 16
     turn_seconds: float = 0.0005
+    history_bytes: int = 4 << 20
 
 
 @dataclass
@@ -409,7 +411,9 @@ class Server:
             if peer.view is not None:
                 rows = [peer.view.row(row) for row in rows]
             for part in protocol.encode_rows(rows, seq=msg.seq, pid=peer.id,
-                                             note=self._ext(peer, note)):
+                                             note=self._ext(peer, note),
+                                             max_bytes=self.limits.history_bytes,
+                                             notes=peer.ext_ack):
                 self._reply(peer, part)
         elif cmd == protocol.CMD_SET_OPTIONS:
             peer.cap_ack = params.get("cap_ack", peer.cap_ack)
