@@ -499,7 +499,8 @@ class Daemon:
         Bounded before it runs: at most ``history_max_rows`` rows, whatever ``limit``
         says (the note returned with them says when more were cut; "" otherwise),
         and at most ``history_max_ms`` (``history_admin_max_ms`` for root and admins)
-        of SQLite time, the kernel's exits drained every DRAIN_EVERY_S meanwhile;
+        of wall time reading the rows, the kernel's exits drained every DRAIN_EVERY_S
+        meanwhile (their time counts);
         past it, or once the daemon is stopping, NetlinkError ETIME.  A non-admin
         uid's queries get at most HISTORY_SHARE of the time (:class:`Shares`): past
         it, NetlinkError EAGAIN until its share has refilled."""
