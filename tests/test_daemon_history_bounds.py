@@ -32,7 +32,8 @@ pytestmark = pytest.mark.kernel
 
 NOBODY = 65534
 CAP = 50
-OURS = {"until_ns": 10**18 + 4 * CAP * 10**9}  # the journal's rows (the live exits are newer)
+# the journal's rows (the live exits are newer)
+OURS: dict[str, object] = {"until_ns": 10**18 + 4 * CAP * 10**9}
 
 
 def _journal(state: Path, rows: int) -> None:
