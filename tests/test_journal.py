@@ -28,7 +28,7 @@ from pytaskstats.daemon.journal import (
     commit_due,
     decode_raw,
 )
-from pytaskstats.daemon.journal_queries import TAG_COLUMNS, Scope
+from pytaskstats.daemon.journal_queries import TAG_COLUMNS, Budget, QueryTooLong, Scope
 from pytaskstats.fields import FIELDS, Timespec
 from pytaskstats.records import AGROUP, ExitRecord
 from tests.conftest import FIXTURES, fixture_bytes
@@ -569,13 +569,14 @@ def test_schema(make: Factory, tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     make(path).stop()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         columns = [row[1] for row in conn.execute("PRAGMA table_info(exits)")]
         assert columns == ["id", *CONTEXT, "raw", *(f.name for f in FIELDS), *TAG_COLUMNS]
         indexed = {row[2] for row in conn.execute(
             "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index'")}
-        assert indexed == {"CREATE INDEX exits_time_ns ON exits (time_ns)"}
+        assert indexed == {"CREATE INDEX exits_time_ns ON exits (time_ns)",
+                           "CREATE INDEX exits_uid_time ON exits (ac_uid, time_ns)"}
         conn.execute("ALTER TABLE exits DROP COLUMN irq_delay_max_ts")  # an older table
     make(path).stop()  # a field column missing from an older journal is added
     with sqlite3.connect(path) as conn:
@@ -635,6 +636,48 @@ def test_rows_from_before_the_policy_columns_are_admin_only(make: Factory,
     assert [r["pid"] for r in journal.query()] == [77, 78]
     assert [r["pid"] for r in journal.query(scope=Scope(65534, 65534))] == [78]
     assert [r["pid"] for r in journal.query(scope=Scope(None, None, "900", 1))] == [3]
+
+
+def test_a_schema_2_journal_gets_the_uid_index_and_uses_it(make: Factory,
+                                                             tmp_path: Path) -> None:
+    """Restricted readers filter on their uid: a journal from before the index gets
+    it on open, and the query plan of a scoped history uses it (no full scan)."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+    make(path).stop()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+        names = {row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "exits_uid_time" in names
+        plan = " ".join(row[-1] for row in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM exits WHERE ac_uid = 7 AND ac_gid = 7 "
+            "AND owner_sees = 1 AND ac_comm = 'x'"))
+        assert "exits_uid_time" in plan
+
+
+def test_a_budget_caps_rows_and_interrupts(make: Factory) -> None:
+    """Within a Budget: at most max_rows + 1 rows whatever the SQL's limit; a tick
+    that says stop ends the query (QueryTooLong); what a tick raises is raised."""
+    journal = make()
+    for pid in range(1, 31):
+        journal.submit(entry(pid))
+    journal.flush()
+    with journal.bounded(Budget(9, lambda: False)):
+        assert len(journal.query()) == 10
+        assert len(journal.query(limit=3)) == 3
+    assert len(journal.query()) == 30  # the bound ends with its block
+    with journal.bounded(Budget(9, lambda: True)), pytest.raises(QueryTooLong):
+        journal.totals()
+
+    def broken() -> bool:
+        raise KeyError("in the drain")
+
+    with journal.bounded(Budget(9, broken)), pytest.raises(KeyError, match="in the drain"):
+        journal.totals()
 
 
 def test_unusable_files_raise_a_clear_error(make: Factory, tmp_path: Path) -> None:

@@ -195,10 +195,11 @@ class Connection:
     def extension(self, cmd: int, params: dict[str, Any], *,
                   fds: tuple[int, ...] = ()) -> Any:
         """A taskstatsd extension request (``fds`` passed with it): its JSON reply,
-        or the rows of a multi-part reply."""
+        or the rows of a multi-part reply (:class:`~.daemon.protocol.Rows`, with the
+        warning its end carried, e.g. that the daemon cut the answer)."""
         seq = self.sock.next_seq()
         self.sock.send(protocol.encode_request(cmd, params, seq=seq), fds)
-        rows: list[Any] = []
+        rows = protocol.Rows()
         while True:
             n = _recv(self.sock, "taskstatsd request")
             for msg in nl.split_messages(self.sock.view, n):
@@ -209,6 +210,7 @@ class Connection:
                     raise from_errno(reply.error or errno.EIO, "taskstatsd request", seq=seq,
                                      ext_message=reply.ext_message)
                 if msg.type == nl.NLMSG_DONE:
+                    rows.note = protocol.done_note(msg)
                     return rows
                 doc = protocol.decode_json(msg)
                 if not msg.flags & nl.NLM_F_MULTI:

@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
             print_json(row)
         else:
             print(format_row(row, args.group_by))
+    _say_note(rows)
     if not rows or (args.totals and not rows[0].get("exits")):
         print(f"taskstats history: no exits match ({describe_filter(args)})",
               file=sys.stderr)
@@ -185,4 +186,12 @@ def write_report(args: argparse.Namespace) -> int:
 def _ask(client: Client, base: dict[str, Any], **extra: Any) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = client.daemon_request(protocol.CMD_HISTORY,
                                                        {**base, **extra})
+    _say_note(rows)
     return rows
+
+
+def _say_note(rows: list[dict[str, Any]]) -> None:
+    """The daemon's warning on an answer (e.g. that it cut the rows), on stderr."""
+    note = getattr(rows, "note", "")
+    if note:
+        print(f"taskstats history: {note}", file=sys.stderr)

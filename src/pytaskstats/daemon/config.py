@@ -43,6 +43,10 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "client_queue_bytes": (4096, 1 << 30),
     "client_turn_messages": (1, 1 << 16),
     "client_turn_ms": (0.01, 10000),
+    "history_max_rows": (1, 1 << 24),
+    "history_max_mb": (0.01, 1024),
+    "history_max_ms": (1, 3_600_000),
+    "history_admin_max_ms": (1, 3_600_000),
     "procfs_interval_s": (0.01, 3600),
     "metrics_cgroup_depth": (0, 64),
     "metrics_max_series": (1, 1 << 20),
@@ -80,6 +84,10 @@ class Config:
     client_queue_bytes: int = 4 << 20  # queued exit records (with client_queue_records)
     client_turn_messages: int = 16  # requests answered per client per loop turn
     client_turn_ms: float = 0.5  # and for at most this long (the last one finishes)
+    history_max_rows: int = 10_000  # rows per history answer, whatever its limit; then cut
+    history_max_mb: float = 4.0  # JSON bytes per history answer (MiB); then cut
+    history_max_ms: float = 200.0  # a non-admin's history query, then ETIME
+    history_admin_max_ms: float = 2000.0  # an admin's
     cgroups: bool = True  # capture each exiting process's cgroup path
     source: str = "auto"  # auto (kernel, else /proc), kernel, or procfs
     procfs_interval_s: float = 1.0  # /proc scan period when running on /proc
@@ -131,6 +139,14 @@ HELP = {
     "client_queue_bytes": "exit records queued per client, in bytes",
     "client_turn_messages": "requests answered per client per turn of the loop",
     "client_turn_ms": "time per client per turn of the loop, in ms",
+    "history_max_rows": "rows per history answer, whatever its limit asks; more are cut "
+                        "(the answer says so)",
+    "history_max_mb": "JSON per history answer, in MiB (about 2,000 exits); more rows "
+                      "are cut (the answer says so)",
+    "history_max_ms": "time one non-admin history query may run, in ms; then it is "
+                      "answered ETIME (the exits are drained meanwhile); a uid's "
+                      "queries get at most a quarter of the daemon's time (then EAGAIN)",
+    "history_admin_max_ms": "time one root or admin history query may run, in ms",
     "cgroups": "record each exiting process's cgroup path",
     "source": "where records come from: auto (the kernel's taskstats, else /proc), "
               "kernel, or procfs (/proc and the proc connector)",

@@ -237,7 +237,7 @@ class JournalProcess(JournalQueries):
     def _select(self, sql: str, params: Sequence[Any]) -> list[Any]:
         if not self._opened:
             return []  # a full disk kept the writer from creating the journal yet
-        return read(self._path, sql, params)
+        return read(self._path, sql, params, self.budget)
 
     # ------------------------------------------------------------ sending
 

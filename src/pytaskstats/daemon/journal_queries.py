@@ -8,17 +8,19 @@ and gap bounds are CLOCK_REALTIME ns; kernel fields keep the kernel's units.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, NamedTuple
 
 from ..fields import DELAY_KINDS, FIELDS, Field
 from ..plausible import sql_plausible, time_fields
 
-__all__ = ["AGGREGATES", "BUCKET_FIELDS", "BUSY_TIMEOUT_MS", "CONTEXT", "TAG_COLUMNS", "Gap",
-           "JournalQueries", "Scope", "fetch", "ns_pid", "read"]
+__all__ = ["AGGREGATES", "BUCKET_FIELDS", "BUSY_TIMEOUT_MS", "CONTEXT", "TAG_COLUMNS", "Budget",
+           "Gap", "JournalQueries", "QueryTooLong", "Scope", "fetch", "ns_pid", "read"]
 
 BUSY_TIMEOUT_MS = 5000  # writer and readers wait this long for a lock
+PROGRESS_STEPS = 10_000  # SQLite VM instructions between two Budget.tick calls (~0.1 ms)
 CONTEXT = ("time_ns", "cpu", "pid", "tgid", "ended_process", "cgroup")
 # per exit, for the access policy (never returned): whether its owner may see it (1, 0,
 # NULL unknown), its PID namespace chain ("" initial, NULL unknown) and its pids
@@ -35,6 +37,22 @@ class Gap(NamedTuple):
     start_ns: int
     end_ns: int
     reason: str
+
+
+class Budget(NamedTuple):
+    """The bounds of one reader's queries: each SELECT returns at most ``max_rows + 1``
+    rows (one more than asked tells the caller its answer was cut), and is
+    interrupted (:class:`QueryTooLong`) as soon as ``tick()``, called every
+    :data:`PROGRESS_STEPS` SQLite instructions, returns True (its deadline passed, or
+    the daemon stops); ``tick`` may also do other work meanwhile (drain the kernel):
+    what it raises ends the query and is raised by it."""
+
+    max_rows: int
+    tick: Callable[[], bool]
+
+
+class QueryTooLong(Exception):
+    """A SELECT interrupted by its :class:`Budget`."""
 
 
 class Scope(NamedTuple):
@@ -214,31 +232,69 @@ def _group_key(group_by: str) -> str:
     return _GROUP_KEYS[group_by]
 
 
-def fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-    """Rows of ``sql`` on ``conn`` (with the ns_pid() function the scopes use)."""
+def fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any],
+          budget: Budget | None = None) -> list[sqlite3.Row]:
+    """Rows of ``sql`` on ``conn`` (with the ns_pid() function the scopes use), within
+    ``budget`` if given (see :class:`Budget`)."""
     conn.create_function("ns_pid", 3, ns_pid, deterministic=True)
     cursor = conn.cursor()
     cursor.row_factory = sqlite3.Row
-    return cursor.execute(sql, params).fetchall()
+    if budget is None:
+        return cursor.execute(sql, params).fetchall()
+    stopped: list[BaseException | None] = []
+
+    def tick() -> bool:
+        try:
+            if budget.tick():
+                stopped.append(None)
+        except BaseException as err:  # SQLite would swallow it: raised after the query
+            stopped.append(err)
+        return bool(stopped)
+
+    conn.set_progress_handler(tick, PROGRESS_STEPS)
+    try:
+        return cursor.execute(sql, params).fetchmany(budget.max_rows + 1)
+    except sqlite3.OperationalError as err:
+        if stopped and stopped[0] is not None:
+            raise stopped[0] from None
+        if stopped:
+            raise QueryTooLong(str(err)) from err
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
+        cursor.close()
 
 
 def _integral(row: sqlite3.Row) -> dict[str, Any]:
     return {k: int(v) if isinstance(v, float) else v for k, v in dict(row).items()}
 
 
-def read(path: str, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-    """Rows of ``sql`` on a short-lived read-only connection to the journal ``path``."""
+def read(path: str, sql: str, params: Sequence[Any],
+         budget: Budget | None = None) -> list[sqlite3.Row]:
+    """Rows of ``sql`` on a short-lived read-only connection to the journal ``path``,
+    within ``budget`` if given (see :class:`Budget`)."""
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
         conn.execute("PRAGMA query_only = ON")
-        return fetch(conn, sql, params)
+        return fetch(conn, sql, params, budget)
     finally:
         conn.close()
 
 
 class JournalQueries:
     """History queries and loss totals; subclasses give :meth:`counters` and
-    :meth:`_select` (rows of one SELECT)."""
+    :meth:`_select` (rows of one SELECT, within :attr:`budget` when set)."""
+
+    budget: Budget | None = None
+
+    @contextlib.contextmanager
+    def bounded(self, budget: Budget) -> Iterator[None]:
+        """Run the queries of the ``with`` block within ``budget`` (one thread only)."""
+        self.budget = budget
+        try:
+            yield
+        finally:
+            self.budget = None
 
     def counters(self) -> dict[str, int]:
         raise NotImplementedError

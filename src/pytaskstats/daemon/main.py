@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__, connector, delayacct
 from .. import taskstats as ts
 from ..birthcgroups import BirthCgroups
-from ..errors import TaskstatsError, Unsupported
+from ..errors import NetlinkError, TaskstatsError, Unsupported
 from ..kernel import Connection, Listener, possible_cpus
 from ..metrics import start_for_daemon
 from ..procfs import ProcSource
@@ -39,7 +39,7 @@ from . import config as config_mod
 from . import protocol, schema, unit
 from .journal import JournalEntry, Tags
 from .journal_process import JournalProcess
-from .journal_queries import Scope
+from .journal_queries import Budget, QueryTooLong, Scope
 from .namespaces import RESCAN_S, NsTracker
 from .notify import notify, stored_fds
 from .policy import ExitPolicy, Policy
@@ -60,6 +60,7 @@ DRAIN_DATAGRAMS = 16  # per kernel socket and read: clients get turns during a s
 DRAIN_SLICE_S = 0.002  # a drain of the kernel's sockets lasts about this long at most...
 DRAIN_EVERY_S = 0.002  # ...and comes between clients' turns at least this often...
 URGENT_FILL = 0.25  # ...unless a socket is fuller than this: then until it is empty
+HISTORY_SHARE = 0.25  # of the loop's time one non-admin uid's history queries may take
 HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "tgid", "cgroup", "group_by",
                 "sort", "limit", "bucket_s", "fields", "plausible")
 
@@ -74,7 +75,8 @@ class Daemon:
         self.cfg = cfg
         self.started_ns = time.time_ns()
         self.counters = {"received": 0, "lost_overrun": 0, "lost_truncated": 0,
-                         "lost_malformed": 0, "urgent_drains": 0, "namespace_unknown": 0}
+                         "lost_malformed": 0, "urgent_drains": 0, "namespace_unknown": 0,
+                         "history_timeouts": 0, "history_refused": 0}
         self.births = BirthCgroups()  # each exit's cgroup, learned at its process's birth
         self.metrics: DaemonMetrics | None = None
         self.running = True
@@ -85,6 +87,7 @@ class Daemon:
         self.exit_policy: ExitPolicy | None = None
         self.exit_policy_off = ""  # why the exit policy is off ("" while on)
         self.namespaces = NsTracker()
+        self.history_shares = Shares(HISTORY_SHARE, cfg.history_max_ms / 1000)
         self.drops_unsaved = False
         self.accepting = True  # the client socket is watched (see _accept)
         _set_nice(cfg.nice)
@@ -108,7 +111,7 @@ class Daemon:
                               cfg.max_clients_per_uid, cfg.admin_reserved_clients,
                               cfg.client_reply_bytes, cfg.client_queue_bytes,
                               cfg.client_turn_messages, cfg.client_turn_ms / 1000,
-                              cfg.max_held_fds),
+                              cfg.max_held_fds, int(cfg.history_max_mb * (1 << 20))),
                 status=self.status, history=self.history, possible_cpus=cpus,
                 nr_cpu_ids=cpus[-1] + 1)
             undo.callback(self.server.close)
@@ -512,25 +515,78 @@ class Daemon:
                 "executables": len(policy.base) + len(policy.exes)}
 
     def history(self, params: dict[str, Any], scope: Scope | None = None
-                ) -> list[dict[str, Any]]:
+                ) -> tuple[list[dict[str, Any]], str]:
         """Journal rows for `taskstats history` (parameters checked by
         :func:`.schema.check`: SchemaError); with any of bucket_s, fields or
         plausible: sums per time bucket and/or group (Journal.aggregate).  ``scope``:
-        only what a restricted client may read (see :mod:`.policy`)."""
+        only what a restricted client may read (see :mod:`.policy`).
+
+        Bounded before it runs: at most ``history_max_rows`` rows, whatever ``limit``
+        says (the note returned with them says when more were cut; "" otherwise),
+        and at most ``history_max_ms`` (``history_admin_max_ms`` for root and admins)
+        of wall time reading the rows, the kernel's exits drained every DRAIN_EVERY_S
+        meanwhile (their time counts);
+        past it, or once the daemon is stopping, NetlinkError ETIME.  A non-admin
+        uid's queries get at most HISTORY_SHARE of the time (:class:`Shares`): past
+        it, NetlinkError EAGAIN until its share has refilled."""
         params = schema.check(protocol.CMD_HISTORY, params)
         query: dict[str, Any] = {k: v for k, v in params.items() if k in HISTORY_KEYS}
         query["scope"] = scope
+        cap = self.cfg.history_max_rows
+        uid = None if scope is None else scope.uid
+        budget_s = self.cfg.history_admin_max_ms / 1000
+        if uid is not None and (budget_s := self.history_shares.take(uid)) <= 0:
+            self.counters["history_refused"] += 1
+            why = (f"history queries of uid {uid} used their share of taskstatsd: try "
+                   f"again in {self.history_shares.wait_ms(uid):.0f} ms")
+            raise NetlinkError(why, errno=errno.EAGAIN, ext_message=why)
+        self.journal.flush()
+        started = time.monotonic()
+        try:
+            with self.journal.bounded(Budget(cap, self._history_clock(started + budget_s))):
+                rows = self._history_rows(params, query, cap)
+        except QueryTooLong:
+            self.counters["history_timeouts"] += 1
+            why = ("query took too long: narrow it with --since / --limit"
+                   if self.running else "taskstatsd is stopping")
+            raise NetlinkError(why, errno=errno.ETIME, ext_message=why) from None
+        finally:
+            if uid is not None:
+                self.history_shares.spend(uid, time.monotonic() - started)
+        if len(rows) <= cap:
+            return rows, ""
+        return rows[:cap], (f"answer cut at {cap} rows (history_max_rows): narrow it "
+                            "with --since / --limit")
+
+    def _history_rows(self, params: dict[str, Any], query: dict[str, Any],
+                      cap: int) -> list[dict[str, Any]]:
+        """The rows of a checked history request (``query``), at most ``cap + 1``."""
         if {"bucket_s", "fields", "plausible"} & set(query):
             query.pop("plausible", None)  # not a switch: every sum applies the rule
-            self.journal.flush()
             return self.journal.aggregate(**query)
-        self.journal.flush()
         if params.get("totals"):
             query.pop("group_by", None)
             query.pop("sort", None)
             query.pop("limit", None)
             return [self.journal.totals(**query)]
+        query["limit"] = min(query.get("limit", cap + 1), cap + 1)
         return self.journal.query(**query)
+
+    def _history_clock(self, deadline: float) -> Callable[[], bool]:
+        """The Budget.tick of one history query: True once ``deadline`` (monotonic s)
+        passed or the daemon is stopping; drains the kernel's sockets every
+        DRAIN_EVERY_S meanwhile, as between clients' turns."""
+        drained = time.monotonic()
+
+        def tick() -> bool:
+            nonlocal drained
+            now = time.monotonic()
+            if now - drained >= DRAIN_EVERY_S:
+                self._drain_kernel()
+                drained = time.monotonic()
+            return not self.running or now >= deadline
+
+        return tick
 
     def close(self) -> None:
         """Deregister from the kernel (unless systemd keeps the sockets), close
@@ -543,6 +599,41 @@ class Daemon:
         self.server.close()
         self.kernel.close()
         self.journal.stop()
+
+
+class Shares:
+    """Per uid, the query time (s) it may still spend: a bucket of at most ``cap``
+    refilled at ``rate`` s per s, so that one uid's queries, however many its
+    connections, take at most ``rate`` of the loop over time.  Holds only uids
+    whose bucket is not full.  ``clock``: monotonic seconds."""
+
+    def __init__(self, rate: float, cap: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.cap, self.clock = rate, cap, clock
+        self.spent: dict[int, tuple[float, float]] = {}  # uid -> (credit s, at monotonic)
+
+    def take(self, uid: int) -> float:
+        """The time ``uid``'s next query may run (0: none left now); forgets the uids
+        whose buckets are full again."""
+        now = self.clock()
+        self.spent = {u: (c, at) for u, (c, at) in self.spent.items()
+                      if c + (now - at) * self.rate < self.cap}
+        return self._credit(uid, now)
+
+    def spend(self, uid: int, seconds: float) -> None:
+        """Count ``seconds`` of query time against ``uid``."""
+        now = self.clock()
+        self.spent[uid] = (self._credit(uid, now) - seconds, now)
+
+    def wait_ms(self, uid: int) -> float:
+        """How long until ``uid`` may query again, in ms."""
+        return max(0.0, -self._credit(uid, self.clock())) / self.rate * 1000 + 1
+
+    def _credit(self, uid: int, now: float) -> float:
+        if uid not in self.spent:
+            return self.cap
+        credit, at = self.spent[uid]
+        return min(self.cap, credit + (now - at) * self.rate)
 
 
 def _lock(path: str) -> int:

@@ -9,7 +9,11 @@ NLMSG_DONE.  Commands:
 
 - STATUS: the daemon's health document; with ``{"flush": true}`` the journal is
   flushed first, so its counters account for every exit received before.
-- HISTORY: journal rows.
+- HISTORY: journal rows, at most the daemon's ``history_max_rows``: when it cut
+  the answer, its NLMSG_DONE carries a warning (NLMSGERR_ATTR_MSG, with
+  NLM_F_ACK_TLVS, as the kernel's dump ends carry an extended-ACK message) to
+  clients that set ext_ack; :class:`Rows` holds it on the client's side.  A query
+  that runs past its time budget is answered ETIME.
 - SET_OPTIONS: ``{"cap_ack": bool, "ext_ack": bool}`` for this connection, as
   setsockopt(NETLINK_CAP_ACK / NETLINK_EXT_ACK) on a netlink socket (a Unix
   socket has no netlink options).  Both start off, as on a new netlink socket:
@@ -96,19 +100,47 @@ def encode_reply(doc: Any, *, seq: int, pid: int, multi: bool = False) -> bytes:
                        seq=seq, flags=flags, pid=pid)
 
 
-def encode_rows(rows: list[dict[str, Any]], *, seq: int, pid: int) -> list[bytes]:
-    """Rows as multi-part replies of at most ~CHUNK bytes of JSON each, then DONE."""
+class Rows(list[Any]):
+    """The rows of a multi-part reply and ``note``, the warning its DONE carried
+    ("" if none; e.g. that the daemon cut the answer)."""
+
+    note: str = ""
+
+
+def done_note(msg: nl.Message) -> str:
+    """The extended-ACK message of an NLMSG_DONE (after its int), "" if none."""
+    if not msg.flags & nl.NLM_F_ACK_TLVS:
+        return ""
+    for atype, a, b in nl.iter_attrs(msg.data, min(msg.start + 4, msg.end), msg.end):
+        if atype == nl.NLMSGERR_ATTR_MSG:
+            return nl.get_str(msg.data, a, b)
+    return ""
+
+
+def encode_rows(rows: list[dict[str, Any]], *, seq: int, pid: int, note: str = "",
+                max_bytes: int | None = None, notes: bool = True) -> list[bytes]:
+    """Rows as multi-part replies of at most ~CHUNK bytes of JSON each, then DONE
+    carrying ``note`` as an extended-ACK message (when ``notes``: the client set
+    ext_ack).  Past ``max_bytes`` of JSON the rest of the rows is cut, and the note
+    says so: the work and memory of one answer are bounded."""
     out: list[bytes] = []
     chunk: list[dict[str, Any]] = []
-    size = 0
-    for row in rows:
+    size = total = 0
+    for done, row in enumerate(rows):
         text = len(json.dumps(row))
+        if max_bytes is not None and total + text > max_bytes:
+            note = (f"answer cut at {done} rows ({max_bytes} bytes, history_max_mb): "
+                    "narrow it with --since / --limit")
+            break
         if chunk and size + text > CHUNK:
             out.append(encode_reply(chunk, seq=seq, pid=pid, multi=True))
             chunk, size = [], 0
         chunk.append(row)
         size += text
+        total += text
     if chunk:
         out.append(encode_reply(chunk, seq=seq, pid=pid, multi=True))
-    out.append(nl.encode_message(nl.NLMSG_DONE, nl.NLM_F_MULTI, seq, pid, b"\0\0\0\0"))
+    tlvs = nl.encode_str(nl.NLMSGERR_ATTR_MSG, note) if note and notes else b""
+    flags = nl.NLM_F_MULTI | (nl.NLM_F_ACK_TLVS if tlvs else 0)
+    out.append(nl.encode_message(nl.NLMSG_DONE, flags, seq, pid, b"\0\0\0\0" + tlvs))
     return out

@@ -73,8 +73,9 @@ class Limits:
     request's answer may overshoot it), ``queue_records`` exit records and
     ``record_bytes`` of them (then they are dropped and counted); per turn of the
     event loop, a client's requests are answered until ``turn_messages`` of them or
-    ``turn_seconds`` have gone (the request under way is finished).  Passed fds
-    are kept only for a datagram with a cgroup request, one per datagram and
+    ``turn_seconds`` have gone (the request under way is finished); a history answer
+    has at most ``history_bytes`` of JSON (the rest is cut, and it says so).  Passed
+    fds are kept only for a datagram with a cgroup request, one per datagram and
     ``max_held_fds`` in all (see :meth:`Server._keep_fds`).
     """
 
@@ -88,6 +89,7 @@ class Limits:
     turn_messages: int = 16
     turn_seconds: float = 0.0005
     max_held_fds: int = 256
+    history_bytes: int = 4 << 20
 
 
 @dataclass
@@ -144,7 +146,8 @@ class Server:
     def __init__(self, path: str, kernel: Connection | ProcfsKernel, *, policy: Policy,
                  limits: Limits,
                  status: Callable[[dict[str, Any]], dict[str, Any]],
-                 history: Callable[[dict[str, Any], Scope | None], list[dict[str, Any]]],
+                 history: Callable[[dict[str, Any], Scope | None],
+                                   tuple[list[dict[str, Any]], str]],
                  possible_cpus: list[int], nr_cpu_ids: int) -> None:
         self.path, self.kernel, self.policy, self.limits = path, kernel, policy, limits
         self.status, self.history = status, history
@@ -471,10 +474,13 @@ class Server:
             self._reply(peer, protocol.encode_reply(self._status(peer, params), seq=msg.seq,
                                                     pid=peer.id))
         elif cmd == protocol.CMD_HISTORY:
-            rows = self.history(params, self._scope(peer))
+            rows, note = self.history(params, self._scope(peer))
             if peer.view is not None:
                 rows = [peer.view.row(row) for row in rows]
-            for part in protocol.encode_rows(rows, seq=msg.seq, pid=peer.id):
+            for part in protocol.encode_rows(rows, seq=msg.seq, pid=peer.id,
+                                             note=self._ext(peer, note),
+                                             max_bytes=self.limits.history_bytes,
+                                             notes=peer.ext_ack):
                 self._reply(peer, part)
         elif cmd == protocol.CMD_SET_OPTIONS:
             peer.cap_ack = params.get("cap_ack", peer.cap_ack)
