@@ -52,31 +52,26 @@ def _integer(text: str, what: str) -> int:
     return int(body)
 
 
-def id_arg(text: str) -> int:
-    """A pid or tgid: 1 .. 2**32-1."""
-    what = f"a pid is a whole number from 1 to {ID_MAX}"
+def _whole(text: str, low: int, high: int, what: str) -> int:
     value = _integer(text, what)
-    if not 1 <= value <= ID_MAX:
+    if not low <= value <= high:
         _fail(text, what)
     return value
+
+
+def id_arg(text: str) -> int:
+    """A pid or tgid: 1 .. 2**32-1."""
+    return _whole(text, 1, ID_MAX, f"a pid is a whole number from 1 to {ID_MAX}")
 
 
 def count_arg(text: str) -> int:
     """A count: 0 .. 2**31-1."""
-    what = f"give a whole number from 0 to {COUNT_MAX}"
-    value = _integer(text, what)
-    if not 0 <= value <= COUNT_MAX:
-        _fail(text, what)
-    return value
+    return _whole(text, 0, COUNT_MAX, f"give a whole number from 0 to {COUNT_MAX}")
 
 
 def positive_arg(text: str) -> int:
     """A count of at least 1."""
-    what = f"give a whole number from 1 to {COUNT_MAX}"
-    value = _integer(text, what)
-    if not 1 <= value <= COUNT_MAX:
-        _fail(text, what)
-    return value
+    return _whole(text, 1, COUNT_MAX, f"give a whole number from 1 to {COUNT_MAX}")
 
 
 def bounded_arg(low: int, high: int) -> Callable[[str], int]:
@@ -84,10 +79,7 @@ def bounded_arg(low: int, high: int) -> Callable[[str], int]:
     what = f"give a whole number from {low} to {high}"
 
     def parse(text: str) -> int:
-        value = _integer(text, what)
-        if not low <= value <= high:
-            _fail(text, what)
-        return value
+        return _whole(text, low, high, what)
     parse.__name__ = "number"
     return parse
 
