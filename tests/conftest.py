@@ -23,6 +23,8 @@ import pytest
 import pytaskstats
 from pytaskstats import Client, delayacct
 
+from .daemon_util import RunningDaemon
+
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))  # expected.py: the fixtures' value rule
 T = TypeVar("T")
@@ -267,3 +269,15 @@ def known_tasks_in(groups: list[Path]) -> Iterator[list[subprocess.Popen[bytes]]
         os.close(w)
         for group in groups:
             remove_cgroup(group)
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[RunningDaemon]:
+    """One taskstatsd (default settings) for a test module; modules that need other
+    settings or one per test define their own."""
+    require_kernel()
+    d = RunningDaemon()
+    try:
+        yield d
+    finally:
+        d.close()

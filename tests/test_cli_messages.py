@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ from pytaskstats.procfs import ProcSource
 from pytaskstats.summary import summarize
 from pytaskstats.top.sampler import Sampler
 
-from .conftest import as_nobody, fixture_bytes, require_kernel
+from .conftest import as_nobody, fixture_bytes
 from .daemon_util import RunningDaemon
 
 CLI = [sys.executable, "-m", "pytaskstats"]
@@ -260,16 +259,6 @@ def test_getdelays_uses_the_chosen_backend(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ through taskstatsd
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[RunningDaemon]:
-    require_kernel()
-    d = RunningDaemon()
-    try:
-        yield d
-    finally:
-        d.close()
-
 
 def test_unprivileged_messages_through_taskstatsd(daemon: RunningDaemon,
                                                   nobody_env: dict[str, str]) -> None:

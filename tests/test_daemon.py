@@ -14,7 +14,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,21 +26,10 @@ from pytaskstats import taskstats as ts
 from pytaskstats.daemon import protocol
 from pytaskstats.kernel import Connection
 
-from .conftest import NOBODY_PYTHON, as_nobody, require_kernel, unique_command, wait_until
+from .conftest import NOBODY_PYTHON, as_nobody, unique_command, wait_until
 from .daemon_util import RunningDaemon
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[RunningDaemon]:
-    """One taskstatsd for the module's tests."""
-    require_kernel()
-    d = RunningDaemon()
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def _exits(conn: Connection, pid: int, timeout: float = 2.0) -> list[ExitRecord]:

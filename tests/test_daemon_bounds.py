@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,16 +30,6 @@ pytestmark = pytest.mark.kernel
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 MIB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[RunningDaemon]:
-    """One taskstatsd (default limits) for the module's tests."""
-    d = RunningDaemon()
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def _rss(pid: int) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,7 +17,6 @@ from pytaskstats import taskstats as ts
 from pytaskstats.daemon import protocol
 from pytaskstats.kernel import Connection
 
-from .conftest import require_kernel
 from .daemon_util import RunningDaemon
 
 pytestmark = pytest.mark.kernel
@@ -26,17 +24,6 @@ SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 OPTIONS = {"none": (), "cap_ack": (NETLINK_CAP_ACK,), "ext_ack": (NETLINK_EXT_ACK,),
            "both": (NETLINK_CAP_ACK, NETLINK_EXT_ACK)}
 NO_TASK = 0x7FFFFFFF  # beyond pid_max
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[RunningDaemon]:
-    """One taskstatsd for the module's probes."""
-    require_kernel()
-    d = RunningDaemon()
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def _probes(fam: int) -> dict[str, bytes]:
