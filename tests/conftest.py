@@ -47,14 +47,16 @@ def wait_until(predicate: Callable[[], T | None], what: str, timeout: float = 20
 
 
 def unique_command(tmp_path: Path, prefix: str, source: str = "/bin/true") -> Path:
-    """A world-executable copy of ``source`` in ``tmp_path`` under a name (its comm)
-    that no other task on the machine has: ``prefix`` + 6 random hex digits, at most
-    15 characters (TASK_COMM_LEN - 1).  Tests count their own exits by that comm."""
+    """A symlink to ``source`` in ``tmp_path`` under a name (its comm: exec takes the
+    name it was called by) that no other task on the machine has: ``prefix`` + 6
+    random hex digits, at most 15 characters (TASK_COMM_LEN - 1).  Tests count their
+    own exits by that comm.  A link, not a copy: the executable stays one taskstatsd
+    knows, so a marker reaped before it is read is still shown to its owner (a
+    never-seen executable is admin-only: see daemon/policy.py)."""
     name = f"{prefix}{os.urandom(3).hex()}"
     assert len(name) <= 15, name
     exe = tmp_path / name
-    exe.write_bytes(Path(source).read_bytes())
-    exe.chmod(0o755)
+    exe.symlink_to(os.path.realpath(source))
     return exe
 
 
