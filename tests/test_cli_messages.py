@@ -318,3 +318,18 @@ def test_top_keeps_going_when_the_policy_refuses_one_own_task() -> None:
     got = sampler._query({me: me, 1: 1})
     assert set(got) == {1} and fake.calls == [False, True]  # ours (root's) but me
     assert sampler.scope_note == "own tasks only (taskstatsd policy)"
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["get", "1", "--backend", "procfs"], "global options (--backend, --socket) go before"),
+    (["--json", "get", "1"], "own options (--json, ...) after it"),
+    (["history", "--since", "-1h"], "written with '=' (--OPTION=VALUE)"),
+])
+def test_misplaced_options_say_where_they_go(argv: list[str], said: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A newcomer's slips: an option on the wrong side of the command, a value that
+    looks like an option.  One line, exit 2, and what to do."""
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and said in err and err.count("\n") == 1

@@ -36,8 +36,19 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors: ``prog: message (see prog --help)``, exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        """Print the one line and exit with status 2."""
-        self.exit(2, f"{self.prog}: {printable(message)} (see '{self.prog} --help')\n")
+        """Print the one line, with a hint for the usual slips, and exit with status 2."""
+        self.exit(2, f"{self.prog}: {printable(message)}{_hint(message)} "
+                     f"(see '{self.prog} --help')\n")
+
+
+def _hint(message: str) -> str:
+    """What to do about argparse's two most puzzling messages."""
+    if message.startswith("unrecognized arguments:"):
+        return ("; global options (--backend, --socket) go before the command, the "
+                "command's own options (--json, ...) after it")
+    if message.endswith("expected one argument"):
+        return "; a value that starts with '-' is written with '=' (--OPTION=VALUE)"
+    return ""
 
 
 def _fail(text: str, what: str) -> NoReturn:
