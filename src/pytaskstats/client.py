@@ -69,8 +69,8 @@ def choose_backend(backend: str, socket_path: str) -> tuple[str, str]:
         return "kernel", "this process has CAP_NET_ADMIN, so it asks the kernel directly"
     if os.path.exists(socket_path):
         return "daemon", (f"no CAP_NET_ADMIN: using taskstatsd at {socket_path}")
-    return "procfs", (f"no CAP_NET_ADMIN and no taskstatsd at {socket_path}: reading /proc "
-                      "(no delays but CPU wait, no exits; start taskstatsd for those)")
+    return "procfs", (f"no CAP_NET_ADMIN and no taskstatsd at {socket_path}{_PROCFS_NOTE[:-1]}"
+                      "; start taskstatsd for those)")
 
 
 class Client:
@@ -99,7 +99,7 @@ class Client:
             if backend != "auto":
                 raise
             self.backend = "procfs"  # no taskstats family, or a stale daemon socket
-            self.backend_reason = f"{err}: reading /proc (no delays but CPU wait, no exits)"
+            self.backend_reason = f"{err}{_PROCFS_NOTE}"
             self._conn = _ProcBackend(self._proc)
 
     @property
@@ -177,7 +177,9 @@ class Client:
         ``groups``: otherwise, how many sockets to split the CPUs over.
         """
         if self.backend == "procfs":
-            raise Unsupported(f"exit records need the kernel or taskstatsd: {self.backend_reason}")
+            why = self.backend_reason.split(": reading /proc", 1)[0]  # not a fallback here
+            raise Unsupported(f"exit records need the kernel or taskstatsd: {why}; run as "
+                              "root or start taskstatsd")
         via = self.socket_path if self.backend == "daemon" else None
         return Listener(cpus, per_cpu=per_cpu, groups=groups, socket_path=via)
 
@@ -231,6 +233,9 @@ class _ProcBackend:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+_PROCFS_NOTE = ": reading /proc (no delays but CPU wait, no exits)"
 
 
 def _check_id(ident: int) -> int:
