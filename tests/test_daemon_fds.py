@@ -13,7 +13,6 @@ import socket
 import subprocess
 import textwrap
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from pytaskstats import taskstats as ts
 from pytaskstats.daemon import protocol
 from pytaskstats.kernel import Connection
 
-from .conftest import NOBODY_PYTHON
+from .conftest import NOBODY_PYTHON, wait_until
 from .daemon_util import RunningDaemon
 
 pytestmark = pytest.mark.kernel
@@ -103,14 +102,6 @@ def _status(daemon: RunningDaemon) -> dict[str, Any]:
     return status
 
 
-def _wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def _end(proc: subprocess.Popen[str]) -> None:
     proc.kill()
     proc.wait()
@@ -139,7 +130,7 @@ def test_passed_fds_are_kept_only_for_cgroup_requests(nobody_env: dict[str, str]
         assert counters["client_fds_held"] == 3 and counters["client_fds_refused"] == 2
         # 25 connections and 3 kept fds (the 100 passed were held before), once the
         # status connection is gone
-        _wait_for("25 connections and 3 fds", lambda: _fds(daemon.pid) - before <= 25 + 3)
+        wait_until(lambda: _fds(daemon.pid) - before <= 25 + 3, "25 connections and 3 fds")
         proc.stdin.write("\n")
         proc.stdin.flush()
         codes = sorted(int(c) for c in proc.stdout.readline().split())
@@ -170,7 +161,7 @@ def test_users_cannot_take_roots_fds(short_of_fds: RunningDaemon) -> None:
                                   stdout=subprocess.PIPE, text=True, cwd="/")
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == str(FDS_LIMIT)
-        _wait_for("refusals", lambda: _status(daemon)["counters"]["clients_refused"] > 0)
+        wait_until(lambda: _status(daemon)["counters"]["clients_refused"] > 0, "refusals")
         status = _status(daemon)
         assert status["clients"] < FDS_LIMIT - 16  # nobody's, and this one
         assert _fds(daemon.pid) < FDS_LIMIT - 16
@@ -221,8 +212,8 @@ def test_accept_out_of_fds_does_not_stop_the_daemon(short_of_fds: RunningDaemon)
             s.setblocking(False)
             with contextlib.suppress(OSError):  # refused: no fd left for its pidfd
                 socket.send_fds(s, [flood], [null])
-        _wait_for("a full fd table", lambda: daemon.proc is not None and (
-            daemon.proc.poll() is not None or _fds(daemon.pid) >= FDS_LIMIT))
+        wait_until(lambda: daemon.proc is not None and (
+            daemon.proc.poll() is not None or _fds(daemon.pid) >= FDS_LIMIT), "a full fd table")
         late = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         socks.append(late)
         late.connect(daemon.socket)

@@ -14,7 +14,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from pytaskstats.daemon import socketfile as daemon_socket
 from pytaskstats.daemon.config import Config
 from pytaskstats.daemon.trustedpath import check_chain
 
-from .conftest import as_nobody
+from .conftest import as_nobody, wait_until
 from .daemon_util import RunningDaemon
 
 DAEMON = [sys.executable, "-m", "pytaskstats.daemon", "--config", os.devnull]
@@ -134,10 +133,7 @@ def _start_refused(sock: str, state: str) -> str:
     if done.returncode == 0:
         pid = _status(sock)["daemon"]["pid"]
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while os.path.exists(sock):  # removed at its exit
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: not os.path.exists(sock), "the socket removed at its exit")
     assert done.returncode == 1, done.stderr
     return _one_line_error(done)
 
@@ -335,12 +331,8 @@ def test_stale_socket_is_replaced_and_a_foreign_one_is_never_unlinked(tmp_path: 
     stale.close()  # a dead daemon's socket
     d.base, d.socket, d.state_dir, d.extra, d.proc = tmp_path, str(base / "s.sock"), \
         tmp_path / "state", (), None
-    d.start()  # the stale path exists already: wait until the daemon answers on it
+    d.start()  # the stale path exists already: start() waits until the daemon answers
     try:
-        deadline = time.monotonic() + 20
-        while not daemon_socket.answering(d.socket):
-            assert d.proc is not None and d.proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
         assert _status(d.socket)["daemon"]["pid"] == d.pid
         os.unlink(d.socket)  # someone (an admin, another daemon) puts another socket there
         foreign = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -442,10 +434,7 @@ def test_background_start_waits_for_readiness(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     pid = _status(sock)["daemon"]["pid"]  # answering as soon as the start returned
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while os.path.exists(sock):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: not os.path.exists(sock), "the socket removed at its exit")
     bad = _run("--socket", sock, "--state-dir", str(state / "journal.sqlite3"))
     assert bad.returncode == 2
 
@@ -590,10 +579,8 @@ def test_daemon_works_with_the_units_capabilities_only(tmp_path: Path,
          *DAEMON, "--foreground", "--socket", sock, "--state-dir", str(tmp_path / "state")],
         stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(sock):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: os.path.exists(sock) or proc.poll() is not None, "the socket")
+        assert proc.poll() is None
         caps = Path(f"/proc/{proc.pid}/status").read_text()
         assert "CapBnd:\t0000000000081004" in caps and "NoNewPrivs:\t1" in caps
         code = ("import os, subprocess, sys, time; from pytaskstats import Client\n"

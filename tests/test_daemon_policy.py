@@ -27,7 +27,7 @@ from pytaskstats.daemon import protocol
 from pytaskstats.daemon.policy import ExitPolicy
 from pytaskstats.transport import ConnectorSocket
 
-from .conftest import NOBODY_PYTHON, as_nobody, require_kernel
+from .conftest import NOBODY_PYTHON, as_nobody, require_kernel, wait_until
 from .daemon_util import RunningDaemon
 from .test_journal import decoded
 
@@ -425,10 +425,8 @@ def test_exit_of_a_non_dumpable_task_is_hidden(fresh_daemon: RunningDaemon,
             agent(daemon, nobody_env) as a:
         nodump = a.ask("nodump")
         samples = _status(daemon)["counters"].get("policy_samples", 0)
-        deadline = time.monotonic() + 10  # two samples: one began after the prctl
-        while (_status(daemon)["counters"].get("policy_samples", 0) < samples + 2
-               and time.monotonic() < deadline):
-            time.sleep(0.05)
+        wait_until(lambda: _status(daemon)["counters"].get("policy_samples", 0)
+                   >= samples + 2, "two dumpability samples (one began after the prctl)")
         assert a.ask(f"stop {nodump}") == nodump
         _root_sees(mine, {nodump}, set())
         got = a.ask("sync /bin/true")
@@ -528,11 +526,9 @@ def daemon_without_connector() -> Iterator[RunningDaemon]:
         [sys.executable, "-c", NO_CONNECTOR, "--foreground", "--socket", d.socket,
          "--state-dir", str(d.state_dir), "--config", os.devnull], stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(d.socket):
-            assert d.proc.poll() is None and time.monotonic() < deadline, \
-                d.proc.stderr.read() if d.proc.stderr else ""
-            time.sleep(0.02)
+        proc = d.proc
+        wait_until(lambda: os.path.exists(d.socket) or proc.poll() is not None, "the socket")
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         yield d
     finally:
         d.close()
