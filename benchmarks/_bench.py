@@ -10,6 +10,7 @@ import errno
 import gc
 import os
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pytaskstats import NoSuchTask
+from pytaskstats import NoSuchTask, TaskstatsError
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
 from pytaskstats.kernel import Connection
@@ -214,3 +215,21 @@ def run_main(main: Callable[[], None]) -> None:
         raise
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def run_daemon_main(main: Callable[[], None], name: str) -> None:
+    """:func:`run_main` for a benchmark that starts its own taskstatsd: SIGTERM ends
+    it through its ``finally`` blocks (which stop the daemon and clean up), and a
+    daemon that did not start (RuntimeError) or failed is one line."""
+    def guarded() -> None:
+        try:
+            main()
+        except (TaskstatsError, RuntimeError) as err:
+            sys.exit(f"{name}: {err}")
+
+    signal.signal(signal.SIGTERM, _terminate)
+    run_main(guarded)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

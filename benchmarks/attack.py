@@ -32,20 +32,18 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from _bench import build_c, median, require_root, run_main, table
+from _bench import build_c, median, require_root, run_daemon_main, table
 
 import pytaskstats
-from pytaskstats import Client, TaskstatsError
+from pytaskstats import Client
 from pytaskstats.daemon import protocol
 
 REPO = Path(__file__).resolve().parent.parent
@@ -363,22 +361,10 @@ def main() -> None:
                         help="most forks of the fork storm (default 50000)")
     args = parser.parse_args()
     require_root()
-    signal.signal(signal.SIGTERM, _terminate)  # finally blocks stop the daemon, clean up
     t0 = time.perf_counter()
     run(args)
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
-def _main() -> None:
-    try:
-        main()
-    except (TaskstatsError, RuntimeError) as err:  # RuntimeError: taskstatsd did not start
-        sys.exit(f"attack.py: {err}")
-
-
 if __name__ == "__main__":
-    run_main(_main)
+    run_daemon_main(main, "attack.py")

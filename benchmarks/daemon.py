@@ -35,7 +35,6 @@ import math
 import os
 import pstats
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -52,13 +51,13 @@ from _bench import (
     interleave,
     median,
     require_root,
-    run_main,
+    run_daemon_main,
     spread,
     table,
     task_ids,
 )
 
-from pytaskstats import Client, ExitRecord, NoSuchTask, TaskstatsError
+from pytaskstats import Client, ExitRecord, NoSuchTask
 from pytaskstats import taskstats as ts
 from pytaskstats.daemon import config as config_mod
 from pytaskstats.daemon import journal as journal_mod
@@ -1037,7 +1036,6 @@ def main() -> None:
         if getattr(args, name) is None:
             setattr(args, name, short if quick else full)
     require_root()
-    signal.signal(signal.SIGTERM, _terminate)  # finally blocks stop the daemon, clean up
 
     jobs = len(possible_cpus())
     t0 = time.perf_counter()
@@ -1058,17 +1056,5 @@ def main() -> None:
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
-
-def _main() -> None:
-    try:
-        main()
-    except (TaskstatsError, RuntimeError) as err:  # RuntimeError: taskstatsd did not start
-        sys.exit(f"daemon.py: {err}")
-
-
 if __name__ == "__main__":
-    run_main(_main)
+    run_daemon_main(main, "daemon.py")
