@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -82,23 +83,40 @@ def test_process_tree_follows_parents_and_orphans() -> None:
     assert total["hiwater_rss"] == base.task.hiwater_rss
 
 
-@pytest.mark.xfail(strict=True, reason="process_tree keys parents by pid alone: with "
-                   "kernel.pid_max 32768 a fork storm elsewhere reuses the pids of a run's "
-                   "exited processes within seconds (seen in the suite under load)")
-def test_process_tree_is_not_fooled_by_a_reused_pid() -> None:
+def _timed(pid: int, ppid: int, comm: str, begin: int, life_s: float) -> ExitRecord:
     base = taskstats.decode(fixture_bytes("exit_v16_dual.bin"), 27)[0]
     assert isinstance(base, ExitRecord)
+    task = base.task._replace(ac_pid=pid, ac_tgid=pid, ac_ppid=ppid, ac_comm=comm,
+                              ac_btime=begin, ac_btime64=begin, ac_etime=int(life_s * 1e6))
+    return ExitRecord(task=task, pid=pid, tgid=pid)
 
-    def rec(pid: int, ppid: int, comm: str) -> ExitRecord:
-        task = base.task._replace(ac_pid=pid, ac_tgid=pid, ac_ppid=ppid, ac_comm=comm)
-        return ExitRecord(task=task, pid=pid, tgid=pid)
 
+def test_process_tree_is_not_fooled_by_a_reused_pid() -> None:
     # our command 10 (started by us, 5) ran child 11, which exited; pid 11 was then
     # reused by another user's process (parent 7), which forked 12 and both exited
-    records = [rec(11, 10, "ours"), rec(12, 11, "theirs"), rec(11, 7, "theirs"),
-               rec(10, 5, "ours")]
-    tree = process_tree(records, root=10, reaper=99)
+    records = [_timed(11, 10, "ours", 100, 0.5), _timed(12, 11, "theirs", 106, 0.5),
+               _timed(11, 7, "theirs", 105, 2), _timed(10, 5, "ours", 100, 9)]
+    tree = process_tree(records, root=10, reaper=5)
     assert [r.task.ac_comm for r in tree] == ["ours", "ours"]
+    # the same within one second: the order of arrival decides (a parent outlives
+    # the child whose exit record names it)
+    same = [dataclasses.replace(r, task=r.task._replace(ac_btime=100, ac_btime64=100))
+            for r in records]
+    assert [r.task.ac_comm for r in process_tree(same, root=10, reaper=5)] == ["ours"] * 2
+
+
+def test_process_tree_across_cpus_and_reused_pids_within_the_run() -> None:
+    # per-CPU sockets: a parent's record (on another CPU) may be read before its
+    # child's; and our own run reused pid 11 for a second child of 10
+    records = [_timed(11, 10, "first", 100, 1), _timed(20, 11, "late-read", 100, 0.5),
+               _timed(11, 10, "second", 140, 1), _timed(21, 11, "kid2", 140, 0.2),
+               _timed(10, 5, "root", 100, 60)]
+    tree = process_tree(records, root=10, reaper=5)
+    assert len(tree) == 5
+    procs = summarize(tree)
+    assert sorted(p.comm for p in procs) == ["first", "kid2", "late-read", "root", "second"]
+    assert [p.tgid for p in procs].count(11) == 2  # two processes, not one of 2 threads
+    assert all(p.threads == 1 for p in procs)
 
 
 # ------------------------------------------------------------------ live kernel

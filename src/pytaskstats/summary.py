@@ -45,20 +45,88 @@ def process_tree(records: Iterable[ExitRecord], root: int, reaper: int) -> list[
 
     A process belongs to the tree if its parent chain, as the exit records give
     it, reaches ``root``, or ``reaper`` (orphans re-parented to a subreaper).
+    A pid can be reused while the run goes on, so a parent is the instance of that
+    pid that was alive when its child exited (``ac_ppid`` is the parent at exit),
+    not merely a record with that pid (see :class:`Instances`); ``root`` is the first
+    leader record with its pid.
     """
     recs = list(records)
-    parent = {_tgid(r): r.task.ac_ppid for r in recs}
-    memo: dict[int, bool] = {root: True, reaper: True}
+    where = Instances(recs)
+    mine = where.leaders.get(root, [])  # the first: a reuse starts after ours exits
+    memo: dict[int, bool] = {mine[0]: True} if mine else {}
 
-    def inside(tgid: int, depth: int = 0) -> bool:
-        if tgid in memo:
-            return memo[tgid]
-        ppid = parent.get(tgid)
-        result = ppid is not None and depth < 4096 and inside(ppid, depth + 1)
-        memo[tgid] = result
+    def inside(i: int, depth: int = 0) -> bool:
+        if i in memo:
+            return memo[i]
+        ppid = recs[i].task.ac_ppid
+        if _tgid(recs[i]) == root and where.instance(i) in memo:
+            result = memo[where.instance(i)]
+        elif ppid == reaper or ppid is None or depth >= 4096:
+            result = ppid == reaper
+        else:
+            parent = where.parent(i, ppid)
+            result = ppid == root if parent is None else inside(parent, depth + 1)
+        memo[i] = result
         return result
 
-    return [r for r in recs if inside(_tgid(r))]
+    return [r for i, r in enumerate(recs) if inside(i)]
+
+
+class Instances:
+    """Which process instance each record of a list of exit records belongs to.
+
+    Records arrive in exit order on each CPU's socket, interleaved across CPUs, and
+    a pid may be reused within a run.  The leader record (``ac_pid == tgid``) of an
+    instance spans [begin, begin + elapsed] (begin in whole seconds, so one second
+    of slack).  A record's instance, or its parent's, is a leader record of that id
+    whose span fits (born before, alive at the record's exit); among those the first
+    that arrived after the record (a parent and a leader outlive their children and
+    threads), else the last before it.
+    """
+
+    def __init__(self, recs: list[ExitRecord]) -> None:
+        self.recs = recs
+        self.leaders: dict[int, list[int]] = {}
+        for i, rec in enumerate(recs):
+            if rec.task.ac_pid is not None and rec.task.ac_pid == _tgid(rec):
+                self.leaders.setdefault(_tgid(rec), []).append(i)
+
+    def parent(self, i: int, ppid: int) -> int | None:
+        """The index of the leader record of record ``i``'s parent, if any."""
+        return self._pick(i, ppid, child=True)
+
+    def instance(self, i: int) -> int:
+        """The index of the leader record of record ``i``'s own process (``i`` itself
+        for a leader, or when no leader record was seen)."""
+        found = self._pick(i, _tgid(self.recs[i]), child=False)
+        return i if found is None else found
+
+    def _pick(self, i: int, ident: int, *, child: bool) -> int | None:
+        rec = self.recs[i].task
+        if not child and rec.ac_pid == ident:
+            return i
+        cands = [j for j in self.leaders.get(ident, []) if j != i]
+        fits = [j for j in cands if _fits(self.recs[j].task, rec)] or cands
+        after = [j for j in fits if j > i]
+        if after:
+            return after[0]
+        return fits[-1] if fits else None
+
+
+def _span(task: TaskStats) -> tuple[float, float] | None:
+    begin = task.ac_btime64 or task.ac_btime
+    if not begin or task.ac_etime is None:
+        return None
+    return float(begin), begin + task.ac_etime / 1e6
+
+
+def _fits(outer: TaskStats, inner: TaskStats) -> bool:
+    """Whether ``outer`` was born before ``inner`` and alive when it exited (1 s slack:
+    begin times are whole seconds)."""
+    a, b = _span(outer), _span(inner)
+    if a is None or b is None:
+        return True
+    return a[0] <= b[0] + 1 and a[1] + 1 >= b[1]
 
 
 def _tgid(rec: ExitRecord) -> int:
@@ -72,11 +140,14 @@ def _add(a: int | None, b: int | None) -> int | None:
 
 
 def summarize(records: Iterable[ExitRecord]) -> list[ProcessSummary]:
-    """Group exit records by process; order by begin time, then tgid."""
+    """Group exit records by process instance (a reused pid is another process);
+    order by begin time, then tgid."""
+    recs = list(records)
+    where = Instances(recs)
     threads: dict[int, list[TaskStats]] = {}
-    for rec in records:
-        threads.setdefault(_tgid(rec), []).append(rec.task)
-    out = [_process(tgid, tasks) for tgid, tasks in threads.items()]
+    for i, rec in enumerate(recs):
+        threads.setdefault(where.instance(i), []).append(rec.task)
+    out = [_process(_tgid(recs[key]), tasks) for key, tasks in threads.items()]
     out.sort(key=lambda p: (p.btime or 0, p.etime_us or 0, p.tgid))
     return out
 
