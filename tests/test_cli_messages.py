@@ -274,6 +274,23 @@ def test_unprivileged_messages_through_taskstatsd(daemon: RunningDaemon,
     assert listen.stderr.count("no taskstatsd at /nonexistent") == 1, listen.stderr
 
 
+def test_without_a_daemon_an_error_comes_alone(nobody_env: dict[str, str],
+                                              tmp_path: Path) -> None:
+    """Nobody, no taskstatsd: a failed query says what failed in one line, without the
+    note on the fallback to /proc (which comes after an answer, with it)."""
+    env = {**nobody_env, "TASKSTATS_SOCKET": str(tmp_path / "none.sock")}
+    missing = f"/tmp/no-such-cgroup-{os.urandom(4).hex()}"  # nobody may look in /tmp
+    for argv, said in [(["get", "4194305"], "no such task"),
+                       (["cgroup", missing], "not a cgroup directory"),
+                       (["getdelays", "-C", missing], "cannot open cgroup directory"),
+                       (["getdelays", "-d", "-p", "1"], "run as root or start taskstatsd")]:
+        done = as_nobody(env, "-m", "pytaskstats", *argv)
+        assert done.returncode == 1 and said in done.stderr, (argv, done.stderr)
+        assert done.stderr.count("\n") == 1 and "note" not in done.stderr, (argv, done.stderr)
+    ok = as_nobody(env, "-m", "pytaskstats", "get", "1")
+    assert ok.returncode == 0 and "note: no CAP_NET_ADMIN and no taskstatsd" in ok.stderr
+
+
 def test_getdelays_through_taskstatsd(daemon: RunningDaemon) -> None:
     done = _cli("--backend", "daemon", "--socket", daemon.socket, "getdelays", "-d", "-p",
                 str(os.getpid()))
@@ -322,7 +339,10 @@ def test_top_keeps_going_when_the_policy_refuses_one_own_task() -> None:
 
 @pytest.mark.parametrize(("argv", "said"), [
     (["get", "1", "--backend", "procfs"], "global options (--backend, --socket) go before"),
-    (["--json", "get", "1"], "own options (--json, ...) after it"),
+    (["--json", "get", "1"], "taskstats get: unrecognized arguments: --json; the command's "
+     "own options (--json, ...) go after it (see 'taskstats get --help')"),
+    (["get", "--bogus", "1"], "taskstats get: unrecognized arguments: --bogus (see "
+     "'taskstats get --help')"),
     (["history", "--since", "-1h"], "written with '=' (--OPTION=VALUE)"),
 ])
 def test_misplaced_options_say_where_they_go(argv: list[str], said: str,
@@ -333,3 +353,14 @@ def test_misplaced_options_say_where_they_go(argv: list[str], said: str,
         build_parser().parse_args(argv)
     err = capsys.readouterr().err
     assert done.value.code == 2 and said in err and err.count("\n") == 1
+
+
+def test_a_mistyped_listen_address_is_a_usage_error_without_the_exporter_extra() -> None:
+    """`exporter --listen abc` is the user's slip (2), not a missing package (1)."""
+    code = ("import sys; sys.modules['prometheus_client'] = None\n"
+            "from pytaskstats.cli.main import main\n"
+            "sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, "exporter", "--listen", "abc"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "give ADDR:PORT" in done.stderr and done.stderr.count("\n") == 1

@@ -33,19 +33,58 @@ WHEN_FORMS = ("an age (90s, 30m, 1h, 2d, 1w), now, today, yesterday, an ISO date
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors: ``prog: message (see prog --help)``, exit 2."""
+    """argparse with one-line usage errors: ``prog: message (see prog --help)``, exit 2.
+
+    Options it does not know are reported by the parser of the command they were
+    given to (``taskstats get: ...``), with where they go when they are known
+    elsewhere (a global option after the command, a command's option before it).
+    """
 
     def error(self, message: str) -> NoReturn:
         """Print the one line, with a hint for the usual slips, and exit with status 2."""
         self.exit(2, f"{self.prog}: {printable(message)}{_hint(message)} "
                      f"(see '{self.prog} --help')\n")
 
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """Parse; an unknown argument is a usage error of the command it followed."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            sub = self._command_parser(list(args) if args is not None else [])
+            (sub or self).error(f"unrecognized arguments: {' '.join(extra)}"
+                                f"{self._where(sub, extra)}")
+        return parsed
+
+    def _command_parser(self, argv: list[str]) -> argparse.ArgumentParser | None:
+        """The parser of the command named in ``argv`` (the first word that is one,
+        past the global options' values), if any."""
+        choices: dict[str, argparse.ArgumentParser] = {}
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                choices = action.choices
+        valued = {name for name, action in self._option_string_actions.items()
+                  if action.nargs is None and action.const is None}
+        words = iter(argv)
+        for word in words:
+            if word in valued:
+                next(words, None)
+            elif word in choices:
+                return choices[word]
+        return None
+
+    def _where(self, sub: argparse.ArgumentParser | None, extra: list[str]) -> str:
+        names = {word.split("=", 1)[0] for word in extra}
+        if sub is None:
+            return ""
+        if names & set(self._option_string_actions):
+            return "; global options (--backend, --socket) go before the command"
+        if names & set(sub._option_string_actions):
+            return "; the command's own options (--json, ...) go after it"
+        return ""
+
 
 def _hint(message: str) -> str:
-    """What to do about argparse's two most puzzling messages."""
-    if message.startswith("unrecognized arguments:"):
-        return ("; global options (--backend, --socket) go before the command, the "
-                "command's own options (--json, ...) after it")
+    """What to do about argparse's most puzzling message."""
     if message.endswith("expected one argument"):
         return "; a value that starts with '-' is written with '=' (--OPTION=VALUE)"
     return ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import open_client, print_json
+from .common import note_backend, open_client, print_json
 
 
 def add_parser(sub: Any) -> None:
@@ -23,8 +23,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Query and print."""
-    with open_client(args) as client:
+    with open_client(args, quiet=True) as client:
         stats = client.cgroup(args.path)
+    note_backend(client, args.backend)
     if args.json:
         print_json({"path": args.path, **stats._asdict()})
     else:

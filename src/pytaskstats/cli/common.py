@@ -25,17 +25,24 @@ OFF_KINDS = tuple(k for k in DELAY_KINDS if k != "cpu")
 MEMORY_KINDS = ("swapin", "freepages", "thrashing", "compact", "wpcopy")
 
 
-def open_client(args: Any, backend: str | None = None, *, exits: bool = False) -> Client:
+def open_client(args: Any, backend: str | None = None, *, exits: bool = False,
+                quiet: bool = False) -> Client:
     """A Client from the global options (--backend, --socket); says on stderr when
     it falls back to taskstatsd or /proc.  ``exits``: the command needs exit records,
-    which /proc cannot give: its listen() then says why, and no note repeats it."""
+    which /proc cannot give: its listen() then says why, and no note repeats it.
+    ``quiet``: the caller says it with :func:`note_backend` once it has an answer (an
+    error then comes alone)."""
     asked = str(backend or getattr(args, "backend", "auto"))
     client = Client(asked, socket_path=getattr(args, "socket", None))
-    if exits and client.backend == "procfs":
-        return client
+    if not (quiet or (exits and client.backend == "procfs")):
+        note_backend(client, asked)
+    return client
+
+
+def note_backend(client: Client, asked: str) -> None:
+    """The note on stderr that ``auto`` did not find the kernel, and what it used."""
     if client.backend != "kernel" and asked == "auto":
         print(f"taskstats: note: {client.backend_reason}", file=sys.stderr)
-    return client
 
 
 def delay_kind(name: str) -> str | None:

@@ -19,6 +19,7 @@ from ..birthcgroups import BirthWatch
 from ..errors import Unsupported
 from ..kernel import Listener
 from ..metrics import EXTRA_NOTE, extra_missing
+from ..metrics.address import parse_listen
 from ..metrics.aggregate import Aggregator, parse_groups
 from ..metrics.health import LossTracker
 from ..metrics.live import Sampler
@@ -55,12 +56,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _listen_arg(text: str) -> str:
-    """``--listen``, checked as the server will read it (when the extra is installed:
-    otherwise the start says which extra to install)."""
-    try:
-        from ..metrics.server import parse_listen  # noqa: PLC0415 - optional dependency
-    except ImportError:
-        return text
+    """``--listen``, checked as the server will read it."""
     try:
         parse_listen(text)
     except ValueError:

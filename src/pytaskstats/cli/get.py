@@ -10,6 +10,7 @@ from .args import id_arg
 from .common import (
     delayacct_json,
     format_record,
+    note_backend,
     open_client,
     print_json,
     record_json,
@@ -33,11 +34,12 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Query and print."""
     state = delayacct.status()
-    with open_client(args) as client:
+    with open_client(args, quiet=True) as client:
         if args.tgid is not None:
             stats, title = client.tgid(args.tgid), f"tgid {args.tgid} (thread group)"
         else:
             stats, title = client.pid(args.pid), f"pid {args.pid} ({{comm}})"
+    note_backend(client, args.backend)
     if args.json:
         print_json({"record": record_json(stats, state), "delayacct": delayacct_json(state)})
         return 0

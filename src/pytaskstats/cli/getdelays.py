@@ -376,8 +376,9 @@ def choose_source(backend: str, socket: str | None) -> str | None:
     path = daemon_socket(socket)
     chosen, reason = choose_backend(backend, path)
     if chosen == "procfs":
-        raise TaskstatsError(f"needs the kernel's taskstats (CAP_NET_ADMIN) or taskstatsd, "
-                             f"not /proc ({reason}); use --backend kernel or daemon")
+        why = reason.split(": reading /proc", 1)[0]
+        raise TaskstatsError(f"needs the kernel's taskstats or taskstatsd, not /proc: {why}; "
+                             "run as root or start taskstatsd ('taskstats get' reads /proc)")
     return path if chosen == "daemon" else None
 
 
@@ -394,6 +395,9 @@ def main(argv: Sequence[str], *, backend: str = "auto", socket: str | None = Non
         sys.stderr.write(f"getdelays: {err}\n{USAGE}")
         return 2
     try:
+        if opts.cgroup is not None and not os.path.isdir(opts.cgroup):
+            raise TaskstatsError(f"cannot open cgroup directory {opts.cgroup!r}: "
+                                 "no such directory")
         opts.via = choose_source(backend, socket)
         sys.stdout.write("".join(line + "\n" for line in opts.echo))
         sys.stdout.flush()

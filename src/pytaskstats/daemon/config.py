@@ -335,6 +335,7 @@ def _check_state_dir(path: str) -> None:
 
 
 def _check_metrics(cfg: Config) -> None:
+    from ..metrics.address import parse_listen  # noqa: PLC0415 - only when configured
     from ..metrics.aggregate import parse_groups  # noqa: PLC0415 - only when configured
 
     try:
@@ -343,10 +344,6 @@ def _check_metrics(cfg: Config) -> None:
         raise ConfigError(f"metrics_groups: {err}") from None
     if not cfg.metrics_listen:
         return
-    try:
-        from ..metrics.server import parse_listen  # noqa: PLC0415 - needs the extra
-    except ImportError:
-        return  # the start says which extra to install
     try:
         parse_listen(cfg.metrics_listen)
     except ValueError as err:

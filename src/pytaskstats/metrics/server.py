@@ -19,24 +19,13 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
-LOOPBACK = "127.0.0.1"
+from .address import LOOPBACK, parse_listen  # noqa: F401 - LOOPBACK: server API
+
 MAX_CONNECTIONS = 16  # requests served at once (one thread each)
 TIMEOUT_S = 5.0  # to read a request (line and headers), and per blocked write
 MAX_REQUEST_BYTES = 16384  # request line and headers
 BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
         b"Connection: close\r\nContent-Length: 25\r\n\r\ntoo many scrapes at once\n")
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``ADDR:PORT``, ``[V6ADDR]:PORT``, ``:PORT`` or ``PORT`` -> (address, port);
-    the address defaults to loopback."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep:
-        host, port = "", text.strip()
-    host = host.removeprefix("[").removesuffix("]") or LOOPBACK
-    if not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"metrics listen address {text!r}: expected ADDR:PORT or PORT")
-    return host, int(port)
 
 
 class RequestTooLarge(OSError):
