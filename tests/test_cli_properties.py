@@ -244,7 +244,7 @@ def test_any_getdelays_vector_gets_an_answer(stubbed: None) -> None:
 @pytest.mark.parametrize("argv", [["get", "0"], ["get", "-1"], ["get", "9" * 20],
                                   ["get", "--tgid", "-5"], ["listen", "--cpus", "abc"],
                                   ["listen", "--cpus", ""], ["history", "--since", "abc"],
-                                  ["history", "--since", "1y"], ["history", "--since", "1e99"],
+                                  ["history", "--since", "1mo"], ["history", "--since", "1e99"],
                                   ["top", "-u", "nosuchuser"], ["top", "--cgroup", "/nonexistent"],
                                   ["top", "-P", "-3"], ["top", "--retain", "-5"],
                                   ["top", "-n", "-1"], ["top", "-d", "inf"],

@@ -26,9 +26,9 @@ COUNT_MAX = (1 << 31) - 1  # -n, --limit, -P: a C int
 _NS = 1_000_000_000
 # Dates taskstatsd can hold: CLOCK_REALTIME ns in an int64 (years 1970 to 2262)
 WHEN_MIN_NS, WHEN_MAX_NS = 0, (1 << 63) - 1
-_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_AGE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?) ?([smhdw])")
-WHEN_FORMS = ("an age (90s, 30m, 1h, 2d, 1w), now, today, yesterday, an ISO date or "
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_AGE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?) ?([smhdwy])")
+WHEN_FORMS = ("an age (90s, 30m, 1h, 2d, 1w, 1y), now, today, yesterday, an ISO date or "
               "date-time (2026-12-05, 2026-12-05T14:30) or seconds since the epoch")
 
 
