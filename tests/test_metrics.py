@@ -38,7 +38,8 @@ from pytaskstats.metrics.aggregate import (
 from pytaskstats.metrics.collector import TaskstatsCollector
 from pytaskstats.metrics.health import Health, LossTracker
 from pytaskstats.metrics.live import Sampler, SamplerThread, list_tasks
-from pytaskstats.metrics.server import MetricsServer, parse_listen
+from pytaskstats.metrics.address import parse_listen
+from pytaskstats.metrics.server import MetricsServer
 from pytaskstats.procfs import cgroup_path
 from pytaskstats.records import AGROUP
 

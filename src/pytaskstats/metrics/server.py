@@ -19,7 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
-from .address import LOOPBACK, parse_listen  # noqa: F401 - LOOPBACK: server API
+from .address import parse_listen
 
 MAX_CONNECTIONS = 16  # requests served at once (one thread each)
 TIMEOUT_S = 5.0  # to read a request (line and headers), and per blocked write
