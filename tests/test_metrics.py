@@ -26,6 +26,7 @@ from pytaskstats.cli import exporter
 from pytaskstats.cli.main import build_parser
 from pytaskstats.daemon import protocol
 from pytaskstats.metrics import names
+from pytaskstats.metrics.address import parse_listen
 from pytaskstats.metrics.aggregate import (
     OTHER,
     UNKNOWN,
@@ -38,7 +39,6 @@ from pytaskstats.metrics.aggregate import (
 from pytaskstats.metrics.collector import TaskstatsCollector
 from pytaskstats.metrics.health import Health, LossTracker
 from pytaskstats.metrics.live import Sampler, SamplerThread, list_tasks
-from pytaskstats.metrics.address import parse_listen
 from pytaskstats.metrics.server import MetricsServer
 from pytaskstats.procfs import cgroup_path
 from pytaskstats.records import AGROUP
