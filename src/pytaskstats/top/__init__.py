@@ -2,7 +2,8 @@
 
 Sample -> model -> sink: :mod:`.sampler` reads the machine (the /proc task list,
 one pipelined bulk query, the exit listener); :mod:`.model` turns samples into
-rows (pure); :mod:`.view` filters, groups and sorts them (pure); :mod:`.render`
-formats them as text and JSON (pure); :mod:`.screen` (curses) and :mod:`.batch`
-(text or JSON lines) are the sinks.
+rows (pure; :mod:`.frame` holds the values in and out, :mod:`.counters` what is
+counted and derived, :mod:`.rows` how rows are built); :mod:`.view` filters,
+groups and sorts them (pure); :mod:`.render` formats them as text and JSON (pure);
+:mod:`.screen` (curses) and :mod:`.batch` (text or JSON lines) are the sinks.
 """
