@@ -211,7 +211,8 @@ class FakeKernel:
     SO_RCVBUFFORCE is refused); ``initial_ns``: it is in the initial user and PID
     namespaces (else register is EINVAL); ``family``: None when the kernel has no
     TASKSTATS family; ``tamper``: rewrites the replies to each request datagram
-    before they are queued (reorder, drop, change them).
+    before they are queued (reorder, drop, change them); ``after``: called once each
+    request datagram is answered (to change the scene between requests).
     """
 
     def __init__(self, *, family_id: int = 31, privileged: bool = True,
@@ -231,6 +232,7 @@ class FakeKernel:
         self.datagrams: list[bytes] = []
         self.problems: list[str] = []
         self.tamper: Tamper | None = None
+        self.after: Callable[[], None] | None = None  # called when a datagram is answered
         self.refuse_sockets = 0
         self._ports = iter(range(0xFFFFEFFF, 0, -1))  # the kernel's autobind rover
         self._exit_seq: dict[int, int] = {}
@@ -294,35 +296,48 @@ class FakeKernel:
 
     # ------------------------------------------------ requests
     def receive(self, sock: FakeSocket, data: bytes) -> None:
-        """One datagram from ``sock``, walked as netlink_rcv_skb() walks it."""
+        """One datagram from ``sock``, walked as netlink_rcv_skb() walks it: each
+        message answered (and queued) before the next is read.  An answer the socket
+        has no room for fails its handler with EAGAIN, whose error is then dropped
+        too (two drops per lost reply, as the live kernel counts).  With ``tamper``
+        the replies of the whole datagram pass through it first."""
         self.datagrams.append(data)
         self.check(sock, data)
-        replies: list[bytes] = []
+        held: list[bytes] = []
         for msg in nl.walk(data):
-            replies += self._message(sock, msg)
-        for reply in self.tamper(replies) if self.tamper else replies:
+            request = bytes(msg.data[msg.start - nl.HEADER.size:msg.end])
+            answer, err = self._message(sock, msg, request)
+            if self.tamper:
+                held += answer + self._ack(sock, msg, request, err)
+                continue
+            if not all([sock.deliver(reply) for reply in answer]):
+                err = errno.EAGAIN
+            for ack in self._ack(sock, msg, request, err):
+                sock.deliver(ack)
+        for reply in self.tamper(held) if self.tamper else ():
             sock.deliver(reply)
+        if self.after:
+            self.after()
 
-    def _message(self, sock: FakeSocket, msg: nl.Message) -> list[bytes]:
-        """The replies to one message: its answer, then its ACK when asked, or one
-        NLMSG_ERROR.  A reply the socket has no room for fails the handler (EAGAIN),
-        whose error is then dropped too (two drops, as the live kernel counts)."""
-        request = bytes(msg.data[msg.start - nl.HEADER.size:msg.end])
+    def _message(self, sock: FakeSocket, msg: nl.Message, request: bytes
+                 ) -> tuple[list[bytes], int]:
+        """The answer to one message and its handler's errno (0: success; -1: the
+        answer is the error already, a policy failure)."""
         if not msg.flags & nl.NLM_F_REQUEST or msg.type < nl.NLMSG_MIN_TYPE:
-            return self._ack(sock, msg, request, 0)
+            return [], 0
         try:
-            answer = self._dispatch(sock, msg)
+            return self._dispatch(sock, msg), 0
         except nl.PolicyError as err:
             return [nl.encode_error(err.errno, request, seq=msg.seq, pid=sock.portid,
                                     capped=sock.cap_ack,
                                     ext_message=str(err) if sock.ext_ack else "",
-                                    ext_offset=err.offset if sock.ext_ack else None)]
+                                    ext_offset=err.offset if sock.ext_ack else None)], -1
         except KernelError as err:
-            return self._ack(sock, msg, request, err.errno)
-        return answer + self._ack(sock, msg, request, 0)
+            return [], err.errno
 
     def _ack(self, sock: FakeSocket, msg: nl.Message, request: bytes, err: int) -> list[bytes]:
-        if not err and not msg.flags & nl.NLM_F_ACK:
+        """netlink_ack(): an error always, success only with NLM_F_ACK."""
+        if err < 0 or (not err and not msg.flags & nl.NLM_F_ACK):
             return []
         return [nl.encode_error(err, request, seq=msg.seq, pid=sock.portid,
                                 capped=sock.cap_ack)]

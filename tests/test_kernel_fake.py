@@ -285,14 +285,14 @@ def test_bulk_query_gives_up_after_one_retry(kernel: FakeKernel) -> None:
             conn.query_many("pid", range(300, 305))
 
 
-def test_bulk_query_asks_again_after_an_overrun(kernel: FakeKernel) -> None:
-    """The kernel drops replies that do not fit and reports ENOBUFS once; the
-    client asks again for what did not come."""
+@pytest.mark.xfail(strict=True, reason="the retry asks again for replies already queued")
+def test_bulk_query_keeps_the_replies_queued_before_an_overrun(kernel: FakeKernel) -> None:
+    """ENOBUFS comes before the replies already queued: those still answer."""
     want = {pid: kernel.add_task(pid) for pid in range(400, 440)}
     with Connection() as conn:
         conn.sock.sock.error = errno.ENOBUFS  # type: ignore[attr-defined]
         assert conn.query_many("pid", want) == want
-    assert sorted(v for op, v in gets(kernel)) == sorted([*want, *want])
+    assert sorted(v for op, v in gets(kernel)) == sorted(want)
 
 
 @pytest.mark.xfail(strict=True, reason="the retry is sent while the socket is congested: "
@@ -306,16 +306,14 @@ def test_bulk_query_survives_an_overrun_with_replies_still_queued(kernel: FakeKe
         sock = kernel.sockets[0]
         full, sock.rcvbuf = sock.rcvbuf, 6 * TRUESIZE  # pressure on the first batch only
 
-        def relieve(replies: list[bytes]) -> list[bytes]:
-            sock.rcvbuf = full
-            return replies
+        def relieve() -> None:
+            sock.rcvbuf, kernel.after = full, None
 
-        def squeeze(replies: list[bytes]) -> list[bytes]:
-            kernel.tamper = relieve  # the retry finds the buffer as it was
-            return replies
-
-        kernel.tamper = squeeze
+        kernel.after = relieve
         assert conn.query_many("pid", want) == want
+        assert sock.drops == 2 * 34  # each lost reply, and its EAGAIN error after it
+    asked = [v for op, v in gets(kernel)]
+    assert asked == [*range(500, 540), *range(506, 540)]  # six fit: the rest again
 
 
 def test_bulk_query_reports_other_socket_errors(kernel: FakeKernel) -> None:
