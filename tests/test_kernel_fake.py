@@ -285,7 +285,6 @@ def test_bulk_query_gives_up_after_one_retry(kernel: FakeKernel) -> None:
             conn.query_many("pid", range(300, 305))
 
 
-@pytest.mark.xfail(strict=True, reason="the retry asks again for replies already queued")
 def test_bulk_query_keeps_the_replies_queued_before_an_overrun(kernel: FakeKernel) -> None:
     """ENOBUFS comes before the replies already queued: those still answer."""
     want = {pid: kernel.add_task(pid) for pid in range(400, 440)}
@@ -295,8 +294,6 @@ def test_bulk_query_keeps_the_replies_queued_before_an_overrun(kernel: FakeKerne
     assert sorted(v for op, v in gets(kernel)) == sorted(want)
 
 
-@pytest.mark.xfail(strict=True, reason="the retry is sent while the socket is congested: "
-                   "the kernel drops its replies until the queue is read empty")
 def test_bulk_query_survives_an_overrun_with_replies_still_queued(kernel: FakeKernel) -> None:
     """As the live kernel behaves (probed on 6.18): after an overrun the socket stays
     congested, dropping every reply, until a recv finds its queue empty; ENOBUFS is
