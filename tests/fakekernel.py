@@ -22,12 +22,13 @@ Every request is also checked more strictly than the kernel does
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -35,6 +36,7 @@ from pytaskstats import genetlink as genl
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
 from pytaskstats import transport
+from pytaskstats.connector import NETLINK_CONNECTOR
 from pytaskstats.cpulist import CpulistError, parse_cpumask
 from pytaskstats.errors import RemoteProtocolError
 from pytaskstats.fields import FIELDS, Timespec, layout
@@ -49,6 +51,7 @@ GENL_ADMIN_PERM = 0x01
 # what nlctrl reports for TASKSTATS on 6.18 (live): GET is GENL_ADMIN_PERM | CAP_DO |
 # CAP_HASPOL, CGROUPSTATS_GET CAP_DO | CAP_HASPOL; maxattr 0 (per-op policies)
 OPS = ((ts.CMD_GET, 0x0B), (ts.CGROUPSTATS_CMD_GET, 0x0A))
+_TASKSTATS_CMDS = (ts.CMD_GET, ts.CGROUPSTATS_CMD_GET)
 Tamper = Callable[[list[bytes]], list[bytes]]
 
 
@@ -65,12 +68,14 @@ class FakeSocket:
         self.rmem = 0
         self.drops = 0
         self.error = 0  # sk_err: reported (and cleared) by the next recv
+        self.more_errors: list[int] = []  # set by a test: errors for the recvs after
         self.congested = False
         self.timeout: float | None = None  # SO_RCVTIMEO; None: wait forever
         self.blocking = True
         self.closed = False
         self.cap_ack = self.ext_ack = False
         self.timeouts = 0  # recvs that timed out
+        self.fds_in: list[int] = []  # fds passed with the last datagram (SCM_RIGHTS)
         self.last_seq = 0
         self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._signalled = False
@@ -121,7 +126,10 @@ class FakeSocket:
         assert not self.closed, "send on a closed socket"
         if not self.portid:
             self.bind((0, 0))
-        self.kernel.receive(self, bytes(data))
+        try:
+            self.kernel.receive(self, bytes(data))
+        finally:
+            self.fds_in = []
         return len(data)
 
     def recv_into(self, buffer: bytearray, nbytes: int = 0, flags: int = 0) -> int:
@@ -133,7 +141,7 @@ class FakeSocket:
         if self.error or not self.queue:
             self.congested = self.congested and bool(self.queue)
             if self.error:
-                err, self.error = self.error, 0
+                err, self.error = self.error, self.more_errors.pop(0) if self.more_errors else 0
                 self._sync()
                 raise OSError(err, os.strerror(err))
             waits = self.blocking and not flags & socket.MSG_DONTWAIT
@@ -178,6 +186,26 @@ class FakeSocket:
         self._signalled = want
 
 
+S = TypeVar("S", bound=FakeSocket)
+
+
+class FakeConnector(FakeSocket):
+    """A NETLINK_CONNECTOR socket: joining the proc connector's group needs
+    CAP_NET_ADMIN (EPERM); ``kernel.connector_refused`` makes the listen request fail
+    (ECONNREFUSED, as outside the initial network namespace)."""
+
+    def bind(self, address: tuple[int, int]) -> None:
+        if not self.kernel.privileged:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        self.portid = os.getpid()
+
+    def send(self, data: bytes, flags: int = 0) -> int:
+        if self.kernel.connector_refused:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+        self.kernel.datagrams.append(bytes(data))
+        return len(data)
+
+
 class _SocketModule:
     """What transport.py sees as ``socket`` while the fake is installed: the real
     module, except that NETLINK_GENERIC sockets (and fds of fake ones) are fakes."""
@@ -195,11 +223,26 @@ class _SocketModule:
             adopted = kernel.by_fd[fileno]
             adopted.last_seq = 0  # a new owner numbers its requests afresh
             return adopted
-        if family == socket.AF_NETLINK and proto == transport.NETLINK_GENERIC:
+        if family == socket.AF_NETLINK and proto in (transport.NETLINK_GENERIC,
+                                                     NETLINK_CONNECTOR):
             if kernel.refuse_sockets:
                 raise OSError(kernel.refuse_sockets, os.strerror(kernel.refuse_sockets))
+            if proto == NETLINK_CONNECTOR:
+                return kernel.register(FakeConnector(kernel))
             return kernel.open_socket()
+        if family == socket.AF_UNIX and fileno is None:
+            peer = kernel.open_unix()
+            if peer is not None:
+                return peer
         return socket.socket(family, type, proto, fileno)
+
+    @staticmethod
+    def send_fds(sock: Any, buffers: list[bytes], fds: list[int], flags: int = 0) -> int:
+        """Datagram and fds to a fake peer (kept in its ``fds_in``), else the real call."""
+        if not isinstance(sock, FakeSocket):
+            return socket.send_fds(sock, buffers, fds, flags)
+        sock.fds_in = list(fds)
+        return sock.send(b"".join(buffers), flags)
 
 
 class FakeKernel:
@@ -234,6 +277,7 @@ class FakeKernel:
         self.tamper: Tamper | None = None
         self.after: Callable[[], None] | None = None  # called when a datagram is answered
         self.refuse_sockets = 0
+        self.connector_refused = False
         self._ports = iter(range(0xFFFFEFFF, 0, -1))  # the kernel's autobind rover
         self._exit_seq: dict[int, int] = {}
 
@@ -246,7 +290,14 @@ class FakeKernel:
         return self
 
     def open_socket(self) -> FakeSocket:
-        sock = FakeSocket(self)
+        """A new NETLINK_GENERIC socket."""
+        return self.register(FakeSocket(self))
+
+    def open_unix(self) -> FakeSocket | None:
+        """An AF_UNIX socket: a real one (None) unless this kernel plays taskstatsd."""
+        return None
+
+    def register(self, sock: S) -> S:
         self.sockets.append(sock)
         self.by_fd[sock.fileno()] = sock
         return sock
@@ -306,13 +357,13 @@ class FakeKernel:
         held: list[bytes] = []
         for msg in nl.walk(data):
             request = bytes(msg.data[msg.start - nl.HEADER.size:msg.end])
-            answer, err = self._message(sock, msg, request)
+            answer, err, text = self._message(sock, msg, request)
             if self.tamper:
-                held += answer + self._ack(sock, msg, request, err)
+                held += answer + self._ack(sock, msg, request, err, text)
                 continue
             if not all([sock.deliver(reply) for reply in answer]):
                 err = errno.EAGAIN
-            for ack in self._ack(sock, msg, request, err):
+            for ack in self._ack(sock, msg, request, err, text):
                 sock.deliver(ack)
         for reply in self.tamper(held) if self.tamper else ():
             sock.deliver(reply)
@@ -320,27 +371,28 @@ class FakeKernel:
             self.after()
 
     def _message(self, sock: FakeSocket, msg: nl.Message, request: bytes
-                 ) -> tuple[list[bytes], int]:
-        """The answer to one message and its handler's errno (0: success; -1: the
-        answer is the error already, a policy failure)."""
+                 ) -> tuple[list[bytes], int, str]:
+        """The answer to one message, its handler's errno (0: success; -1: the answer
+        is the error already, a policy failure) and the error's text."""
         if not msg.flags & nl.NLM_F_REQUEST or msg.type < nl.NLMSG_MIN_TYPE:
-            return [], 0
+            return [], 0, ""
         try:
-            return self._dispatch(sock, msg), 0
+            return self._dispatch(sock, msg), 0, ""
         except nl.PolicyError as err:
             return [nl.encode_error(err.errno, request, seq=msg.seq, pid=sock.portid,
                                     capped=sock.cap_ack,
                                     ext_message=str(err) if sock.ext_ack else "",
-                                    ext_offset=err.offset if sock.ext_ack else None)], -1
+                                    ext_offset=err.offset if sock.ext_ack else None)], -1, ""
         except KernelError as err:
-            return [], err.errno
+            return [], err.errno, err.text
 
-    def _ack(self, sock: FakeSocket, msg: nl.Message, request: bytes, err: int) -> list[bytes]:
+    def _ack(self, sock: FakeSocket, msg: nl.Message, request: bytes, err: int,
+             text: str = "") -> list[bytes]:
         """netlink_ack(): an error always, success only with NLM_F_ACK."""
         if err < 0 or (not err and not msg.flags & nl.NLM_F_ACK):
             return []
         return [nl.encode_error(err, request, seq=msg.seq, pid=sock.portid,
-                                capped=sock.cap_ack)]
+                                capped=sock.cap_ack, ext_message=text if sock.ext_ack else "")]
 
     def _dispatch(self, sock: FakeSocket, msg: nl.Message) -> list[bytes]:
         family = self.family
@@ -426,46 +478,54 @@ class FakeKernel:
         if sum(nl.align4(m.end - m.start + nl.HEADER.size) for m in messages) != len(data):
             self.problems.append(f"datagram of {len(data)} bytes is not whole messages")
         for msg in messages:
-            for problem in _problems(sock, msg, self.family):
+            for problem in self._problems(sock, msg):
                 self.problems.append(f"seq {msg.seq}: {problem}")
             if msg.seq:
                 sock.last_seq = msg.seq
 
 
+    def _problems(self, sock: FakeSocket, msg: nl.Message) -> list[str]:
+        """What is wrong with one request message (see :meth:`check`)."""
+        out = []
+        if msg.flags & ~(nl.NLM_F_REQUEST | nl.NLM_F_ACK) or not msg.flags & nl.NLM_F_REQUEST:
+            out.append(f"flags {msg.flags:#x}: want NLM_F_REQUEST, optionally NLM_F_ACK")
+        if not msg.seq or (msg.seq <= sock.last_seq and sock.last_seq < 0xFFFF0000):
+            out.append(f"sequence number not fresh (last {sock.last_seq})")
+        if msg.pid not in (0, sock.portid):
+            out.append(f"nlmsg_pid {msg.pid} is neither 0 nor the port {sock.portid}")
+        if msg.end - msg.start < genl.GENL_HEADER.size:
+            return [*out, "no genlmsghdr"]
+        cmd, version = genl.genl_header(msg)
+        reserved = struct.unpack_from("=H", msg.data, msg.start + 2)[0]
+        rules = self._rules(msg.type, cmd)
+        if rules is None:
+            return [*out, f"message type {msg.type} is no family we have"]
+        cmds, expect = rules
+        if cmd not in cmds or version != ts.GENL_VERSION or reserved:
+            out.append(f"genlmsghdr cmd {cmd} version {version} reserved {reserved}")
+        return out + _attr_problems(msg, expect)
+
+    def _rules(self, mtype: int, cmd: int) -> tuple[tuple[int, ...], dict[int, str]] | None:
+        """The commands of family ``mtype`` and the attributes a request of ``cmd``
+        carries (exactly one of them: type -> "u32", "string" or "json")."""
+        if mtype == genl.GENL_ID_CTRL:
+            return (genl.CTRL_CMD_GETFAMILY,), {genl.CTRL_ATTR_FAMILY_NAME: "string"}
+        if self.family is None or mtype != self.family.id:
+            return None
+        if cmd == ts.CGROUPSTATS_CMD_GET:
+            return _TASKSTATS_CMDS, {ts.CGROUPSTATS_ATTR_FD: "u32"}
+        return _TASKSTATS_CMDS, {ts.ATTR_PID: "u32", ts.ATTR_TGID: "u32",
+                                 ts.ATTR_REGISTER_CPUMASK: "string",
+                                 ts.ATTR_DEREGISTER_CPUMASK: "string"}
+
+
 class KernelError(Exception):
-    """A handler's negative return: the errno the kernel answers with."""
+    """A handler's negative return: the errno the kernel answers with, and (from
+    taskstatsd, to a client that set ext_ack) a text."""
 
-    def __init__(self, err: int) -> None:
-        super().__init__(os.strerror(err))
-        self.errno = err
-
-
-def _problems(sock: FakeSocket, msg: nl.Message, family: genl.FamilyInfo | None
-              ) -> list[str]:
-    out = []
-    if msg.flags & ~(nl.NLM_F_REQUEST | nl.NLM_F_ACK) or not msg.flags & nl.NLM_F_REQUEST:
-        out.append(f"flags {msg.flags:#x}: want NLM_F_REQUEST, optionally NLM_F_ACK")
-    if not msg.seq or (msg.seq <= sock.last_seq and sock.last_seq < 0xFFFF0000):
-        out.append(f"sequence number not fresh (last {sock.last_seq})")
-    if msg.pid not in (0, sock.portid):
-        out.append(f"nlmsg_pid {msg.pid} is neither 0 nor the port {sock.portid}")
-    if msg.end - msg.start < genl.GENL_HEADER.size:
-        return [*out, "no genlmsghdr"]
-    cmd, version = genl.genl_header(msg)
-    reserved = struct.unpack_from("=H", msg.data, msg.start + 2)[0]
-    if msg.type == genl.GENL_ID_CTRL:
-        expect: dict[int, str] = {genl.CTRL_ATTR_FAMILY_NAME: "string"}
-        cmds: tuple[int, ...] = (genl.CTRL_CMD_GETFAMILY,)
-    elif family is not None and msg.type == family.id:
-        expect = ({ts.CGROUPSTATS_ATTR_FD: "u32"} if cmd == ts.CGROUPSTATS_CMD_GET else
-                  {ts.ATTR_PID: "u32", ts.ATTR_TGID: "u32",
-                   ts.ATTR_REGISTER_CPUMASK: "string", ts.ATTR_DEREGISTER_CPUMASK: "string"})
-        cmds = (ts.CMD_GET, ts.CGROUPSTATS_CMD_GET)
-    else:
-        return [*out, f"message type {msg.type} is no family we have"]
-    if cmd not in cmds or version != ts.GENL_VERSION or reserved:
-        out.append(f"genlmsghdr cmd {cmd} version {version} reserved {reserved}")
-    return out + _attr_problems(msg, expect)
+    def __init__(self, err: int, text: str = "") -> None:
+        super().__init__(text or os.strerror(err))
+        self.errno, self.text = err, text
 
 
 def _attr_problems(msg: nl.Message, expect: dict[int, str]) -> list[str]:
@@ -478,6 +538,11 @@ def _attr_problems(msg: nl.Message, expect: dict[int, str]) -> list[str]:
                 f"{[a[0] for a in attrs]}"]
     atype, a, b = attrs[0]
     payload = bytes(msg.data[a:b])
+    if expect[atype] == "json":
+        try:
+            json.loads(payload)
+        except ValueError:
+            return [f"attribute {atype}: {payload[:40]!r} is not JSON"]
     if expect[atype] == "u32" and len(payload) != 4:
         return [f"attribute {atype}: a u32 of {len(payload)} bytes"]
     if expect[atype] == "string" and (len(payload) < 2 or b"\0" in payload[:-1]

@@ -313,6 +313,18 @@ def test_bulk_query_survives_an_overrun_with_replies_still_queued(kernel: FakeKe
     assert asked == [*range(500, 540), *range(506, 540)]  # six fit: the rest again
 
 
+def test_bulk_query_reads_past_a_second_overrun_while_draining(kernel: FakeKernel) -> None:
+    want = {pid: kernel.add_task(pid) for pid in range(600, 610)}
+    with Connection() as conn:
+        conn.sock.sock.error = errno.ENOBUFS  # type: ignore[attr-defined]
+        conn.sock.sock.more_errors = [errno.ENOBUFS]  # type: ignore[attr-defined]
+        assert conn.query_many("pid", want) == want
+        conn.sock.sock.error = errno.ENOBUFS  # type: ignore[attr-defined]
+        conn.sock.sock.more_errors = [errno.ECONNRESET]  # type: ignore[attr-defined]
+        with pytest.raises(NetlinkError, match="bulk query: Connection reset"):
+            conn.query_many("pid", want)
+
+
 def test_bulk_query_reports_other_socket_errors(kernel: FakeKernel) -> None:
     kernel.add_task(ME)
     with Connection() as conn:
