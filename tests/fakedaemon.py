@@ -66,7 +66,7 @@ class FakeDaemon(FakeKernel):
         self._ids = iter(range(1, 1 << 30))
 
     def open_unix(self) -> FakeSocket:
-        return self.register(FakePeer(self))
+        return self.track(FakePeer(self))
 
     def connect(self, peer: FakePeer, path: str) -> None:
         """Accept ``peer`` at ``path`` (or refuse it: EUSERS, sequence 0, hang up)."""

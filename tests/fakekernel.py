@@ -3,8 +3,9 @@
 :meth:`FakeKernel.install` points the ``socket`` name that transport.py opens its
 sockets through at this kernel, for the test only: every NETLINK_GENERIC socket
 ``NetlinkSocket`` makes (or adopts by fd) is then a :class:`FakeSocket`, and the
-library's own transport, client and codec run unchanged above it.  Other socket
-families (taskstatsd's Unix socket) stay real.
+library's own transport, client and codec run unchanged above it.  The proc
+connector's socket is a fake too; Unix sockets stay real unless a
+:class:`~tests.fakedaemon.FakeDaemon` plays taskstatsd.
 
 The kernel answers as Linux 6.18 does (kernel/taskstats.c, net/netlink/genetlink.c,
 af_netlink.c; see shared/reference/kernel-taskstats.md), synchronously inside
@@ -208,7 +209,8 @@ class FakeConnector(FakeSocket):
 
 class _SocketModule:
     """What transport.py sees as ``socket`` while the fake is installed: the real
-    module, except that NETLINK_GENERIC sockets (and fds of fake ones) are fakes."""
+    module, except that netlink sockets (and fds of fake ones) are fakes, and so are
+    Unix sockets where the kernel plays taskstatsd."""
 
     def __init__(self, kernel: FakeKernel) -> None:
         self._kernel = kernel
@@ -228,7 +230,7 @@ class _SocketModule:
             if kernel.refuse_sockets:
                 raise OSError(kernel.refuse_sockets, os.strerror(kernel.refuse_sockets))
             if proto == NETLINK_CONNECTOR:
-                return kernel.register(FakeConnector(kernel))
+                return kernel.track(FakeConnector(kernel))
             return kernel.open_socket()
         if family == socket.AF_UNIX and fileno is None:
             peer = kernel.open_unix()
@@ -291,13 +293,14 @@ class FakeKernel:
 
     def open_socket(self) -> FakeSocket:
         """A new NETLINK_GENERIC socket."""
-        return self.register(FakeSocket(self))
+        return self.track(FakeSocket(self))
 
     def open_unix(self) -> FakeSocket | None:
         """An AF_UNIX socket: a real one (None) unless this kernel plays taskstatsd."""
         return None
 
-    def register(self, sock: S) -> S:
+    def track(self, sock: S) -> S:
+        """Count ``sock`` among this kernel's sockets (findable by its fd)."""
         self.sockets.append(sock)
         self.by_fd[sock.fileno()] = sock
         return sock
