@@ -284,10 +284,31 @@ class _Pipeline:
             raise TaskstatsError(f"bulk {self.scope} query: {len(self.outstanding)} replies "
                                  f"did not come ({err})") from err
         self.retried = True
+        self.drain()
         lost = list(self.outstanding.values())
         self.outstanding.clear()
         for k in range(0, len(lost), self.conn.window):
             self.send(lost[k:k + self.conn.window])
+
+    def drain(self) -> None:
+        """Read what is queued, without waiting: it answers requests (ENOBUFS comes
+        first), and a socket that overran takes nothing until read empty."""
+        sock = self.conn.sock
+        sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    n = sock.recv()
+                except BlockingIOError:
+                    return
+                except OSError as err:
+                    if err.errno != errno.ENOBUFS:
+                        raise from_errno(err.errno or errno.EIO, "bulk query") from err
+                    continue
+                for event in ts.decode(sock.view, self.conn.family.id, n, source=self.conn.source):
+                    self.handle(event)
+        finally:
+            sock.setblocking(True)  # SO_RCVTIMEO, set apart, still holds
 
 
 Event = ExitRecord | Lost
