@@ -279,12 +279,28 @@ def _status(daemon: RunningDaemon) -> dict[str, Any]:
     return doc
 
 
-def _root_sees(listener: Any, pids: set[int], seen: set[int]) -> None:
-    """Read ``listener`` (root's) until every pid of ``pids`` exited there."""
-    deadline = time.monotonic() + 15
+def _root_sees(listener: Any, pids: set[int], seen: set[int],
+               daemon: RunningDaemon | None = None) -> None:
+    """Read ``listener`` (root's) until every pid of ``pids`` exited there.  Root's
+    listener gets every exit of a busy machine: when it is told of a loss (its
+    queue overflowed), a pid journaled by ``daemon`` counts as processed."""
+    deadline = time.monotonic() + 30
+    lost = False
     while not pids <= seen and time.monotonic() < deadline:
-        seen.update(e.pid for e in listener.poll(0.1) if isinstance(e, ExitRecord))
-    assert pids <= seen, f"root never got the exits of {sorted(pids - seen)}"
+        for event in listener.poll(0.1):
+            if isinstance(event, ExitRecord):
+                seen.add(event.pid)
+            else:
+                lost = True
+        if lost and daemon is not None and not pids <= seen:
+            seen.update(p for p in pids - seen if _journaled(daemon, p))
+    assert pids <= seen, f"root never got the exits of {sorted(pids - seen)} (lost: {lost})"
+
+
+def _journaled(daemon: RunningDaemon, pid: int) -> bool:
+    with Client("daemon", socket_path=daemon.socket) as c:
+        c.daemon_request(protocol.CMD_STATUS, {"flush": True})
+        return bool(c.daemon_request(protocol.CMD_HISTORY, {"pid": pid}))
 
 
 def test_setuid_exec_reports_an_id_change_before_its_exec(suid_dir: Path) -> None:
@@ -408,7 +424,7 @@ def test_exit_records_follow_the_proc_rule(fresh_daemon: RunningDaemon, suid_dir
         cat = a.ask(f"start {suid_dir / 'plaincat'}")  # its directory is learned alive
         assert a.ask(f"sync {suid_dir / 'tsmark'}") is not None
         plain |= {a.ask(f"run {suid_dir / 'plaintrue'}"), a.ask(f"stop {cat}")}
-        _root_sees(mine, plain | hidden, set())
+        _root_sees(mine, plain | hidden, set(), daemon)
         got = set(a.ask(f"sync {suid_dir / 'tsmark'}") or [])
     assert not hidden & got, (hidden, got)
     assert plain <= got, (plain, got)
@@ -428,7 +444,7 @@ def test_exit_of_a_non_dumpable_task_is_hidden(fresh_daemon: RunningDaemon,
         wait_until(lambda: _status(daemon)["counters"].get("policy_samples", 0)
                    >= samples + 2, "two dumpability samples (one began after the prctl)")
         assert a.ask(f"stop {nodump}") == nodump
-        _root_sees(mine, {nodump}, set())
+        _root_sees(mine, {nodump}, set(), daemon)
         got = a.ask("sync /bin/true")
     assert got is not None and nodump not in got
     assert _status(daemon)["counters"]["policy_samples"] >= samples + 2
@@ -541,7 +557,7 @@ def test_without_the_proc_connector_others_get_no_exits(nobody_env: dict[str, st
             Client("daemon", socket_path=daemon.socket) as root, root.listen() as mine, \
             agent(daemon, nobody_env) as a:
         true = a.ask("run /bin/true")
-        _root_sees(mine, {true}, set())
+        _root_sees(mine, {true}, set(), daemon)
         got = a.ask("drain")
         rows = a.ask("history {}")
         status = a.ask("status")
