@@ -57,11 +57,10 @@ from _bench import (
     task_ids,
 )
 
-from pytaskstats import Client, ExitRecord, NoSuchTask
+from pytaskstats import Client, ExitRecord, NoSuchTask, extproto
 from pytaskstats import taskstats as ts
 from pytaskstats.daemon import config as config_mod
 from pytaskstats.daemon import journal as journal_mod
-from pytaskstats.daemon import protocol
 from pytaskstats.daemon.journal import Item, Journal, JournalEntry
 from pytaskstats.daemon.journal_process import JournalProcess
 from pytaskstats.kernel import Connection, Listener, possible_cpus
@@ -638,7 +637,7 @@ class Status:
 
     def sample(self) -> tuple[float, dict[str, int]]:
         """(the daemon's wall clock when it read its counters, in s; the counters)."""
-        doc = self.client.daemon_request(protocol.CMD_STATUS, {})
+        doc = self.client.daemon_request(extproto.CMD_STATUS, {})
         daemon = doc["daemon"]
         at = (int(daemon["started_ns"]) + float(daemon["uptime_s"]) * 1e9) / 1e9
         return at, {k: int(v) for k, v in doc["counters"].items()}
@@ -647,7 +646,7 @@ class Status:
         return self.sample()[1]
 
     def history(self, **params: Any) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.client.daemon_request(protocol.CMD_HISTORY, params)
+        rows: list[dict[str, Any]] = self.client.daemon_request(extproto.CMD_HISTORY, params)
         return rows
 
     def close(self) -> None:

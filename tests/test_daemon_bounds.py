@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
-from pytaskstats import Client, ExitRecord, TaskstatsError
+from pytaskstats import Client, ExitRecord, TaskstatsError, extproto
 from pytaskstats import genetlink as genl
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
-from pytaskstats.daemon import protocol
 from pytaskstats.daemon.listeners import cpumask_maxlen
 from pytaskstats.kernel import Connection, possible_cpus
 
@@ -47,7 +46,7 @@ def _status(daemon: RunningDaemon) -> dict[str, Any]:
     def attempt() -> dict[str, Any] | None:
         try:
             with Client("daemon", socket_path=daemon.socket) as c:
-                status: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS, {})
+                status: dict[str, Any] = c.daemon_request(extproto.CMD_STATUS, {})
         except TaskstatsError as err:
             if getattr(err.__cause__, "errno", None) != errno.EAGAIN:
                 raise

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pytaskstats import Client
+from pytaskstats import Client, extproto
 from pytaskstats import netlink as nl
-from pytaskstats.daemon import protocol
 from pytaskstats.daemon.journal import MIGRATIONS
 from pytaskstats.daemon.main import Shares
 
@@ -76,9 +75,9 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
         d.close()
 
 
-def _history(daemon: RunningDaemon, params: dict[str, object]) -> protocol.Rows:
+def _history(daemon: RunningDaemon, params: dict[str, object]) -> extproto.Rows:
     with Client("daemon", socket_path=daemon.socket) as c:
-        rows: protocol.Rows = c.daemon_request(protocol.CMD_HISTORY, params)
+        rows: extproto.Rows = c.daemon_request(extproto.CMD_HISTORY, params)
     return rows
 
 
@@ -133,13 +132,13 @@ def test_an_answer_larger_than_its_bytes_is_cut_and_says_so(tmp_path: Path) -> N
 SCAN = textwrap.dedent("""
     import errno, json, sys
     from pytaskstats import Client
-    from pytaskstats.daemon import protocol
+    from pytaskstats import extproto
     from pytaskstats.errors import NetlinkError
     answers = []
     with Client("daemon", socket_path=sys.argv[1]) as c:
         for _ in range(int(sys.argv[2])):
             try:
-                rows = c.daemon_request(protocol.CMD_HISTORY,
+                rows = c.daemon_request(extproto.CMD_HISTORY,
                                         {"comm": "nomatch", "totals": True})
                 answers.append(["rows", len(rows)])
             except NetlinkError as err:
@@ -184,8 +183,8 @@ def test_sigterm_ends_a_running_query(tmp_path: Path) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sock.connect(daemon.socket)
         with sock:
-            sock.send(protocol.encode_request(
-                protocol.CMD_HISTORY, {"group_by": "comm", "sort": "-exits"}, seq=1))
+            sock.send(extproto.encode_request(
+                extproto.CMD_HISTORY, {"group_by": "comm", "sort": "-exits"}, seq=1))
             _wait_for_query(daemon.pid, state / "journal.sqlite3")
             os.kill(daemon.pid, signal.SIGTERM)
             assert daemon.proc is not None

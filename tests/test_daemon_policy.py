@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from pytaskstats import Client, ExitRecord, connector
-from pytaskstats.daemon import protocol
+from pytaskstats import Client, ExitRecord, connector, extproto
 from pytaskstats.daemon.policy import ExitPolicy
 from pytaskstats.transport import ConnectorSocket
 
@@ -275,7 +274,7 @@ def suid_dir() -> Iterator[Path]:
 
 def _status(daemon: RunningDaemon) -> dict[str, Any]:
     with Client("daemon", socket_path=daemon.socket) as c:
-        doc: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS, {})
+        doc: dict[str, Any] = c.daemon_request(extproto.CMD_STATUS, {})
     return doc
 
 
@@ -447,7 +446,7 @@ def test_history_keeps_to_the_owner(fresh_daemon: RunningDaemon, suid_dir: Path,
         theirs = {r["pid"] for r in host.ask('history {"comm": "suidtrue"}')}
         totals = host.ask('history {"comm": "suidtrue", "totals": true}')
     with Client("daemon", socket_path=daemon.socket) as root:
-        every = {r["pid"] for r in root.daemon_request(protocol.CMD_HISTORY, {})}
+        every = {r["pid"] for r in root.daemon_request(extproto.CMD_HISTORY, {})}
     assert {suid, true} <= every
     assert true in mine
     assert suid not in theirs and totals[0]["exits"] == 0

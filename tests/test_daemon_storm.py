@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytaskstats import Client, ExitRecord
-from pytaskstats.daemon import protocol
+from pytaskstats import Client, ExitRecord, extproto
 
 from .conftest import require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon
@@ -49,14 +48,14 @@ def _status(d: RunningDaemon, flush: bool = True) -> dict[str, Any]:
     """The daemon's status; by default after a journal flush, so that its counters
     account for every exit it has received (journaled, dropped or lost)."""
     with Client("daemon", socket_path=d.socket) as c:
-        doc: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS,
+        doc: dict[str, Any] = c.daemon_request(extproto.CMD_STATUS,
                                                {"flush": True} if flush else {})
         return doc
 
 
 def _journaled(d: RunningDaemon, comm: str) -> int:
     with Client("daemon", socket_path=d.socket) as c:
-        rows = c.daemon_request(protocol.CMD_HISTORY, {"comm": comm, "group_by": "comm"})
+        rows = c.daemon_request(extproto.CMD_HISTORY, {"comm": comm, "group_by": "comm"})
     return int(rows[0]["exits"]) if rows else 0
 
 

@@ -26,10 +26,9 @@ from typing import Any
 import pytest
 
 from pytaskstats import Client, ExitRecord, delayacct, taskstats
-from pytaskstats.cli.common import human_duration
 from pytaskstats.cli.run import execute, exit_status
 from pytaskstats.daemon.journal import Journal, JournalEntry
-from pytaskstats.daemon.protocol import CMD_HISTORY
+from pytaskstats.extproto import CMD_HISTORY
 from pytaskstats.kernel import Connection
 from pytaskstats.report import (
     BUCKET_FIELDS,
@@ -46,6 +45,7 @@ from pytaskstats.report.fmt import clock, local_time, nice_ceiling, nice_step, s
 from pytaskstats.report.kinds import IO, OFF_NOTE, RUNNING
 from pytaskstats.report.run import plausible, shown, totals_of, tree_order
 from pytaskstats.summary import summarize, totals
+from pytaskstats.textfmt import human_duration
 
 from .conftest import require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon

@@ -171,6 +171,8 @@ BY_NAME = {f.name: f for f in FIELDS}
 DELAY_KINDS: tuple[str, ...] = tuple(
     f.name[: -len("_delay_total")] for f in FIELDS if f.name.endswith("_delay_total"))
 
+# seconds per time unit of the table ("ns", "us", "s"): the one unit-scale table
+SECONDS_PER_UNIT: dict[str, float] = {"ns": 1e-9, "us": 1e-6, "s": 1.0}
 _CODE = {"u8": "B", "i8": "b", "u16": "H", "u32": "I", "u64": "Q", "comm": "32s",
          "timespec": "2q"}
 _SIZE = {"u8": 1, "i8": 1, "u16": 2, "u32": 4, "u64": 8, "comm": 32, "timespec": 16}

@@ -15,11 +15,11 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
+from . import extproto
 from . import genetlink as genl
 from . import netlink as nl
 from . import taskstats as ts
 from .cpulist import format_cpulist, parse_cpulist
-from .daemon import protocol
 from .errors import RemoteProtocolError, TaskstatsError, from_errno
 from .records import CgroupStats, ExitRecord, Lost, TaskStats
 from .transport import NetlinkSocket, UnixSocket
@@ -96,8 +96,8 @@ class Connection:
         NETLINK_CAP_ACK and NETLINK_EXT_ACK do on a netlink socket): the error texts
         and the count in its "records dropped" notice.  No reply is awaited: an older
         daemon's refusal carries its own seq and is skipped like any stray answer."""
-        self.sock.send(protocol.encode_request(
-            protocol.CMD_SET_OPTIONS, {"cap_ack": True, "ext_ack": True},
+        self.sock.send(extproto.encode_request(
+            extproto.CMD_SET_OPTIONS, {"cap_ack": True, "ext_ack": True},
             seq=self.sock.next_seq()))
 
     def close(self) -> None:
@@ -183,7 +183,7 @@ class Connection:
     def cgroup2(self, fd: int) -> CgroupStats:
         """Task state counts of the cgroup2 directory open as ``fd``, counted by
         taskstatsd (its TASKSTATSD CGROUP command; the fd is passed with SCM_RIGHTS)."""
-        doc = self.extension(protocol.CMD_CGROUP, {}, fds=(fd,))
+        doc = self.extension(extproto.CMD_CGROUP, {}, fds=(fd,))
         names = CgroupStats._fields[:-1]
         if not isinstance(doc, dict) or not all(
                 type(doc.get(k)) is int and doc[k] >= 0 for k in names):
@@ -195,11 +195,11 @@ class Connection:
     def extension(self, cmd: int, params: dict[str, Any], *,
                   fds: tuple[int, ...] = ()) -> Any:
         """A taskstatsd extension request (``fds`` passed with it): its JSON reply,
-        or the rows of a multi-part reply (:class:`~.daemon.protocol.Rows`, with the
+        or the rows of a multi-part reply (:class:`~.extproto.Rows`, with the
         warning its end carried, e.g. that the daemon cut the answer)."""
         seq = self.sock.next_seq()
-        self.sock.send(protocol.encode_request(cmd, params, seq=seq), fds)
-        rows = protocol.Rows()
+        self.sock.send(extproto.encode_request(cmd, params, seq=seq), fds)
+        rows = extproto.Rows()
         while True:
             n = _recv(self.sock, "taskstatsd request")
             for msg in nl.split_messages(self.sock.view, n):
@@ -210,9 +210,9 @@ class Connection:
                     raise from_errno(reply.error or errno.EIO, "taskstatsd request", seq=seq,
                                      ext_message=reply.ext_message)
                 if msg.type == nl.NLMSG_DONE:
-                    rows.note = protocol.done_note(msg)
+                    rows.note = extproto.done_note(msg)
                     return rows
-                doc = protocol.decode_json(msg)
+                doc = extproto.decode_json(msg)
                 if not msg.flags & nl.NLM_F_MULTI:
                     return doc
                 rows += doc

@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .fields import BY_NAME, FIELDS, StatsFields, Timespec
+from .fields import BY_NAME, FIELDS, SECONDS_PER_UNIT, StatsFields, Timespec
 
 __all__ = ["AGROUP", "CgroupStats", "ExitRecord", "Lost", "TaskStats"]
 
 AFORK, ASU, ACOMPAT, ACORE, AXSIG, AGROUP = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
-_SCALE = {"ns": 1e-9, "us": 1e-6, "s": 1.0}
 
 
 def dev_major(dev: int) -> int:
@@ -44,9 +43,9 @@ class TaskStats(StatsFields):
         """Field ``name`` in seconds (for ns, us and s fields); None if absent."""
         value = getattr(self, name)
         unit = BY_NAME[name].unit
-        if unit not in _SCALE:
+        if unit not in SECONDS_PER_UNIT:
             raise ValueError(f"{name} is in {unit or 'no unit'}, not a time")
-        return None if value is None else value * _SCALE[unit]
+        return None if value is None else value * SECONDS_PER_UNIT[unit]
 
     @property
     def exe_major(self) -> int | None:

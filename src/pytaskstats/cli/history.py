@@ -8,13 +8,13 @@ import sys
 import time
 from typing import Any
 
-from .. import delayacct, report
+from .. import delayacct, extproto, report
 from ..client import Client
-from ..daemon import protocol
 from ..daemon.journal_queries import AGGREGATES, CONTEXT
 from ..fields import FIELDS
+from ..textfmt import human_duration
 from .args import WHEN_FORMS, count_arg, id_arg, text_arg, uid_arg, when_arg, when_text_arg
-from .common import human_duration, open_client, print_json
+from .common import open_client, print_json
 
 REPORT_SINCE_S = 86400  # --report without --since: the last day
 GROUP_KEYS = {"comm": "ac_comm", "uid": "ac_uid", "cgroup": "cgroup"}  # the rows' key column
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         print("taskstats history: --until must be later than --since", file=sys.stderr)
         return 2
     with open_client(args, backend="daemon") as client:
-        rows = client.daemon_request(protocol.CMD_HISTORY, query)
+        rows = client.daemon_request(extproto.CMD_HISTORY, query)
     for row in rows:
         if args.json:
             print_json(row)
@@ -184,7 +184,7 @@ def write_report(args: argparse.Namespace) -> int:
 
 
 def _ask(client: Client, base: dict[str, Any], **extra: Any) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = client.daemon_request(protocol.CMD_HISTORY,
+    rows: list[dict[str, Any]] = client.daemon_request(extproto.CMD_HISTORY,
                                                        {**base, **extra})
     _say_note(rows)
     return rows

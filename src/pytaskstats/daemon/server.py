@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import extproto
 from .. import genetlink as genl
 from .. import netlink as nl
 from .. import taskstats as ts
@@ -40,7 +41,7 @@ from ..errors import (
 from ..kernel import Connection
 from ..procfs import ProcSource
 from ..records import CgroupStats, ExitRecord
-from . import cgroupfd, protocol, schema
+from . import cgroupfd, schema
 from .journal_queries import Scope
 from .listeners import ListenerLists, MaskError, check_cpumask, cpumask_maxlen, cpumask_payload
 from .namespaces import NsView
@@ -352,7 +353,7 @@ class Server:
                 continue
             cmd = msg.data[msg.start]
             if (msg.type, cmd) in ((self.family.id, ts.CGROUPSTATS_CMD_GET),
-                                   (protocol.FAMILY_ID, protocol.CMD_CGROUP)):
+                                   (extproto.FAMILY_ID, extproto.CMD_CGROUP)):
                 return True
         return False
 
@@ -391,11 +392,11 @@ class Server:
             self._ack(peer, msg)
 
     def _dispatch(self, peer: Peer, msg: nl.Message, fds: list[int]) -> None:
-        if msg.type not in (genl.GENL_ID_CTRL, self.family.id, protocol.FAMILY_ID):
+        if msg.type not in (genl.GENL_ID_CTRL, self.family.id, extproto.FAMILY_ID):
             raise NetlinkError(f"no family {msg.type}", errno=errno.ENOENT)
         if msg.end - msg.start < genl.GENL_HEADER.size:
             raise NetlinkError("no genlmsghdr", errno=errno.EINVAL)
-        if msg.type == protocol.FAMILY_ID:
+        if msg.type == extproto.FAMILY_ID:
             self._extension(peer, msg, fds)
         elif msg.flags & nl.NLM_F_DUMP == nl.NLM_F_DUMP:
             raise NetlinkError("no dumps here", errno=errno.EOPNOTSUPP)
@@ -413,8 +414,8 @@ class Server:
         query, self._warning = genl.decode_family_query(msg)
         if query is None:
             raise NetlinkError("neither a family name nor an id", errno=errno.EINVAL)
-        ours = (self.family, genl.FamilyInfo(protocol.FAMILY_ID, protocol.FAMILY_NAME, 1,
-                                             0, 0, protocol.OPS))
+        ours = (self.family, genl.FamilyInfo(extproto.FAMILY_ID, extproto.FAMILY_NAME, 1,
+                                             0, 0, extproto.OPS))
         info = next((f for f in ours if query in (f.name, f.id)), None)
         if info is None:
             raise NetlinkError(f"no family {query}", errno=errno.ENOENT)
@@ -464,31 +465,31 @@ class Server:
         return stats
 
     def _extension(self, peer: Peer, msg: nl.Message, fds: list[int]) -> None:
-        """A TASKSTATSD request (see :mod:`.protocol`), parameters checked by
+        """A TASKSTATSD request (see :mod:`pytaskstats.extproto`), parameters checked by
         :func:`.schema.check` before use."""
         cmd, _ = genl.genl_header(msg)
         if cmd not in schema.SCHEMAS:
             raise NetlinkError(f"unknown command {cmd}", errno=errno.EOPNOTSUPP)
-        params = schema.check(cmd, protocol.decode_json(msg))
-        if cmd == protocol.CMD_STATUS:
-            self._reply(peer, protocol.encode_reply(self._status(peer, params), seq=msg.seq,
+        params = schema.check(cmd, extproto.decode_json(msg))
+        if cmd == extproto.CMD_STATUS:
+            self._reply(peer, extproto.encode_reply(self._status(peer, params), seq=msg.seq,
                                                     pid=peer.id))
-        elif cmd == protocol.CMD_HISTORY:
+        elif cmd == extproto.CMD_HISTORY:
             rows, note = self.history(params, self._scope(peer))
             if peer.view is not None:
                 rows = [peer.view.row(row) for row in rows]
-            for part in protocol.encode_rows(rows, seq=msg.seq, pid=peer.id,
+            for part in extproto.encode_rows(rows, seq=msg.seq, pid=peer.id,
                                              note=self._ext(peer, note),
                                              max_bytes=self.limits.history_bytes,
                                              notes=peer.ext_ack):
                 self._reply(peer, part)
-        elif cmd == protocol.CMD_SET_OPTIONS:
+        elif cmd == extproto.CMD_SET_OPTIONS:
             peer.cap_ack = params.get("cap_ack", peer.cap_ack)
             peer.ext_ack = params.get("ext_ack", peer.ext_ack)
         else:
             _check_fd(peer, fds)
             counts = cgroup2_counts(fds)
-            self._reply(peer, protocol.encode_reply(
+            self._reply(peer, extproto.encode_reply(
                 {k: v for k, v in counts._asdict().items() if k.startswith("nr_")},
                 seq=msg.seq, pid=peer.id))
 

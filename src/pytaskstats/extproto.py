@@ -3,7 +3,7 @@ over the same framing.
 
 The daemon answers the kernel's TASKSTATS family as the kernel does, and adds a
 ``TASKSTATSD`` family for what the kernel has no message for.  Requests carry a
-JSON object in ATTR_JSON (parameters checked by :mod:`.schema`); replies carry
+JSON object in ATTR_JSON (parameters checked by :mod:`pytaskstats.daemon.schema`); replies carry
 JSON in ATTR_JSON, history as a multi-part answer (NLM_F_MULTI) ended by
 NLMSG_DONE.  Commands:
 
@@ -33,9 +33,9 @@ import re
 from itertools import accumulate
 from typing import Any
 
-from .. import genetlink as genl
-from .. import netlink as nl
-from ..errors import RemoteProtocolError
+from . import genetlink as genl
+from . import netlink as nl
+from .errors import RemoteProtocolError
 
 FAMILY_NAME = "TASKSTATSD"
 FAMILY_ID = 0x7F00
