@@ -38,7 +38,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from _bench import build_c, median, require_root, run_daemon_main, table
 
@@ -260,10 +259,10 @@ class Attackers:
         return outs
 
 
-def status(socket_path: str) -> dict[str, Any]:
+def status(socket_path: str) -> extproto.Status:
     """The daemon's status document."""
     with Client("daemon", socket_path=socket_path, timeout=30) as c:
-        doc: dict[str, Any] = c.daemon_request(extproto.CMD_STATUS, {})
+        doc = c.status()
     return doc
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pytaskstats import Client, ExitRecord, TaskStats, extproto
+from pytaskstats import Client, ExitRecord, TaskStats
 from pytaskstats.birthcgroups import FRESH_S, BirthCgroups, BirthWatch
 from pytaskstats.connector import Exec, Exit, Fork
 from pytaskstats.records import AGROUP
@@ -193,7 +193,7 @@ TASKS = 2000
 
 def _history(socket: str, **params: Any) -> list[dict[str, Any]]:
     with Client("daemon", socket_path=socket) as client:
-        rows: list[dict[str, Any]] = client.daemon_request(extproto.CMD_HISTORY, params)
+        rows: list[dict[str, Any]] = client.history(**params)
     return rows
 
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -40,13 +39,13 @@ def _rss(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def _status(daemon: RunningDaemon) -> dict[str, Any]:
+def _status(daemon: RunningDaemon) -> extproto.Status:
     """The daemon's status; a connect refused for a full accept backlog (EAGAIN, while
     a test floods it with connections) is tried again."""
-    def attempt() -> dict[str, Any] | None:
+    def attempt() -> extproto.Status | None:
         try:
             with Client("daemon", socket_path=daemon.socket) as c:
-                status: dict[str, Any] = c.daemon_request(extproto.CMD_STATUS, {})
+                status = c.status()
         except TaskstatsError as err:
             if getattr(err.__cause__, "errno", None) != errno.EAGAIN:
                 raise

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import textwrap
 import time
-from typing import Any
 
 import pytest
 
@@ -95,9 +94,9 @@ def _family() -> int:
         kernel.close()
 
 
-def _status(daemon: RunningDaemon) -> dict[str, Any]:
+def _status(daemon: RunningDaemon) -> extproto.Status:
     with Client("daemon", socket_path=daemon.socket) as c:
-        status: dict[str, Any] = c.daemon_request(extproto.CMD_STATUS, {})
+        status = c.status()
     return status
 
 

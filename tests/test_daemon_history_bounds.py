@@ -16,6 +16,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,9 +76,9 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
         d.close()
 
 
-def _history(daemon: RunningDaemon, params: dict[str, object]) -> extproto.Rows:
+def _history(daemon: RunningDaemon, params: dict[str, Any]) -> extproto.Rows:
     with Client("daemon", socket_path=daemon.socket) as c:
-        rows: extproto.Rows = c.daemon_request(extproto.CMD_HISTORY, params)
+        rows: extproto.Rows = c.history(**params)
     return rows
 
 
@@ -138,8 +139,7 @@ SCAN = textwrap.dedent("""
     with Client("daemon", socket_path=sys.argv[1]) as c:
         for _ in range(int(sys.argv[2])):
             try:
-                rows = c.daemon_request(extproto.CMD_HISTORY,
-                                        {"comm": "nomatch", "totals": True})
+                rows = c.history(comm="nomatch", totals=True)
                 answers.append(["rows", len(rows)])
             except NetlinkError as err:
                 answers.append([errno.errorcode[err.errno], err.ext_message])

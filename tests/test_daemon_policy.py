@@ -181,13 +181,13 @@ for line in sys.stdin:
             got += [e.pid for e in listener.poll(0.1) if isinstance(e, ExitRecord)]
         out = sorted(got) if p.pid in got else None
     elif cmd == "drain":  # after a reply, what was published before it has arrived
-        client.daemon_request(1, {})
+        client.status()
         got += [e.pid for e in listener.poll(0) if isinstance(e, ExitRecord)]
         out = sorted(got)
     elif cmd == "history":
-        out = client.daemon_request(2, json.loads(line.split(None, 1)[1]))
+        out = client.history(**json.loads(line.split(None, 1)[1]))
     elif cmd == "status":
-        out = client.daemon_request(1, {})
+        out = client.status()
     print(json.dumps(out), flush=True)
 """
 
@@ -272,9 +272,9 @@ def suid_dir() -> Iterator[Path]:
         shutil.rmtree(where, ignore_errors=True)
 
 
-def _status(daemon: RunningDaemon) -> dict[str, Any]:
+def _status(daemon: RunningDaemon) -> extproto.Status:
     with Client("daemon", socket_path=daemon.socket) as c:
-        doc: dict[str, Any] = c.daemon_request(extproto.CMD_STATUS, {})
+        doc = c.status()
     return doc
 
 
@@ -446,7 +446,7 @@ def test_history_keeps_to_the_owner(fresh_daemon: RunningDaemon, suid_dir: Path,
         theirs = {r["pid"] for r in host.ask('history {"comm": "suidtrue"}')}
         totals = host.ask('history {"comm": "suidtrue", "totals": true}')
     with Client("daemon", socket_path=daemon.socket) as root:
-        every = {r["pid"] for r in root.daemon_request(extproto.CMD_HISTORY, {})}
+        every = {r["pid"] for r in root.history()}
     assert {suid, true} <= every
     assert true in mine
     assert suid not in theirs and totals[0]["exits"] == 0

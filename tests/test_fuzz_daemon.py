@@ -102,7 +102,7 @@ from pytaskstats import extproto
 with Client("daemon", socket_path=sys.argv[1]) as c:
     for params in ({"sort": 5}, {"since_ns": 10 ** 30}, {"uid": [0]}):
         try:
-            c.daemon_request(extproto.CMD_HISTORY, params)
+            c.history(**params)
         except NetlinkError as err:
             print(err.errno, err.ext_message.split(":")[0])
 """

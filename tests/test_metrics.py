@@ -21,7 +21,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from pytaskstats import Client, ExitRecord, Lost, TaskStats, TaskstatsError, extproto
+from pytaskstats import Client, ExitRecord, Lost, TaskStats, TaskstatsError
 from pytaskstats.cli import exporter
 from pytaskstats.cli.main import build_parser
 from pytaskstats.metrics import names
@@ -626,7 +626,7 @@ def _scrape_when(url: str, done: Callable[[dict[str, float]], bool]) -> dict[str
 def _metrics_url(daemon: RunningDaemon) -> str:
     """The URL taskstatsd serves metrics at (from its status)."""
     with Client("daemon", socket_path=daemon.socket) as c:
-        url: str = c.daemon_request(extproto.CMD_STATUS, {})["metrics"]
+        url: str = c.status()["metrics"]
     return url
 
 

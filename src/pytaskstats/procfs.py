@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from .errors import AccessDenied, NoSuchTask, RemoteProtocolError, TaskstatsError, Unsupported
 from .fields import BY_NAME, FIELDS, LATEST_VERSION
-from .records import CgroupStats, TaskStats
+from .records import CgroupStats, TaskStats, check_id
 
 __all__ = [
     "MAPPING",
@@ -444,7 +444,7 @@ class ProcSource:
 
     def pid(self, tid: int) -> TaskStats:
         """The record of one task (thread) ``tid``, from ROOT/<tid>/task/<tid>/."""
-        return self._pid_record(_check_id(tid), self.delayacct())
+        return self._pid_record(check_id(tid), self.delayacct())
 
     def pids(self, tids: Iterable[int]) -> dict[int, TaskStats]:
         """tid -> record for many tasks; tasks that vanished are left out (other errors,
@@ -453,7 +453,7 @@ class ProcSource:
         out = {}
         for tid in tids:
             try:
-                out[tid] = self._pid_record(_check_id(tid), delayacct)
+                out[tid] = self._pid_record(check_id(tid), delayacct)
             except NoSuchTask:
                 continue
         return out
@@ -465,7 +465,7 @@ class ProcSource:
     def tgid(self, tgid: int) -> TaskStats:
         """The thread group record of process ``tgid``: only fields the kernel's TGID
         record carries (see MAPPING), the others None."""
-        base = f"{self.root}/{_check_id(tgid)}/"
+        base = f"{self.root}/{check_id(tgid)}/"
         try:
             proc = parse_stat(read_file(base + "stat"), base + "stat")
             tids = [int(t) for t in os.listdir(base + "task")]
@@ -628,12 +628,6 @@ def _status_values(st: Status) -> dict[str, Any]:
     return {"ac_pid": st.pid, "ac_tgid": st.tgid, "ac_uid": st.uid, "ac_gid": st.gid,
             "nvcsw": st.nvcsw, "nivcsw": st.nivcsw, "hiwater_vm": st.vm_peak,
             "hiwater_rss": st.vm_hwm}
-
-
-def _check_id(ident: int) -> int:
-    if not isinstance(ident, int) or isinstance(ident, bool) or not 0 < ident < 2**32:
-        raise ValueError(f"a pid/tgid is a positive 32-bit integer, not {ident!r}")
-    return ident
 
 
 # ---------------------------------------------------------------- docs/procfs.md

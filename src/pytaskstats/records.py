@@ -13,9 +13,16 @@ from typing import Any, NamedTuple
 
 from .fields import BY_NAME, FIELDS, SECONDS_PER_UNIT, StatsFields, Timespec
 
-__all__ = ["AGROUP", "CgroupStats", "ExitRecord", "Lost", "TaskStats"]
+__all__ = ["AGROUP", "Bulk", "CgroupStats", "ExitRecord", "Lost", "TaskStats", "check_id"]
 
 AFORK, ASU, ACOMPAT, ACORE, AXSIG, AGROUP = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+
+def check_id(ident: int) -> int:
+    """``ident`` when it is a pid/tgid (a positive 32-bit integer), else ValueError."""
+    if not isinstance(ident, int) or isinstance(ident, bool) or not 0 < ident < 2**32:
+        raise ValueError(f"a pid/tgid is a positive 32-bit integer, not {ident!r}")
+    return ident
 
 
 def dev_major(dev: int) -> int:
@@ -146,3 +153,19 @@ class Lost(NamedTuple):
     records: int
     reason: str
     cpus: str
+
+
+class Bulk(dict[int, TaskStats]):
+    """The answer to a bulk query: id -> record, and the ids it skipped: ``vanished``
+    (no such task: it exited, ESRCH) and ``denied`` (refused by taskstatsd's policy,
+    EPERM, when the query asked to skip those)."""
+
+    def __init__(self, records: dict[int, TaskStats] | None = None, *,
+                 vanished: tuple[int, ...] = (), denied: tuple[int, ...] = ()) -> None:
+        super().__init__(records or {})
+        self.vanished = vanished
+        self.denied = denied
+
+    def __repr__(self) -> str:
+        return (f"Bulk({dict.__repr__(self)}, vanished={self.vanished!r}, "
+                f"denied={self.denied!r})")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import extproto
+from .. import cgroupfd, extproto
 from .. import genetlink as genl
 from .. import netlink as nl
 from .. import taskstats as ts
@@ -38,10 +38,11 @@ from ..errors import (
     TaskstatsError,
     Unsupported,
 )
+from ..fields import Scope as IdScope
 from ..kernel import Connection
 from ..procfs import ProcSource
 from ..records import CgroupStats, ExitRecord
-from . import cgroupfd, schema
+from . import schema
 from .journal_queries import Scope
 from .listeners import ListenerLists, MaskError, check_cpumask, cpumask_maxlen, cpumask_payload
 from .namespaces import NsView
@@ -455,7 +456,7 @@ class Server:
         else:
             raise NetlinkError("no attribute", errno=errno.EINVAL)
 
-    def _query(self, peer: Peer, scope: str, ident: int) -> Any:
+    def _query(self, peer: Peer, scope: IdScope, ident: int) -> Any:
         stats = self.kernel.query(scope, ident)
         if peer.admin:
             return stats
@@ -627,7 +628,7 @@ class Server:
 
 def cgroup2_counts(fds: list[int]) -> CgroupStats:
     """Task state counts, from /proc, of the cgroup2 directory passed as ``fds[0]``
-    (the TASKSTATSD CGROUP command), read as :mod:`.cgroupfd` says; NetlinkError
+    (the TASKSTATSD CGROUP command), read as :mod:`pytaskstats.cgroupfd` says; NetlinkError
     EBADF without an fd, EINVAL when it is not a cgroup2 directory."""
     if not fds:
         raise NetlinkError("no fd passed", errno=errno.EBADF)
