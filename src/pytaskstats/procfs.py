@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any, NamedTuple
 
-from .errors import AccessDenied, NoSuchTask, RemoteProtocolError, TaskstatsError, Unsupported
+from .errors import NoSuchTask, RemoteProtocolError, TaskstatsError, Unsupported, from_errno
 from .fields import BY_NAME, FIELDS, LATEST_VERSION
 from .records import CgroupStats, TaskStats, check_id
 
@@ -312,16 +312,9 @@ def parse_schedstat(data: bytes, path: str) -> tuple[int, int, int]:
 
 def os_error(err: OSError, path: str, tid: int, *, group: bool = False) -> TaskstatsError:
     """The library's exception for an OSError met reading ``path`` of task ``tid``
-    (of thread group ``tid`` if ``group``)."""
-    ids = {"tgid": tid} if group else {"pid": tid}
-    if err.errno in _VANISHED:
-        what = "thread group" if group else "task"
-        return NoSuchTask(f"{what} {tid}: no such task ({path} is gone)", **ids)
-    if err.errno in _DENIED:
-        return AccessDenied(f"{path}: permission denied (is procfs mounted with hidepid?)",
-                            **ids)
-    return TaskstatsError(f"{path}: {err.strerror} (errno {err.errno}); please report it "
-                          "with your kernel version", **ids)
+    (of thread group ``tid`` if ``group``), by :func:`~pytaskstats.errors.from_errno`."""
+    pid, tgid = (None, tid) if group else (tid, None)
+    return from_errno(err.errno or errno.EIO, "read", path=path, pid=pid, tgid=tgid)
 
 
 def _boottime_ns() -> int:

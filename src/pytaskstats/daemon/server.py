@@ -31,12 +31,10 @@ from .. import netlink as nl
 from .. import taskstats as ts
 from ..errors import (
     BUG_HINT,
-    AccessDenied,
     NetlinkError,
-    NoSuchTask,
     ProtocolError,
     TaskstatsError,
-    Unsupported,
+    errno_of,
 )
 from ..fields import Scope as IdScope
 from ..kernel import Connection
@@ -647,7 +645,7 @@ def _answer(err: Exception) -> tuple[int, str]:
     if isinstance(err, ProtocolError | ValueError):  # SchemaError is a ValueError
         return errno.EINVAL, str(err)
     if isinstance(err, TaskstatsError):
-        return _errno_of(err), ""
+        return errno_of(err), ""
     print(f"taskstatsd: internal error on a request: {err!r} ({BUG_HINT})", file=sys.stderr)
     return errno.EIO, "internal error"
 
@@ -676,13 +674,3 @@ def _fds_scarce() -> bool:
 def _close_all(fds: list[int]) -> None:
     for fd in fds:
         os.close(fd)
-
-
-def _errno_of(err: TaskstatsError) -> int:
-    if isinstance(err, NoSuchTask):
-        return errno.ESRCH
-    if isinstance(err, AccessDenied):
-        return errno.EPERM
-    if isinstance(err, Unsupported):
-        return errno.ENOENT
-    return errno.EIO
