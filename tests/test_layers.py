@@ -113,15 +113,28 @@ def test_every_module_has_a_layer() -> None:
     assert not unplaced, f"place these in pytaskstats.layers.MODULES: {unplaced}"
 
 
-def test_no_import_points_up_a_layer() -> None:
-    upward = []
-    for importer, targets in graph().items():
+def upward(edges: dict[str, set[str]]) -> list[str]:
+    """The imports that point up a layer, as "importer (layer) -> target (layer)"."""
+    out = []
+    for importer, targets in sorted(edges.items()):
         mine = layer_of(importer)
         for target in sorted(targets):
             theirs = layer_of(target)
             if mine is not None and theirs is not None and theirs > mine:
-                upward.append(f"{importer} ({LAYERS[mine]}) -> {target} ({LAYERS[theirs]})")
-    assert not upward, "imports pointing up a layer:\n" + "\n".join(upward)
+                out.append(f"{importer} ({LAYERS[mine]}) -> {target} ({LAYERS[theirs]})")
+    return out
+
+
+def test_no_import_points_up_a_layer() -> None:
+    found = upward(graph())
+    assert not found, "imports pointing up a layer:\n" + "\n".join(found)
+
+
+def test_the_upward_check_names_the_offending_edge() -> None:
+    edges = {"pytaskstats.kernel": {"pytaskstats.daemon.protocol", "pytaskstats.netlink"},
+             "pytaskstats.cli.get": {"pytaskstats.textfmt"}}
+    assert upward(edges) == ["pytaskstats.kernel (sources) -> pytaskstats.daemon.protocol "
+                             "(services)"]
 
 
 def test_no_import_cycle() -> None:
