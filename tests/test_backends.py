@@ -119,3 +119,10 @@ def test_procfs_read_errors_go_through_from_errno(code: int, cls: type[Taskstats
     assert type(exc) is cls and str(exc).startswith(said) and exc.pid == 7
     group = os_error(OSError(code, os.strerror(code)), "/proc/7/stat", 7, group=True)
     assert group.tgid == 7 and group.pid is None
+
+
+def test_a_client_answers_from_a_given_source() -> None:
+    mine = _fixture()
+    with Client(source=mine) as c:
+        assert (c.backend, c.backend_reason) == ("procfs", "given a source")
+        assert c.pid(100).ac_pid == 100 and c.tgids([100, 999]).vanished == (999,)

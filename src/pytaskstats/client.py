@@ -83,14 +83,21 @@ class Client:
     """
 
     def __init__(self, backend: str = "auto", *, socket_path: str | None = None,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, source: Answers | None = None) -> None:
+        """``source``: answer queries from this :class:`~pytaskstats.backends.Answers`
+        (e.g. a Connection of your own, or a fake in tests) instead of choosing one;
+        status and history then stay Unsupported (they need backend "daemon")."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         self.socket_path = daemon_socket(socket_path)
-        self.backend, self.backend_reason = choose_backend(backend, self.socket_path)
         self._proc = ProcSource()
         self._daemon: Connection | None = None  # the same socket, when it is taskstatsd's
         self._source: Answers
+        if source is not None:
+            self.backend, self.backend_reason = source.source, "given a source"
+            self._source = source
+            return
+        self.backend, self.backend_reason = choose_backend(backend, self.socket_path)
         if self.backend == "procfs":
             self._source = ProcBackend(self._proc)
             return
