@@ -38,13 +38,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from _bench import build_c, median, require_root, run_daemon_main, table
 
 import pytaskstats
-from pytaskstats import Client
-from pytaskstats.daemon import protocol
+from pytaskstats import Client, extproto
 
 REPO = Path(__file__).resolve().parent.parent
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -92,7 +90,7 @@ time.sleep(max(0.0, end - time.monotonic()))
 FUZZ = """
 import os, random, socket, sys, time
 from pytaskstats import genetlink as genl, netlink as nl, taskstats as ts
-from pytaskstats.daemon import protocol
+from pytaskstats import extproto
 from pytaskstats.kernel import Connection
 path, seconds, seed = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 end, rng = time.monotonic() + seconds, random.Random(seed)
@@ -101,8 +99,8 @@ mask = lambda m: genl.encode(family, ts.CMD_GET, nl.encode_attr(ts.ATTR_REGISTER
                              seq=9, flags=nl.NLM_F_REQUEST | nl.NLM_F_ACK)
 valid = [ts.encode_get_pid(family, os.getpid(), seq=1), ts.encode_get_tgid(family, 1, seq=2),
          ts.encode_register(family, "0-1", seq=3), mask(b"0-99999999\\0"), mask(b"0-9999999\\0"),
-         protocol.encode_request(protocol.CMD_STATUS, {}, seq=4),
-         protocol.encode_request(protocol.CMD_HISTORY, {"limit": 5}, seq=5),
+         extproto.encode_request(extproto.CMD_STATUS, {}, seq=4),
+         extproto.encode_request(extproto.CMD_HISTORY, {"limit": 5}, seq=5),
          genl.encode_get_family("TASKSTATS", seq=6)]
 def frame():
     kind = rng.randrange(5)
@@ -261,10 +259,10 @@ class Attackers:
         return outs
 
 
-def status(socket_path: str) -> dict[str, Any]:
+def status(socket_path: str) -> extproto.Status:
     """The daemon's status document."""
     with Client("daemon", socket_path=socket_path, timeout=30) as c:
-        doc: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS, {})
+        doc = c.status()
     return doc
 
 

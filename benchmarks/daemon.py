@@ -61,7 +61,6 @@ from pytaskstats import Client, ExitRecord, NoSuchTask
 from pytaskstats import taskstats as ts
 from pytaskstats.daemon import config as config_mod
 from pytaskstats.daemon import journal as journal_mod
-from pytaskstats.daemon import protocol
 from pytaskstats.daemon.journal import Item, Journal, JournalEntry
 from pytaskstats.daemon.journal_process import JournalProcess
 from pytaskstats.kernel import Connection, Listener, possible_cpus
@@ -638,7 +637,7 @@ class Status:
 
     def sample(self) -> tuple[float, dict[str, int]]:
         """(the daemon's wall clock when it read its counters, in s; the counters)."""
-        doc = self.client.daemon_request(protocol.CMD_STATUS, {})
+        doc = self.client.status()
         daemon = doc["daemon"]
         at = (int(daemon["started_ns"]) + float(daemon["uptime_s"]) * 1e9) / 1e9
         return at, {k: int(v) for k, v in doc["counters"].items()}
@@ -647,7 +646,7 @@ class Status:
         return self.sample()[1]
 
     def history(self, **params: Any) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.client.daemon_request(protocol.CMD_HISTORY, params)
+        rows: list[dict[str, Any]] = self.client.history(**params)
         return rows
 
     def close(self) -> None:
@@ -897,7 +896,7 @@ def print_live(storms: list[Storm], args: argparse.Namespace, jobs: int,
     print("== 2. live ingest: a running taskstatsd under fork storms ==")
     print(f"{len(storms)} storms of {args.storm_forks:,} forks (fork_storm.c, {jobs} workers) "
           f"against one taskstatsd ({_daemon_config(args)}); counters sampled every "
-          f"{POLL:g} s via Client(\"daemon\").daemon_request(CMD_STATUS)")
+          f"{POLL:g} s via Client(\"daemon\").status()")
     print()
 
     def row(name: str, m: Sequence[float]) -> list[str]:

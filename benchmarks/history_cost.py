@@ -41,7 +41,6 @@ from attack import NOBODY, REPO, percentile, rss_mb, world_python, world_readabl
 from report_size import templates
 
 from pytaskstats import Client, taskstats
-from pytaskstats.daemon import protocol
 from pytaskstats.daemon.journal import SCHEMA_V3, Journal, JournalEntry, Tags
 from pytaskstats.daemon.journal_queries import Budget, QueryTooLong, Scope
 
@@ -51,12 +50,12 @@ NOBODY_UID = 65534  # the last of the users
 SCAN = """
 import collections, errno, json, sys, time
 from pytaskstats import Client, NetlinkError
-from pytaskstats.daemon import protocol
+from pytaskstats import extproto
 answers, end = collections.Counter(), time.monotonic() + float(sys.argv[2])
 with Client("daemon", socket_path=sys.argv[1]) as c:
     while time.monotonic() < end:
         try:
-            c.daemon_request(protocol.CMD_HISTORY, {"comm": "nomatch", "totals": True})
+            c.history(comm="nomatch", totals=True)
             answers["rows"] += 1
         except NetlinkError as err:
             answers[errno.errorcode[err.errno]] += 1
@@ -173,8 +172,8 @@ def attack(state: Path, seconds: float) -> None:
         print(f"nobody's answers: {dict(answers)}")
         start = time.perf_counter()
         with Client("daemon", socket_path=daemon.socket) as c:
-            rows = c.daemon_request(protocol.CMD_HISTORY, {"limit": 2**63 - 1})
-            status = c.daemon_request(protocol.CMD_STATUS, {})
+            rows = c.history(limit=2**63 - 1)
+            status = c.status()
         counters = {k: v for k, v in status["counters"].items()
                     if k in ("lost_overrun", "history_timeouts", "history_refused")}
         print(f"root {{'limit': 2**63-1}}: {len(rows)} rows in "

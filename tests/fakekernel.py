@@ -40,7 +40,7 @@ from pytaskstats import transport
 from pytaskstats.connector import NETLINK_CONNECTOR
 from pytaskstats.cpulist import CpulistError, parse_cpumask
 from pytaskstats.errors import RemoteProtocolError
-from pytaskstats.fields import FIELDS, Timespec, layout
+from pytaskstats.fields import FIELDS, Scope, Timespec, layout
 from pytaskstats.kernel import possible_cpus
 from pytaskstats.records import CgroupStats, ExitRecord, TaskStats
 
@@ -557,7 +557,7 @@ def _attr_problems(msg: nl.Message, expect: dict[int, str]) -> list[str]:
 # ---------------------------------------------------------------- records
 
 def record(ident: int, *, version: int = 16, tgid: int | None = None, comm: str = "fake",
-           scope: str = "pid", **fields: Any) -> TaskStats:
+           scope: Scope = "pid", **fields: Any) -> TaskStats:
     """A record of struct ``version`` whose every field has a value derived from its
     table position and ``ident`` (so a mix-up shows), overridden by ``fields``.  TGID
     records carry only the fields the kernel sums for a thread group."""
@@ -577,7 +577,7 @@ def record(ident: int, *, version: int = 16, tgid: int | None = None, comm: str 
     return TaskStats(**values, scope=scope)
 
 
-def expected(stats: TaskStats, scope: str) -> TaskStats:
+def expected(stats: TaskStats, scope: Scope) -> TaskStats:
     """``stats`` as a client decodes it from the kernel's bytes."""
     data = ts.encode_stats(stats)
     return ts.decode_stats(data, 0, len(data), scope=scope)

@@ -21,7 +21,6 @@ import pytest
 from pytaskstats import Client, ExitRecord, TaskStats
 from pytaskstats.birthcgroups import FRESH_S, BirthCgroups, BirthWatch
 from pytaskstats.connector import Exec, Exit, Fork
-from pytaskstats.daemon import protocol
 from pytaskstats.records import AGROUP
 from pytaskstats.top.model import Model, Row
 from pytaskstats.top.sampler import Sampler
@@ -194,7 +193,7 @@ TASKS = 2000
 
 def _history(socket: str, **params: Any) -> list[dict[str, Any]]:
     with Client("daemon", socket_path=socket) as client:
-        rows: list[dict[str, Any]] = client.daemon_request(protocol.CMD_HISTORY, params)
+        rows: list[dict[str, Any]] = client.history(**params)
     return rows
 
 

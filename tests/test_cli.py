@@ -14,8 +14,8 @@ import pytest
 
 from pytaskstats import ExitRecord, delayacct, taskstats
 from pytaskstats.cli import listen, run
-from pytaskstats.cli.common import format_record, human_duration, unmeasured, wait_status
 from pytaskstats.summary import process_tree, summarize, totals
+from pytaskstats.textfmt import format_record, human_duration, unmeasured, wait_status
 
 from .conftest import fixture_bytes, unique_command
 

@@ -19,13 +19,13 @@ import pytest
 from pytaskstats import ExitRecord, delayacct, taskstats
 from pytaskstats.cli import args as cli_args
 from pytaskstats.cli import history, run, status
-from pytaskstats.cli.common import format_record, format_value, human_duration
 from pytaskstats.cli.main import build_parser
 from pytaskstats.daemon import config
 from pytaskstats.errors import AccessDenied, from_errno
 from pytaskstats.fields import FIELDS
 from pytaskstats.procfs import ProcSource
 from pytaskstats.summary import summarize
+from pytaskstats.textfmt import format_record, format_value, human_duration
 from pytaskstats.top.sampler import Sampler
 
 from .conftest import as_nobody, fixture_bytes

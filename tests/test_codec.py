@@ -16,7 +16,7 @@ import pytest
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
 from pytaskstats.errors import LocalProtocolError, RemoteProtocolError
-from pytaskstats.fields import FIELDS, Field, Timespec, layout
+from pytaskstats.fields import FIELDS, Field, Scope, Timespec, layout
 from pytaskstats.records import AGROUP, CgroupStats, ExitRecord, TaskStats
 from tests.conftest import fixture_bytes
 from tests.fixtures.expected import expected_value, fnv1a32
@@ -410,13 +410,13 @@ SCOPES = [("pid", ts.encode_get_pid), ("tgid", ts.encode_get_tgid)]
     (27, 4242, 1), (0xFFFF, 2**32 - 1, 2**31),
     (27, 4242, 2**32 + 7),  # a long-lived counter: encode_message keeps seq & 0xFFFFFFFF
 ])
-def test_encode_get_fast_is_byte_identical(scope: str, slow: Callable[..., bytes], family: int,
+def test_encode_get_fast_is_byte_identical(scope: Scope, slow: Callable[..., bytes], family: int,
                                            ident: int, seq: int) -> None:
     assert ts.encode_get_fast(scope)(family, ident, seq) == slow(family, ident, seq=seq)
 
 
 @pytest.mark.parametrize(("scope", "slow"), SCOPES)
-def test_get_encoders_reject_ids_beyond_u32(scope: str, slow: Callable[..., bytes]) -> None:
+def test_get_encoders_reject_ids_beyond_u32(scope: Scope, slow: Callable[..., bytes]) -> None:
     with pytest.raises(LocalProtocolError):
         slow(FAMILY, 2**32, seq=1)
     with pytest.raises(LocalProtocolError):

@@ -11,15 +11,13 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from pytaskstats import Client, ExitRecord, TaskstatsError
+from pytaskstats import Client, ExitRecord, TaskstatsError, extproto
 from pytaskstats import genetlink as genl
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
-from pytaskstats.daemon import protocol
 from pytaskstats.daemon.listeners import cpumask_maxlen
 from pytaskstats.kernel import Connection, possible_cpus
 
@@ -41,13 +39,13 @@ def _rss(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def _status(daemon: RunningDaemon) -> dict[str, Any]:
+def _status(daemon: RunningDaemon) -> extproto.Status:
     """The daemon's status; a connect refused for a full accept backlog (EAGAIN, while
     a test floods it with connections) is tried again."""
-    def attempt() -> dict[str, Any] | None:
+    def attempt() -> extproto.Status | None:
         try:
             with Client("daemon", socket_path=daemon.socket) as c:
-                status: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS, {})
+                status = c.status()
         except TaskstatsError as err:
             if getattr(err.__cause__, "errno", None) != errno.EAGAIN:
                 raise

@@ -1,4 +1,4 @@
-"""Directory fds passed to taskstatsd are never trusted (daemon/cgroupfd.py).
+"""Directory fds passed to taskstatsd are never trusted (pytaskstats/cgroupfd.py).
 
 A client passes an fd "of a cgroup": the root daemon must not open a file the client
 planted there (a symlink to /etc/shadow, a FIFO, /dev/zero), nor quote what it read.

@@ -13,14 +13,12 @@ import socket
 import subprocess
 import textwrap
 import time
-from typing import Any
 
 import pytest
 
-from pytaskstats import Client
+from pytaskstats import Client, extproto
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
-from pytaskstats.daemon import protocol
 from pytaskstats.kernel import Connection
 
 from .conftest import NOBODY_PYTHON, wait_until
@@ -41,11 +39,11 @@ FDS_LIMIT = 64  # RLIMIT_NOFILE of the daemons run short of fds
 SEND_FDS = textwrap.dedent("""
     import fcntl, os, socket, struct, sys, termios, time
     from pytaskstats import netlink as nl, taskstats as ts
-    from pytaskstats.daemon import protocol
+    from pytaskstats import extproto
     path, family = sys.argv[1], int(sys.argv[2])
     plain, cgroup = int(sys.argv[3]), int(sys.argv[4])
     flood = b"".join(ts.encode_get_pid(family, os.getpid(), seq=i) for i in range(2000))
-    ask = protocol.encode_request(protocol.CMD_CGROUP, {}, seq=99999)
+    ask = extproto.encode_request(extproto.CMD_CGROUP, {}, seq=99999)
     fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(4)]
     socks = []
     for i in range(plain + cgroup):
@@ -96,9 +94,9 @@ def _family() -> int:
         kernel.close()
 
 
-def _status(daemon: RunningDaemon) -> dict[str, Any]:
+def _status(daemon: RunningDaemon) -> extproto.Status:
     with Client("daemon", socket_path=daemon.socket) as c:
-        status: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS, {})
+        status = c.status()
     return status
 
 
@@ -222,9 +220,9 @@ def test_accept_out_of_fds_does_not_stop_the_daemon(short_of_fds: RunningDaemon)
         for s in socks[:-1]:
             s.close()
         late.settimeout(20)
-        late.send(protocol.encode_request(protocol.CMD_STATUS, {}, seq=7))
+        late.send(extproto.encode_request(extproto.CMD_STATUS, {}, seq=7))
         answer = nl.walk(late.recv(1 << 20))[0]
-        assert answer.seq == 7 and answer.type == protocol.FAMILY_ID
+        assert answer.seq == 7 and answer.type == extproto.FAMILY_ID
         assert _status(daemon)["counters"]["client_accept_failures"] >= 1
     finally:
         for s in socks:

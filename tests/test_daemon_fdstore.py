@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from pytaskstats import Client
-from pytaskstats.daemon import protocol
 
 from .conftest import require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon
@@ -37,7 +36,7 @@ def _collect(sock: socket.socket) -> list[tuple[str, int]]:
 
 def _journaled(d: RunningDaemon, comm: str) -> int:
     with Client("daemon", socket_path=d.socket) as c:
-        rows = c.daemon_request(protocol.CMD_HISTORY, {"comm": comm, "group_by": "comm"})
+        rows = c.history(comm=comm, group_by="comm")
     return int(rows[0]["exits"]) if rows else 0
 
 
@@ -65,7 +64,7 @@ def test_exits_during_a_crash_are_kept_by_the_fd_store(tmp_path: Path) -> None:
             wait_until(lambda: _journaled(d, marker.name) >= 20, "20 exits journaled", 10)
         assert _journaled(d, marker.name) == 20
         with Client("daemon", socket_path=d.socket) as c:
-            status = c.daemon_request(protocol.CMD_STATUS, {})
+            status = c.status()
         assert status["counters"]["lost_overrun"] == 0
         assert any(g[2] == "daemon_down" for g in status["gaps"])
     finally:

@@ -16,12 +16,12 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pytaskstats import Client
+from pytaskstats import Client, extproto
 from pytaskstats import netlink as nl
-from pytaskstats.daemon import protocol
 from pytaskstats.daemon.journal import MIGRATIONS
 from pytaskstats.daemon.main import Shares
 
@@ -76,9 +76,9 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
         d.close()
 
 
-def _history(daemon: RunningDaemon, params: dict[str, object]) -> protocol.Rows:
+def _history(daemon: RunningDaemon, params: dict[str, Any]) -> extproto.Rows:
     with Client("daemon", socket_path=daemon.socket) as c:
-        rows: protocol.Rows = c.daemon_request(protocol.CMD_HISTORY, params)
+        rows: extproto.Rows = c.history(**params)
     return rows
 
 
@@ -133,14 +133,13 @@ def test_an_answer_larger_than_its_bytes_is_cut_and_says_so(tmp_path: Path) -> N
 SCAN = textwrap.dedent("""
     import errno, json, sys
     from pytaskstats import Client
-    from pytaskstats.daemon import protocol
+    from pytaskstats import extproto
     from pytaskstats.errors import NetlinkError
     answers = []
     with Client("daemon", socket_path=sys.argv[1]) as c:
         for _ in range(int(sys.argv[2])):
             try:
-                rows = c.daemon_request(protocol.CMD_HISTORY,
-                                        {"comm": "nomatch", "totals": True})
+                rows = c.history(comm="nomatch", totals=True)
                 answers.append(["rows", len(rows)])
             except NetlinkError as err:
                 answers.append([errno.errorcode[err.errno], err.ext_message])
@@ -184,8 +183,8 @@ def test_sigterm_ends_a_running_query(tmp_path: Path) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sock.connect(daemon.socket)
         with sock:
-            sock.send(protocol.encode_request(
-                protocol.CMD_HISTORY, {"group_by": "comm", "sort": "-exits"}, seq=1))
+            sock.send(extproto.encode_request(
+                extproto.CMD_HISTORY, {"group_by": "comm", "sort": "-exits"}, seq=1))
             _wait_for_query(daemon.pid, state / "journal.sqlite3")
             os.kill(daemon.pid, signal.SIGTERM)
             assert daemon.proc is not None

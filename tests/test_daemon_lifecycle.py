@@ -16,13 +16,11 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from pytaskstats import Client, ExitRecord, TaskstatsError
+from pytaskstats import Client, ExitRecord, TaskstatsError, extproto
 from pytaskstats.daemon import main as daemon_main
-from pytaskstats.daemon import protocol
 from pytaskstats.daemon import socketfile as daemon_socket
 from pytaskstats.daemon.config import Config
 from pytaskstats.daemon.trustedpath import check_chain
@@ -33,9 +31,9 @@ from .daemon_util import RunningDaemon
 DAEMON = [sys.executable, "-m", "pytaskstats.daemon", "--config", os.devnull]
 
 
-def _status(sock: str) -> dict[str, Any]:
+def _status(sock: str) -> extproto.Status:
     with Client("daemon", socket_path=sock) as c:
-        doc: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS, {})
+        doc = c.status()
         return doc
 
 
@@ -81,7 +79,7 @@ def test_journal_is_private_even_over_a_state_dir_made_by_old_versions(
         subprocess.run(["true"], check=True)
         assert _status(d.socket)["counters"]["received"] >= 0
         with Client("daemon", socket_path=d.socket) as c:
-            c.daemon_request(protocol.CMD_HISTORY, {"limit": 1})  # the writer committed
+            c.history(limit=1)  # the writer committed
         assert _mode(state) == 0o700
         for name in ("journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm",
                      "taskstatsd.lock", "listener-drops.json"):
@@ -535,7 +533,7 @@ def test_a_new_state_dir_on_a_full_disk_starts_suspended(small_fs: Path) -> None
     try:
         _children(20)
         with Client("daemon", socket_path=d.socket) as c:
-            assert c.daemon_request(protocol.CMD_HISTORY, {"limit": 5}) == []
+            assert c.history(limit=5) == []
             assert c.pid(os.getpid()).ac_pid == os.getpid()
         counters = _status(d.socket)["counters"]
         assert counters["suspensions"] >= 1 and counters["dropped_disk_low"] >= 20

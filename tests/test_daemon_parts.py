@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from pytaskstats import extproto as protocol
 from pytaskstats import genetlink as genl
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
-from pytaskstats.daemon import protocol
 from pytaskstats.daemon.admission import Admission
 from pytaskstats.daemon.dispatch import Dispatcher
 from pytaskstats.daemon.extension import Extension, scope_of

@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from pytaskstats import Client, ExitRecord, connector
-from pytaskstats.daemon import protocol
+from pytaskstats import Client, ExitRecord, connector, extproto
 from pytaskstats.daemon.policy import ExitPolicy
 from pytaskstats.transport import ConnectorSocket
 
@@ -182,13 +181,13 @@ for line in sys.stdin:
             got += [e.pid for e in listener.poll(0.1) if isinstance(e, ExitRecord)]
         out = sorted(got) if p.pid in got else None
     elif cmd == "drain":  # after a reply, what was published before it has arrived
-        client.daemon_request(1, {})
+        client.status()
         got += [e.pid for e in listener.poll(0) if isinstance(e, ExitRecord)]
         out = sorted(got)
     elif cmd == "history":
-        out = client.daemon_request(2, json.loads(line.split(None, 1)[1]))
+        out = client.history(**json.loads(line.split(None, 1)[1]))
     elif cmd == "status":
-        out = client.daemon_request(1, {})
+        out = client.status()
     print(json.dumps(out), flush=True)
 """
 
@@ -273,9 +272,9 @@ def suid_dir() -> Iterator[Path]:
         shutil.rmtree(where, ignore_errors=True)
 
 
-def _status(daemon: RunningDaemon) -> dict[str, Any]:
+def _status(daemon: RunningDaemon) -> extproto.Status:
     with Client("daemon", socket_path=daemon.socket) as c:
-        doc: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS, {})
+        doc = c.status()
     return doc
 
 
@@ -299,8 +298,8 @@ def _root_sees(listener: Any, pids: set[int], seen: set[int],
 
 def _journaled(daemon: RunningDaemon, pid: int) -> bool:
     with Client("daemon", socket_path=daemon.socket) as c:
-        c.daemon_request(protocol.CMD_STATUS, {"flush": True})
-        return bool(c.daemon_request(protocol.CMD_HISTORY, {"pid": pid}))
+        c.status(flush=True)
+        return bool(c.history(pid=pid))
 
 
 def test_setuid_exec_reports_an_id_change_before_its_exec(suid_dir: Path) -> None:
@@ -463,7 +462,7 @@ def test_history_keeps_to_the_owner(fresh_daemon: RunningDaemon, suid_dir: Path,
         theirs = {r["pid"] for r in host.ask('history {"comm": "suidtrue"}')}
         totals = host.ask('history {"comm": "suidtrue", "totals": true}')
     with Client("daemon", socket_path=daemon.socket) as root:
-        every = {r["pid"] for r in root.daemon_request(protocol.CMD_HISTORY, {})}
+        every = {r["pid"] for r in root.history()}
     assert {suid, true} <= every
     assert true in mine
     assert suid not in theirs and totals[0]["exits"] == 0

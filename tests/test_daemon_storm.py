@@ -12,12 +12,10 @@ import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from pytaskstats import Client, ExitRecord
-from pytaskstats.daemon import protocol
+from pytaskstats import Client, ExitRecord, extproto
 
 from .conftest import require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon
@@ -45,18 +43,17 @@ def _comm(exe: str) -> str:
     return Path(exe).name
 
 
-def _status(d: RunningDaemon, flush: bool = True) -> dict[str, Any]:
+def _status(d: RunningDaemon, flush: bool = True) -> extproto.Status:
     """The daemon's status; by default after a journal flush, so that its counters
     account for every exit it has received (journaled, dropped or lost)."""
     with Client("daemon", socket_path=d.socket) as c:
-        doc: dict[str, Any] = c.daemon_request(protocol.CMD_STATUS,
-                                               {"flush": True} if flush else {})
+        doc = c.status(flush=flush)
         return doc
 
 
 def _journaled(d: RunningDaemon, comm: str) -> int:
     with Client("daemon", socket_path=d.socket) as c:
-        rows = c.daemon_request(protocol.CMD_HISTORY, {"comm": comm, "group_by": "comm"})
+        rows = c.history(comm=comm, group_by="comm")
     return int(rows[0]["exits"]) if rows else 0
 
 

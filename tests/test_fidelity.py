@@ -11,10 +11,10 @@ import struct
 
 import pytest
 
+from pytaskstats import extproto
 from pytaskstats import genetlink as genl
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
-from pytaskstats.daemon import protocol
 from pytaskstats.kernel import Connection
 
 from .daemon_util import RunningDaemon
@@ -89,7 +89,7 @@ def _kernel(opts: tuple[int, ...]) -> socket.socket:
 def _daemon(path: str, opts: tuple[int, ...]) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     sock.connect(path)
-    sock.send(protocol.encode_request(protocol.CMD_SET_OPTIONS, {
+    sock.send(extproto.encode_request(extproto.CMD_SET_OPTIONS, {
         "cap_ack": NETLINK_CAP_ACK in opts, "ext_ack": NETLINK_EXT_ACK in opts}, seq=1,
         flags=nl.NLM_F_REQUEST | nl.NLM_F_ACK))
     assert len(_exchange(sock, b"")) == 1  # the ACK

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytaskstats import Client, RemoteProtocolError
+from pytaskstats import Client, RemoteProtocolError, extproto
 from pytaskstats import genetlink as genl
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
-from pytaskstats.daemon import protocol, schema
+from pytaskstats.daemon import schema
 from pytaskstats.kernel import Connection
 
 from .conftest import as_nobody, require_kernel
@@ -61,27 +61,27 @@ def _connect(daemon: RunningDaemon) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     s.settimeout(10)
     s.connect(daemon.socket)
-    s.send(protocol.encode_request(protocol.CMD_SET_OPTIONS, {"ext_ack": True}, seq=1))
+    s.send(extproto.encode_request(extproto.CMD_SET_OPTIONS, {"ext_ack": True}, seq=1))
     return s
 
 
 def _extension(cmd: int, body: bytes, seq: int = 5) -> bytes:
-    return genl.encode(protocol.FAMILY_ID, cmd, nl.encode_attr(protocol.ATTR_JSON, body),
+    return genl.encode(extproto.FAMILY_ID, cmd, nl.encode_attr(extproto.ATTR_JSON, body),
                        seq=seq)
 
 
 CRASHES = {  # issue 11's tracebacks, each now EINVAL naming the parameter
-    "since_ns too big for SQLite (OverflowError)": (protocol.CMD_HISTORY,
+    "since_ns too big for SQLite (OverflowError)": (extproto.CMD_HISTORY,
                                                     b'{"since_ns": 1' + b"0" * 30 + b"}",
                                                     "since_ns"),
-    "a list where an int goes (ProgrammingError)": (protocol.CMD_HISTORY, b'{"limit": [1]}',
+    "a list where an int goes (ProgrammingError)": (extproto.CMD_HISTORY, b'{"limit": [1]}',
                                                     "limit"),
-    "an int where a string goes (removeprefix)": (protocol.CMD_HISTORY, b'{"sort": 5}',
+    "an int where a string goes (removeprefix)": (extproto.CMD_HISTORY, b'{"sort": 5}',
                                                   "sort"),
-    "status with a parameter": (protocol.CMD_STATUS, b'{"since_ns": 1e400}', "since_ns"),
-    "deep nesting (RecursionError)": (protocol.CMD_HISTORY, b"[" * 10_000 + b"]" * 10_000,
+    "status with a parameter": (extproto.CMD_STATUS, b'{"since_ns": 1e400}', "since_ns"),
+    "deep nesting (RecursionError)": (extproto.CMD_HISTORY, b"[" * 10_000 + b"]" * 10_000,
                                       "nested deeper"),
-    "a lone surrogate": (protocol.CMD_HISTORY, b'{"comm": "\\ud800"}', "comm"),
+    "a lone surrogate": (extproto.CMD_HISTORY, b'{"comm": "\\ud800"}', "comm"),
 }
 
 
@@ -98,11 +98,11 @@ def test_bad_extension_parameters_are_einval_with_a_message(daemon: RunningDaemo
 AS_NOBODY = """
 import sys
 from pytaskstats import Client, NetlinkError
-from pytaskstats.daemon import protocol
+from pytaskstats import extproto
 with Client("daemon", socket_path=sys.argv[1]) as c:
     for params in ({"sort": 5}, {"since_ns": 10 ** 30}, {"uid": [0]}):
         try:
-            c.daemon_request(protocol.CMD_HISTORY, params)
+            c.history(**params)
         except NetlinkError as err:
             print(err.errno, err.ext_message.split(":")[0])
 """
@@ -200,9 +200,9 @@ def test_json_bound_and_schema_raise_only_their_errors(doc: object, depth: int,
     RecursionError); any parsed value passes the schema or raises SchemaError."""
     text = b"[" * depth + json.dumps(doc).encode() + b"]" * depth
     try:
-        value = protocol.loads(text)
+        value = extproto.loads(text)
     except RemoteProtocolError:
-        assert protocol.nesting(text) > protocol.MAX_DEPTH  # valid JSON, refused as deep
+        assert extproto.nesting(text) > extproto.MAX_DEPTH  # valid JSON, refused as deep
         return
     with contextlib.suppress(schema.SchemaError):
         schema.check(cmd, value)
@@ -211,4 +211,4 @@ def test_json_bound_and_schema_raise_only_their_errors(doc: object, depth: int,
 @given(st.binary(max_size=300))
 def test_loads_refuses_junk_with_protocol_errors_only(junk: bytes) -> None:
     with contextlib.suppress(RemoteProtocolError):
-        protocol.loads(junk)
+        extproto.loads(junk)

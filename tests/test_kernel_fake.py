@@ -16,6 +16,7 @@ from pytaskstats import genetlink as genl
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
 from pytaskstats.errors import NetlinkError, RemoteProtocolError, TaskstatsError
+from pytaskstats.fields import Scope
 from pytaskstats.kernel import Connection
 from pytaskstats.records import CgroupStats
 
@@ -140,7 +141,7 @@ def test_thread_group_query(kernel: FakeKernel) -> None:
 ])
 @pytest.mark.parametrize("scope", ["pid", "tgid"])
 def test_errors_become_exceptions_naming_the_task(
-        kernel: FakeKernel, scope: str, err: int, cls: type[TaskstatsError],
+        kernel: FakeKernel, scope: Scope, err: int, cls: type[TaskstatsError],
         fragment: str) -> None:
     kernel.add_task(55)
     kernel.add_group(55)
@@ -237,10 +238,10 @@ def test_bulk_query_leaves_out_vanished_and_refused_tasks(kernel: FakeKernel) ->
     kernel.add_task(13)
     kernel.errors["pid", 13] = errno.EPERM
     with Connection() as conn:
-        assert conn.query_many("pid", [10, 99, 11, 12, 98]) == want
-        assert conn.denied == 0
-        assert conn.query_many("pid", [10, 13, 11, 12], skip_denied=True) == want
-        assert conn.denied == 1
+        got = conn.query_many("pid", [10, 99, 11, 12, 98])
+        assert got == want and got.denied == () and sorted(got.vanished) == [98, 99]
+        got = conn.query_many("pid", [10, 13, 11, 12], skip_denied=True)
+        assert got == want and got.denied == (13,)
         with pytest.raises(AccessDenied) as caught:
             conn.query_many("pid", [10, 13])
         assert caught.value.pid == 13

@@ -129,7 +129,7 @@ def test_listen_sees_both_records_of_a_multithreaded_exit(client: Client) -> Non
 
 
 def test_replies_and_exit_events_on_one_socket_are_told_apart(client: Client) -> None:
-    conn = client._conn
+    conn = client._source
     assert isinstance(conn, Connection)
     conn.register("0-1")
     try:

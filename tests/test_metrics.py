@@ -24,7 +24,6 @@ from prometheus_client.registry import CollectorRegistry
 from pytaskstats import Client, ExitRecord, Lost, TaskStats, TaskstatsError
 from pytaskstats.cli import exporter
 from pytaskstats.cli.main import build_parser
-from pytaskstats.daemon import protocol
 from pytaskstats.metrics import names
 from pytaskstats.metrics.address import parse_listen
 from pytaskstats.metrics.aggregate import (
@@ -628,7 +627,7 @@ def _scrape_when(url: str, done: Callable[[dict[str, float]], bool]) -> dict[str
 def _metrics_url(daemon: RunningDaemon) -> str:
     """The URL taskstatsd serves metrics at (from its status)."""
     with Client("daemon", socket_path=daemon.socket) as c:
-        url: str = c.daemon_request(protocol.CMD_STATUS, {})["metrics"]
+        url: str = c.status()["metrics"]
     return url
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pytaskstats import Client, NoSuchTask, RemoteProtocolError, TaskStats, Unsupported, procfs
-from pytaskstats.fields import BY_NAME, FIELDS
+from pytaskstats.fields import BY_NAME, FIELDS, Scope
 from pytaskstats.procfs import MAPPING, STATES, ProcfsFormatError, ProcSource
 from pytaskstats.records import CgroupStats
 
@@ -41,7 +41,7 @@ def tree(tmp_path: Path) -> Path:
     return root
 
 
-def record(scope: str = "pid", **values: Any) -> TaskStats:
+def record(scope: Scope = "pid", **values: Any) -> TaskStats:
     return TaskStats(**values, scope=scope, source="procfs", payload_len=0)
 
 

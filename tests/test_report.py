@@ -26,10 +26,8 @@ from typing import Any
 import pytest
 
 from pytaskstats import Client, ExitRecord, delayacct, taskstats
-from pytaskstats.cli.common import human_duration
 from pytaskstats.cli.run import execute, exit_status
 from pytaskstats.daemon.journal import Journal, JournalEntry
-from pytaskstats.daemon.protocol import CMD_HISTORY
 from pytaskstats.kernel import Connection
 from pytaskstats.report import (
     BUCKET_FIELDS,
@@ -46,6 +44,7 @@ from pytaskstats.report.fmt import clock, local_time, nice_ceiling, nice_step, s
 from pytaskstats.report.kinds import IO, OFF_NOTE, RUNNING
 from pytaskstats.report.run import plausible, shown, totals_of, tree_order
 from pytaskstats.summary import summarize, totals
+from pytaskstats.textfmt import human_duration
 
 from .conftest import require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon
@@ -631,7 +630,7 @@ def test_history_report_through_the_daemon(tmp_path: Path,
         for _ in range(5):
             subprocess.run([str(daemon.base / marker)], check=True)
         with Client("daemon", socket_path=daemon.socket) as c:  # a history query flushes
-            wait_until(lambda: len(c.daemon_request(CMD_HISTORY, {"comm": marker})) >= 5,
+            wait_until(lambda: len(c.history(comm=marker)) >= 5,
                        "the five exits in the journal", 10)
         html = tmp_path / "history.html"
         done = _cli("--socket", daemon.socket, "history", "--report", str(html),

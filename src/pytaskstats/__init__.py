@@ -18,12 +18,13 @@ from .errors import (
     Unsupported,
 )
 from .fields import FIELDS, Timespec
-from .records import CgroupStats, ExitRecord, Lost, TaskStats
+from .records import Bulk, CgroupStats, ExitRecord, Lost, TaskStats
 
 __version__ = "0.1.0"
 __all__ = [
     "FIELDS",
     "AccessDenied",
+    "Bulk",
     "CgroupStats",
     "Client",
     "ExitRecord",

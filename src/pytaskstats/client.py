@@ -9,16 +9,17 @@ answers, else /proc.  ``Client.backend`` says which, ``Client.backend_reason`` w
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import cast
 
-from .errors import NoSuchTask, TaskstatsError, Unsupported
+from .backends import Answers, ProcBackend
+from .errors import TaskstatsError, Unsupported
+from .extproto import GroupBy, HistoryQuery, Rows, Status
 from .kernel import Connection, Listener
 from .procfs import ProcSource
-from .records import CgroupStats, TaskStats
+from .records import Bulk, CgroupStats, TaskStats, check_id
 from .transport import DEFAULT_SOCKET
 
 __all__ = ["Client", "choose_backend", "daemon_socket"]
@@ -82,62 +83,67 @@ class Client:
     """
 
     def __init__(self, backend: str = "auto", *, socket_path: str | None = None,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, source: Answers | None = None) -> None:
+        """``source``: answer queries from this :class:`~pytaskstats.backends.Answers`
+        (e.g. a Connection of your own, or a fake in tests) instead of choosing one;
+        status and history then stay Unsupported (they need backend "daemon")."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         self.socket_path = daemon_socket(socket_path)
-        self.backend, self.backend_reason = choose_backend(backend, self.socket_path)
         self._proc = ProcSource()
-        self._conn: Connection | _ProcBackend
+        self._daemon: Connection | None = None  # the same socket, when it is taskstatsd's
+        self._source: Answers
+        if source is not None:
+            self.backend, self.backend_reason = source.source, "given a source"
+            self._source = source
+            return
+        self.backend, self.backend_reason = choose_backend(backend, self.socket_path)
         if self.backend == "procfs":
-            self._conn = _ProcBackend(self._proc)
+            self._source = ProcBackend(self._proc)
             return
         via = self.socket_path if self.backend == "daemon" else None
         try:
-            self._conn = Connection(timeout=timeout, socket_path=via)
+            conn = Connection(timeout=timeout, socket_path=via)
         except TaskstatsError as err:
             if backend != "auto":
                 raise
             self.backend = "procfs"  # no taskstats family, or a stale daemon socket
             self.backend_reason = f"{err}{_PROCFS_NOTE}"
-            self._conn = _ProcBackend(self._proc)
+            self._source = ProcBackend(self._proc)
+            return
+        self._source = conn
+        self._daemon = conn if self.backend == "daemon" else None
 
-    @property
     def struct_version(self) -> int:
-        """The kernel's struct taskstats version (from a query of this process)."""
+        """The struct taskstats version of this source's records, from a query of
+        this process (a round trip to the kernel or taskstatsd)."""
         return self.pid(os.getpid()).version
 
     def pid(self, pid: int) -> TaskStats:
         """The record of one task (thread) ``pid``."""
-        return self._conn.query("pid", _check_id(pid))
+        return self._source.query("pid", check_id(pid))
 
     def tgid(self, tgid: int) -> TaskStats:
         """The record of thread group (process) ``tgid``, summed over its threads.
 
         Only the fields the kernel aggregates are set; the others are None.
         """
-        return self._conn.query("tgid", _check_id(tgid))
+        return self._source.query("tgid", check_id(tgid))
 
     def self(self) -> TaskStats:
         """The thread group record of the calling process."""
         return self.tgid(os.getpid())
 
-    def pids(self, pids: Iterable[int], *, skip_denied: bool = False
-             ) -> Mapping[int, TaskStats]:
-        """Bulk query: pid -> record for many tasks, pipelined; vanished tasks left out,
-        and with ``skip_denied`` also those the daemon's policy refuses (their number
-        is in ``denied``)."""
-        return self._conn.query_many("pid", [_check_id(p) for p in pids],
-                                     skip_denied=skip_denied)
+    def pids(self, pids: Iterable[int], *, skip_denied: bool = False) -> Bulk:
+        """Bulk query: pid -> record for many tasks, pipelined.  Vanished tasks are
+        left out (listed in the answer's ``vanished``), and with ``skip_denied`` also
+        those the daemon's policy refuses (in its ``denied``)."""
+        return self._source.query_many("pid", [check_id(p) for p in pids],
+                                       skip_denied=skip_denied)
 
-    @property
-    def denied(self) -> int:
-        """How many tasks the last bulk query skipped as refused."""
-        return self._conn.denied
-
-    def tgids(self, tgids: Iterable[int]) -> Mapping[int, TaskStats]:
+    def tgids(self, tgids: Iterable[int]) -> Bulk:
         """Bulk query by thread group, like :meth:`pids`."""
-        return self._conn.query_many("tgid", [_check_id(t) for t in tgids])
+        return self._source.query_many("tgid", [check_id(t) for t in tgids])
 
     def cgroup(self, path_or_fd: str | os.PathLike[str] | int) -> CgroupStats:
         """Task state counts of a cgroup directory, by path or open fd.
@@ -148,7 +154,7 @@ class Client:
         backend (``source`` says which).
         """
         if not isinstance(path_or_fd, int) and (self.backend == "procfs" or (
-                is_cgroup2(path_or_fd) and self.backend == "kernel")):
+                is_cgroup2(path_or_fd) and self._daemon is None)):
             return self._proc.cgroup(os.fspath(path_or_fd))
         if isinstance(path_or_fd, int):
             return self._cgroup_fd(path_or_fd)
@@ -163,10 +169,12 @@ class Client:
             os.close(fd)
 
     def _cgroup_fd(self, fd: int) -> CgroupStats:
-        if isinstance(self._conn, Connection) and self.backend == "daemon" and is_cgroup2(
-                f"/proc/self/fd/{fd}"):
-            return self._conn.cgroup2(fd)
-        return self._conn.cgroup(fd)
+        link = f"/proc/self/fd/{fd}"
+        if self._daemon is not None and is_cgroup2(link):
+            return self._daemon.cgroup2(fd)
+        if self.backend == "procfs":  # v1 or v2, by the path the fd is open at
+            return self._proc.cgroup(os.readlink(link))
+        return self._source.cgroup(fd)
 
     def listen(self, cpus: Iterable[int] | str | None = None, *, per_cpu: bool = False,
                groups: int = 1) -> Listener:
@@ -183,16 +191,37 @@ class Client:
         via = self.socket_path if self.backend == "daemon" else None
         return Listener(cpus, per_cpu=per_cpu, groups=groups, socket_path=via)
 
-    def daemon_request(self, cmd: int, params: dict[str, Any]) -> Any:
-        """A taskstatsd extension request (status, history); daemon backend only."""
-        if not isinstance(self._conn, Connection) or self.backend != "daemon":
+    def status(self, *, flush: bool = False) -> Status:
+        """taskstatsd's health document (daemon backend only); with ``flush``, after
+        its journal committed every exit it received before."""
+        return self._taskstatsd().status(flush=flush)
+
+    def history(self, *, since_ns: int | None = None, until_ns: int | None = None,
+                comm: str | None = None, uid: int | None = None, pid: int | None = None,
+                tgid: int | None = None, cgroup: str | None = None,
+                group_by: GroupBy | None = None, sort: str | None = None,
+                limit: int | None = None, totals: bool | None = None,
+                bucket_s: int | None = None, fields: list[str] | None = None,
+                plausible: bool | None = None) -> Rows:
+        """Exit rows from taskstatsd's journal (daemon backend only), filtered,
+        grouped or summed as :class:`~pytaskstats.extproto.HistoryQuery` says (times
+        in CLOCK_REALTIME ns); ``note`` on the answer carries the daemon's warning."""
+        given = {"since_ns": since_ns, "until_ns": until_ns, "comm": comm, "uid": uid,
+                 "pid": pid, "tgid": tgid, "cgroup": cgroup, "group_by": group_by,
+                 "sort": sort, "limit": limit, "totals": totals, "bucket_s": bucket_s,
+                 "fields": fields, "plausible": plausible}
+        query = cast(HistoryQuery, {k: v for k, v in given.items() if v is not None})
+        return self._taskstatsd().history(query)
+
+    def _taskstatsd(self) -> Connection:
+        if self._daemon is None:
             raise Unsupported("status and history come from taskstatsd: start it, or use "
                               "--socket / TASKSTATS_SOCKET to point at it")
-        return self._conn.extension(cmd, params)
+        return self._daemon
 
     def close(self) -> None:
         """Release the socket."""
-        self._conn.close()
+        self._source.close()
 
     def __enter__(self) -> Client:
         return self
@@ -207,38 +236,4 @@ def is_cgroup2(path: str | os.PathLike[str]) -> bool:
     return os.path.exists(os.path.join(os.fspath(path), "cgroup.threads"))
 
 
-class _ProcBackend:
-    """The procfs source behind the Connection methods the Client uses."""
-
-    denied = 0
-
-    def __init__(self, source: ProcSource) -> None:
-        self.source = source
-
-    def query(self, scope: str, ident: int) -> TaskStats:
-        return self.source.pid(ident) if scope == "pid" else self.source.tgid(ident)
-
-    def query_many(self, scope: str, ids: Iterable[int], *,
-                   skip_denied: bool = False) -> dict[int, TaskStats]:
-        if scope == "pid":
-            return self.source.pids(ids)
-        out = {}
-        for ident in ids:
-            with contextlib.suppress(NoSuchTask):
-                out[ident] = self.source.tgid(ident)
-        return out
-
-    def cgroup(self, fd: int) -> CgroupStats:
-        return self.source.cgroup(os.readlink(f"/proc/self/fd/{fd}"))
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
 _PROCFS_NOTE = ": reading /proc (no delays but CPU wait, no exits)"
-
-
-def _check_id(ident: int) -> int:
-    if not isinstance(ident, int) or isinstance(ident, bool) or not 0 < ident < 2**32:
-        raise ValueError(f"a pid/tgid is a positive 32-bit integer, not {ident!r}")
-    return ident

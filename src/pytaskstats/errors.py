@@ -2,8 +2,9 @@
 
 Every error the library raises derives from :class:`TaskstatsError`.  Kernel (and
 daemon) errors arrive as negative errnos in NLMSG_ERROR replies or as ``OSError``
-from the socket; :func:`from_errno` turns both into the right class with a message
-that says what happened and what to do.
+from a socket or a /proc file; :func:`from_errno` turns them all into the right
+class with a message that says what happened and what to do.  :func:`errno_of` is
+its inverse, for taskstatsd's answers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "RemoteProtocolError",
     "TaskstatsError",
     "Unsupported",
+    "errno_of",
     "from_errno",
 ]
 
@@ -113,6 +115,7 @@ ADMIN_HINT = (
     "needs CAP_NET_ADMIN: run as root (or give the program that capability), "
     "or start taskstatsd and use it"
 )
+PROCFS_HINT = "is procfs mounted with hidepid?"
 POLICY_HINT = (
     "taskstatsd's policy refused it: a client sees only the tasks whose /proc/PID/io it "
     "could read (its own uid's, not set-uid, in its PID namespace); root and members of "
@@ -155,32 +158,60 @@ def from_errno(
     ext_message: str = "",
     ext_offset: int | None = None,
     daemon: bool = False,
+    path: str | None = None,
 ) -> TaskstatsError:
     """Translate a positive errno from request ``op`` into the matching exception;
-    ``daemon``: taskstatsd answered (its refusals are its policy's, not the kernel's)."""
-    what = _what(op, pid, tgid)
+    ``daemon``: taskstatsd answered (its refusals are its policy's, not the kernel's);
+    ``path``: the errno came from reading this file of a task under /proc (ENOENT
+    there means the task vanished)."""
+    what = _what(op, pid, tgid) if path is None else (
+        f"task {pid}" if pid is not None else f"thread group {tgid}")
     detail = f" ({ext_message})" if ext_message else ""
-    if err == _errno.ESRCH:
-        return NoSuchTask(f"{what}: no such task (it does not exist or has exited)",
-                          pid=pid, tgid=tgid)
+    if err == _errno.ESRCH or (path is not None and err == _errno.ENOENT):
+        why = f"{path} is gone" if path is not None else "it does not exist or has exited"
+        return NoSuchTask(f"{what}: no such task ({why})", pid=pid, tgid=tgid)
     if err in (_errno.EPERM, _errno.EACCES):
-        hint = (f"{POLICY_HINT}{detail}" if daemon else ADMIN_HINT)
-        return AccessDenied(f"{what}: permission denied: {hint}", pid=pid, tgid=tgid)
+        hint = (f"{POLICY_HINT}{detail}" if daemon else
+                PROCFS_HINT if path is not None else ADMIN_HINT)
+        where = what if path is None else path
+        return AccessDenied(f"{where}: permission denied: {hint}", pid=pid, tgid=tgid)
+    if path is not None:
+        return TaskstatsError(f"{path}: {os.strerror(err)} (errno {err}); please "
+                              "report it with your kernel version", pid=pid, tgid=tgid)
     if err == _errno.ENOENT and op == "family lookup":
         return Unsupported(
             "the kernel has no TASKSTATS generic netlink family here: it was built without "
             "CONFIG_TASKSTATS, or this network namespace cannot reach it; use the procfs "
             "source or taskstatsd"
         )
+    return NetlinkError(_netlink_message(err, op, what) + detail, errno=err, op=op, seq=seq,
+                        ext_message=ext_message, ext_offset=ext_offset, pid=pid, tgid=tgid)
+
+
+def _netlink_message(err: int, op: str, what: str) -> str:
     if err == _errno.EINVAL:
-        msg = _einval(op)
-    elif err == _errno.E2BIG:
-        msg = f"{what}: cpumask string too long for the kernel (E2BIG)"
-    elif err == _errno.ERANGE:
-        msg = f"{what}: value out of range (ERANGE): a CPU beyond the kernel's limit?"
-    elif err == _errno.ENOBUFS:
-        msg = f"{what}: receive buffer overrun (ENOBUFS): records were lost"
-    else:
-        msg = f"{what}: {os.strerror(err)} (errno {err})"
-    return NetlinkError(msg + detail, errno=err, op=op, seq=seq, ext_message=ext_message,
-                        ext_offset=ext_offset, pid=pid, tgid=tgid)
+        return _einval(op)
+    if err == _errno.E2BIG:
+        return f"{what}: cpumask string too long for the kernel (E2BIG)"
+    if err == _errno.ERANGE:
+        return f"{what}: value out of range (ERANGE): a CPU beyond the kernel's limit?"
+    if err == _errno.ENOBUFS:
+        return f"{what}: receive buffer overrun (ENOBUFS): records were lost"
+    return f"{what}: {os.strerror(err)} (errno {err})"
+
+
+def errno_of(exc: TaskstatsError) -> int:
+    """The errno that answers a request failed with ``exc`` (the inverse of
+    :func:`from_errno`): ESRCH, EPERM, ENOENT (unsupported), EINVAL (bad bytes),
+    a NetlinkError's own errno, else EIO."""
+    if isinstance(exc, NetlinkError):
+        return exc.errno
+    for cls, code in _ERRNO_OF:
+        if isinstance(exc, cls):
+            return code
+    return _errno.EIO
+
+
+_ERRNO_OF: tuple[tuple[type[TaskstatsError], int], ...] = (
+    (NoSuchTask, _errno.ESRCH), (AccessDenied, _errno.EPERM),
+    (Unsupported, _errno.ENOENT), (ProtocolError, _errno.EINVAL))

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import struct
 from functools import cache
-from typing import Annotated, NamedTuple, get_type_hints
+from typing import Annotated, Literal, NamedTuple, get_type_hints
 
 __all__ = ["DELAY_KINDS", "FIELDS", "Field", "Layout", "StatsFields", "Timespec", "layout"]
 
 LATEST_VERSION = 17  # newest layout we know; larger versions decode this prefix
 MIN_VERSION = 2  # v1 (2006 pre-release) had another header
+
+
+Scope = Literal["pid", "tgid"]  # what a query asks for: a task, or a thread group
+SCOPES: tuple[Scope, ...] = ("pid", "tgid")
 
 
 class Timespec(NamedTuple):
@@ -136,7 +140,7 @@ class StatsFields(NamedTuple):
     wpcopy_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when wpcopy_delay_max was seen", T)] = None
     irq_delay_max_ts: Annotated[TS, F("timespec", 17, "timespec", "when irq_delay_max was seen", T)] = None
     # record attributes, not struct fields (no F metadata):
-    scope: str = "pid"  # "pid" or "tgid": which kind of record this is
+    scope: Scope = "pid"  # which kind of record this is: a task's or a thread group's
     source: str = "kernel"  # where it came from: kernel, daemon or procfs
     payload_len: int = 0  # bytes in the STATS attribute
     extra: bytes = b""  # bytes past the newest layout we know (future kernels)
@@ -171,6 +175,8 @@ BY_NAME = {f.name: f for f in FIELDS}
 DELAY_KINDS: tuple[str, ...] = tuple(
     f.name[: -len("_delay_total")] for f in FIELDS if f.name.endswith("_delay_total"))
 
+# seconds per time unit of the table ("ns", "us", "s"): the one unit-scale table
+SECONDS_PER_UNIT: dict[str, float] = {"ns": 1e-9, "us": 1e-6, "s": 1.0}
 _CODE = {"u8": "B", "i8": "b", "u16": "H", "u32": "I", "u64": "Q", "comm": "32s",
          "timespec": "2q"}
 _SIZE = {"u8": 1, "i8": 1, "u16": 2, "u32": 4, "u64": 8, "comm": 32, "timespec": 16}

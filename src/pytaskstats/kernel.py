@@ -11,17 +11,18 @@ import errno
 import itertools
 import selectors
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+from . import extproto
 from . import genetlink as genl
 from . import netlink as nl
 from . import taskstats as ts
 from .cpulist import format_cpulist, parse_cpulist
-from .daemon import protocol
 from .errors import RemoteProtocolError, TaskstatsError, from_errno
-from .records import CgroupStats, ExitRecord, Lost, TaskStats
+from .fields import Scope
+from .records import Bulk, CgroupStats, ExitRecord, Lost, TaskStats
 from .transport import NetlinkSocket, UnixSocket
 
 Transport = NetlinkSocket | UnixSocket
@@ -87,7 +88,6 @@ class Connection:
             self.sock.close()
             raise
         self.pending_exits: deque[ExitRecord] = deque()
-        self.denied = 0  # tasks the last bulk query skipped as refused
         # replies in flight must fit the receive buffer (~2.3 KiB of memory each)
         self.window = max(8, min(256, self.sock.rcvbuf // 4096))
 
@@ -96,8 +96,8 @@ class Connection:
         NETLINK_CAP_ACK and NETLINK_EXT_ACK do on a netlink socket): the error texts
         and the count in its "records dropped" notice.  No reply is awaited: an older
         daemon's refusal carries its own seq and is skipped like any stray answer."""
-        self.sock.send(protocol.encode_request(
-            protocol.CMD_SET_OPTIONS, {"cap_ack": True, "ext_ack": True},
+        self.sock.send(extproto.encode_request(
+            extproto.CMD_SET_OPTIONS, {"cap_ack": True, "ext_ack": True},
             seq=self.sock.next_seq()))
 
     def close(self) -> None:
@@ -137,7 +137,7 @@ class Connection:
                     if not ack:
                         return answer
 
-    def query(self, scope: str, ident: int) -> TaskStats:
+    def query(self, scope: Scope, ident: int) -> TaskStats:
         """The record of task ``ident`` (scope "pid") or thread group (scope "tgid")."""
         seq = self.sock.next_seq()
         pid, tgid = (ident, None) if scope == "pid" else (None, ident)
@@ -147,18 +147,15 @@ class Connection:
                 return event.stats
         raise RemoteProtocolError(f"the kernel answered the {scope} query with no record")
 
-    def query_many(self, scope: str, ids: Iterable[int], *,
-                   skip_denied: bool = False) -> dict[int, TaskStats]:
+    def query_many(self, scope: Scope, ids: Iterable[int], *,
+                   skip_denied: bool = False) -> Bulk:
         """Pipelined queries: many requests in flight, replies matched by sequence.
 
         Tasks that vanished (ESRCH) are left out, and with ``skip_denied`` those
-        the peer refuses (EPERM: taskstatsd's policy), counted in ``self.denied``.
+        the peer refuses (EPERM: taskstatsd's policy); the answer lists both.
         Replies lost to an overrun or a timeout are asked for again once.
         """
-        pipeline = _Pipeline(self, scope, list(ids), skip_denied=skip_denied)
-        out = pipeline.run()
-        self.denied = pipeline.denied
-        return out
+        return _Pipeline(self, scope, list(ids), skip_denied=skip_denied).run()
 
     def cgroup(self, fd: int) -> CgroupStats:
         """cgroupstats of the cgroup v1 directory open as ``fd`` (with an ACK, so a
@@ -183,7 +180,7 @@ class Connection:
     def cgroup2(self, fd: int) -> CgroupStats:
         """Task state counts of the cgroup2 directory open as ``fd``, counted by
         taskstatsd (its TASKSTATSD CGROUP command; the fd is passed with SCM_RIGHTS)."""
-        doc = self.extension(protocol.CMD_CGROUP, {}, fds=(fd,))
+        doc = self.extension(extproto.CMD_CGROUP, {}, fds=(fd,))
         names = CgroupStats._fields[:-1]
         if not isinstance(doc, dict) or not all(
                 type(doc.get(k)) is int and doc[k] >= 0 for k in names):
@@ -192,14 +189,25 @@ class Connection:
         n_sleep, n_run, n_stop, n_unint, n_io = (doc[k] for k in names)
         return CgroupStats(n_sleep, n_run, n_stop, n_unint, n_io, source=self.source)
 
-    def extension(self, cmd: int, params: dict[str, Any], *,
+    def status(self, *, flush: bool = False) -> extproto.Status:
+        """taskstatsd's status document; with ``flush``, after its journal committed
+        every exit received before (see :mod:`pytaskstats.extproto`)."""
+        doc = self.extension(extproto.Command.STATUS, {"flush": True} if flush else {})
+        return extproto.status_of(doc)
+
+    def history(self, query: extproto.HistoryQuery) -> extproto.Rows:
+        """Journal rows matching ``query`` from taskstatsd (``note``: its warning, e.g.
+        that it cut the answer)."""
+        return extproto.rows_of(self.extension(extproto.Command.HISTORY, dict(query)))
+
+    def extension(self, cmd: int, params: Mapping[str, Any], *,
                   fds: tuple[int, ...] = ()) -> Any:
         """A taskstatsd extension request (``fds`` passed with it): its JSON reply,
-        or the rows of a multi-part reply (:class:`~.daemon.protocol.Rows`, with the
+        or the rows of a multi-part reply (:class:`~.extproto.Rows`, with the
         warning its end carried, e.g. that the daemon cut the answer)."""
         seq = self.sock.next_seq()
-        self.sock.send(protocol.encode_request(cmd, params, seq=seq), fds)
-        rows = protocol.Rows()
+        self.sock.send(extproto.encode_request(cmd, params, seq=seq), fds)
+        rows = extproto.Rows()
         while True:
             n = _recv(self.sock, "taskstatsd request")
             for msg in nl.split_messages(self.sock.view, n):
@@ -210,9 +218,9 @@ class Connection:
                     raise from_errno(reply.error or errno.EIO, "taskstatsd request", seq=seq,
                                      ext_message=reply.ext_message)
                 if msg.type == nl.NLMSG_DONE:
-                    rows.note = protocol.done_note(msg)
+                    rows.note = extproto.done_note(msg)
                     return rows
-                doc = protocol.decode_json(msg)
+                doc = extproto.decode_json(msg)
                 if not msg.flags & nl.NLM_F_MULTI:
                     return doc
                 rows += doc
@@ -221,11 +229,12 @@ class Connection:
 class _Pipeline:
     """State of one pipelined bulk query."""
 
-    def __init__(self, conn: Connection, scope: str, ids: list[int], *,
+    def __init__(self, conn: Connection, scope: Scope, ids: list[int], *,
                  skip_denied: bool) -> None:
         self.conn, self.scope, self.ids = conn, scope, ids
         self.skipped = (0, errno.ESRCH, errno.EPERM) if skip_denied else (0, errno.ESRCH)
-        self.denied = 0
+        self.vanished: list[int] = []
+        self.denied: list[int] = []
         self.out: dict[int, TaskStats] = {}
         self.outstanding: dict[int, int] = {}  # seq -> id
         self.retried = False
@@ -237,7 +246,7 @@ class _Pipeline:
         sock.send(b"".join(encode(family, ident, first + k) for k, ident in enumerate(ids)))
         self.outstanding.update(zip(range(first, first + len(ids)), ids, strict=True))
 
-    def run(self) -> dict[int, TaskStats]:
+    def run(self) -> Bulk:
         window, todo = self.conn.window, self.ids
         i = 0
         while i < len(todo) or self.outstanding:
@@ -246,7 +255,7 @@ class _Pipeline:
                 self.send(todo[i:i + room])
                 i += room
             self.receive_one()
-        return self.out
+        return Bulk(self.out, vanished=tuple(self.vanished), denied=tuple(self.denied))
 
     def receive_one(self) -> None:
         sock = self.conn.sock
@@ -277,7 +286,8 @@ class _Pipeline:
                 pid, tgid = (ident, None) if self.scope == "pid" else (None, ident)
                 raise from_errno(event.error, "query", seq=event.seq, pid=pid, tgid=tgid,
                                  daemon=self.conn.source == "daemon")
-            self.denied += event.error == errno.EPERM
+            if event.error:
+                (self.denied if event.error == errno.EPERM else self.vanished).append(ident)
 
     def retry(self, err: Exception) -> None:
         if self.retried or not self.outstanding:
@@ -371,6 +381,10 @@ class Listener:
         drops exits)."""
         sock = self.conns[index].sock
         return sock.fill() if isinstance(sock, NetlinkSocket) else 0.0
+
+    def blind_spot(self) -> str | None:
+        """What these sockets cannot see: nothing (overruns arrive as Lost)."""
+        return None
 
     def drops(self) -> list[int]:
         """The kernel's drop counter of each socket (SO_MEMINFO), as last accounted."""

@@ -11,12 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .fields import BY_NAME, FIELDS, StatsFields, Timespec
+from .fields import BY_NAME, FIELDS, SECONDS_PER_UNIT, StatsFields, Timespec
 
-__all__ = ["AGROUP", "CgroupStats", "ExitRecord", "Lost", "TaskStats"]
+__all__ = ["AGROUP", "Bulk", "CgroupStats", "ExitRecord", "Lost", "TaskStats", "check_id"]
 
 AFORK, ASU, ACOMPAT, ACORE, AXSIG, AGROUP = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
-_SCALE = {"ns": 1e-9, "us": 1e-6, "s": 1.0}
+
+
+def check_id(ident: int) -> int:
+    """``ident`` when it is a pid/tgid (a positive 32-bit integer), else ValueError."""
+    if not isinstance(ident, int) or isinstance(ident, bool) or not 0 < ident < 2**32:
+        raise ValueError(f"a pid/tgid is a positive 32-bit integer, not {ident!r}")
+    return ident
 
 
 def dev_major(dev: int) -> int:
@@ -44,9 +50,9 @@ class TaskStats(StatsFields):
         """Field ``name`` in seconds (for ns, us and s fields); None if absent."""
         value = getattr(self, name)
         unit = BY_NAME[name].unit
-        if unit not in _SCALE:
+        if unit not in SECONDS_PER_UNIT:
             raise ValueError(f"{name} is in {unit or 'no unit'}, not a time")
-        return None if value is None else value * _SCALE[unit]
+        return None if value is None else value * SECONDS_PER_UNIT[unit]
 
     @property
     def exe_major(self) -> int | None:
@@ -147,3 +153,19 @@ class Lost(NamedTuple):
     records: int
     reason: str
     cpus: str
+
+
+class Bulk(dict[int, TaskStats]):
+    """The answer to a bulk query: id -> record, and the ids it skipped: ``vanished``
+    (no such task: it exited, ESRCH) and ``denied`` (refused by taskstatsd's policy,
+    EPERM, when the query asked to skip those)."""
+
+    def __init__(self, records: dict[int, TaskStats] | None = None, *,
+                 vanished: tuple[int, ...] = (), denied: tuple[int, ...] = ()) -> None:
+        super().__init__(records or {})
+        self.vanished = vanished
+        self.denied = denied
+
+    def __repr__(self) -> str:
+        return (f"Bulk({dict.__repr__(self)}, vanished={self.vanished!r}, "
+                f"denied={self.denied!r})")

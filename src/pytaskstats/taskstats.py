@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from . import genetlink as genl
 from . import netlink as nl
 from .errors import LocalProtocolError, RemoteProtocolError
-from .fields import FIELDS, LATEST_VERSION, MIN_VERSION, Timespec, layout
+from .fields import FIELDS, LATEST_VERSION, MIN_VERSION, Scope, Timespec, layout
 from .records import CgroupStats, ExitRecord, TaskStats
 
 FAMILY_NAME = "TASKSTATS"
@@ -41,7 +41,7 @@ class StatsReply(NamedTuple):
     """A query reply: ``scope`` "pid" or "tgid", the id asked for, and the record."""
 
     seq: int
-    scope: str
+    scope: Scope
     id: int
     stats: TaskStats
 
@@ -62,6 +62,10 @@ class Done(NamedTuple):
 Event = StatsReply | ExitRecord | CgroupStatsReply | nl.ErrorReply | Done
 
 
+# what a request asks, as the kernel dispatches it ("": none of its attributes)
+RequestOp = Literal["register", "deregister", "pid", "tgid", "cgroup", ""]
+
+
 class Request(NamedTuple):
     """A decoded request, as the kernel dispatches it (register > deregister > pid > tgid).
 
@@ -69,7 +73,7 @@ class Request(NamedTuple):
     the message carries none of the attributes (the kernel answers EINVAL).
     """
 
-    op: str
+    op: RequestOp
     value: int | str
     seq: int
     pid: int
@@ -110,7 +114,7 @@ def encode_cgroup_get(family: int, fd: int, *, seq: int, ack: bool = True) -> by
 _GET_U32 = struct.Struct("=IHHIIBBHHHI")  # nlmsghdr, genlmsghdr, one u32 attribute
 
 
-def encode_get_fast(scope: str) -> Callable[[int, int, int], bytes]:
+def encode_get_fast(scope: Scope) -> Callable[[int, int, int], bytes]:
     """An encoder ``(family, id, seq) -> bytes`` of GET requests for the bulk query.
 
     Byte-identical to :func:`encode_get_pid`/:func:`encode_get_tgid`, in one pack.
@@ -138,8 +142,9 @@ GET_POLICY = {ATTR_PID: nl.attr_policy("u32"), ATTR_TGID: nl.attr_policy("u32"),
               ATTR_REGISTER_CPUMASK: nl.attr_policy("string"),
               ATTR_DEREGISTER_CPUMASK: nl.attr_policy("string")}
 CGROUPSTATS_POLICY = {CGROUPSTATS_ATTR_FD: nl.attr_policy("u32")}
-_GET_ORDER = ((ATTR_REGISTER_CPUMASK, "register"), (ATTR_DEREGISTER_CPUMASK, "deregister"),
-              (ATTR_PID, "pid"), (ATTR_TGID, "tgid"))
+_GET_ORDER: tuple[tuple[int, RequestOp], ...] = (
+    (ATTR_REGISTER_CPUMASK, "register"), (ATTR_DEREGISTER_CPUMASK, "deregister"),
+    (ATTR_PID, "pid"), (ATTR_TGID, "tgid"))
 
 
 def decode_request(msg: nl.Message) -> Request:
@@ -202,7 +207,7 @@ def _make_plan(version: int, size: int) -> _Plan:
     return plan
 
 
-def decode_stats(data: bytes | memoryview, start: int, end: int, *, scope: str = "pid",
+def decode_stats(data: bytes | memoryview, start: int, end: int, *, scope: Scope = "pid",
                  source: str = "kernel", version_hint: int | None = None) -> TaskStats:
     """Decode a STATS attribute payload ``data[start:end]``.
 
@@ -311,7 +316,7 @@ def encode_cgroupstats_reply(family: int, reply: CgroupStatsReply, *, pid: int) 
     return genl.encode(family, CGROUPSTATS_CMD_NEW, attr, seq=reply.seq, flags=0, pid=pid)
 
 
-def _decode_aggr(data: bytes | memoryview, start: int, end: int, scope: str, *, source: str,
+def _decode_aggr(data: bytes | memoryview, start: int, end: int, scope: Scope, *, source: str,
                  hint: int | None) -> tuple[int, TaskStats]:
     ident, stats, present = None, None, None
     for atype, a, b in nl.iter_attrs(data, start, end):
@@ -408,7 +413,7 @@ def _decode_single(data: bytes | memoryview, n: int, family: int, source: str,
     if shape is None:
         return None
     seq, pid, nest_type, ident = shape
-    scope = "pid" if nest_type == TYPE_AGGR_PID else "tgid"
+    scope: Scope = "pid" if nest_type == TYPE_AGGR_PID else "tgid"
     stats = decode_stats(data, 36, n, scope=scope, source=source)
     if pid or scope == "tgid":
         return StatsReply(seq, scope, ident, stats)

@@ -6,16 +6,9 @@ import argparse
 from typing import Any
 
 from .. import delayacct
+from ..textfmt import delayacct_json, format_record, record_json
 from .args import id_arg
-from .common import (
-    delayacct_json,
-    format_record,
-    note_backend,
-    open_client,
-    print_json,
-    record_json,
-    warn_delayacct,
-)
+from .common import note_backend, open_client, print_json, warn_delayacct
 
 
 def add_parser(sub: Any) -> None:

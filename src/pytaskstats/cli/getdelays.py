@@ -46,6 +46,7 @@ from .. import delayacct
 from ..client import choose_backend, daemon_socket
 from ..cpulist import parse_cpulist
 from ..errors import TaskstatsError
+from ..fields import Scope
 from ..kernel import LISTEN_RCVBUF, QUERY_RCVBUF, Connection, Listener
 from ..records import CgroupStats, ExitRecord, Lost, TaskStats
 from ..taskstats import encode_stats
@@ -87,7 +88,7 @@ class Options:
     ctxsw: bool = False
     debug: bool = False
     loop: bool = False
-    scope: str = "pid"
+    scope: Scope = "pid"
     ident: int = 0
     command: list[str] = field(default_factory=list)
     cgroup: str | None = None

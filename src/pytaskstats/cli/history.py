@@ -6,19 +6,16 @@ import argparse
 import pwd
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 from .. import delayacct, report
 from ..client import Client
-from ..daemon import protocol
-from ..daemon.journal_queries import AGGREGATES, CONTEXT
-from ..fields import FIELDS
+from ..extproto import AGGREGATES, EXIT_SORTS, GROUP_KEYS, HistoryQuery, Rows
+from ..textfmt import human_duration
 from .args import WHEN_FORMS, count_arg, id_arg, text_arg, uid_arg, when_arg, when_text_arg
-from .common import human_duration, open_client, print_json
+from .common import open_client, print_json
 
 REPORT_SINCE_S = 86400  # --report without --since: the last day
-GROUP_KEYS = {"comm": "ac_comm", "uid": "ac_uid", "cgroup": "cgroup"}  # the rows' key column
-EXIT_SORTS = (*CONTEXT, *(f.name for f in FIELDS))
 
 
 def parse_when(text: str, now_ns: int) -> int:
@@ -67,7 +64,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def params(args: argparse.Namespace, now_ns: int) -> dict[str, Any]:
+def params(args: argparse.Namespace, now_ns: int) -> HistoryQuery:
     """The request parameters from the options."""
     out: dict[str, Any] = {}
     if args.since:
@@ -80,7 +77,7 @@ def params(args: argparse.Namespace, now_ns: int) -> dict[str, Any]:
             out[key] = value
     if args.totals:
         out["totals"] = True
-    return out
+    return cast(HistoryQuery, out)
 
 
 def group_label(row: dict[str, Any], group_by: str | None) -> str:
@@ -123,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         print("taskstats history: --until must be later than --since", file=sys.stderr)
         return 2
     with open_client(args, backend="daemon") as client:
-        rows = client.daemon_request(protocol.CMD_HISTORY, query)
+        rows = client.history(**query)
     for row in rows:
         if args.json:
             print_json(row)
@@ -183,15 +180,13 @@ def write_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ask(client: Client, base: dict[str, Any], **extra: Any) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = client.daemon_request(protocol.CMD_HISTORY,
-                                                       {**base, **extra})
+def _ask(client: Client, base: HistoryQuery, **extra: Any) -> Rows:
+    rows = client.history(**{**base, **extra})
     _say_note(rows)
     return rows
 
 
-def _say_note(rows: list[dict[str, Any]]) -> None:
+def _say_note(rows: Rows) -> None:
     """The daemon's warning on an answer (e.g. that it cut the rows), on stderr."""
-    note = getattr(rows, "note", "")
-    if note:
-        print(f"taskstats history: {note}", file=sys.stderr)
+    if rows.note:
+        print(f"taskstats history: {rows.note}", file=sys.stderr)

@@ -8,16 +8,9 @@ from typing import Any
 
 from .. import delayacct
 from ..records import ExitRecord, Lost, TaskStats
+from ..textfmt import delayacct_json, human_bytes, human_duration, record_json, wait_status
 from .args import count_arg, cpulist_arg
-from .common import (
-    delayacct_json,
-    human_bytes,
-    human_duration,
-    open_client,
-    print_json,
-    record_json,
-    wait_status,
-)
+from .common import open_client, print_json
 
 
 def add_parser(sub: Any) -> None:

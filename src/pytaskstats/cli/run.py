@@ -24,14 +24,8 @@ from ..kernel import Listener
 from ..plausible import LeftOut, checked_records
 from ..records import ExitRecord, Lost
 from ..summary import ProcessSummary, process_tree, summarize, totals
-from .common import (
-    delayacct_json,
-    human_bytes,
-    human_duration,
-    open_client,
-    print_json,
-    wait_status,
-)
+from ..textfmt import delayacct_json, human_bytes, human_duration, wait_status
+from .common import open_client, print_json
 
 PR_SET_CHILD_SUBREAPER = 36
 NOT_FOUND, CANNOT_EXECUTE = 127, 126  # the shell's statuses

@@ -9,7 +9,6 @@ from typing import Any
 
 from .. import delayacct
 from ..client import choose_backend, daemon_socket
-from ..daemon import protocol
 from ..errors import TaskstatsError
 from .common import open_client, print_json
 
@@ -31,7 +30,7 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
                            "delayacct": delayacct.status(), "socket": path, "daemon": None}
     try:
         with open_client(args, backend="daemon") as client:
-            doc["daemon"] = client.daemon_request(protocol.CMD_STATUS, {})
+            doc["daemon"] = client.status()
     except TaskstatsError as err:
         doc["daemon_error"] = str(err)
     return doc

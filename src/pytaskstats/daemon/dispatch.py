@@ -16,20 +16,13 @@ import errno
 import sys
 from typing import Any
 
+from .. import cgroupfd, extproto
 from .. import genetlink as genl
 from .. import netlink as nl
 from .. import taskstats as ts
-from ..errors import (
-    BUG_HINT,
-    AccessDenied,
-    NetlinkError,
-    NoSuchTask,
-    ProtocolError,
-    TaskstatsError,
-    Unsupported,
-)
+from ..errors import BUG_HINT, NetlinkError, ProtocolError, TaskstatsError, errno_of
+from ..fields import Scope as IdScope
 from ..kernel import Connection
-from . import cgroupfd, protocol
 from .extension import Extension
 from .listeners import ListenerLists, MaskError, check_cpumask, cpumask_maxlen, cpumask_payload
 from .peers import Peer, passed_fd
@@ -78,11 +71,11 @@ class Dispatcher:
             self.replies.ack(peer, msg, self._warning)
 
     def _dispatch(self, peer: Peer, msg: nl.Message, fds: list[int]) -> None:
-        if msg.type not in (genl.GENL_ID_CTRL, self.family.id, protocol.FAMILY_ID):
+        if msg.type not in (genl.GENL_ID_CTRL, self.family.id, extproto.FAMILY_ID):
             raise NetlinkError(f"no family {msg.type}", errno=errno.ENOENT)
         if msg.end - msg.start < genl.GENL_HEADER.size:
             raise NetlinkError("no genlmsghdr", errno=errno.EINVAL)
-        if msg.type == protocol.FAMILY_ID:
+        if msg.type == extproto.FAMILY_ID:
             self.extension.handle(peer, msg, fds)
         elif msg.flags & nl.NLM_F_DUMP == nl.NLM_F_DUMP:
             raise NetlinkError("no dumps here", errno=errno.EOPNOTSUPP)
@@ -100,8 +93,8 @@ class Dispatcher:
         query, self._warning = genl.decode_family_query(msg)
         if query is None:
             raise NetlinkError("neither a family name nor an id", errno=errno.EINVAL)
-        ours = (self.family, genl.FamilyInfo(protocol.FAMILY_ID, protocol.FAMILY_NAME, 1,
-                                             0, 0, protocol.OPS))
+        ours = (self.family, genl.FamilyInfo(extproto.FAMILY_ID, extproto.FAMILY_NAME, 1,
+                                             0, 0, extproto.OPS))
         info = next((f for f in ours if query in (f.name, f.id)), None)
         if info is None:
             raise NetlinkError(f"no family {query}", errno=errno.ENOENT)
@@ -125,7 +118,7 @@ class Dispatcher:
         else:
             raise NetlinkError("no attribute", errno=errno.EINVAL)
 
-    def _get(self, peer: Peer, seq: int, scope: str, ident: int) -> None:
+    def _get(self, peer: Peer, seq: int, scope: IdScope, ident: int) -> None:
         """The stats of task or thread group ``ident`` as ``peer`` numbers it."""
         view = peer.view
         host = view.host_pid(ident) if view else ident
@@ -153,7 +146,7 @@ class Dispatcher:
         self.replies.reply(peer, ts.encode_cgroupstats_reply(
             self.family.id, ts.CgroupStatsReply(seq, stats), pid=peer.id))
 
-    def _query(self, peer: Peer, scope: str, ident: int) -> Any:
+    def _query(self, peer: Peer, scope: IdScope, ident: int) -> Any:
         stats = self.kernel.query(scope, ident)
         if peer.admin:
             return stats
@@ -171,16 +164,7 @@ def _answer(err: Exception) -> tuple[int, str]:
     if isinstance(err, ProtocolError | ValueError):  # SchemaError is a ValueError
         return errno.EINVAL, str(err)
     if isinstance(err, TaskstatsError):
-        return _errno_of(err), ""
+        return errno_of(err), ""
     print(f"taskstatsd: internal error on a request: {err!r} ({BUG_HINT})", file=sys.stderr)
     return errno.EIO, "internal error"
 
-
-def _errno_of(err: TaskstatsError) -> int:
-    if isinstance(err, NoSuchTask):
-        return errno.ESRCH
-    if isinstance(err, AccessDenied):
-        return errno.EPERM
-    if isinstance(err, Unsupported):
-        return errno.ENOENT
-    return errno.EIO

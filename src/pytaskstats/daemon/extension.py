@@ -1,4 +1,4 @@
-"""taskstatsd's own requests: the TASKSTATSD family (see :mod:`.protocol`).
+"""taskstatsd's own requests: the TASKSTATSD family (see :mod:`pytaskstats.extproto`).
 
 :class:`Extension` answers STATUS, HISTORY, SET_OPTIONS and CGROUP, each with its
 JSON parameters checked by :func:`.schema.check` before use.  It decides what a
@@ -15,12 +15,13 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
+from .. import cgroupfd, extproto
 from .. import genetlink as genl
 from .. import netlink as nl
 from ..errors import NetlinkError
 from ..procfs import ProcSource
 from ..records import CgroupStats
-from . import cgroupfd, protocol, schema
+from . import schema
 from .journal_queries import Scope
 from .listeners import ListenerLists
 from .peers import Limits, Peer, passed_fd
@@ -48,19 +49,19 @@ class Extension:
         cmd, _ = genl.genl_header(msg)
         if cmd not in schema.SCHEMAS:
             raise NetlinkError(f"unknown command {cmd}", errno=errno.EOPNOTSUPP)
-        params = schema.check(cmd, protocol.decode_json(msg))
-        if cmd == protocol.CMD_STATUS:
-            self.replies.reply(peer, protocol.encode_reply(
+        params = schema.check(cmd, extproto.decode_json(msg))
+        if cmd == extproto.CMD_STATUS:
+            self.replies.reply(peer, extproto.encode_reply(
                 self.status_of(peer, params), seq=msg.seq, pid=peer.id))
-        elif cmd == protocol.CMD_HISTORY:
+        elif cmd == extproto.CMD_HISTORY:
             self._history(peer, params, msg.seq)
-        elif cmd == protocol.CMD_SET_OPTIONS:
+        elif cmd == extproto.CMD_SET_OPTIONS:
             peer.cap_ack = params.get("cap_ack", peer.cap_ack)
             peer.ext_ack = params.get("ext_ack", peer.ext_ack)
         else:
             passed_fd(peer, fds)
             counts = cgroup2_counts(fds)
-            self.replies.reply(peer, protocol.encode_reply(
+            self.replies.reply(peer, extproto.encode_reply(
                 {k: v for k, v in counts._asdict().items() if k.startswith("nr_")},
                 seq=msg.seq, pid=peer.id))
 
@@ -70,7 +71,7 @@ class Extension:
         rows, note = self.history(params, scope_of(peer))
         if peer.view is not None:
             rows = [peer.view.row(row) for row in rows]
-        for part in protocol.encode_rows(rows, seq=seq, pid=peer.id, note=ext(peer, note),
+        for part in extproto.encode_rows(rows, seq=seq, pid=peer.id, note=ext(peer, note),
                                          max_bytes=self.limits.history_bytes,
                                          notes=peer.ext_ack):
             self.replies.reply(peer, part)
@@ -101,7 +102,7 @@ def scope_of(peer: Peer) -> Scope | None:
 
 def cgroup2_counts(fds: list[int]) -> CgroupStats:
     """Task state counts, from /proc, of the cgroup2 directory passed as ``fds[0]``
-    (the TASKSTATSD CGROUP command), read as :mod:`.cgroupfd` says; NetlinkError
+    (the TASKSTATSD CGROUP command), read as :mod:`pytaskstats.cgroupfd` says; NetlinkError
     EBADF without an fd, EINVAL when it is not a cgroup2 directory."""
     if not fds:
         raise NetlinkError("no fd passed", errno=errno.EBADF)

@@ -13,7 +13,8 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, NamedTuple
 
-from ..fields import DELAY_KINDS, FIELDS, Field
+from ..extproto import AGGREGATES, CONTEXT, EXIT_SORTS, GROUP_KEYS
+from ..fields import DELAY_KINDS, FIELDS
 from ..plausible import sql_plausible, time_fields
 
 __all__ = ["AGGREGATES", "BUCKET_FIELDS", "BUSY_TIMEOUT_MS", "CONTEXT", "TAG_COLUMNS", "Budget",
@@ -21,7 +22,6 @@ __all__ = ["AGGREGATES", "BUCKET_FIELDS", "BUSY_TIMEOUT_MS", "CONTEXT", "TAG_COL
 
 BUSY_TIMEOUT_MS = 5000  # writer and readers wait this long for a lock
 PROGRESS_STEPS = 10_000  # SQLite VM instructions between two Budget.tick calls (~0.1 ms)
-CONTEXT = ("time_ns", "cpu", "pid", "tgid", "ended_process", "cgroup")
 # per exit, for the access policy (never returned): whether its owner may see it (1, 0,
 # NULL unknown), its PID namespace chain ("" initial, NULL unknown) and its pids
 # there ("pids/tgids/ppids" at levels 1..K), see daemon/namespaces.py NsTracker
@@ -113,23 +113,6 @@ def _exit_dict(row: sqlite3.Row) -> dict[str, Any]:
 
 
 
-_GROUP_KEYS = {"comm": "ac_comm", "uid": "ac_uid", "cgroup": "cgroup"}
-_SUMMED_UNITS = frozenset({"count", "ns", "us", "bytes", "MB*us"})
-
-
-def _aggregate(field: Field) -> str | None:
-    """How groups combine ``field``: MAX of peaks, MIN of nonzero minima, SUM of counts,
-    times, bytes and integrals; None for identities, flags and timestamps."""
-    if field.name.startswith("hiwater_") or field.name.endswith("_delay_max"):
-        return f"MAX({field.name})"
-    if field.name.endswith("_delay_min"):  # 0 means "no delay seen"
-        return f"MIN(NULLIF({field.name}, 0))"
-    if field.unit in _SUMMED_UNITS and field.name != "ac_tgetime":  # per group, not task
-        return f"SUM({field.name})"
-    return None
-
-
-AGGREGATES: dict[str, str] = {f.name: a for f in FIELDS if (a := _aggregate(f)) is not None}
 _DELAY_TOTALS = tuple(f.name for f in FIELDS if f.name.endswith("_delay_total"))
 # what Journal.aggregate sums by default: CPU time and every delay total
 BUCKET_FIELDS = ("ac_utime", "ac_stime", *_DELAY_TOTALS)
@@ -163,9 +146,6 @@ def _implausible(fields: Sequence[str]) -> str:
         return "0 AS implausible"
     return ("COALESCE(SUM(NOT (" + " AND ".join(sql_plausible(k) for k in kinds)
             + ")), 0) AS implausible")
-
-
-_EXIT_SORTS = (*CONTEXT, *(f.name for f in FIELDS))
 
 
 def _select_list(total: bool) -> str:
@@ -226,10 +206,10 @@ def _limit(limit: int | None, params: list[Any]) -> str:
 
 
 def _group_key(group_by: str) -> str:
-    if group_by not in _GROUP_KEYS:
+    if group_by not in GROUP_KEYS:
         raise ValueError(f"cannot group by {group_by!r}; choose one of "
-                         f"{', '.join(_GROUP_KEYS)}")
-    return _GROUP_KEYS[group_by]
+                         f"{', '.join(GROUP_KEYS)}")
+    return GROUP_KEYS[group_by]
 
 
 def fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any],
@@ -415,7 +395,7 @@ class JournalQueries:
         ns = filters.scope is not None and filters.scope.pidns is not None
         columns = ", ".join([*CONTEXT, *(f.name for f in FIELDS), *(["raw"] if raw else []),
                              *(["ns_ids"] if ns else [])])
-        order = _order(sort, _EXIT_SORTS, "id", "id")
+        order = _order(sort, EXIT_SORTS, "id", "id")
         return self._select(f"SELECT {columns} FROM exits{where}{order}"
                             f"{_limit(limit, params)}", params)
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__, connector, delayacct
+from .. import __version__, connector, delayacct, extproto
 from .. import taskstats as ts
 from ..birthcgroups import BirthCgroups
 from ..errors import NetlinkError, TaskstatsError, Unsupported
@@ -36,7 +36,7 @@ from ..procfs import ProcSource
 from ..records import ExitRecord, Lost
 from ..transport import ConnectorSocket
 from . import config as config_mod
-from . import protocol, schema, unit
+from . import schema, unit
 from .journal import JournalEntry, Tags
 from .journal_process import JournalProcess
 from .journal_queries import Budget, QueryTooLong, Scope
@@ -529,7 +529,7 @@ class Daemon:
         past it, or once the daemon is stopping, NetlinkError ETIME.  A non-admin
         uid's queries get at most HISTORY_SHARE of the time (:class:`Shares`): past
         it, NetlinkError EAGAIN until its share has refilled."""
-        params = schema.check(protocol.CMD_HISTORY, params)
+        params = schema.check(extproto.CMD_HISTORY, params)
         query: dict[str, Any] = {k: v for k, v in params.items() if k in HISTORY_KEYS}
         query["scope"] = scope
         cap = self.cfg.history_max_rows

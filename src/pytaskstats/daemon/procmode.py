@@ -1,7 +1,8 @@
 """taskstatsd without the kernel's TASKSTATS: answers from /proc, exits from the proc
 connector.
 
-Queries are answered by :class:`~pytaskstats.procfs.ProcSource`.  Exits come from
+Queries are answered by :class:`~pytaskstats.backends.ProcBackend` (the adapter
+``Client("procfs")`` uses too).  Exits come from
 the proc connector's events; each exit's record is the task's /proc as read when
 the event arrives (it is usually still a zombie), else the newest sample of it: a
 read at its fork, or the periodic scan.  Blind spot: a task reaped before its exit
@@ -18,40 +19,17 @@ import errno
 import time
 
 from .. import connector
-from .. import genetlink as genl
 from .. import taskstats as ts
-from ..errors import NetlinkError, NoSuchTask, TaskstatsError, Unsupported, from_errno
+from ..backends import PROCFS_FAMILY, ProcBackend
+from ..errors import NoSuchTask, TaskstatsError, Unsupported, from_errno
 from ..procfs import ProcSource, list_tasks
-from ..records import AGROUP, CgroupStats, ExitRecord, Lost, TaskStats
+from ..records import AGROUP, ExitRecord, Lost, TaskStats
 from ..transport import ConnectorSocket
-from . import cgroupfd
 
-FAMILY = genl.FamilyInfo(0x7F01, ts.FAMILY_NAME, ts.GENL_VERSION, 0, 0, ((1, 0), (4, 0)))
+FAMILY = PROCFS_FAMILY
 Event = tuple[ExitRecord | Lost, bytes | None]
-
-
-class ProcfsKernel:
-    """What taskstatsd asks of the kernel, answered from /proc."""
-
-    family = FAMILY
-    source = "procfs"
-
-    def __init__(self, proc: ProcSource) -> None:
-        self.proc = proc
-
-    def query(self, scope: str, ident: int) -> TaskStats:
-        """The record of a task (scope "pid") or thread group ("tgid")."""
-        return self.proc.pid(ident) if scope == "pid" else self.proc.tgid(ident)
-
-    def cgroup(self, fd: int) -> CgroupStats:
-        """Task state counts of the cgroup v1 directory open as ``fd`` (EINVAL for
-        anything else, as from the kernel), read as :mod:`.cgroupfd` says."""
-        if cgroupfd.kind(fd) != "cgroup":
-            raise NetlinkError("not a cgroup v1 directory", errno=errno.EINVAL)
-        return self.proc.count_states(cgroupfd.thread_ids(fd, "tasks"))
-
-    def close(self) -> None:
-        """Nothing to release."""
+# what taskstatsd asks of the kernel, answered from /proc: the one procfs adapter
+ProcfsKernel = ProcBackend
 
 
 class ProcfsExits:
@@ -88,6 +66,10 @@ class ProcfsExits:
         """Kernel drop counters: none kept here (overruns arrive as Lost)."""
         return []
 
+    def fill(self, index: int) -> float:
+        """Receive buffer fill: not watched here (overruns arrive as Lost)."""
+        return 0.0
+
     def blind_spot(self) -> str:
         """What this source cannot see, for status and docs."""
         if self.sock is None:
@@ -111,12 +93,15 @@ class ProcfsExits:
         self.last = dict(seen)
         return [e for e in out if e is not None]
 
-    def drain_raw(self, index: int) -> list[Event]:
-        """Exit records of the queued events (and of a due scan)."""
+    def drain_raw(self, index: int, limit: int | None = None) -> list[Event]:
+        """Exit records of the queued events (at most ``limit`` datagrams of them),
+        and of a due scan."""
         out: list[Event] = []
         if time.monotonic() >= self._next_scan:
             out += self.scan()
-        while self.sock is not None:
+        budget = -1 if limit is None else limit
+        while self.sock is not None and budget != 0:
+            budget -= 1
             try:
                 n = self.sock.recv()
             except BlockingIOError:

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import extproto
 from ..fields import FIELDS
-from . import protocol
 from .journal_queries import AGGREGATES, CONTEXT
 
 __all__ = ["SCHEMAS", "Param", "SchemaError", "check"]
@@ -68,10 +68,10 @@ HISTORY = Schema({
     "plausible": _FLAG, "totals": _FLAG,
 }, (frozenset(("bucket_s", "fields", "plausible")), frozenset(("sort", "limit", "totals"))))
 SCHEMAS: dict[int, Schema] = {
-    protocol.CMD_STATUS: Schema({"flush": _FLAG}),
-    protocol.CMD_HISTORY: HISTORY,
-    protocol.CMD_SET_OPTIONS: Schema({"cap_ack": _FLAG, "ext_ack": _FLAG}),
-    protocol.CMD_CGROUP: Schema({}),
+    extproto.CMD_STATUS: Schema({"flush": _FLAG}),
+    extproto.CMD_HISTORY: HISTORY,
+    extproto.CMD_SET_OPTIONS: Schema({"cap_ack": _FLAG, "ext_ack": _FLAG}),
+    extproto.CMD_CGROUP: Schema({}),
 }
 
 

@@ -26,11 +26,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import extproto
 from .. import genetlink as genl
 from .. import netlink as nl
 from .. import taskstats as ts
 from ..kernel import Connection
-from . import protocol
 from .admission import Admission
 from .dispatch import Dispatcher
 from .extension import Extension, cgroup2_counts
@@ -216,7 +216,7 @@ class Server:
                 continue
             cmd = msg.data[msg.start]
             if (msg.type, cmd) in ((self.family.id, ts.CGROUPSTATS_CMD_GET),
-                                   (protocol.FAMILY_ID, protocol.CMD_CGROUP)):
+                                   (extproto.FAMILY_ID, extproto.CMD_CGROUP)):
                 return True
         return False
 

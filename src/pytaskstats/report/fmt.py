@@ -6,11 +6,10 @@ import math
 import time
 from html import escape
 
-from ..cli.common import human_bytes, human_duration
+from ..textfmt import human_bytes, human_duration, seconds_of
 
 __all__ = ["esc", "human_bytes", "human_duration"]
 
-_SCALE = {"us": 1e-6, "ns": 1e-9}
 _TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800,
                21600, 43200, 86400)
 
@@ -38,8 +37,8 @@ def value(amount: float | None, unit: str) -> str:
     """A field value in its kernel ``unit`` (us, ns, B, KB, "") for people."""
     if amount is None:
         return "-"
-    if unit in _SCALE:
-        return human_duration(amount * _SCALE[unit])
+    if (secs := seconds_of(amount, unit)) is not None:
+        return human_duration(secs)
     if unit == "B":
         return human_bytes(amount)
     if unit == "KB":

@@ -19,10 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from ..cli.common import wait_status
 from ..plausible import LeftOut, checked_records
 from ..records import ExitRecord
 from ..summary import ProcessSummary, summarize, totals
+from ..textfmt import wait_status
 from . import page
 from .fmt import clock, count, esc, human_bytes, human_duration, local_time, nice_step, share
 from .kinds import KINDS, OFF_NOTE, RUNNING, WAITS, Kind, measured, seconds

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from ..cli.common import delayacct_json
+from ..textfmt import delayacct_json
 from .model import COUNTED, METRICS, Frame, Row
 from .view import SORTS, ViewState
 

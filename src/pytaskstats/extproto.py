@@ -3,7 +3,7 @@ over the same framing.
 
 The daemon answers the kernel's TASKSTATS family as the kernel does, and adds a
 ``TASKSTATSD`` family for what the kernel has no message for.  Requests carry a
-JSON object in ATTR_JSON (parameters checked by :mod:`.schema`); replies carry
+JSON object in ATTR_JSON (parameters checked by :mod:`pytaskstats.daemon.schema`); replies carry
 JSON in ATTR_JSON, history as a multi-part answer (NLM_F_MULTI) ended by
 NLMSG_DONE.  Commands:
 
@@ -30,20 +30,32 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from enum import IntEnum
 from itertools import accumulate
-from typing import Any
+from typing import Any, Literal, TypedDict, cast
 
-from .. import genetlink as genl
-from .. import netlink as nl
-from ..errors import RemoteProtocolError
+from . import genetlink as genl
+from . import netlink as nl
+from .errors import RemoteProtocolError
+from .fields import FIELDS, Field
 
 FAMILY_NAME = "TASKSTATSD"
 FAMILY_ID = 0x7F00
-CMD_STATUS = 1
-CMD_HISTORY = 2
-CMD_REPLY = 3
-CMD_SET_OPTIONS = 4
-CMD_CGROUP = 5
+
+
+class Command(IntEnum):
+    """The TASKSTATSD family's commands (genlmsghdr.cmd)."""
+
+    STATUS = 1
+    HISTORY = 2
+    REPLY = 3
+    SET_OPTIONS = 4
+    CGROUP = 5
+
+
+CMD_STATUS, CMD_HISTORY, CMD_REPLY = Command.STATUS, Command.HISTORY, Command.REPLY
+CMD_SET_OPTIONS, CMD_CGROUP = Command.SET_OPTIONS, Command.CGROUP
 ATTR_JSON = 1
 CHUNK = 48 * 1024  # JSON bytes per reply message (fits a 64 KiB receive buffer)
 OPS = ((CMD_STATUS, 0), (CMD_HISTORY, 0), (CMD_SET_OPTIONS, 0), (CMD_CGROUP, 0))
@@ -54,7 +66,75 @@ _NOT_BRACKET = bytes(c for c in range(256) if c not in b"[]{}")
 _STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
-def encode_request(cmd: int, params: dict[str, Any], *, seq: int,
+# ---------------------------------------------------------------- the HISTORY vocabulary
+
+GroupBy = Literal["comm", "uid", "cgroup"]
+# the key column of a group row, by group_by
+GROUP_KEYS: dict[str, str] = {"comm": "ac_comm", "uid": "ac_uid", "cgroup": "cgroup"}
+# what a journal row carries besides the kernel's fields (time_ns: CLOCK_REALTIME ns)
+CONTEXT = ("time_ns", "cpu", "pid", "tgid", "ended_process", "cgroup")
+EXIT_SORTS = (*CONTEXT, *(f.name for f in FIELDS))  # what exit rows sort by
+_SUMMED_UNITS = frozenset({"count", "ns", "us", "bytes", "MB*us"})
+
+
+def _aggregate(field: Field) -> str | None:
+    """How groups combine ``field`` (as SQL): MAX of peaks, MIN of nonzero minima, SUM
+    of counts, times, bytes and integrals; None for identities, flags and timestamps."""
+    if field.name.startswith("hiwater_") or field.name.endswith("_delay_max"):
+        return f"MAX({field.name})"
+    if field.name.endswith("_delay_min"):  # 0 means "no delay seen"
+        return f"MIN(NULLIF({field.name}, 0))"
+    if field.unit in _SUMMED_UNITS and field.name != "ac_tgetime":  # per group, not task
+        return f"SUM({field.name})"
+    return None
+
+
+# field name -> its aggregate over a group: the fields a group row (and ``fields``) has
+AGGREGATES: dict[str, str] = {f.name: a for f in FIELDS if (a := _aggregate(f)) is not None}
+
+
+class HistoryQuery(TypedDict, total=False):
+    """The parameters of a HISTORY request (checked by the daemon's schema): times in
+    CLOCK_REALTIME ns; ``sort`` a field name, "-" first for descending."""
+
+    since_ns: int
+    until_ns: int
+    comm: str
+    uid: int
+    pid: int
+    tgid: int
+    cgroup: str
+    group_by: GroupBy
+    sort: str
+    limit: int
+    totals: bool
+    bucket_s: int
+    fields: list[str]
+    plausible: bool
+
+
+class Status(TypedDict, total=False):
+    """taskstatsd's STATUS document (JSON); which keys a client sees depends on the
+    daemon's policy (root and its admin group see all).  ``daemon``, ``kernel`` and
+    ``counters`` are always there."""
+
+    daemon: dict[str, Any]
+    kernel: dict[str, Any]
+    counters: dict[str, int]
+    listeners: dict[str, Any]
+    clients: int
+    gaps: list[list[Any]]
+    exit_policy: dict[str, Any]
+    journal: dict[str, Any]
+    metrics: str
+
+
+STATUS_KEYS = ("daemon", "kernel", "counters")  # what every Status document has
+
+
+# ---------------------------------------------------------------- requests and replies
+
+def encode_request(cmd: int, params: Mapping[str, Any], *, seq: int,
                    flags: int = nl.NLM_F_REQUEST) -> bytes:
     """A request of command ``cmd`` with its JSON parameters."""
     body = nl.encode_attr(ATTR_JSON, json.dumps(params).encode())
@@ -100,7 +180,7 @@ def encode_reply(doc: Any, *, seq: int, pid: int, multi: bool = False) -> bytes:
                        seq=seq, flags=flags, pid=pid)
 
 
-class Rows(list[Any]):
+class Rows(list[dict[str, Any]]):
     """The rows of a multi-part reply and ``note``, the warning its DONE carried
     ("" if none; e.g. that the daemon cut the answer)."""
 
@@ -144,3 +224,21 @@ def encode_rows(rows: list[dict[str, Any]], *, seq: int, pid: int, note: str = "
     flags = nl.NLM_F_MULTI | (nl.NLM_F_ACK_TLVS if tlvs else 0)
     out.append(nl.encode_message(nl.NLMSG_DONE, flags, seq, pid, b"\0\0\0\0" + tlvs))
     return out
+
+
+def status_of(doc: Any) -> Status:
+    """A STATUS reply checked as far as every client relies on it: a JSON object
+    with :data:`STATUS_KEYS`; RemoteProtocolError otherwise."""
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), dict) for k in STATUS_KEYS):
+        raise RemoteProtocolError(f"taskstatsd's status is not a JSON object with "
+                                  f"{', '.join(STATUS_KEYS)}")
+    return cast(Status, doc)
+
+
+def rows_of(reply: Any) -> Rows:
+    """A HISTORY reply checked: rows that are JSON objects; RemoteProtocolError
+    otherwise."""
+    if not isinstance(reply, Rows) or not all(isinstance(row, dict) for row in reply):
+        raise RemoteProtocolError("taskstatsd's history is not a multi-part answer of "
+                                  "JSON objects")
+    return reply

@@ -19,7 +19,7 @@ import errno
 import os
 import stat
 
-from ..errors import NetlinkError
+from .errors import NetlinkError
 
 MAX_LIST_BYTES = 64 << 20  # a thread list: 4M pids of up to 8 digits and a newline, x2
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
