@@ -197,8 +197,6 @@ def test_adopted_sockets_keep_their_queue(kernel: FakeKernel) -> None:
     first.close(deregister=False)
 
 
-@pytest.mark.xfail(strict=True, reason="registering the adopted socket again reads the "
-                   "pending ENOBUFS as the register request's error")
 def test_adopted_sockets_keep_their_drop_count(kernel: FakeKernel) -> None:
     """Exits dropped between the handover and the adoption are counted as Lost."""
     for pid in range(80, 86):

@@ -344,6 +344,7 @@ class Listener:
         self.selector = selectors.DefaultSelector()
         self.received = self.lost = 0
         self._drops: list[int] = []
+        self._early: dict[int, list[Event]] = {}
         family = None
         if adopt:
             with Connection(socket_path=socket_path) as probe:
@@ -354,6 +355,8 @@ class Listener:
                 conn = Connection(rcvbuf, timeout=5.0, socket_path=socket_path, fd=fd,
                                   family=family)
                 self.conns.append(conn)
+                if fd is not None:
+                    self._early[index] = self._take_queued(index)
                 conn.register(format_cpulist(group))
                 conn.sock.setblocking(False)
                 self.selector.register(conn.sock.fileno(), selectors.EVENT_READ, index)
@@ -361,6 +364,33 @@ class Listener:
         except BaseException:
             self.close()
             raise
+
+    def _take_queued(self, index: int) -> list[Event]:
+        """What an adopted socket holds from before the handover: its exits (and a
+        malformed datagram as a Lost), returned by the first drain; a pending overrun
+        error is cleared, its drops being in the counter that :meth:`account_drops`
+        reports, so that registering again reads its own ACK."""
+        conn, group = self.conns[index], self.groups[index]
+        out: list[Event] = []
+        conn.sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    n = conn.sock.recv()
+                    out += [e for e in ts.decode(conn.sock.view, conn.family.id, n,
+                                                 source=conn.source,
+                                                 cpu=group[0] if len(group) == 1 else None)
+                            if isinstance(e, ExitRecord)]
+                except BlockingIOError:
+                    return out
+                except RemoteProtocolError:
+                    out.append(Lost(records=1, reason="malformed",
+                                    cpus=format_cpulist(group)))
+                except OSError as err:
+                    if err.errno != errno.ENOBUFS:
+                        raise from_errno(err.errno or errno.EIO, "exit listener") from err
+        finally:
+            conn.sock.set_timeout(5.0)
 
     @property
     def fds(self) -> list[int]:
@@ -422,7 +452,10 @@ class Listener:
     def _drain(self, index: int, *, raw: bool, limit: int | None = None
                ) -> list[tuple[Event, bytes | None]]:
         conn = self.conns[index]
-        out: list[tuple[Event, bytes | None]] = [(e, None) for e in conn.pending_exits]
+        early = self._early.pop(index, [])
+        self.lost += sum(e.records for e in early if isinstance(e, Lost))
+        out: list[tuple[Event, bytes | None]] = [(e, None) for e in early]
+        out += [(e, None) for e in conn.pending_exits]
         conn.pending_exits.clear()
         for _ in itertools.repeat(None) if limit is None else range(limit):
             try:
