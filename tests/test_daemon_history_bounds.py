@@ -22,7 +22,7 @@ import pytest
 from pytaskstats import Client
 from pytaskstats import netlink as nl
 from pytaskstats.daemon import protocol
-from pytaskstats.daemon.journal import MIGRATIONS
+from pytaskstats.daemon.journal_schema import MIGRATIONS
 from pytaskstats.daemon.main import Shares
 
 from .conftest import NOBODY_PYTHON, as_nobody

@@ -6,7 +6,7 @@ Before it judges the exits it drained it reads every proc connector event queued
 (forks, execs, id changes), from which the access policy (:mod:`.policy`) and the
 tasks' PID namespaces (:mod:`.namespaces`) are learned; each exit is journaled with
 its verdict and namespace, which history filters on.
-The journal's writer is a process of its own (daemon/journal_process.py), so
+The journal's writer is a process of its own (daemon/journal_writer.py), so
 disk stalls never block the kernel reader and the two do not share a GIL.  Loss
 is counted everywhere it can happen and shown by ``taskstats status``.
 """
@@ -37,9 +37,9 @@ from ..records import ExitRecord, Lost
 from ..transport import ConnectorSocket
 from . import config as config_mod
 from . import protocol, schema, unit
-from .journal import JournalEntry, Tags
 from .journal_process import JournalProcess
 from .journal_queries import Budget, QueryTooLong, Scope
+from .journal_rows import JournalEntry, Tags
 from .namespaces import RESCAN_S, NsTracker
 from .notify import notify, stored_fds
 from .policy import ExitPolicy, Policy
@@ -502,7 +502,7 @@ class Daemon:
                          "namespace_unattributed": self.server.unattributed(),
                          "cgroup_from_birth": self.births.from_birth,
                          "cgroup_unknown": self.births.unknown},
-            "gaps": [list(g) for g in self.journal.gaps()[-10:]],
+            "gaps": [list(g) for g in self.journal.queries.gaps()[-10:]],
         }
 
     def _policy_status(self) -> dict[str, Any]:
@@ -518,7 +518,7 @@ class Daemon:
                 ) -> tuple[list[dict[str, Any]], str]:
         """Journal rows for `taskstats history` (parameters checked by
         :func:`.schema.check`: SchemaError); with any of bucket_s, fields or
-        plausible: sums per time bucket and/or group (Journal.aggregate).  ``scope``:
+        plausible: sums per time bucket and/or group (JournalQueries.aggregate).  ``scope``:
         only what a restricted client may read (see :mod:`.policy`).
 
         Bounded before it runs: at most ``history_max_rows`` rows, whatever ``limit``
@@ -543,7 +543,7 @@ class Daemon:
         self.journal.flush()
         started = time.monotonic()
         try:
-            with self.journal.bounded(Budget(cap, self._history_clock(started + budget_s))):
+            with self.journal.queries.bounded(Budget(cap, self._history_clock(started + budget_s))):
                 rows = self._history_rows(params, query, cap)
         except QueryTooLong:
             self.counters["history_timeouts"] += 1
@@ -563,14 +563,14 @@ class Daemon:
         """The rows of a checked history request (``query``), at most ``cap + 1``."""
         if {"bucket_s", "fields", "plausible"} & set(query):
             query.pop("plausible", None)  # not a switch: every sum applies the rule
-            return self.journal.aggregate(**query)
+            return self.journal.queries.aggregate(**query)
         if params.get("totals"):
             query.pop("group_by", None)
             query.pop("sort", None)
             query.pop("limit", None)
-            return [self.journal.totals(**query)]
+            return [self.journal.queries.totals(**query)]
         query["limit"] = min(query.get("limit", cap + 1), cap + 1)
-        return self.journal.query(**query)
+        return self.journal.queries.query(**query)
 
     def _history_clock(self, deadline: float) -> Callable[[], bool]:
         """The Budget.tick of one history query: True once ``deadline`` (monotonic s)
