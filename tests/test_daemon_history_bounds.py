@@ -22,8 +22,8 @@ import pytest
 from pytaskstats import Client
 from pytaskstats import netlink as nl
 from pytaskstats.daemon import protocol
+from pytaskstats.daemon.history import Shares
 from pytaskstats.daemon.journal_schema import MIGRATIONS
-from pytaskstats.daemon.main import Shares
 
 from .conftest import NOBODY_PYTHON, as_nobody
 from .daemon_util import RunningDaemon
