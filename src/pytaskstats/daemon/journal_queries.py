@@ -132,7 +132,7 @@ def _aggregate(field: Field) -> str | None:
 
 AGGREGATES: dict[str, str] = {f.name: a for f in FIELDS if (a := _aggregate(f)) is not None}
 _DELAY_TOTALS = tuple(f.name for f in FIELDS if f.name.endswith("_delay_total"))
-# what Journal.aggregate sums by default: CPU time and every delay total
+# what JournalQueries.aggregate sums by default: CPU time and every delay total
 BUCKET_FIELDS = ("ac_utime", "ac_stime", *_DELAY_TOTALS)
 # the delay kind of each time field the plausibility rule (pytaskstats.plausible) checks
 _KIND_OF = {name: kind for kind in DELAY_KINDS for name in time_fields(kind)}
