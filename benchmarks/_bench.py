@@ -1,11 +1,13 @@
 """Shared helpers of the benchmark scripts (not a benchmark itself).
 
 Building the C helpers, listing tasks, running contenders interleaved and
-printing tables.  Only the standard library and pytaskstats are used here.
+printing tables; starting a taskstatsd and reading its CPU time and counters.
+Only the standard library and pytaskstats are used here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
@@ -17,13 +19,14 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from pytaskstats import NoSuchTask, TaskstatsError
+from pytaskstats import Client, NoSuchTask, TaskstatsError
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
-from pytaskstats.kernel import Connection
+from pytaskstats.kernel import Connection, possible_cpus
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / ".build"  # gitignored
@@ -233,3 +236,117 @@ def run_daemon_main(main: Callable[[], None], name: str) -> None:
 
 def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+# ---------------------------------------------------------------- a running taskstatsd
+
+REPO = HERE.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def report_of(out: str) -> dict[str, str]:
+    """The ``key=value`` words of a generator's output."""
+    return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> dict[str, str]:
+    """A generator's ``key=value`` report; it is killed if it overstays ``timeout``."""
+    try:
+        out = proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0]
+    return report_of(out or "")
+
+
+def kill(proc: subprocess.Popen[str] | None) -> None:
+    """Kill and reap ``proc`` if it still runs."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """utime + stime of process ``pid`` (or of its thread ``tid``), in seconds."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    with open(path) as f:
+        text = f.read()
+    after = text[text.rindex(")") + 2:].split()  # field 3 (state) onwards
+    return (int(after[11]) + int(after[12])) / CLK_TCK
+
+
+def writer_pid(pid: int) -> int | None:
+    """The daemon's child: its journal writer process."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids = f.read().split()
+        if kids:
+            return int(kids[0])
+    return None
+
+
+def daemon_cpu(pid: int) -> tuple[float, float, float]:
+    """CPU seconds of the daemon and its writer together, its main thread, the writer."""
+    writer = writer_pid(pid)
+    spent = cpu_seconds(writer) if writer else 0.0
+    return cpu_seconds(pid) + spent, cpu_seconds(pid, pid), spent
+
+
+class Status:
+    """The daemon's status counters and journal, through a daemon-backend Client."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.client = Client("daemon", socket_path=socket_path)
+
+    def sample(self) -> tuple[float, dict[str, int]]:
+        """(the daemon's wall clock when it read its counters, in s; the counters)."""
+        doc = self.client.status()
+        daemon = doc["daemon"]
+        at = (int(daemon["started_ns"]) + float(daemon["uptime_s"]) * 1e9) / 1e9
+        return at, {k: int(v) for k, v in doc["counters"].items()}
+
+    def counters(self) -> dict[str, int]:
+        return self.sample()[1]
+
+    def history(self, **params: Any) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.client.history(**params)
+        return rows
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def lost(before: dict[str, int], after: dict[str, int]) -> int:
+    """Exits lost before the journal or dropped by it, between two counter readings."""
+    return sum(v - before.get(k, 0) for k, v in after.items()
+               if k.startswith(("lost_", "dropped_")))
+
+
+def daemon_config(no_cgroups: bool) -> str:
+    """How the benchmarks' taskstatsd runs, for their headers."""
+    return "--config /dev/null: defaults" + (", --no-cgroups" if no_cgroups else "")
+
+
+@contextlib.contextmanager
+def running_daemon(no_cgroups: bool) -> Iterator[tuple[int, str, Status]]:
+    """A taskstatsd of its own (tests/daemon_util.RunningDaemon: needs the checkout):
+    its pid, socket and a :class:`Status` of it; stopped afterwards."""
+    sys.path.insert(0, str(REPO))
+    from tests.daemon_util import RunningDaemon  # noqa: PLC0415  (needs the repo on sys.path)
+
+    daemon = RunningDaemon(None, *(["--no-cgroups"] if no_cgroups else []))
+    status: Status | None = None
+    try:
+        status = Status(daemon.socket)
+        yield daemon.pid, daemon.socket, status
+    finally:
+        if status is not None:
+            status.close()
+        daemon.close()
+
+
+def header(what: str, quick: bool) -> None:
+    """The first line of a daemon benchmark's output."""
+    print(f"{what}{' (--quick)' if quick else ''}: {len(possible_cpus())} CPUs, Linux "
+          f"{os.uname().release}, Python {sys.version.split()[0]}")
+    print()

@@ -1,9 +1,9 @@
 """What a history query costs taskstatsd's loop, with and without the uid index.
 
-Builds a journal of ``--rows`` exits with the journal's own writer (copies of the
-recorded ``make -j2`` tree, 20 users, spread over ``--days``), then times the
-typical queries of a non-admin client (always scoped to its uid) and of root,
-first with the journal's indexes, then with ``exits_uid_time`` dropped (the
+Builds a journal of ``--rows`` exits with taskstatsd's journal writer process
+(10,000 rows per transaction; copies of the recorded ``make -j2`` tree, 20 users, spread over
+``--days``), then times the typical queries of a non-admin client (always scoped
+to its uid) and of root, first with the journal's indexes, then with ``exits_uid_time`` dropped (the
 schema before it); each query once unmeasured first (a warm page cache).
 Prints ms per query (median of ``--reps``) and journal rows per second of query
 time.  Checks nothing.  Needs no root.
@@ -41,12 +41,15 @@ from attack import NOBODY, REPO, percentile, rss_mb, world_python, world_readabl
 from report_size import templates
 
 from pytaskstats import Client, taskstats
-from pytaskstats.daemon.journal import SCHEMA_V3, Journal, JournalEntry, Tags
-from pytaskstats.daemon.journal_queries import Budget, QueryTooLong, Scope
+from pytaskstats.daemon.journal_process import JournalProcess
+from pytaskstats.daemon.journal_queries import Budget, JournalQueries, QueryTooLong, Scope, read
+from pytaskstats.daemon.journal_rows import JournalEntry, Tags
+from pytaskstats.daemon.journal_schema import SCHEMA_V3
 
 USERS = 20
 UID0 = 1000
 NOBODY_UID = 65534  # the last of the users
+BATCH = 10_000  # rows per commit while building
 SCAN = """
 import collections, errno, json, sys, time
 from pytaskstats import Client, NetlinkError
@@ -69,7 +72,7 @@ def build(path: Path, rows: int, days: float) -> int:
     raws: dict[tuple[int, int], bytes] = {}  # the writer reads the fields from the bytes
     until = time.time_ns()
     step = int(days * 86400e9) // rows
-    with Journal(path, batch_size=10_000, queue_size=rows + 1) as journal:
+    with JournalProcess(path, batch_size=BATCH, queue_size=rows + 1) as journal:
         for i in range(rows):
             k = i % len(base)
             uid = UID0 + (i // len(base)) % USERS
@@ -85,8 +88,14 @@ def build(path: Path, rows: int, days: float) -> int:
     return until
 
 
+def reader(path: Path) -> JournalQueries:
+    """Queries of the journal at ``path`` as taskstatsd runs them: each on a read
+    connection of its own (the writer is another process)."""
+    return JournalQueries(functools.partial(read, str(path)), dict)
+
+
 def queries(now: int) -> list[tuple[str, dict[str, Any]]]:
-    """(name, Journal.query/totals keywords) of the typical requests."""
+    """(name, JournalQueries.query/totals keywords) of the typical requests."""
     user = Scope(UID0 + 3, UID0 + 3)
     hour = now - 3600 * 10**9
     return [
@@ -100,7 +109,7 @@ def queries(now: int) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def run(journal: Journal, kw: dict[str, Any]) -> int:
+def run(journal: JournalQueries, kw: dict[str, Any]) -> int:
     """Rows answered by one request like Daemon.history asks it."""
     kw = dict(kw)
     if kw.pop("totals", False):
@@ -120,22 +129,22 @@ def timed(fn: Callable[[], int], reps: int) -> tuple[float, int]:
 
 
 def measure(path: Path, now: int, rows: int, reps: int) -> list[tuple[str, float, int]]:
-    with Journal(path) as journal:
-        return [(name, *timed(functools.partial(run, journal, kw), reps))
-                for name, kw in queries(now)]
+    journal = reader(path)
+    return [(name, *timed(functools.partial(run, journal, kw), reps))
+            for name, kw in queries(now)]
 
 
 def budgeted(path: Path, ms: float) -> str:
     """How long an unbounded root query runs under a Budget of ``ms``."""
-    with Journal(path) as journal:
-        deadline = time.monotonic() + ms / 1000
-        start = time.perf_counter()
-        with journal.bounded(Budget(10_000, lambda: time.monotonic() >= deadline)):
-            try:
-                got = f"{len(journal.query(sort='-ac_utime'))} rows"
-            except QueryTooLong:
-                got = "QueryTooLong"
-        return f"{got} after {(time.perf_counter() - start) * 1000:.0f} ms"
+    journal = reader(path)
+    deadline = time.monotonic() + ms / 1000
+    start = time.perf_counter()
+    with journal.bounded(Budget(10_000, lambda: time.monotonic() >= deadline)):
+        try:
+            got = f"{len(journal.query(sort='-ac_utime'))} rows"
+        except QueryTooLong:
+            got = "QueryTooLong"
+    return f"{got} after {(time.perf_counter() - start) * 1000:.0f} ms"
 
 
 def gets(socket_path: str, seconds: float) -> list[float]:

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pytaskstats import ExitRecord, taskstats
-from pytaskstats.daemon.journal import Journal, JournalEntry
+from pytaskstats.daemon.journal import Store
+from pytaskstats.daemon.journal_rows import JournalEntry
 from pytaskstats.report import (
     BUCKET_FIELDS,
     GROUP_FIELDS,
@@ -130,11 +131,11 @@ def history_report(n: int, hours: float, out: Path) -> dict[str, Any]:
     until = time.time_ns()
     since = until - int(hours * 3600e9)
     step = (until - since) // n
-    with Journal(":memory:", queue_size=n + 1) as journal:
-        for i, rec in enumerate(records):
-            journal.submit(JournalEntry(rec, since + i * step, f"/build.slice/job{i % 40}",
-                                        taskstats.encode_exit(family, rec)))
-        journal.flush()
+    with Store(":memory:") as store:
+        store.insert([JournalEntry(rec, since + i * step, f"/build.slice/job{i % 40}",
+                                   taskstats.encode_exit(family, rec)).item
+                      for i, rec in enumerate(records)])
+        journal = store.queries
         bucket = choose_bucket(hours * 3600)
 
         def ask() -> HistoryReport:

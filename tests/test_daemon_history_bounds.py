@@ -22,8 +22,8 @@ import pytest
 
 from pytaskstats import Client, extproto
 from pytaskstats import netlink as nl
-from pytaskstats.daemon.journal import MIGRATIONS
-from pytaskstats.daemon.main import Shares
+from pytaskstats.daemon.history import Shares
+from pytaskstats.daemon.journal_schema import MIGRATIONS
 
 from .conftest import NOBODY_PYTHON, as_nobody
 from .daemon_util import RunningDaemon

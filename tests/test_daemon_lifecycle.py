@@ -395,7 +395,7 @@ def _writers_of(state: Path) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"journal_process" in cmdline and str(state).encode() in cmdline:
+            if b"journal_writer" in cmdline and str(state).encode() in cmdline:
                 found.append(int(entry.name))
     return found
 

@@ -1,5 +1,6 @@
-"""The exit journal: commit rules, columns, queries, loss accounting, disk-low
-hysteresis, restarts and retention.  Clocks and statvfs are injected; no sleeps."""
+"""The exit journal's store: columns, queries, loss accounting, disk-low
+hysteresis, restarts and retention; the writer's commit rule.  Synchronous: clocks
+and statvfs are injected; no threads, no sleeps."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -17,18 +17,18 @@ import pytest
 
 import pytaskstats
 from pytaskstats import taskstats
-from pytaskstats.daemon.journal import (
+from pytaskstats.daemon.journal import Store, commit_due
+from pytaskstats.daemon.journal_queries import (
     AGGREGATES,
-    MIGRATIONS,
+    TAG_COLUMNS,
+    Budget,
     Gap,
-    Journal,
-    JournalEntry,
-    JournalError,
-    Tags,
-    commit_due,
-    decode_raw,
+    QueryTooLong,
+    Scope,
 )
-from pytaskstats.daemon.journal_queries import TAG_COLUMNS, Budget, QueryTooLong, Scope
+from pytaskstats.daemon.journal_rows import JournalEntry, Tags, decode_raw
+from pytaskstats.daemon.journal_schema import MIGRATIONS, JournalError
+from pytaskstats.daemon.journal_writer import Pending
 from pytaskstats.fields import FIELDS, Timespec
 from pytaskstats.records import AGROUP, ExitRecord
 from tests.conftest import FIXTURES, fixture_bytes
@@ -103,25 +103,25 @@ def entry(pid: int = 4243, *, comm: str = "fixture", uid: int = 1000, time_ns: i
     return JournalEntry(record, time_ns, cgroup, taskstats.encode_exit(FAMILY, record))
 
 
-Factory = Callable[..., Journal]
+Factory = Callable[..., Store]
 
 
 @pytest.fixture
 def make(tmp_path: Path) -> Iterator[Factory]:
-    """Open journals (default: a file in tmp_path, frozen clocks); stop them all after."""
-    opened: list[Journal] = []
+    """Open stores (default: a file in tmp_path, frozen clocks); close them all after."""
+    opened: list[Store] = []
 
-    def factory(path: str | Path | None = None, **kwargs: Any) -> Journal:
+    def factory(path: str | Path | None = None, **kwargs: Any) -> Store:
         kwargs.setdefault("clock", Clock())
         kwargs.setdefault("wall_ns", Wall())
         kwargs.setdefault("statvfs", Disk())
-        journal = Journal(tmp_path / "journal.db" if path is None else path, **kwargs)
+        journal = Store(tmp_path / "journal.db" if path is None else path, **kwargs)
         opened.append(journal)
         return journal
 
     yield factory
     for journal in opened:
-        journal.stop()
+        journal.close()
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -135,9 +135,9 @@ def integrity(path: str | Path) -> list[str]:
         return [row[0] for row in conn.execute("PRAGMA integrity_check")]
 
 
-def committed(journal: Journal) -> int:
-    """Rows journaled; for an in-memory journal also a barrier after the writer's rules."""
-    count: int = journal.totals()["exits"]
+def committed(journal: Store) -> int:
+    """Rows journaled."""
+    count: int = journal.queries.totals()["exits"]
     return count
 
 
@@ -155,39 +155,33 @@ def test_commit_rule_fires_on_size_or_age_and_not_before() -> None:
 
 
 def test_batch_size_commits_nothing_before_and_everything_at(make: Factory) -> None:
-    journal = make(":memory:", batch_size=10, max_delay_s=0.25)
+    pending, journal = Pending(batch_size=10, max_delay_s=0.25, queue_size=1000), make()
     for pid in range(9):
-        assert journal.submit(entry(pid))
-    assert committed(journal) == 0
-    assert journal.pending == 9
-    assert journal.submit(entry(9))
-    assert committed(journal) == 10
-    assert journal.counters()["journaled"] == 10
-    assert journal.pending == 0
+        assert pending.add([entry(pid).item], 0.0) == 0
+    assert not pending.due(0.0) and len(pending) == 9
+    pending.add([entry(9).item], 0.0)
+    assert pending.due(0.0)
+    assert journal.insert(pending.take()) == 10
+    assert committed(journal) == 10 and journal.counters()["journaled"] == 10
+    assert len(pending) == 0 and pending.due_in(0.0) == float("inf")
 
 
-def test_max_delay_commits_once_the_oldest_is_old_enough(make: Factory) -> None:
-    clock = Clock(100.0)
-    journal = make(":memory:", batch_size=100, max_delay_s=0.25, clock=clock)
-    journal.submit(entry(1))
-    clock.now = 100.2
-    journal.submit(entry(2))  # a younger record does not restart the age
-    assert committed(journal) == 0
-    clock.now = 100.249
-    assert committed(journal) == 0
-    clock.now = 100.25
-    assert committed(journal) == 2
-    journal.submit(entry(3))  # the next batch ages from its own first record
-    clock.now = 100.4
-    assert committed(journal) == 2
-    clock.now = 1_000.0
-    assert committed(journal) == 3
+def test_max_delay_commits_once_the_oldest_is_old_enough() -> None:
+    pending = Pending(batch_size=100, max_delay_s=0.25, queue_size=1000)
+    pending.add([entry(1).item], 100.0)
+    pending.add([entry(2).item], 100.2)  # a younger record does not restart the age
+    assert not pending.due(100.249)
+    assert pending.due_in(100.2) == pytest.approx(0.05)
+    assert pending.due(100.25) and pending.due_in(100.25) == 0
+    assert len(pending.take()) == 2
+    pending.add([entry(3).item], 100.3)  # the next batch ages from its own first record
+    assert not pending.due(100.4)
+    assert pending.due(1_000.0)
 
 
-def test_flush_commits_at_once(make: Factory, store: str) -> None:
-    journal = make(store, batch_size=1000)
-    journal.submit(entry(1))
-    journal.flush()
+def test_insert_commits_at_once(make: Factory, store: str) -> None:
+    journal = make(store)
+    assert journal.insert([entry(1).item]) == 1
     assert committed(journal) == 1
 
 
@@ -209,9 +203,9 @@ def test_every_column_round_trips(make: Factory, store: str, name: str) -> None:
     # dual and padded messages take the decoding path, the rest the struct-order INSERT
     assert (taskstats.single_exit(raw) is None) == (name in EXIT_FIXTURES or "padded" in name)
     journal = make(store)
-    journal.submit(JournalEntry(record, 123_456_789, "/a/b", raw))
-    journal.flush()
-    [row] = journal.query(raw=True)
+    journal.insert([JournalEntry(record, 123_456_789, "/a/b", raw).item])
+    journal.maintain()
+    [row] = journal.queries.query(raw=True)
     assert set(row) == {*CONTEXT, *(f.name for f in FIELDS), "raw"}
     assert {k: row[k] for k in CONTEXT} == {
         "time_ns": 123_456_789, "cpu": 3, "pid": record.pid, "tgid": record.tgid,
@@ -225,9 +219,9 @@ def test_absent_values_are_sql_null(make: Factory, tmp_path: Path) -> None:
     base = decoded("exit_v8_tgid_version0.bin")
     record = dataclasses.replace(base, group=None, tgid=None)
     journal = make()
-    journal.submit(JournalEntry(record, 1, None, taskstats.encode_exit(FAMILY, record)))
-    journal.flush()
-    [row] = journal.query()
+    journal.insert([JournalEntry(record, 1, None, taskstats.encode_exit(FAMILY, record)).item])
+    journal.maintain()
+    [row] = journal.queries.query()
     assert row["cpu"] is row["tgid"] is row["cgroup"] is row["ended_process"] is None
     absent = [f.name for f in FIELDS if f.version > 8]
     assert absent and all(row[name] is None for name in absent)
@@ -240,9 +234,9 @@ def test_ended_process_false_and_huge_u64(make: Factory, store: str) -> None:
     huge = 2**64 - 1
     record = dataclasses.replace(entry(5, ac_flag=0, cpu_count=huge).record, group=None)
     journal = make(store)
-    journal.submit(JournalEntry(record, 1, None, taskstats.encode_exit(FAMILY, record)))
-    journal.flush()
-    [row] = journal.query()
+    journal.insert([JournalEntry(record, 1, None, taskstats.encode_exit(FAMILY, record)).item])
+    journal.maintain()
+    [row] = journal.queries.query()
     assert row["ended_process"] is False
     assert row["cpu_count"] == huge
     assert journal.counters()["journaled"] == 1
@@ -254,22 +248,22 @@ def test_single_exit_rows_take_ended_process_from_agroup(make: Factory, flag: in
     raw = taskstats.encode_exit(FAMILY, record)
     assert taskstats.single_exit(raw) == (5, 36)
     journal = make()
-    journal.submit(JournalEntry(record, 1, None, raw))
-    journal.flush()
-    [row] = journal.query()
+    journal.insert([JournalEntry(record, 1, None, raw).item])
+    journal.maintain()
+    [row] = journal.queries.query()
     assert row["ended_process"] is bool(flag & AGROUP) is record.ended_process
 
 
 def test_bytes_without_an_exit_record_are_counted_not_journaled(make: Factory) -> None:
     good = entry(7)
     journal = make()
-    journal.submit(good)
-    journal.submit(dataclasses.replace(good, raw=fixture_bytes("cgroupstats.bin")))
-    journal.submit(dataclasses.replace(good, raw=exit_bytes(V17)[:40]))
-    journal.flush()
-    assert [row["pid"] for row in journal.query()] == [7]
+    journal.insert([good.item])
+    journal.insert([dataclasses.replace(good, raw=fixture_bytes("cgroupstats.bin")).item])
+    journal.insert([dataclasses.replace(good, raw=exit_bytes(V17)[:40]).item])
+    journal.maintain()
+    assert [row["pid"] for row in journal.queries.query()] == [7]
     assert journal.counters()["dropped_write_error"] == 2
-    assert journal.accounted() == 3
+    assert journal.queries.accounted() == 3
 
 
 def test_entry_checks_its_types() -> None:
@@ -280,14 +274,14 @@ def test_entry_checks_its_types() -> None:
 # ---------------------------------------------------------------- queries
 
 @pytest.fixture
-def sample(make: Factory, store: str) -> Journal:
+def sample(make: Factory, store: str) -> Store:
     journal = make(store)
     rows = [(1, "bash", 0, "/s/x"), (2, "make", 1000, "/s/y"), (3, "make", 1000, "/t"),
             (4, "cc1", 1000, "/sx"), (5, "bash", 0, None)]
     for pid, comm, uid, cgroup in rows:
-        journal.submit(entry(pid, comm=comm, uid=uid, cgroup=cgroup, time_ns=pid * 100,
-                             ac_utime=pid * 10, hiwater_rss=pid))
-    journal.flush()
+        journal.insert([(entry(pid, comm=comm, uid=uid, cgroup=cgroup, time_ns=pid * 100,
+                             ac_utime=pid * 10, hiwater_rss=pid)).item])
+    journal.maintain()
     return journal
 
 
@@ -295,56 +289,56 @@ def pids(rows: list[dict[str, Any]]) -> list[int]:
     return [row["pid"] for row in rows]
 
 
-def test_filters(sample: Journal) -> None:
-    assert pids(sample.query()) == [1, 2, 3, 4, 5]
-    assert pids(sample.query(comm="make")) == [2, 3]
-    assert pids(sample.query(uid=0)) == [1, 5]
-    assert pids(sample.query(pid=4)) == [4]
-    assert pids(sample.query(tgid=4)) == [4]
-    assert pids(sample.query(since_ns=200, until_ns=400)) == [2, 3]
-    assert pids(sample.query(cgroup="/s")) == [1, 2]  # the cgroup and its descendants
-    assert pids(sample.query(cgroup="/s/x/")) == [1]
-    assert pids(sample.query(cgroup="/")) == [1, 2, 3, 4]
-    assert pids(sample.query(comm="make", uid=0)) == []
-    assert sample.query(comm="x'; DROP TABLE exits; --") == []
-    assert len(sample.query()) == 5
+def test_filters(sample: Store) -> None:
+    assert pids(sample.queries.query()) == [1, 2, 3, 4, 5]
+    assert pids(sample.queries.query(comm="make")) == [2, 3]
+    assert pids(sample.queries.query(uid=0)) == [1, 5]
+    assert pids(sample.queries.query(pid=4)) == [4]
+    assert pids(sample.queries.query(tgid=4)) == [4]
+    assert pids(sample.queries.query(since_ns=200, until_ns=400)) == [2, 3]
+    assert pids(sample.queries.query(cgroup="/s")) == [1, 2]  # the cgroup and its descendants
+    assert pids(sample.queries.query(cgroup="/s/x/")) == [1]
+    assert pids(sample.queries.query(cgroup="/")) == [1, 2, 3, 4]
+    assert pids(sample.queries.query(comm="make", uid=0)) == []
+    assert sample.queries.query(comm="x'; DROP TABLE exits; --") == []
+    assert len(sample.queries.query()) == 5
 
 
-def test_sort_and_limit(sample: Journal) -> None:
-    assert pids(sample.query(sort="-pid")) == [5, 4, 3, 2, 1]
-    assert pids(sample.query(sort="ac_comm")) == [1, 5, 4, 2, 3]
-    assert pids(sample.query(sort="-ac_utime", limit=2)) == [5, 4]
-    assert sample.query(limit=0) == []
+def test_sort_and_limit(sample: Store) -> None:
+    assert pids(sample.queries.query(sort="-pid")) == [5, 4, 3, 2, 1]
+    assert pids(sample.queries.query(sort="ac_comm")) == [1, 5, 4, 2, 3]
+    assert pids(sample.queries.query(sort="-ac_utime", limit=2)) == [5, 4]
+    assert sample.queries.query(limit=0) == []
 
 
 @pytest.mark.parametrize("bad", ["bogus", "-", "pid DESC", "pid; DROP TABLE exits", "raw"])
-def test_rejected_sort_names_the_allowed(sample: Journal, bad: str) -> None:
+def test_rejected_sort_names_the_allowed(sample: Store, bad: str) -> None:
     with pytest.raises(ValueError, match=r"choose one of .*ac_utime"):
-        sample.query(sort=bad)
+        sample.queries.query(sort=bad)
 
 
-def test_rejected_group_and_limit(sample: Journal) -> None:
+def test_rejected_group_and_limit(sample: Store) -> None:
     with pytest.raises(ValueError, match="comm, uid, cgroup"):
-        sample.query(group_by="pid")  # type: ignore[arg-type]
+        sample.queries.query(group_by="pid")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="choose one of ac_comm, exits"):
-        sample.query(group_by="comm", sort="pid")
+        sample.queries.query(group_by="comm", sort="pid")
     with pytest.raises(ValueError, match="non-negative"):
-        sample.query(limit=-1)
+        sample.queries.query(limit=-1)
     with pytest.raises(ValueError):
-        sample.query(group_by="comm", raw=True)
+        sample.queries.query(group_by="comm", raw=True)
 
 
-def test_group_by_sums_counts_and_peaks(sample: Journal) -> None:
-    groups = sample.query(group_by="comm", sort="-exits")
+def test_group_by_sums_counts_and_peaks(sample: Store) -> None:
+    groups = sample.queries.query(group_by="comm", sort="-exits")
     assert [(g["ac_comm"], g["exits"]) for g in groups] == [
         ("bash", 2), ("make", 2), ("cc1", 1)]
     by_comm = {g["ac_comm"]: g for g in groups}
     assert by_comm["make"]["ac_utime"] == 50
     assert by_comm["make"]["hiwater_rss"] == 3
     assert set(by_comm["make"]) == {"ac_comm", "exits", "implausible", *AGGREGATES}
-    by_uid = sample.query(group_by="uid", sort="ac_uid")
+    by_uid = sample.queries.query(group_by="uid", sort="ac_uid")
     assert [(g["ac_uid"], g["exits"]) for g in by_uid] == [(0, 2), (1000, 3)]
-    by_cgroup = sample.query(group_by="cgroup", cgroup="/s", limit=1)
+    by_cgroup = sample.queries.query(group_by="cgroup", cgroup="/s", limit=1)
     assert [(g["cgroup"], g["exits"]) for g in by_cgroup] == [("/s/x", 1)]
 
 
@@ -359,149 +353,130 @@ def test_aggregates_follow_units() -> None:
         assert name not in AGGREGATES
 
 
-def test_totals(sample: Journal) -> None:
-    totals = sample.totals(comm="bash")
+def test_totals(sample: Store) -> None:
+    totals = sample.queries.totals(comm="bash")
     assert totals["exits"] == 2
     assert totals["ac_utime"] == 60
     assert totals["hiwater_rss"] == 5
-    assert sample.totals(comm="nobody")["exits"] == 0
+    assert sample.queries.totals(comm="nobody")["exits"] == 0
 
 
 def test_sums_beyond_int64_fall_back_to_total(make: Factory, store: str) -> None:
     journal = make(store)
     for pid in (1, 2):
-        journal.submit(entry(pid, cpu_count=2**62 + 2**40))
-    journal.flush()
-    assert journal.totals()["cpu_count"] == 2**63 + 2**41
+        journal.insert([entry(pid, cpu_count=2**62 + 2**40).item])
+    journal.maintain()
+    assert journal.queries.totals()["cpu_count"] == 2**63 + 2**41
 
 
 # ---------------------------------------------------------------- loss accounting
 
 def test_queue_full_drops_are_counted(make: Factory) -> None:
-    journal = make(":memory:", batch_size=1000, queue_size=5)
-    assert all(journal.submit(entry(pid)) for pid in range(5))
-    assert not journal.submit(entry(99))
+    """The writer holds at most queue_size; what it refuses it counts in the store."""
+    pending, journal = Pending(batch_size=1000, max_delay_s=0.25, queue_size=5), make()
+    assert pending.add([entry(pid).item for pid in range(5)], 0.0) == 0
+    refused = pending.add([entry(99).item], 0.0)
+    assert refused == 1
+    journal.note("dropped_queue_full", refused)
     assert journal.counters()["dropped_queue_full"] == 1
-    journal.flush()
-    assert journal.submit(entry(6))
-    journal.flush()
+    journal.insert(pending.take())
+    assert pending.add([entry(6).item], 0.0) == 0
+    journal.insert(pending.take())
     assert journal.counters()["journaled"] == 6
-    assert journal.accounted() == 7
+    assert journal.queries.accounted() == 7
 
 
 def test_disk_low_suspends_and_resumes_with_hysteresis(make: Factory, tmp_path: Path) -> None:
     clock, wall, disk = Clock(), Wall(5_000), Disk(50.0)
     journal = make(clock=clock, wall_ns=wall, statvfs=disk, check_interval_s=5.0)
-    assert journal.submit(entry(1))
-    journal.flush()
+    assert journal.insert([entry(1).item])
+    journal.maintain()
 
     def tick(free_pct: float, at_ns: int) -> None:
         disk.free_pct, wall.ns = free_pct, at_ns
         clock.now += 5.0
-        journal.flush()
+        journal.maintain()
 
     tick(1.5, 6_000)
     assert journal.suspended
-    assert not journal.submit(entry(2))
+    assert not journal.insert([entry(2).item])
     tick(3.9, 7_000)  # above the low mark, under the resume mark: still suspended
     assert journal.suspended
-    assert not journal.submit(entry(3))
+    assert not journal.insert([entry(3).item])
     tick(4.0, 8_000)
     assert not journal.suspended
-    assert journal.submit(entry(4))
-    journal.flush()
+    assert journal.insert([entry(4).item])
+    journal.maintain()
     counts = journal.counters()
     assert (counts["journaled"], counts["dropped_disk_low"], counts["suspensions"]) == (2, 2, 1)
-    assert journal.gaps() == [Gap(6_000, 8_000, "disk_low")]
-    assert journal.accounted() == 4
+    assert journal.queries.gaps() == [Gap(6_000, 8_000, "disk_low")]
+    assert journal.queries.accounted() == 4
     assert disk.paths[-1] == str(tmp_path)
 
 
 def test_starts_suspended_on_a_low_disk(make: Factory) -> None:
     journal = make(statvfs=Disk(0.5))
     assert journal.suspended
-    assert not journal.submit(entry(1))
+    assert not journal.insert([entry(1).item])
     assert journal.counters()["suspensions"] == 1
 
 
 def test_disk_full_error_drops_the_batch_and_suspends(make: Factory, tmp_path: Path) -> None:
     clock = Clock()
     journal = make(clock=clock)
-    pages: int = journal._call(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
-    journal._call(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
-    for pid in range(50):
-        journal.submit(entry(pid))
-    journal.flush()  # SQLITE_FULL: counted, not raised, not retried
+    pages: int = journal._conn.execute("PRAGMA page_count").fetchone()[0]
+    journal._conn.execute(f"PRAGMA max_page_count = {pages}")
+    journal.insert([entry(pid).item for pid in range(50)])  # SQLITE_FULL: counted, not retried
     assert journal.suspended
     assert journal.counters()["dropped_disk_low"] == 50
-    journal._call(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
+    journal._conn.execute("PRAGMA max_page_count = 1073741823")
     clock.now += 5.0
-    journal.flush()  # the next check finds free space (the fake disk says 50 %)
+    journal.maintain()  # the next check finds free space (the fake disk says 50 %)
     assert not journal.suspended
-    assert journal.submit(entry(99))
-    journal.flush()
+    assert journal.insert([entry(99).item])
+    journal.maintain()
     assert journal.counters()["journaled"] == 1
-    assert [gap.reason for gap in journal.gaps()] == ["disk_low"]
+    assert [gap.reason for gap in journal.queries.gaps()] == ["disk_low"]
     assert integrity(tmp_path / "journal.db") == ["ok"]
 
 
 def test_other_write_errors_are_counted_not_raised(make: Factory) -> None:
     journal = make(":memory:")
-    journal._call(lambda c: c.execute("PRAGMA query_only = ON"))
-    journal.submit(entry(1))
-    journal.flush()
+    journal._conn.execute("PRAGMA query_only = ON")
+    journal.insert([entry(1).item])
+    journal.maintain()
     assert journal.counters()["dropped_write_error"] == 1
     assert not journal.suspended
-    journal._call(lambda c: c.execute("PRAGMA query_only = OFF"))
-    journal.submit(entry(2))
-    journal.flush()
+    journal._conn.execute("PRAGMA query_only = OFF")
+    journal.insert([entry(2).item])
+    journal.maintain()
     assert journal.counters()["journaled"] == 1
-    assert journal.accounted() == 2
+    assert journal.queries.accounted() == 2
 
 
 def test_accounted_equals_received_plus_noted_losses(make: Factory) -> None:
     clock, disk = Clock(), Disk(50.0)
-    journal = make(":memory:", clock=clock, statvfs=disk, batch_size=1000, queue_size=10)
+    journal = make(":memory:", clock=clock, statvfs=disk)
+    pending = Pending(batch_size=1000, max_delay_s=0.25, queue_size=10)
     received = 0
-    for pid in range(15):  # 10 queued, 5 dropped: queue full
-        journal.submit(entry(pid))
+    for pid in range(15):  # 10 held, 5 refused: queue full
+        journal.note("dropped_queue_full", pending.add([entry(pid).item], clock.now))
         received += 1
-    journal.flush()
-    journal._call(lambda c: c.execute("PRAGMA query_only = ON"))
-    journal.submit(entry(20))
+    journal.insert(pending.take())
+    journal._conn.execute("PRAGMA query_only = ON")
+    journal.insert([entry(20).item])
     received += 1
-    journal.flush()  # a write error
-    journal._call(lambda c: c.execute("PRAGMA query_only = OFF"))
+    journal.maintain()  # a write error
+    journal._conn.execute("PRAGMA query_only = OFF")
     journal.note_lost("overrun", 7)
     journal.note_lost("malformed")
     counts = journal.counters()
     assert (counts["journaled"], counts["dropped_queue_full"],
             counts["dropped_write_error"]) == (10, 5, 1)
-    assert journal.lost_total() == 8
-    assert journal.accounted() == received + 8
+    assert journal.queries.lost_total() == 8
+    assert journal.queries.accounted() == received + 8
     with pytest.raises(ValueError):
         journal.note_lost("Bad Reason", 1)
-
-
-def test_accounting_holds_with_concurrent_producers(tmp_path: Path) -> None:
-    """Real clocks and threads: whatever was dropped, nothing goes unaccounted."""
-    pool = [entry(pid) for pid in range(50)]
-    with Journal(tmp_path / "journal.db", batch_size=64, queue_size=500,
-                 statvfs=Disk()) as journal:
-        def produce() -> None:
-            for item in pool * 40:
-                journal.submit(item)
-
-        threads = [threading.Thread(target=produce) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        journal.flush()
-        counts = journal.counters()
-        assert journal.accounted() == 4 * 2000
-        assert counts["journaled"] == committed(journal)
-        assert counts["journaled"] + counts["dropped_queue_full"] == 8000
 
 
 # ---------------------------------------------------------------- restart
@@ -510,34 +485,33 @@ def test_restart_keeps_counters_and_records_a_stopped_gap(make: Factory,
                                                           tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     first = make(path, wall_ns=Wall(2_000))
-    first.submit(entry(1))
-    first.submit(entry(2))
+    first.insert([entry(1).item])
+    first.insert([entry(2).item])
     first.note_lost("overrun", 3)
-    first.stop()
+    first.close()
     second = make(path, wall_ns=Wall(5_000))
     assert second.counters()["journaled"] == 2
     assert second.counters()["lost_overrun"] == 3
-    assert second.gaps() == [Gap(2_000, 5_000, "stopped")]
-    second.submit(entry(3))
-    second.stop()
+    assert second.queries.gaps() == [Gap(2_000, 5_000, "stopped")]
+    second.insert([entry(3).item])
+    second.close()
     third = make(path, wall_ns=Wall(9_000))
     assert third.counters()["journaled"] == 3
-    assert [gap.reason for gap in third.gaps()] == ["stopped", "stopped"]
-    assert len(third.query()) == 3
-    third.stop()
+    assert [gap.reason for gap in third.queries.gaps()] == ["stopped", "stopped"]
+    assert len(third.queries.query()) == 3
+    third.close()
     assert integrity(path) == ["ok"]
 
 
 CRASH = """
 import os, sys
 from pytaskstats import taskstats
-from pytaskstats.daemon.journal import Journal, JournalEntry
+from pytaskstats.daemon.journal import Store
+from pytaskstats.daemon.journal_rows import JournalEntry
 raw = open(sys.argv[2], "rb").read()
-journal = Journal(sys.argv[1], wall_ns=lambda: 7_000, clock=lambda: 0.0)
-journal.submit(JournalEntry(taskstats.decode(raw, 27)[0], 7_000, None, raw))
-journal.flush()
-journal.submit(JournalEntry(taskstats.decode(raw, 27)[0], 7_001, None, raw))
-os._exit(0)  # a crash: no stop(); the frozen clock never lets the second record commit
+journal = Store(sys.argv[1], wall_ns=lambda: 7_000, clock=lambda: 0.0)
+journal.insert([JournalEntry(taskstats.decode(raw, 27)[0], 7_000, None, raw).item])
+os._exit(0)  # a crash: no close()
 """
 
 
@@ -547,10 +521,10 @@ def test_unclean_stop_leaves_a_daemon_down_gap(make: Factory, tmp_path: Path) ->
     subprocess.run([sys.executable, "-c", CRASH, str(path), str(FIXTURES / V17)],
                    check=True, timeout=60, env=env)
     journal = make(path, wall_ns=Wall(9_000))
-    assert journal.gaps() == [Gap(7_000, 9_000, "daemon_down")]
+    assert journal.queries.gaps() == [Gap(7_000, 9_000, "daemon_down")]
     assert journal.counters()["journaled"] == 1
-    assert len(journal.query()) == 1
-    journal.stop()
+    assert len(journal.queries.query()) == 1
+    journal.close()
     assert integrity(path) == ["ok"]
 
 
@@ -558,16 +532,16 @@ def test_unclean_stop_commits_what_it_holds_and_leaves_a_daemon_down_gap(
         make: Factory, tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     first = make(path, wall_ns=Wall(2_000))
-    first.submit(entry(9))
-    first.stop(clean=False)
+    first.insert([entry(9).item])
+    first.close(clean=False)
     second = make(path, wall_ns=Wall(5_000))
-    assert second.gaps() == [Gap(2_000, 5_000, "daemon_down")]
-    assert [row["pid"] for row in second.query()] == [9]
+    assert second.queries.gaps() == [Gap(2_000, 5_000, "daemon_down")]
+    assert [row["pid"] for row in second.queries.query()] == [9]
 
 
 def test_schema(make: Factory, tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
-    make(path).stop()
+    make(path).close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -578,7 +552,7 @@ def test_schema(make: Factory, tmp_path: Path) -> None:
         assert indexed == {"CREATE INDEX exits_time_ns ON exits (time_ns)",
                            "CREATE INDEX exits_uid_time ON exits (ac_uid, time_ns)"}
         conn.execute("ALTER TABLE exits DROP COLUMN irq_delay_max_ts")  # an older table
-    make(path).stop()  # a field column missing from an older journal is added
+    make(path).close()  # a field column missing from an older journal is added
     with sqlite3.connect(path) as conn:
         assert "irq_delay_max_ts" in {row[1] for row in conn.execute("PRAGMA table_info(exits)")}
 
@@ -601,22 +575,22 @@ def test_scopes_keep_to_the_owner_and_the_namespace(make: Factory, name: str) ->
               _tagged(16, Tags(True, "900", "/5/"), name=name),  # pids unknown
               _tagged(17, Tags(True, "9000", "7/7/"), name=name),  # another namespace
               _tagged(18, Tags(True, "", None), name=name, ac_gid=4)):
-        journal.submit(e)
-    journal.flush()
-    assert [r["pid"] for r in journal.query()] == list(range(11, 19))
+        journal.insert([e.item])
+    journal.maintain()
+    assert [r["pid"] for r in journal.queries.query()] == list(range(11, 19))
     owner = Scope(65534, 65534)
-    assert [r["pid"] for r in journal.query(scope=owner)] == [11, 14, 15, 16, 17]
-    assert journal.totals(scope=owner)["exits"] == 5
+    assert [r["pid"] for r in journal.queries.query(scope=owner)] == [11, 14, 15, 16, 17]
+    assert journal.queries.totals(scope=owner)["exits"] == 5
     inner = Scope(65534, 65534, "900", 1)
-    rows = journal.query(scope=inner)
+    rows = journal.queries.query(scope=inner)
     assert [(r["pid"], r["tgid"], r["ac_pid"], r["ac_ppid"]) for r in rows] == [
         (5, 5, 5, 1), (6, 6, 6, 5)]
     assert "ns_ids" not in rows[0]
-    assert [r["pid"] for r in journal.query(scope=inner, pid=6)] == [6]
-    assert journal.query(scope=inner, pid=15) == []  # a host pid means nothing there
-    assert journal.aggregate(scope=inner, group_by="uid")[0]["exits"] == 2
+    assert [r["pid"] for r in journal.queries.query(scope=inner, pid=6)] == [6]
+    assert journal.queries.query(scope=inner, pid=15) == []  # a host pid means nothing there
+    assert journal.queries.aggregate(scope=inner, group_by="uid")[0]["exits"] == 2
     deeper = Scope(None, None, "900/901", 2)  # a namespaced admin: any owner, its level
-    assert [(r["pid"], r["ac_ppid"]) for r in journal.query(scope=deeper)] == [(2, 1)]
+    assert [(r["pid"], r["ac_ppid"]) for r in journal.queries.query(scope=deeper)] == [(2, 1)]
 
 
 def test_rows_from_before_the_policy_columns_are_admin_only(make: Factory,
@@ -631,11 +605,11 @@ def test_rows_from_before_the_policy_columns_are_admin_only(make: Factory,
         conn.execute("INSERT INTO exits (time_ns, pid, raw, ac_uid, ac_gid) "
                      "VALUES (1, 77, x'00', 65534, 65534)")
     journal = make(path)
-    journal.submit(_tagged(78, Tags(True, "900", "3/3/1")))
-    journal.flush()
-    assert [r["pid"] for r in journal.query()] == [77, 78]
-    assert [r["pid"] for r in journal.query(scope=Scope(65534, 65534))] == [78]
-    assert [r["pid"] for r in journal.query(scope=Scope(None, None, "900", 1))] == [3]
+    journal.insert([_tagged(78, Tags(True, "900", "3/3/1")).item])
+    journal.maintain()
+    assert [r["pid"] for r in journal.queries.query()] == [77, 78]
+    assert [r["pid"] for r in journal.queries.query(scope=Scope(65534, 65534))] == [78]
+    assert [r["pid"] for r in journal.queries.query(scope=Scope(None, None, "900", 1))] == [3]
 
 
 def test_a_schema_2_journal_gets_the_uid_index_and_uses_it(make: Factory,
@@ -647,7 +621,7 @@ def test_a_schema_2_journal_gets_the_uid_index_and_uses_it(make: Factory,
         for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 2")
-    make(path).stop()
+    make(path).close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (3,)
         names = {row[0] for row in conn.execute(
@@ -664,20 +638,20 @@ def test_a_budget_caps_rows_and_interrupts(make: Factory) -> None:
     that says stop ends the query (QueryTooLong); what a tick raises is raised."""
     journal = make()
     for pid in range(1, 31):
-        journal.submit(entry(pid))
-    journal.flush()
-    with journal.bounded(Budget(9, lambda: False)):
-        assert len(journal.query()) == 10
-        assert len(journal.query(limit=3)) == 3
-    assert len(journal.query()) == 30  # the bound ends with its block
-    with journal.bounded(Budget(9, lambda: True)), pytest.raises(QueryTooLong):
-        journal.totals()
+        journal.insert([entry(pid).item])
+    journal.maintain()
+    with journal.queries.bounded(Budget(9, lambda: False)):
+        assert len(journal.queries.query()) == 10
+        assert len(journal.queries.query(limit=3)) == 3
+    assert len(journal.queries.query()) == 30  # the bound ends with its block
+    with journal.queries.bounded(Budget(9, lambda: True)), pytest.raises(QueryTooLong):
+        journal.queries.totals()
 
     def broken() -> bool:
         raise KeyError("in the drain")
 
-    with journal.bounded(Budget(9, broken)), pytest.raises(KeyError, match="in the drain"):
-        journal.totals()
+    with journal.queries.bounded(Budget(9, broken)), pytest.raises(KeyError, match="in the drain"):
+        journal.queries.totals()
 
 
 def test_unusable_files_raise_a_clear_error(make: Factory, tmp_path: Path) -> None:
@@ -694,12 +668,12 @@ def test_unusable_files_raise_a_clear_error(make: Factory, tmp_path: Path) -> No
 
 def test_stop_is_final_and_idempotent(make: Factory) -> None:
     with make(":memory:") as journal:
-        journal.submit(entry(1))
-    journal.stop()
+        journal.insert([entry(1).item])
+    journal.close()
     with pytest.raises(RuntimeError):
-        journal.submit(entry(2))
+        journal.insert([entry(2).item])
     with pytest.raises(RuntimeError):
-        journal.query()
+        journal.queries.query()
 
 
 # ---------------------------------------------------------------- retention
@@ -708,14 +682,14 @@ def test_retention_by_age(make: Factory) -> None:
     clock, wall = Clock(), Wall(1_000 * 10**9)
     journal = make(clock=clock, wall_ns=wall, retention_s=60.0)
     for pid, age_s in ((1, 120), (2, 61), (3, 59), (4, 1)):
-        journal.submit(entry(pid, time_ns=wall.ns - age_s * 10**9))
-    journal.flush()
-    assert len(journal.query()) == 4
+        journal.insert([entry(pid, time_ns=wall.ns - age_s * 10**9).item])
+    journal.maintain()
+    assert len(journal.queries.query()) == 4
     clock.now += 5.0
-    journal.flush()
-    assert pids(journal.query()) == [3, 4]
+    journal.maintain()
+    assert pids(journal.queries.query()) == [3, 4]
     assert journal.counters()["retired"] == 2
-    assert journal.accounted() == 4  # retention is not loss
+    assert journal.queries.accounted() == 4  # retention is not loss
 
 
 def test_retention_by_size_keeps_the_newest(make: Factory, tmp_path: Path) -> None:
@@ -723,11 +697,11 @@ def test_retention_by_size_keeps_the_newest(make: Factory, tmp_path: Path) -> No
     limit = 256 * 1024
     journal = make(clock=clock, max_bytes=limit)
     for pid in range(400):
-        journal.submit(entry(pid))
-    journal.flush()
+        journal.insert([entry(pid).item])
+    journal.maintain()
     clock.now += 5.0
-    journal.flush()
-    kept = pids(journal.query())
+    journal.maintain()
+    kept = pids(journal.queries.query())
     assert 0 < len(kept) < 400
     assert kept == list(range(400 - len(kept), 400))
     assert journal.counters()["retired"] == 400 - len(kept)
@@ -741,15 +715,15 @@ def test_checkpoint_truncates_the_wal(make: Factory, tmp_path: Path) -> None:
     clock = Clock()
     journal = make(clock=clock)
     for pid in range(200):
-        journal.submit(entry(pid))
-    journal.flush()
+        journal.insert([entry(pid).item])
+    journal.maintain()
     assert (tmp_path / "journal.db-wal").stat().st_size > 0
     clock.now += 5.0
-    journal.flush()
+    journal.maintain()
     assert (tmp_path / "journal.db-wal").stat().st_size == 0
 
 
-@pytest.mark.parametrize("bad", [{"synchronous": "OFF"}, {"batch_size": 0},
+@pytest.mark.parametrize("bad", [{"synchronous": "OFF"}, {"check_interval_s": 0},
                                  {"retention_s": 0}, {"max_bytes": -1},
                                  {"low_free_pct": 5.0, "resume_free_pct": 4.0}])
 def test_rejected_settings(make: Factory, bad: dict[str, Any]) -> None:
@@ -762,7 +736,7 @@ def test_heartbeat_without_traffic(make: Factory, tmp_path: Path) -> None:
     journal = make(clock=clock, wall_ns=wall)
     wall.ns = 2_000
     clock.now += 5.0
-    journal.flush()
+    journal.maintain()
     with sqlite3.connect(tmp_path / "journal.db") as conn:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     assert meta == {"last_alive_ns": 2_000}
@@ -770,20 +744,6 @@ def test_heartbeat_without_traffic(make: Factory, tmp_path: Path) -> None:
 
 def test_stop_while_suspended_closes_the_disk_low_gap(make: Factory, tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
-    make(path, statvfs=Disk(1.0), wall_ns=Wall(3_000)).stop()
+    make(path, statvfs=Disk(1.0), wall_ns=Wall(3_000)).close()
     journal = make(path, wall_ns=Wall(4_000))
-    assert journal.gaps() == [Gap(3_000, 3_000, "disk_low"), Gap(3_000, 4_000, "stopped")]
-
-
-def test_a_writer_bug_fails_the_waiting_callers(make: Factory,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    journal = make(":memory:")
-
-    def broken() -> None:
-        raise KeyError("bug")
-
-    monkeypatch.setattr(journal, "_maintain", broken)
-    with pytest.raises(RuntimeError, match="writer failed"):
-        journal.flush()
-    with pytest.raises(RuntimeError, match="stopped"):
-        journal.submit(entry(1))
+    assert journal.queries.gaps() == [Gap(3_000, 3_000, "disk_low"), Gap(3_000, 4_000, "stopped")]

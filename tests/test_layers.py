@@ -19,14 +19,6 @@ from pytaskstats.layers import LAYERS, layer_of
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "pytaskstats"
 
-# Known cycle, being removed by the journal branch: daemon.main starts the metrics
-# service, which reads the Daemon.  The ONLY exception; the lead removes it at merge.
-KNOWN_CYCLE_EDGES = frozenset({
-    ("pytaskstats.metrics", "pytaskstats.daemon.main"),  # removed by the journal branch
-    ("pytaskstats.metrics.health", "pytaskstats.daemon.main"),  # removed by the journal branch
-    ("pytaskstats.metrics.service", "pytaskstats.daemon.main"),  # removed by the journal branch
-})
-
 Edge = tuple[str, str]
 
 
@@ -138,19 +130,11 @@ def test_the_upward_check_names_the_offending_edge() -> None:
 
 
 def test_no_import_cycle() -> None:
-    edges = {m: {t for t in ts if (m, t) not in KNOWN_CYCLE_EDGES}
-             for m, ts in graph().items()}
+    edges = graph()
     found = cycles(edges)
     report = ["cycle: " + ", ".join(c) + "\n  edges: " + ", ".join(
         f"{a} -> {b}" for a in c for b in sorted(edges[a]) if b in c) for c in found]
     assert not found, "\n".join(report)
-
-
-def test_the_known_exception_is_still_needed() -> None:
-    """When the journal branch has removed the cycle, drop KNOWN_CYCLE_EDGES."""
-    g = graph()
-    stale = [e for e in KNOWN_CYCLE_EDGES if e[1] not in g.get(e[0], set())]
-    assert not stale, f"no longer imported, remove from KNOWN_CYCLE_EDGES: {stale}"
 
 
 @pytest.mark.parametrize(("edges", "expected"), [

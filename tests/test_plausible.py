@@ -22,7 +22,9 @@ from prometheus_client.registry import CollectorRegistry
 from pytaskstats import ExitRecord, TaskStats, taskstats
 from pytaskstats.cli.history import format_row
 from pytaskstats.cli.run import RunResult, format_json, format_text
-from pytaskstats.daemon.journal import Journal, JournalEntry
+from pytaskstats.daemon.journal import Store
+from pytaskstats.daemon.journal_queries import JournalQueries
+from pytaskstats.daemon.journal_rows import JournalEntry
 from pytaskstats.metrics.aggregate import Aggregator, Live
 from pytaskstats.metrics.collector import TaskstatsCollector
 from pytaskstats.plausible import (
@@ -185,15 +187,14 @@ def test_run_report_says_it_under_the_totals_table() -> None:
 
 
 @pytest.fixture
-def journal() -> Iterator[Journal]:
-    with Journal(":memory:") as j:
-        for i, rec in enumerate((BOGUS, GOOD)):
-            j.submit(JournalEntry(rec, T0 + i * SEC, "/t", taskstats.encode_exit(FAMILY, rec)))
-        j.flush()
-        yield j
+def journal() -> Iterator[JournalQueries]:
+    with Store(":memory:") as j:
+        j.insert([JournalEntry(rec, T0 + i * SEC, "/t", taskstats.encode_exit(FAMILY, rec)).item
+                  for i, rec in enumerate((BOGUS, GOOD))])
+        yield j.queries
 
 
-def test_history_totals_and_groups_leave_it_out_and_count_it(journal: Journal) -> None:
+def test_history_totals_and_groups_leave_it_out_and_count_it(journal: JournalQueries) -> None:
     tot = journal.totals()
     assert (tot["exits"], tot["implausible"]) == (2, 1)
     assert tot["blkio_delay_total"] == tot["blkio_delay_max"] == GOOD_BLKIO
@@ -210,7 +211,7 @@ def test_history_totals_and_groups_leave_it_out_and_count_it(journal: Journal) -
     assert "implausible" not in format_row(raw[BOGUS_PID])
 
 
-def test_history_report_says_it_under_the_totals_table(journal: Journal) -> None:
+def test_history_report_says_it_under_the_totals_table(journal: JournalQueries) -> None:
     since, until = T0 - 60 * SEC, T0 + 60 * SEC
     window = partial(journal.aggregate, since_ns=since, until_ns=until)
     data = HistoryReport(

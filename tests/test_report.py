@@ -27,7 +27,9 @@ import pytest
 
 from pytaskstats import Client, ExitRecord, delayacct, taskstats
 from pytaskstats.cli.run import execute, exit_status
-from pytaskstats.daemon.journal import Journal, JournalEntry
+from pytaskstats.daemon.journal import Store
+from pytaskstats.daemon.journal_queries import JournalQueries
+from pytaskstats.daemon.journal_rows import JournalEntry
 from pytaskstats.kernel import Connection
 from pytaskstats.report import (
     BUCKET_FIELDS,
@@ -354,19 +356,18 @@ T0 = 1_700_000_040 * 10**9  # a whole minute
 
 
 @pytest.fixture
-def journal() -> Iterator[Journal]:
+def journal() -> Iterator[JournalQueries]:
     """The recorded exits journaled 20 s apart from T0, cgroups /a and /b in turn."""
     doc, records, _ = load()
     family = int(str(doc["family"]))
-    with Journal(":memory:") as j:
+    with Store(":memory:") as j:
         for i, rec in enumerate(records):
-            j.submit(JournalEntry(rec, T0 + i * 20 * 10**9, "/a" if i % 2 else "/b",
-                                  taskstats.encode_exit(family, rec)))
-        j.flush()
-        yield j
+            j.insert([JournalEntry(rec, T0 + i * 20 * 10**9, "/a" if i % 2 else "/b",
+                                  taskstats.encode_exit(family, rec)).item])
+        yield j.queries
 
 
-def test_aggregate_per_minute(journal: Journal) -> None:
+def test_aggregate_per_minute(journal: JournalQueries) -> None:
     _, records, _ = load()
     rows = journal.aggregate(bucket_s=60, fields=["ac_utime", "blkio_delay_total"])
     assert [r["bucket_ns"] for r in rows] == [T0 + k * 60 * 10**9 for k in range(len(rows))]
@@ -380,7 +381,7 @@ def test_aggregate_per_minute(journal: Journal) -> None:
     assert [r["exits"] for r in window] == [3, 3] and set(BUCKET_FIELDS) <= set(window[0])
 
 
-def test_aggregate_groups_totals_and_plausibility(journal: Journal) -> None:
+def test_aggregate_groups_totals_and_plausibility(journal: JournalQueries) -> None:
     _, records, _ = load()
     by_cgroup = journal.aggregate(group_by="cgroup", fields=GROUP_FIELDS)
     assert [(r["cgroup"], r["exits"]) for r in by_cgroup] == [
@@ -403,7 +404,7 @@ def test_aggregate_groups_totals_and_plausibility(journal: Journal) -> None:
     {"fields": ["ac_utime); DROP TABLE exits; --"]}, {"fields": ["ac_comm"]},
     {"fields": "ac_utime"}, {"bucket_s": 0}, {"bucket_s": 1.5}, {"bucket_s": True},
     {"group_by": "pid"}])
-def test_aggregate_rejects_what_it_cannot_do(journal: Journal, bad: dict[str, Any]) -> None:
+def test_aggregate_rejects_what_it_cannot_do(journal: JournalQueries, bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         journal.aggregate(**bad)
     assert journal.aggregate()[0]["exits"] == 29  # the table is still there
@@ -412,7 +413,7 @@ def test_aggregate_rejects_what_it_cannot_do(journal: Journal, bad: dict[str, An
 # ------------------------------------------------------------------ the history report
 
 
-def history_data(journal: Journal, state: bool | None = True,
+def history_data(journal: JournalQueries, state: bool | None = True,
                  whole_range: bool = True) -> HistoryReport:
     window: dict[str, Any] = {"since_ns": T0 - 60 * 10**9, "until_ns": T0 + 900 * 10**9}
     return HistoryReport(
@@ -424,7 +425,7 @@ def history_data(journal: Journal, state: bool | None = True,
         (("comm", "x"),), whole_range)
 
 
-def test_history_report_structure(journal: Journal) -> None:
+def test_history_report_structure(journal: JournalQueries) -> None:
     data = history_data(journal)
     page = Page(render_history(data))
     assert_self_contained(page)
@@ -449,7 +450,7 @@ def test_history_report_structure(journal: Journal) -> None:
     assert len(compact.all("rect", **{"class": "hov"})) == 2 * 10  # minutes with exits
 
 
-def test_history_report_states(journal: Journal) -> None:
+def test_history_report_states(journal: JournalQueries) -> None:
     off = Page(render_history(history_data(journal, state=False))).plain
     assert OFF_NOTE in off and "Not measured: delay accounting was off." in off
     data = history_data(journal)
@@ -584,7 +585,7 @@ def test_console_errors_are_detected(tmp_path: Path) -> None:
     assert any("Uncaught ReferenceError" in line for line in console)
 
 
-def test_fixture_reports_open_in_chromium(tmp_path: Path, journal: Journal,
+def test_fixture_reports_open_in_chromium(tmp_path: Path, journal: JournalQueries,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     run_html = tmp_path / "run.html"
     save(run_html, render_run(fixture_report()))

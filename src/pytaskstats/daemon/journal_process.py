@@ -1,29 +1,15 @@
-"""taskstatsd's exit journal with its writer in a process of its own.
+"""taskstatsd's exit journal: the writer process, from the daemon's side.
 
 In one process the kernel reader and the SQLite writer share one GIL: replayed
-ingest measured ~70k records/s, less than either side alone.
-:class:`JournalProcess` keeps the :class:`~pytaskstats.daemon.journal.Journal`
-API the daemon uses and runs that Journal in a child (``python -S``
-running :func:`main` with FD and SETTINGS), fed through a socketpair.
-The child reads, submits and commits in one thread (the Journal without its
-writer thread).  Queries read the file directly.
+ingest measured ~70k records/s, less than either side alone.  So the
+:class:`~pytaskstats.daemon.journal.Store` runs in a child (``python -S`` running
+:func:`.journal_writer.main`), fed through a socketpair in the frames of
+:mod:`.journal_frames`.  The child pushes its :class:`JournalHealth`; this side
+keeps the last one, so :attr:`JournalProcess.health` (and ``pending``,
+``suspended``, ``counters()``) never wait.  :meth:`JournalProcess.flush` is the
+one call that waits for the writer.  Queries read the file directly.
 
-Frames, in order on one stream: kind (1 byte), payload length (u32), payload.
-
-- ``E`` parent -> child, one exit: time_ns (i64), cpu (i32; -1 None), cgroup
-  length (i32; -1 None), raw length (u32), owner_sees (i8; -1 None), pidns and
-  ns_ids lengths (i32 each; -1 None), the cgroup (UTF-8), pidns, ns_ids (ASCII),
-  the raw message;
-- ``N`` parent -> child, JSON ``[counter, n]``: losses counted before the child;
-- ``C`` parent -> child, JSON ``[id, op]``, op ``status``, ``flush`` or ``stop``;
-- ``R`` child -> parent, JSON ``{"id", "counters", "suspended", "pending",
-  "received"}`` or ``{"id", "error"}``; id 0 answers the start.
-
-The child ignores SIGINT and SIGTERM (a service stop signals the whole group).
-It ends on ``stop`` (a clean stop), or when the parent's end closes: the daemon
-died, so it commits what it holds and records no stop, and the next start notes
-a "daemon_down" gap.  A writer that dies fails the journal: submit() then raises
-RuntimeError, as for the writer thread.
+A writer that dies fails the journal: submit() and flush() then raise RuntimeError.
 """
 
 from __future__ import annotations
@@ -34,10 +20,7 @@ import json
 import logging
 import os
 import select
-import signal
 import socket
-import sqlite3
-import struct
 import subprocess
 import sys
 import threading
@@ -46,63 +29,44 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from .journal import (
-    Item,
-    Journal,
-    JournalEntry,
-    JournalError,
-    Tags,
-    check_reason,
-    check_settings,
-    is_full,
+from .journal_frames import (
+    CALL,
+    HEALTH,
+    NOTE,
+    REPLY,
+    JournalHealth,
+    Unframer,
+    decode_health,
+    encode_exit,
+    encode_json,
+    json_of,
 )
-from .journal_queries import JournalQueries, read
+from .journal_queries import Budget, JournalQueries, read
+from .journal_rows import JournalEntry
+from .journal_schema import JournalError, check_reason, check_settings
 
-__all__ = ["JournalProcess", "main"]
+__all__ = ["JournalProcess"]
 
 _LOG = logging.getLogger(__name__)
-FRAME = struct.Struct("=BI")  # kind, payload length
-ENTRY = struct.Struct("=BIqiiIbii")  # FRAME, time_ns, cpu, cgroup, raw lengths, then tags
-_ITEM_SIZE = ENTRY.size - FRAME.size
-E, N, C, R = b"ENCR"
 IOV_MAX = 1024  # pieces per sendmsg (Linux's UIO_MAXIOV)
 SNDBUF_BYTES = 4 << 20  # the socket's send buffer, if we may (root); else the default
-RECV_BYTES = 1 << 20  # the child reads up to this much at once
 PUSH_BYTES = 64 << 10  # buffered bytes at which submit() sends at once
 SEND_SHARE = 0.2  # exits wait here at most this share of max_delay_s, to go in batches
 START_TIMEOUT_S = 300.0  # opening runs quick_check, which is slow on a huge journal
 
 
-def _frame(kind: int, payload: Any) -> bytes:
-    body = json.dumps(payload).encode()
-    return FRAME.pack(kind, len(body)) + body
-
-
-def _frames(buf: bytes) -> tuple[list[tuple[int, int, int]], int]:
-    """The complete frames at the start of ``buf``: (kind, start, end) of each
-    frame (header included), and where the first incomplete one starts."""
-    out, n, pos = [], len(buf), 0
-    while n - pos >= FRAME.size:
-        kind, length = FRAME.unpack_from(buf, pos)
-        end = pos + FRAME.size + length
-        if end > n:
-            break
-        out.append((kind, pos, end))
-        pos = end
-    return out, pos
-
-
-class JournalProcess(JournalQueries):
+class JournalProcess:
     """The journal at ``path`` (a file) with its writer in a child process.
 
-    Settings as :class:`~pytaskstats.daemon.journal.Journal`'s; ``queue_size``
-    also bounds the exits waiting here to be sent (the rest are counted as
-    ``dropped_queue_full``).  Raises JournalError when the child cannot open the
-    journal.  Exits go out in batches, from the submitting thread and without
-    blocking, once PUSH_BYTES are buffered or the oldest waited SEND_SHARE of
-    ``max_delay_s`` (at :meth:`push`, or by a helper thread); the helper also
-    sends what the socket could not take, when it has room.  Calls (counters, flush...) wait for the
-    child's reply; they and submit raise RuntimeError once the child is gone.
+    Settings as :class:`~pytaskstats.daemon.journal.Store`'s, plus the commit rule
+    (``batch_size`` exits, or the oldest ``max_delay_s`` seconds old) and
+    ``queue_size``, which bounds the exits waiting here to be sent and those the
+    writer holds (the rest are counted as ``dropped_queue_full``).  Raises
+    JournalError when the child cannot open the journal.  Exits go out in
+    batches, from the submitting thread and without blocking, once PUSH_BYTES
+    are buffered or the oldest waited SEND_SHARE of ``max_delay_s`` (at
+    :meth:`push`, or by a helper thread); the helper also sends what the socket
+    could not take, when it has room.  Another thread reads what the writer says.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL",
@@ -129,16 +93,20 @@ class JournalProcess(JournalQueries):
         self._since = 0.0  # monotonic time _out became non-empty
         self._stopping = False
         self._failure: str | None = None
-        self._calls = threading.Lock()  # one call at a time, and the replies are its
+        self._calls = threading.Lock()  # one call at a time
         self._next_id = 1
-        self._inbox = b""
-        self._opened = True  # whether the child could create the journal (its replies say)
+        self._told = threading.Condition(threading.Lock())  # guards what follows
+        self._health = JournalHealth()
+        self._replies: dict[int, dict[str, Any]] = {}
+        self.queries = JournalQueries(self._read, self.counters)
         self._sock, self._proc = _spawn(self._path, settings)
-        self._sender = threading.Thread(target=self._send_later, name="taskstatsd-journal-tx",
-                                        daemon=True)
-        self._sender.start()
+        self._threads = [threading.Thread(target=target, name=name, daemon=True) for
+                         target, name in ((self._send_later, "taskstatsd-journal-tx"),
+                                          (self._receive, "taskstatsd-journal-rx"))]
+        for thread in self._threads:
+            thread.start()
         try:
-            self._reply(0, START_TIMEOUT_S)
+            self._reply(0, time.monotonic() + START_TIMEOUT_S)
         except BaseException as err:
             self._abort()
             if isinstance(err, RuntimeError):
@@ -151,15 +119,8 @@ class JournalProcess(JournalQueries):
         """Queue ``entry`` for the writer; never blocks.  False (counted as
         ``dropped_queue_full``) when ``queue_size`` exits wait here already.
         Raises RuntimeError once stopped or failed."""
-        cpu, cgroup = entry.record.cpu, entry.cgroup
-        sees, pidns, ids = entry.tags
-        path = b"" if cgroup is None else cgroup.encode("utf-8", "surrogateescape")
-        ns = (b"" if pidns is None else pidns.encode()) + (b"" if ids is None else ids.encode())
-        head = ENTRY.pack(E, _ITEM_SIZE + len(path) + len(ns) + len(entry.raw), entry.time_ns,
-                          -1 if cpu is None else cpu, -1 if cgroup is None else len(path),
-                          len(entry.raw), -1 if sees is None else int(sees),
-                          -1 if pidns is None else len(pidns),
-                          -1 if ids is None else len(ids))
+        pieces = encode_exit(entry)
+        size = sum(map(len, pieces))
         with self._cond:
             self._check_open()
             if self._unsent >= self._queue_size:
@@ -168,8 +129,8 @@ class JournalProcess(JournalQueries):
             if not self._out:
                 self._since = time.monotonic()
                 self._cond.notify()  # the helper sends it if nothing else does in time
-            self._out += (head, path, ns, entry.raw)
-            self._out_bytes += len(head) + len(path) + len(ns) + len(entry.raw)
+            self._out += pieces
+            self._out_bytes += size
             self._unsent += 1
             self._accepted += 1
             if self._out_bytes >= self._next_push:
@@ -186,7 +147,7 @@ class JournalProcess(JournalQueries):
 
     def note_lost(self, reason: str, n: int = 1) -> None:
         """Count ``n`` exits lost before the journal as ``lost_<reason>``."""
-        frame = _frame(N, [f"lost_{check_reason(reason, n)}", n])
+        frame = encode_json(NOTE, [f"lost_{check_reason(reason, n)}", n])
         with self._cond:
             self._check_open()
             if not self._out:
@@ -195,26 +156,37 @@ class JournalProcess(JournalQueries):
             self._out.append(frame)
             self._out_bytes += len(frame)
 
+    # ------------------------------------------------------------ health (never waits)
+
+    @property
+    def health(self) -> JournalHealth:
+        """What the writer last said of itself (a few ms old at most while it
+        works; exact after :meth:`flush`)."""
+        with self._told:
+            return self._health
+
     def counters(self) -> dict[str, int]:
-        """The journal's counters, as :meth:`Journal.counters`."""
-        counters: dict[str, int] = self._call("status")["counters"]
-        return counters
+        """The writer's counters as last pushed (see :attr:`health`)."""
+        return dict(self.health.counters)
 
     @property
     def pending(self) -> int:
-        """Exits accepted and not yet committed or dropped."""
-        reply = self._call("status")
+        """Exits accepted and not yet committed or dropped (as of :attr:`health`)."""
+        health = self.health
         with self._cond:
             accepted = self._accepted
-        return int(accepted - reply["received"] + reply["pending"])
+        return accepted - health.received + health.pending
 
     @property
     def suspended(self) -> bool:
         """Whether journaling is suspended for lack of disk space."""
-        return bool(self._call("status")["suspended"])
+        return self.health.suspended
+
+    # ------------------------------------------------------------ calls (wait)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Commit (or count) everything submitted before the call."""
+        """Commit (or count) everything submitted before the call; :attr:`health`
+        then counts it all."""
         self._call("flush", timeout)
 
     def stop(self, timeout: float | None = None) -> None:
@@ -234,18 +206,69 @@ class JournalProcess(JournalQueries):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _select(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        if not self._opened:
+    def _read(self, sql: str, params: Sequence[Any], budget: Budget | None) -> list[Any]:
+        if not self.health.open:
             return []  # a full disk kept the writer from creating the journal yet
-        return read(self._path, sql, params, self.budget)
+        return read(self._path, sql, params, budget)
+
+    def _call(self, op: str, timeout: float | None = None, *,
+              closing: bool = False) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._calls:
+            with self._cond:
+                if not closing:
+                    self._check_open()
+                ident, self._next_id = self._next_id, self._next_id + 1
+                self._tell_dropped()  # a flush counts every drop before it
+                self._out.append(encode_json(CALL, [ident, op]))
+            self._drain(deadline)
+            self._reply(ident, deadline)
+
+    def _reply(self, ident: int, deadline: float | None) -> dict[str, Any]:
+        """Wait for the writer's reply ``ident`` (calls are one at a time)."""
+        with self._told:
+            while ident not in self._replies:
+                if self._failure is not None:
+                    raise RuntimeError(f"the journal writer failed: {self._failure}")
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise TimeoutError("no answer from the journal writer in time")
+                self._told.wait(wait)
+            reply = self._replies.pop(ident)
+            self._replies.clear()  # the answers to calls that timed out
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply
+
+    def _receive(self) -> None:
+        """The reader thread: keep the writer's health, hand replies to callers, and
+        fail the journal when the writer's end closes."""
+        unframer = Unframer()
+        while True:
+            try:
+                chunk = self._sock.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            data, frames = unframer.feed(chunk)
+            with self._told:
+                for frame in frames:
+                    if frame[0] == HEALTH:
+                        self._health = decode_health(json_of(data, frame))
+                    elif frame[0] == REPLY:
+                        reply = json_of(data, frame)
+                        self._replies[reply["id"]] = reply
+                self._told.notify_all()
+        self._fail(self._gone("its end closed"))
 
     # ------------------------------------------------------------ sending
 
     def _check_open(self) -> None:
-        if self._failure is not None:
-            raise RuntimeError(f"the journal writer failed: {self._failure}")
         if self._stopping:
             raise RuntimeError("the journal is stopped")
+        if self._failure is not None:
+            raise RuntimeError(f"the journal writer failed: {self._failure}")
 
     def _send_some(self) -> bool:
         """Send what the socket takes now (under _cond), gathered from the pieces
@@ -274,7 +297,7 @@ class JournalProcess(JournalQueries):
         """Queue the drops counted so far for the child (under _cond; at the end,
         as the front may be a frame sent in part)."""
         if self._dropped:
-            frame = _frame(N, ["dropped_queue_full", self._dropped])
+            frame = encode_json(NOTE, ["dropped_queue_full", self._dropped])
             self._out.append(frame)
             self._out_bytes += len(frame)
             self._dropped = 0
@@ -312,48 +335,7 @@ class JournalProcess(JournalQueries):
             if not select.select([], [self._sock], [], wait)[1] and wait is not None:
                 raise TimeoutError("the journal writer is not reading")
 
-    # ------------------------------------------------------------ calls
-
-    def _call(self, op: str, timeout: float | None = None, *,
-              closing: bool = False) -> dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._calls:
-            with self._cond:
-                if not closing:
-                    self._check_open()
-                ident, self._next_id = self._next_id, self._next_id + 1
-                self._tell_dropped()  # a status call counts every drop before it
-                self._out.append(_frame(C, [ident, op]))
-            self._drain(deadline)
-            return self._reply(ident, None if deadline is None else deadline - time.monotonic())
-
-    def _reply(self, ident: int, timeout: float | None) -> dict[str, Any]:
-        """Read the child's reply ``ident`` (calls are one at a time)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            frames, _ = _frames(self._inbox)
-            if frames:
-                _, start, end = frames[0]
-                reply: dict[str, Any] = json.loads(self._inbox[start + FRAME.size:end])
-                self._inbox = self._inbox[end:]
-                if reply.get("id") != ident:
-                    continue  # the answer to a call that timed out
-                if "error" in reply:
-                    raise RuntimeError(reply["error"])
-                self._opened = reply.get("open", self._opened)
-                return reply
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not select.select([self._sock], [], [], wait)[0]:
-                raise TimeoutError(f"no answer from the journal writer in {timeout} s")
-            try:
-                chunk = self._sock.recv(65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                code = self._proc.wait()
-                self._fail(f"its process exited with status {code}")
-                raise RuntimeError(f"the journal writer failed: {self._failure}")
-            self._inbox += chunk
+    # ------------------------------------------------------------ failure and end
 
     def _gone(self, why: str) -> str:
         """Why the writer cannot be reached: its exit status when its end is closed
@@ -366,6 +348,8 @@ class JournalProcess(JournalQueries):
     def _fail(self, why: str) -> None:
         with self._cond:
             self._failed(why)
+        with self._told:
+            self._told.notify_all()
 
     def _failed(self, why: str) -> None:
         """Note the child gone (under _cond): calls and submits raise from now on."""
@@ -391,7 +375,8 @@ class JournalProcess(JournalQueries):
             if self._failure is None:
                 self._failure = "stopped"
             self._cond.notify_all()
-        self._sender.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
         self._sock.close()
 
 
@@ -413,7 +398,7 @@ def _consume(out: deque[bytes | memoryview], sent: int) -> bool:
 # package, found where this copy of it lives (an installed or a source tree).
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CHILD = ("import sys; sys.path.insert(0, sys.argv[1]); "
-          "from pytaskstats.daemon.journal_process import main; sys.exit(main(sys.argv[2:]))")
+          "from pytaskstats.daemon.journal_writer import main; sys.exit(main(sys.argv[2:]))")
 
 
 def _spawn(path: str, settings: dict[str, Any]) -> tuple[socket.socket, subprocess.Popen[bytes]]:
@@ -433,173 +418,3 @@ def _spawn(path: str, settings: dict[str, Any]) -> tuple[socket.socket, subproce
     finally:
         theirs.close()
     return ours, proc
-
-
-# ---------------------------------------------------------------- the child
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The writer process: FD (its end of the socketpair) and the JSON settings."""
-    args = sys.argv[1:] if argv is None else argv
-    os.umask(0o077)  # before the first open: what it creates is private to root
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sock = socket.socket(fileno=int(args[0]))
-    settings = json.loads(args[1])
-    path = settings.pop("path")
-    journal: Journal | _Unopened
-    try:
-        journal = Journal(path, **settings, writer_thread=False)
-    except Exception as err:  # told to the parent, which raises JournalError
-        if not is_full(err):
-            sock.sendall(_frame(R, {"id": 0, "error": str(err)}))
-            return 1
-        journal = _Unopened(path, settings)
-    return _Child(sock, journal).serve()
-
-
-class _Unopened:
-    """A journal that could not be created for lack of disk space: journaling is
-    suspended from the start (every exit counted as ``dropped_disk_low``) and the
-    journal is created at a check once there is room; the counts and the
-    "disk_low" gap then go into it (:attr:`opened`)."""
-
-    failure: BaseException | None = None
-    pending = 0
-    suspended = True
-
-    def __init__(self, path: str, settings: dict[str, Any]) -> None:
-        self._path, self._settings = path, settings
-        self._since_ns = time.time_ns()
-        self._interval: float = settings["check_interval_s"]
-        self._next: float = time.monotonic() + self._interval
-        self._counts = {"journaled": 0, "dropped_disk_low": 0, "suspensions": 1}
-        self.opened: Journal | None = None
-        _LOG.warning("journal %s cannot be created (disk full): suspended", path)
-
-    def counters(self) -> dict[str, int]:
-        return dict(self._counts)
-
-    def submit_many(self, items: Sequence[Item]) -> int:
-        self._counts["dropped_disk_low"] += len(items)
-        return 0
-
-    def note(self, counter: str, n: int) -> None:
-        self._counts[counter] = self._counts.get(counter, 0) + n
-
-    def flush(self) -> None:
-        """Nothing waits: every exit was counted when it came."""
-
-    def stop(self, clean: bool = True) -> None:
-        """Nothing to close."""
-
-    def idle_for(self) -> float:
-        return max(0.0, self._next - time.monotonic())
-
-    def work(self) -> None:
-        """At each check interval, try to create the journal."""
-        if self.idle_for() > 0:
-            return
-        self._next = time.monotonic() + self._interval
-        try:
-            journal = Journal(self._path, **self._settings, writer_thread=False)
-        except Exception as err:
-            if not is_full(err):
-                self.failure = err
-            return
-        for name, n in self._counts.items():
-            if n and name.startswith(("lost_", "dropped_")):
-                journal.note(name, n)
-        try:
-            journal.record_suspension(self._since_ns)
-        except sqlite3.Error as err:  # full again: the journal suspends itself
-            _LOG.warning("journal %s: cannot record the disk_low gap: %s", self._path, err)
-        self.opened = journal
-
-
-class _Child:
-    def __init__(self, sock: socket.socket, journal: Journal | _Unopened) -> None:
-        self.sock, self.journal = sock, journal
-        self.received = 0
-
-    def serve(self) -> int:
-        """Read, submit and commit in this one thread (no GIL to share) until told
-        to stop (0), the parent is gone (0) or the journal failed (1)."""
-        journal = self.journal
-        self._reply(0, "status")
-        buf = b""
-        while journal.failure is None:
-            if select.select([self.sock], [], [], journal.idle_for())[0]:
-                chunk = self.sock.recv(RECV_BYTES)
-                if not chunk:
-                    journal.stop(clean=False)  # the daemon died: keep what we hold
-                    return 0
-                data = buf + chunk if buf else chunk
-                frames, pos = _frames(data)
-                if self._handle(data, frames):
-                    return 0
-                buf = data[pos:]
-            journal.work()
-            if isinstance(journal, _Unopened) and journal.opened is not None:
-                journal = self.journal = journal.opened
-        return 1
-
-    def _handle(self, data: bytes, frames: list[tuple[int, int, int]]) -> bool:
-        """Submit the exits and run the calls of ``frames``, in order; True on stop."""
-        items: list[Item] = []
-        for kind, start, end in frames:
-            if kind == E:
-                items.append(_item(data, start, end))
-                continue
-            self._submit(items)
-            items = []
-            body = json.loads(data[start + FRAME.size:end])
-            if kind == N:
-                self.journal.note(body[0], body[1])
-            elif kind == C and self._call(*body):
-                return True
-        self._submit(items)
-        return False
-
-    def _submit(self, items: list[Item]) -> None:
-        if items:
-            self.journal.submit_many(items)
-            self.received += len(items)
-
-    def _call(self, ident: int, op: str) -> bool:
-        try:
-            if op == "flush":
-                self.journal.flush()
-            elif op == "stop":
-                self.journal.stop()
-        except RuntimeError as err:
-            self.sock.sendall(_frame(R, {"id": ident, "error": str(err)}))
-            return op == "stop"
-        self._reply(ident, op)
-        return op == "stop"
-
-    def _reply(self, ident: int, op: str) -> None:
-        j = self.journal
-        status = ({"counters": j.counters(), "suspended": j.suspended, "pending": j.pending,
-                   "open": isinstance(j, Journal)} if op != "stop" else {})
-        self.sock.sendall(_frame(R, {"id": ident, "received": self.received, **status}))
-
-
-def _item(data: bytes, start: int, end: int) -> Item:
-    _, _, time_ns, cpu, cgroup_len, raw_len, sees, pidns_len, ids_len = ENTRY.unpack_from(
-        data, start)
-    at = start + ENTRY.size
-    texts: list[str | None] = []
-    for length in (cgroup_len, pidns_len, ids_len):
-        texts.append(None if length < 0 else
-                     data[at:at + length].decode("utf-8", "surrogateescape"))
-        at += max(length, 0)
-    if at + raw_len != end:
-        raise ValueError(f"exit frame of {end - start} bytes declares {raw_len} raw bytes")
-    cgroup, pidns, ids = texts
-    tags = Tags(None if sees < 0 else bool(sees), pidns, ids)
-    return time_ns, None if cpu < 0 else cpu, cgroup, data[at:end], tags
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,9 @@
 """Reading the exit journal: filters, groups, sums and gaps, over SQL.
 
-:class:`JournalQueries` is what both journal hosts answer with (the writer thread
-of :class:`~pytaskstats.daemon.journal.Journal`, and taskstatsd's writer process);
-they supply ``counters()`` and ``_select()``.  Units as in the journal: ``time_ns``
+:class:`JournalQueries` reads through what its owner gives it: a function running
+one SELECT (a :class:`~pytaskstats.daemon.journal.Store`'s own connection, or a
+read connection of the file in taskstatsd, whose writer is another process) and
+one giving the counters.  Units as in the journal: ``time_ns``
 and gap bounds are CLOCK_REALTIME ns; kernel fields keep the kernel's units.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 from ..extproto import AGGREGATES, CONTEXT, EXIT_SORTS, GROUP_KEYS
@@ -18,7 +19,7 @@ from ..fields import DELAY_KINDS, FIELDS
 from ..plausible import sql_plausible, time_fields
 
 __all__ = ["AGGREGATES", "BUCKET_FIELDS", "BUSY_TIMEOUT_MS", "CONTEXT", "TAG_COLUMNS", "Budget",
-           "Gap", "JournalQueries", "QueryTooLong", "Scope", "fetch", "ns_pid", "read"]
+           "Gap", "JournalQueries", "QueryTooLong", "Scope", "Select", "fetch", "ns_pid", "read"]
 
 BUSY_TIMEOUT_MS = 5000  # writer and readers wait this long for a lock
 PROGRESS_STEPS = 10_000  # SQLite VM instructions between two Budget.tick calls (~0.1 ms)
@@ -114,7 +115,7 @@ def _exit_dict(row: sqlite3.Row) -> dict[str, Any]:
 
 
 _DELAY_TOTALS = tuple(f.name for f in FIELDS if f.name.endswith("_delay_total"))
-# what Journal.aggregate sums by default: CPU time and every delay total
+# what JournalQueries.aggregate sums by default: CPU time and every delay total
 BUCKET_FIELDS = ("ac_utime", "ac_stime", *_DELAY_TOTALS)
 # the delay kind of each time field the plausibility rule (pytaskstats.plausible) checks
 _KIND_OF = {name: kind for kind in DELAY_KINDS for name in time_fields(kind)}
@@ -261,11 +262,17 @@ def read(path: str, sql: str, params: Sequence[Any],
         conn.close()
 
 
-class JournalQueries:
-    """History queries and loss totals; subclasses give :meth:`counters` and
-    :meth:`_select` (rows of one SELECT, within :attr:`budget` when set)."""
+Select = Callable[[str, Sequence[Any], Budget | None], list[sqlite3.Row]]
 
-    budget: Budget | None = None
+
+class JournalQueries:
+    """History queries and loss totals over ``select`` (the rows of one SELECT with
+    its parameters, within the Budget when one is given) and ``counters`` (the
+    journal's counters, see :meth:`accounted`)."""
+
+    def __init__(self, select: Select, counters: Callable[[], Mapping[str, int]]) -> None:
+        self._run, self._counters = select, counters
+        self.budget: Budget | None = None
 
     @contextlib.contextmanager
     def bounded(self, budget: Budget) -> Iterator[None]:
@@ -277,10 +284,11 @@ class JournalQueries:
             self.budget = None
 
     def counters(self) -> dict[str, int]:
-        raise NotImplementedError
+        """The journal's counters (journaled, dropped_*, lost_*, suspensions, retired)."""
+        return dict(self._counters())
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-        raise NotImplementedError
+        return self._run(sql, params, self.budget)
 
     def lost_total(self) -> int:
         """Exits lost before the journal (every ``lost_*`` counter)."""

@@ -6,19 +6,17 @@ Before it judges the exits it drained it reads every proc connector event queued
 (forks, execs, id changes), from which the access policy (:mod:`.policy`) and the
 tasks' PID namespaces (:mod:`.namespaces`) are learned; each exit is journaled with
 its verdict and namespace, which history filters on.
-The journal's writer is a process of its own (daemon/journal_process.py), so
+The journal's writer is a process of its own (daemon/journal_writer.py), so
 disk stalls never block the kernel reader and the two do not share a GIL.  Loss
-is counted everywhere it can happen and shown by ``taskstats status``.
+is counted everywhere it can happen and shown by ``taskstats status``.  HISTORY is
+answered by :mod:`.history`, the start by :mod:`.startup`, the fd store by :mod:`.fdstore`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import json
 import os
-import resource
 import selectors
 import signal
 import sys
@@ -26,43 +24,40 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__, connector, delayacct, extproto
+from .. import __version__, connector, delayacct
 from .. import taskstats as ts
 from ..birthcgroups import BirthCgroups
-from ..errors import NetlinkError, TaskstatsError, Unsupported
-from ..kernel import Connection, Listener, possible_cpus
+from ..errors import TaskstatsError, Unsupported
+from ..kernel import Listener, possible_cpus
 from ..metrics import start_for_daemon
-from ..procfs import ProcSource
+from ..metrics.health import DaemonCounters, MetricsSettings
 from ..records import ExitRecord, Lost
 from ..transport import ConnectorSocket
 from . import config as config_mod
-from . import schema, unit
-from .journal import JournalEntry, Tags
+from . import unit
+from .fdstore import DropsFile, open_sources, store_listeners
+from .history import History
 from .journal_process import JournalProcess
-from .journal_queries import Budget, QueryTooLong, Scope
+from .journal_queries import Scope
+from .journal_rows import JournalEntry, Tags
 from .namespaces import RESCAN_S, NsTracker
-from .notify import notify, stored_fds
+from .notify import notify
 from .policy import ExitPolicy, Policy
-from .procmode import ProcfsExits, ProcfsKernel
+from .procmode import ProcfsExits
 from .server import Limits, Peer, Server
 from .socketfile import answering
+from .startup import Startup, lock_file, raise_nofile, set_nice
 from .statedir import UMASK, StateDir
 
 if TYPE_CHECKING:
     from ..metrics.service import DaemonMetrics
 
-FDSTORE_PREFIX = "taskstats-cpus-"
 CONNECTOR_READS = 8192  # most proc connector datagrams read before judging exits
 CONNECTOR_RCVBUF = 16 << 20  # bytes
-READY = b"ready\n"  # the daemon's word to the waiting parent
-PIPE_BUF = 4096  # one write of at most this many bytes is atomic
 DRAIN_DATAGRAMS = 16  # per kernel socket and read: clients get turns during a storm
 DRAIN_SLICE_S = 0.002  # a drain of the kernel's sockets lasts about this long at most...
 DRAIN_EVERY_S = 0.002  # ...and comes between clients' turns at least this often...
 URGENT_FILL = 0.25  # ...unless a socket is fuller than this: then until it is empty
-HISTORY_SHARE = 0.25  # of the loop's time one non-admin uid's history queries may take
-HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "tgid", "cgroup", "group_by",
-                "sort", "limit", "bucket_s", "fields", "plausible")
 
 
 class Daemon:
@@ -87,20 +82,19 @@ class Daemon:
         self.exit_policy: ExitPolicy | None = None
         self.exit_policy_off = ""  # why the exit policy is off ("" while on)
         self.namespaces = NsTracker()
-        self.history_shares = Shares(HISTORY_SHARE, cfg.history_max_ms / 1000)
-        self.drops_unsaved = False
         self.accepting = True  # the client socket is watched (see _accept)
-        _set_nice(cfg.nice)
-        _raise_nofile()
+        self.drops = DropsFile(cfg.state_dir)
+        set_nice(cfg.nice)
+        raise_nofile()
         with contextlib.ExitStack() as undo:
-            self.kernel, self.listener = self._sources(cfg)
+            self.kernel, self.listener, self._stored = open_sources(cfg)
             undo.callback(self.kernel.close)
-            undo.callback(self.listener.close, deregister=not self._adopted)
+            undo.callback(self.listener.close, deregister=not self._stored)
             if answering(cfg.socket):  # before the disk is touched; bind() checks again
                 raise TaskstatsError(f"a daemon already answers on {cfg.socket}")
             self.state = StateDir(cfg.state_dir)
             undo.callback(self.state.remove)
-            self.lock = _lock(self.state.join("taskstatsd.lock"))
+            self.lock = lock_file(self.state.join("taskstatsd.lock"))
             undo.callback(os.close, self.lock)
             self._watch_forks()
             undo.callback(self._close_forks)
@@ -117,6 +111,8 @@ class Daemon:
             undo.callback(self.server.close)
             self.journal = self._journal(cfg)
             undo.callback(self.journal.stop)
+            self._history = History(self.journal, cfg, self.counters, self._drain_kernel,
+                                    lambda: self.running)
             self.selector = selectors.DefaultSelector()
             if self.fork_events is not None:
                 self.selector.register(self.fork_events.fileno(), selectors.EVENT_READ,
@@ -124,9 +120,14 @@ class Daemon:
             for index, fd in enumerate(self.listener.fds):
                 self.selector.register(fd, selectors.EVENT_READ, ("kernel", index))
             self.selector.register(self.server.sock, selectors.EVENT_READ, ("accept", 0))
-            self._account_downtime(self._stored)
+            for lost in self.drops.downtime(self.listener, self._stored):
+                self._lost(lost)
             if cfg.metrics_listen:
-                self.metrics = start_for_daemon(self)
+                self.metrics = start_for_daemon(
+                    MetricsSettings(cfg.metrics_listen, cfg.metrics_interval_s,
+                                    cfg.metrics_cgroup_depth, cfg.metrics_max_series,
+                                    cfg.metrics_groups),
+                    self.listener if isinstance(self.listener, Listener) else None, self.health)
             undo.pop_all()
 
     def _journal(self, cfg: config_mod.Config) -> JournalProcess:
@@ -136,90 +137,14 @@ class Daemon:
             max_bytes=int(cfg.max_journal_mb * 1024 * 1024) if cfg.max_journal_mb else None,
             low_free_pct=cfg.low_free_pct, resume_free_pct=cfg.resume_free_pct)
 
-    def _sources(self, cfg: config_mod.Config) -> tuple[Connection | ProcfsKernel,
-                                                          Listener | ProcfsExits]:
-        """The kernel's TASKSTATS when there (or asked), else /proc and the proc
-        connector (see :mod:`.procmode`)."""
-        self._stored: dict[str, int] = {}
-        self._adopted = False
-        if cfg.source != "procfs":
-            try:
-                kernel = Connection()
-            except Unsupported:
-                if cfg.source == "kernel":
-                    raise
-            else:
-                stored = stored_fds(FDSTORE_PREFIX)
-                try:
-                    listener = Listener(per_cpu=True, rcvbuf=cfg.rcvbuf_bytes, adopt=stored)
-                except BaseException:
-                    kernel.close()
-                    raise
-                self._stored, self._adopted = stored, bool(stored)
-                return kernel, listener
-        proc = ProcSource()
-        return ProcfsKernel(proc), ProcfsExits(proc, interval_s=cfg.procfs_interval_s)
-
-    # ------------------------------------------------------------ fd store
-
-    def _drops_file(self) -> str:
-        return os.path.join(self.cfg.state_dir, "listener-drops.json")
-
-    def _account_downtime(self, stored: dict[str, int]) -> None:
-        """Count what adopted sockets dropped while no daemon read them."""
-        if not stored:
-            return
-        try:
-            with open(self._drops_file()) as f:
-                saved = json.load(f)
-        except (OSError, ValueError):
-            saved = {}
-        now = self.listener.drops()
-        since = [saved.get(m, d) if m in stored else d
-                 for m, d in zip(self.listener.masks(), now, strict=True)]
-        for lost in self.listener.account_drops(since):
-            self._lost(lost)
-
-    def _save_drops(self) -> None:
-        """Save the listeners' drop counts (for the next start's downtime account);
-        a failure (a full disk) is said once and never stops the daemon: the file
-        keeps its last counts."""
-        tmp = self._drops_file() + ".tmp"
-        data = json.dumps(dict(zip(self.listener.masks(), self.listener.drops(), strict=True)))
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with open(fd, "w") as f:
-                f.write(data)
-            os.replace(tmp, self._drops_file())
-        except OSError as err:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if not self.drops_unsaved:
-                print(f"taskstatsd: cannot save {self._drops_file()}: {err.strerror}",
-                      file=sys.stderr)
-            self.drops_unsaved = True
-        else:
-            self.drops_unsaved = False
-
-    def _store_listeners(self) -> bool:
-        """Hand the registered sockets to systemd's fd store (FDPOLL=0: an overrun's
-        POLLERR must not make systemd drop them)."""
-        stored = False
-        if not isinstance(self.listener, Listener):
-            return stored  # the proc connector has no registration to keep
-        for mask, fd in zip(self.listener.masks(), self.listener.fds, strict=True):
-            stored = notify(f"FDSTORE=1\nFDNAME={FDSTORE_PREFIX}{mask}\nFDPOLL=0",
-                            [fd]) or stored
-        return stored
-
     # ------------------------------------------------------------ loop
 
     def run(self, ready: Callable[[], None] = lambda: None) -> None:
         """Serve until SIGTERM/SIGINT; ``ready`` is called once serving."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        self.in_fd_store = self._store_listeners()
-        self._save_drops()
+        self.in_fd_store = store_listeners(self.listener)
+        self.drops.save(self.listener)
         for index in range(len(self.listener.fds)):
             self.ingest(index)  # what adopted sockets held (read while re-registering)
         notify("READY=1\nSTATUS=listening")
@@ -311,7 +236,7 @@ class Daemon:
         for event, raw in drained:
             if isinstance(event, Lost):
                 self._lost(event)
-                self._save_drops()
+                self.drops.save(self.listener)
                 continue
             self.counters["received"] += 1
             # raw is None only when a datagram held several messages: re-encode
@@ -502,8 +427,26 @@ class Daemon:
                          "namespace_unattributed": self.server.unattributed(),
                          "cgroup_from_birth": self.births.from_birth,
                          "cgroup_unknown": self.births.unknown},
-            "gaps": [list(g) for g in self.journal.gaps()[-10:]],
+            "gaps": [list(g) for g in self.journal.queries.gaps()[-10:]],
         }
+
+    def health(self) -> DaemonCounters:
+        """This run's loss counters and the journal's as its writer last told them
+        (never waits): what the metrics serve."""
+        journal = self.journal.health
+        return DaemonCounters(
+            received=self.counters["received"],
+            lost={k[len("lost_"):]: v for k, v in self.counters.items() if k.startswith("lost_")},
+            journal_written=journal.counters.get("journaled", 0),
+            journal_dropped={k[len("dropped_"):]: v for k, v in journal.counters.items()
+                             if k.startswith("dropped_")},
+            journal_suspended=journal.suspended,
+            client_dropped=self.server.dropped_client_records)
+
+    def history(self, params: dict[str, Any], scope: Scope | None = None
+                ) -> tuple[list[dict[str, Any]], str]:
+        """Journal rows for `taskstats history` (see :class:`.history.History`)."""
+        return self._history(params, scope)
 
     def _policy_status(self) -> dict[str, Any]:
         """Whether non-admin listeners get exit records, and why not."""
@@ -514,84 +457,10 @@ class Daemon:
         return {"state": "on", "trusted": policy.trusted, "non_admin_exits": "own",
                 "executables": len(policy.base) + len(policy.exes)}
 
-    def history(self, params: dict[str, Any], scope: Scope | None = None
-                ) -> tuple[list[dict[str, Any]], str]:
-        """Journal rows for `taskstats history` (parameters checked by
-        :func:`.schema.check`: SchemaError); with any of bucket_s, fields or
-        plausible: sums per time bucket and/or group (Journal.aggregate).  ``scope``:
-        only what a restricted client may read (see :mod:`.policy`).
-
-        Bounded before it runs: at most ``history_max_rows`` rows, whatever ``limit``
-        says (the note returned with them says when more were cut; "" otherwise),
-        and at most ``history_max_ms`` (``history_admin_max_ms`` for root and admins)
-        of wall time reading the rows, the kernel's exits drained every DRAIN_EVERY_S
-        meanwhile (their time counts);
-        past it, or once the daemon is stopping, NetlinkError ETIME.  A non-admin
-        uid's queries get at most HISTORY_SHARE of the time (:class:`Shares`): past
-        it, NetlinkError EAGAIN until its share has refilled."""
-        params = schema.check(extproto.CMD_HISTORY, params)
-        query: dict[str, Any] = {k: v for k, v in params.items() if k in HISTORY_KEYS}
-        query["scope"] = scope
-        cap = self.cfg.history_max_rows
-        uid = None if scope is None else scope.uid
-        budget_s = self.cfg.history_admin_max_ms / 1000
-        if uid is not None and (budget_s := self.history_shares.take(uid)) <= 0:
-            self.counters["history_refused"] += 1
-            why = (f"history queries of uid {uid} used their share of taskstatsd: try "
-                   f"again in {self.history_shares.wait_ms(uid):.0f} ms")
-            raise NetlinkError(why, errno=errno.EAGAIN, ext_message=why)
-        self.journal.flush()
-        started = time.monotonic()
-        try:
-            with self.journal.bounded(Budget(cap, self._history_clock(started + budget_s))):
-                rows = self._history_rows(params, query, cap)
-        except QueryTooLong:
-            self.counters["history_timeouts"] += 1
-            why = ("query took too long: narrow it with --since / --limit"
-                   if self.running else "taskstatsd is stopping")
-            raise NetlinkError(why, errno=errno.ETIME, ext_message=why) from None
-        finally:
-            if uid is not None:
-                self.history_shares.spend(uid, time.monotonic() - started)
-        if len(rows) <= cap:
-            return rows, ""
-        return rows[:cap], (f"answer cut at {cap} rows (history_max_rows): narrow it "
-                            "with --since / --limit")
-
-    def _history_rows(self, params: dict[str, Any], query: dict[str, Any],
-                      cap: int) -> list[dict[str, Any]]:
-        """The rows of a checked history request (``query``), at most ``cap + 1``."""
-        if {"bucket_s", "fields", "plausible"} & set(query):
-            query.pop("plausible", None)  # not a switch: every sum applies the rule
-            return self.journal.aggregate(**query)
-        if params.get("totals"):
-            query.pop("group_by", None)
-            query.pop("sort", None)
-            query.pop("limit", None)
-            return [self.journal.totals(**query)]
-        query["limit"] = min(query.get("limit", cap + 1), cap + 1)
-        return self.journal.query(**query)
-
-    def _history_clock(self, deadline: float) -> Callable[[], bool]:
-        """The Budget.tick of one history query: True once ``deadline`` (monotonic s)
-        passed or the daemon is stopping; drains the kernel's sockets every
-        DRAIN_EVERY_S meanwhile, as between clients' turns."""
-        drained = time.monotonic()
-
-        def tick() -> bool:
-            nonlocal drained
-            now = time.monotonic()
-            if now - drained >= DRAIN_EVERY_S:
-                self._drain_kernel()
-                drained = time.monotonic()
-            return not self.running or now >= deadline
-
-        return tick
-
     def close(self) -> None:
         """Deregister from the kernel (unless systemd keeps the sockets), close
         clients, flush and close the journal."""
-        self._save_drops()
+        self.drops.save(self.listener)
         if self.metrics is not None:
             self.metrics.close()
         self.listener.close(deregister=not self.in_fd_store)
@@ -599,139 +468,6 @@ class Daemon:
         self.server.close()
         self.kernel.close()
         self.journal.stop()
-
-
-class Shares:
-    """Per uid, the query time (s) it may still spend: a bucket of at most ``cap``
-    refilled at ``rate`` s per s, so that one uid's queries, however many its
-    connections, take at most ``rate`` of the loop over time.  Holds only uids
-    whose bucket is not full.  ``clock``: monotonic seconds."""
-
-    def __init__(self, rate: float, cap: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.cap, self.clock = rate, cap, clock
-        self.spent: dict[int, tuple[float, float]] = {}  # uid -> (credit s, at monotonic)
-
-    def take(self, uid: int) -> float:
-        """The time ``uid``'s next query may run (0: none left now); forgets the uids
-        whose buckets are full again."""
-        now = self.clock()
-        self.spent = {u: (c, at) for u, (c, at) in self.spent.items()
-                      if c + (now - at) * self.rate < self.cap}
-        return self._credit(uid, now)
-
-    def spend(self, uid: int, seconds: float) -> None:
-        """Count ``seconds`` of query time against ``uid``."""
-        now = self.clock()
-        self.spent[uid] = (self._credit(uid, now) - seconds, now)
-
-    def wait_ms(self, uid: int) -> float:
-        """How long until ``uid`` may query again, in ms."""
-        return max(0.0, -self._credit(uid, self.clock())) / self.rate * 1000 + 1
-
-    def _credit(self, uid: int, now: float) -> float:
-        if uid not in self.spent:
-            return self.cap
-        credit, at = self.spent[uid]
-        return min(self.cap, credit + (now - at) * self.rate)
-
-
-def _lock(path: str) -> int:
-    """Hold an exclusive lock on ``path`` for the life of the process."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise TaskstatsError(f"another taskstatsd holds {path}: one daemon per state "
-                             "directory") from None
-    return fd
-
-
-class Startup:
-    """How the start ends: in the foreground, messages on stderr; in the background
-    (``detach``), the first process forks the daemon and waits on a pipe for its
-    word, so a failed start exits non-zero with the daemon's message."""
-
-    def __init__(self, detach: bool) -> None:
-        self.pipe: int | None = _daemonize() if detach else None
-
-    def ready(self) -> None:
-        """Serving: release the waiting parent and let go of the terminal."""
-        if self.pipe is None:
-            return
-        with contextlib.suppress(OSError):
-            os.write(self.pipe, READY)
-        os.close(self.pipe)
-        self.pipe = None
-        terminal, sys.stderr = sys.stderr, open(os.devnull, "w")  # noqa: SIM115 - for life
-        terminal.close()
-
-    def failed(self, message: str) -> int:
-        """Report ``message``; the exit status (1)."""
-        line = f"taskstatsd: {' '.join(message.split())}\n"
-        if self.pipe is None:
-            sys.stderr.write(line)
-        else:
-            with contextlib.suppress(OSError):
-                os.write(self.pipe, line.encode(errors="replace")[:PIPE_BUF])
-        return 1
-
-
-def _daemonize() -> int:
-    """Fork twice into a new session (before any thread or socket exists); the
-    first process exits with the daemon's start status.  Returns, in the daemon,
-    the pipe to tell it on."""
-    r, w = os.pipe()
-    if os.fork():
-        os.close(w)
-        os._exit(_wait_for_start(r))
-    os.close(r)
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-    terminal = os.dup(2)  # not inherited: the journal writer gets /dev/null, so
-    null = os.open(os.devnull, os.O_RDWR)  # nothing holds the caller's stderr open
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
-    sys.stderr = open(terminal, "w", buffering=1)  # noqa: SIM115 - until ready
-    return w
-
-
-def _wait_for_start(r: int) -> int:
-    """The first process: 0 if the daemon says it is ready, else print why; 1."""
-    said = b""
-    while chunk := os.read(r, PIPE_BUF):
-        said += chunk
-    if said == READY:
-        return 0
-    sys.stderr.write(said.decode(errors="replace") or "taskstatsd: the daemon died starting\n")
-    sys.stderr.flush()
-    return 1
-
-
-def _set_nice(nice: int) -> None:
-    """Run at scheduling priority ``nice`` (the journal writer inherits it): during a
-    fork storm the daemon competes with every new task for the CPU, and at 0 its
-    clients' p99 grows tens of times (benchmarks/attack.py).  Without the right
-    (CAP_SYS_NICE), or already there, it is left as it is, with a note."""
-    try:
-        if os.getpriority(os.PRIO_PROCESS, 0) != nice:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
-    except OSError as err:
-        print(f"taskstatsd: cannot set nice {nice} ({err.strerror}); running at "
-              f"{os.getpriority(os.PRIO_PROCESS, 0)}", file=sys.stderr)
-
-
-def _raise_nofile() -> None:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (systemd's default soft limit
-    of 1024 is below what max_clients clients may hold: each a connection, a passed
-    fd and a pidfd while it is accepted)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        with contextlib.suppress(OSError, ValueError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,12 +9,14 @@ importing this package does not.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import TaskstatsError
 
 if TYPE_CHECKING:
-    from ..daemon.main import Daemon
+    from ..kernel import Listener
+    from .health import DaemonCounters, MetricsSettings
     from .service import DaemonMetrics
 
 EXTRA_NOTE = "the metrics endpoint needs prometheus-client: pip install 'pytaskstats[exporter]'"
@@ -25,12 +27,14 @@ def extra_missing(err: ImportError) -> bool:
     return (err.name or "").partition(".")[0] == "prometheus_client"
 
 
-def start_for_daemon(daemon: Daemon) -> DaemonMetrics:
-    """taskstatsd's /metrics endpoint and live sampler, started."""
+def start_for_daemon(settings: MetricsSettings, listener: Listener | None,
+                     counters: Callable[[], DaemonCounters]) -> DaemonMetrics:
+    """taskstatsd's /metrics endpoint and live sampler, started (see
+    :class:`~.service.DaemonMetrics`)."""
     try:
         from .service import DaemonMetrics  # noqa: PLC0415 - prometheus-client is optional
     except ImportError as err:
         if not extra_missing(err):
             raise
         raise TaskstatsError(EXTRA_NOTE) from err
-    return DaemonMetrics(daemon)
+    return DaemonMetrics(settings, listener, counters)

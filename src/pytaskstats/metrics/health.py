@@ -1,15 +1,15 @@
-"""Loss and health counters for the metrics: from a Listener's events, or from taskstatsd."""
+"""Loss and health counters for the metrics: from a Listener's events, or from what
+taskstatsd tells (:class:`DaemonCounters`, a snapshot it builds; nothing here reads
+the daemon)."""
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from ..kernel import Listener
 from ..records import Lost
-
-if TYPE_CHECKING:
-    from ..daemon.main import Daemon
 
 LOSS_REASONS = ("overrun", "truncated", "malformed")  # Lost.reason values
 
@@ -56,16 +56,41 @@ class LossTracker:
             return Health(self.received, dict(self.lost), drops, overruns)
 
 
-def daemon_health(daemon: Daemon, tracker: LossTracker) -> Health:
-    """taskstatsd's own counters (this run's), journal counters and overrun episodes."""
-    own = tracker.health(daemon.listener if isinstance(daemon.listener, Listener) else None)
-    counters = dict(daemon.counters)
-    journal = daemon.journal.counters()
-    return own._replace(
-        received=counters["received"],
-        lost={r: counters.get(f"lost_{r}", 0) for r in LOSS_REASONS},
-        journal_written=journal.get("journaled", 0),
-        journal_dropped={k[len("dropped_"):]: v for k, v in journal.items()
-                         if k.startswith("dropped_")},
-        journal_suspended=daemon.journal.suspended,
-        client_dropped=daemon.server.dropped_client_records)
+class DaemonCounters(NamedTuple):
+    """taskstatsd's health as one value (this run's counters; the journal's as its
+    writer last told them): exits received and lost before the journal (reason ->
+    records), committed, dropped by the journal (reason -> records), whether
+    journaling is suspended, and records dropped for slow clients."""
+
+    received: int
+    lost: dict[str, int]
+    journal_written: int
+    journal_dropped: dict[str, int]
+    journal_suspended: bool
+    client_dropped: int
+
+
+class MetricsSettings(NamedTuple):
+    """taskstatsd's metrics configuration: where to serve (``listen``), the live
+    sampling interval (s), the cgroup depth, the series bound and the command
+    groups (``name=regex`` items, comma-separated)."""
+
+    listen: str
+    interval_s: float
+    cgroup_depth: int
+    max_series: int
+    groups: str
+
+
+def daemon_health(tracker: LossTracker, listener: Listener | None,
+                  counters: Callable[[], DaemonCounters]) -> Health:
+    """The health served: the kernel's drop counts and overrun episodes of
+    ``listener`` (None: not a kernel listener), the rest from ``counters()``."""
+    own = tracker.health(listener)
+    told = counters()
+    return own._replace(received=told.received,
+                        lost={r: told.lost.get(r, 0) for r in LOSS_REASONS},
+                        journal_written=told.journal_written,
+                        journal_dropped=dict(told.journal_dropped),
+                        journal_suspended=told.journal_suspended,
+                        client_dropped=told.client_dropped)

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
 from prometheus_client.registry import CollectorRegistry
 
 from ..client import Client
 from ..errors import TaskstatsError
+from ..kernel import Listener
 from ..procfs import cgroup_path
 from ..records import ExitRecord, Lost
 from .aggregate import Aggregator, parse_groups
 from .collector import TaskstatsCollector
-from .health import Health, LossTracker, daemon_health
+from .health import DaemonCounters, Health, LossTracker, MetricsSettings, daemon_health
 from .live import Sampler, SamplerThread
 from .server import MetricsServer
-
-if TYPE_CHECKING:
-    from ..daemon.main import Daemon
-
 
 
 class MetricsService:
@@ -50,24 +46,26 @@ class MetricsService:
 
 class DaemonMetrics:
     """taskstatsd's endpoint: exits from its loop, live samples from a thread with a
-    kernel socket of its own, and the daemon's loss and journal counters."""
+    kernel socket of its own, the kernel drops of its ``listener`` (None: not a
+    kernel listener), and its loss and journal counters from ``counters``."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, settings: MetricsSettings, listener: Listener | None,
+                 counters: Callable[[], DaemonCounters]) -> None:
         self.tracker = LossTracker()
-        cfg = daemon.cfg
-        groups = parse_groups(g.strip() for g in cfg.metrics_groups.split(",") if g.strip())
-        self.aggregator = Aggregator(depth=cfg.metrics_cgroup_depth,
-                                     max_series=cfg.metrics_max_series, groups=groups,
+        groups = parse_groups(g.strip() for g in settings.groups.split(",") if g.strip())
+        self.aggregator = Aggregator(depth=settings.cgroup_depth,
+                                     max_series=settings.max_series, groups=groups,
                                      resolve=cgroup_path)
         self.client = Client("kernel")
         try:
-            self.service = MetricsService(self.aggregator, daemon.cfg.metrics_listen,
-                                          partial(daemon_health, daemon, self.tracker))
+            self.service = MetricsService(self.aggregator, settings.listen,
+                                          partial(daemon_health, self.tracker, listener,
+                                                  counters))
         except BaseException:
             self.client.close()
             raise
         self.sampler = SamplerThread(Sampler(self.aggregator, self.client.pids),
-                                     cfg.metrics_interval_s)
+                                     settings.interval_s)
         self.sampler.start()
 
     @property

@@ -1,0 +1,137 @@
+"""Query latency: ``Client("daemon").pid(p)`` against ``Client("kernel").pid(p)`` one
+by one (median, p99), and the bulk ``pids()`` per task, interleaved.
+
+Run as root: ``python benchmarks/query_latency.py`` (``--help`` for options;
+``--quick`` for fewer rounds).  It starts a taskstatsd of its own
+(tests/daemon_util.RunningDaemon).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+
+from _bench import (
+    header,
+    interleave,
+    median,
+    require_root,
+    run_daemon_main,
+    running_daemon,
+    spread,
+    table,
+    task_ids,
+)
+
+from pytaskstats import Client, NoSuchTask
+
+
+def latency_section(socket_path: str, args: argparse.Namespace) -> None:
+    ids = task_ids()
+    repeat = max(1, math.ceil(int(args.queries) / len(ids)))
+    samples: dict[str, list[int]] = {}
+    esrch = {"daemon": 0, "kernel": 0}
+
+    def one_by_one(client: Client, name: str) -> Callable[[], float]:
+        def run() -> float:
+            lat = []
+            query = client.pid
+            for _ in range(repeat):
+                for i in ids:
+                    t0 = time.perf_counter_ns()
+                    try:
+                        query(i)
+                    except NoSuchTask:
+                        esrch[name] += 1
+                    lat.append(time.perf_counter_ns() - t0)
+            samples.setdefault(name, []).extend(lat)
+            return median(lat)
+
+        return run
+
+    def bulk(client: Client) -> Callable[[], float]:
+        def run() -> float:
+            t0 = time.perf_counter_ns()
+            for _ in range(repeat):
+                client.pids(ids)
+            return (time.perf_counter_ns() - t0) / (repeat * len(ids))
+
+        return run
+
+    with Client("daemon", socket_path=socket_path) as via_daemon, \
+            Client("kernel") as kernel:
+        contenders = [("daemon pid(p), one by one", one_by_one(via_daemon, "daemon")),
+                      ("kernel pid(p), one by one", one_by_one(kernel, "kernel")),
+                      ("daemon pids(all), per task", bulk(via_daemon)),
+                      ("kernel pids(all), per task", bulk(kernel))]
+        for _, run in contenders:  # warm-up, not counted
+            run()
+        samples.clear()
+        esrch.update(daemon=0, kernel=0)
+        t0 = time.perf_counter()
+        results = interleave(contenders, args.latency_reps)
+        wall = time.perf_counter() - t0
+
+    def p99(values: Sequence[int]) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+
+    gone = sum(not os.path.exists(f"/proc/{i}") for i in ids)
+    print("== 4. query latency: Client(\"daemon\") against Client(\"kernel\") ==")
+    print(f"{len(ids)} threads ({gone} gone since listed; ESRCH one by one: daemon "
+          f"{esrch['daemon']}, kernel {esrch['kernel']}), {repeat} x {len(ids)} = "
+          f"{repeat * len(ids):,} queries per contender and round; {args.latency_reps} "
+          f"interleaved rounds in {wall:.1f} s")
+    print()
+    rows = []
+    for name, _ in contenders:
+        med = median(results[name])
+        kind = "daemon" if name.startswith("daemon") else "kernel"
+        if "one by one" in name:
+            pooled = samples[kind]
+            other = median(samples["kernel"])
+            rows.append([name, f"{median(pooled) / 1000:.1f}", f"{p99(pooled) / 1000:.1f}",
+                         spread(results[name]),
+                         f"{median(pooled) / other:.2f}x" if kind == "daemon" else "",
+                         f"{p99(pooled) / p99(samples['kernel']):.2f}x"
+                         if kind == "daemon" else ""])
+        else:
+            kernel_bulk = median(results["kernel pids(all), per task"])
+            rows.append([name, f"{med / 1000:.1f}", "-", spread(results[name]),
+                         f"{med / kernel_bulk:.2f}x" if kind == "daemon" else "", ""])
+    print(table(["query", "median us", "p99 us", "min/max", "daemon/kernel",
+                 "p99 daemon/kernel"], rows))
+    print()
+    print("one by one: latency of each call (perf_counter_ns around Client.pid), median and "
+          "p99 over all rounds' calls; min/max = spread of the per-round medians. pids(all): "
+          "the whole pipelined bulk query / number of tasks.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--queries", type=int, default=2000,
+                        help="one-by-one queries per latency contender and round (default 2000)")
+    parser.add_argument("--latency-reps", type=int, default=None,
+                        help="interleaved latency rounds (default 5; --quick 2)")
+    parser.add_argument("--no-cgroups", action="store_true",
+                        help="run the daemon with --no-cgroups")
+    args = parser.parse_args()
+    if args.latency_reps is None:
+        args.latency_reps = 2 if args.quick else 5
+    require_root()
+    t0 = time.perf_counter()
+    header("taskstatsd query latency", args.quick)
+    with running_daemon(args.no_cgroups) as (_, socket_path, status):
+        time.sleep(1.0)  # start-up done, heap settled
+        status.counters()
+        latency_section(socket_path, args)
+    print()
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    run_daemon_main(main, "query_latency.py")
