@@ -27,7 +27,7 @@ from pathlib import Path
 from _bench import require_root
 
 from pytaskstats.birthcgroups import BirthWatch
-from pytaskstats.kernel import Listener
+from pytaskstats.listener import Listener
 from pytaskstats.procfs import cgroup_path
 from pytaskstats.records import ExitRecord, Lost
 

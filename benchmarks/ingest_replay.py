@@ -55,7 +55,8 @@ from pytaskstats.daemon.journal_process import JournalProcess
 from pytaskstats.daemon.journal_rows import Item, JournalEntry, row
 from pytaskstats.daemon.journal_schema import connect
 from pytaskstats.daemon.journal_writer import Pending
-from pytaskstats.kernel import Connection, Listener, possible_cpus
+from pytaskstats.kernel import Connection, possible_cpus
+from pytaskstats.listener import Listener
 from pytaskstats.procfs import cgroup_path
 
 TARGET_REPLAY = 100_000  # records/s, replayed end to end

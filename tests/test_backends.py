@@ -23,7 +23,8 @@ from pytaskstats.errors import (
     errno_of,
     from_errno,
 )
-from pytaskstats.kernel import Connection, Listener
+from pytaskstats.kernel import Connection
+from pytaskstats.listener import Listener
 from pytaskstats.procfs import ProcSource, os_error
 from pytaskstats.records import Bulk, check_id
 

@@ -12,7 +12,8 @@ import pytest
 
 from pytaskstats import AccessDenied, Client, ExitRecord, Lost, NoSuchTask, TaskStats
 from pytaskstats.errors import NetlinkError
-from pytaskstats.kernel import Connection, Listener
+from pytaskstats.kernel import Connection
+from pytaskstats.listener import Listener
 
 from .conftest import as_nobody, known_tasks_in, unique_command, wait_for_state, wait_until
 

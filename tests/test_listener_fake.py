@@ -19,7 +19,8 @@ from pytaskstats import kernel as kernel_mod
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
 from pytaskstats.errors import NetlinkError
-from pytaskstats.kernel import Listener, lookup_family
+from pytaskstats.kernel import lookup_family
+from pytaskstats.listener import Listener
 from pytaskstats.transport import NetlinkSocket
 
 from .conftest import require_kernel

@@ -17,7 +17,8 @@ from pytaskstats import AccessDenied, ExitRecord, Unsupported
 from pytaskstats import kernel as kernel_mod
 from pytaskstats import netlink as nl
 from pytaskstats.errors import NetlinkError, RemoteProtocolError, TaskstatsError
-from pytaskstats.kernel import Connection, Listener
+from pytaskstats.kernel import Connection
+from pytaskstats.listener import Listener
 from pytaskstats.records import CgroupStats
 from pytaskstats.transport import ConnectorSocket
 

@@ -2,7 +2,7 @@
 
 :class:`Answers` is implemented by :class:`~pytaskstats.kernel.Connection` (to the
 kernel's netlink family, or to taskstatsd's Unix socket) and by :class:`ProcBackend`
-(the procfs source); :class:`YieldsExits` by :class:`~pytaskstats.kernel.Listener`
+(the procfs source); :class:`YieldsExits` by :class:`~pytaskstats.listener.Listener`
 and taskstatsd's procfs mode (:class:`~pytaskstats.daemon.procmode.ProcfsExits`).
 ``Client`` and taskstatsd hold one of each and never ask which it is.
 """

@@ -17,7 +17,8 @@ from typing import cast
 from .backends import Answers, ProcBackend
 from .errors import TaskstatsError, Unsupported
 from .extproto import GroupBy, HistoryQuery, Rows, Status
-from .kernel import Connection, Listener
+from .kernel import Connection
+from .listener import Listener
 from .procfs import ProcSource
 from .records import Bulk, CgroupStats, TaskStats, check_id
 from .transport import DEFAULT_SOCKET

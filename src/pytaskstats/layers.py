@@ -21,7 +21,7 @@ LAYERS = ("codec", "sources", "client", "services", "cli")
 MODULES: dict[str, str] = {
     **dict.fromkeys(("errors", "fields", "records", "netlink", "genetlink", "taskstats",
                      "cpulist", "plausible", "summary", "extproto", "layers"), "codec"),
-    **dict.fromkeys(("transport", "kernel", "procfs", "procfs_parse", "procfs_mapping",
+    **dict.fromkeys(("transport", "kernel", "listener", "procfs", "procfs_parse", "procfs_mapping",
                      "connector", "delayacct", "birthcgroups", "cgroupfd", "backends"),
                     "sources"),
     **dict.fromkeys(("client", "textfmt"), "client"),

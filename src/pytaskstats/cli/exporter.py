@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..birthcgroups import BirthWatch
 from ..errors import Unsupported
-from ..kernel import Listener
+from ..listener import Listener
 from ..metrics import EXTRA_NOTE, extra_missing
 from ..metrics.address import parse_listen
 from ..metrics.aggregate import Aggregator, parse_groups

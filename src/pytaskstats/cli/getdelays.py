@@ -47,7 +47,8 @@ from ..client import choose_backend, daemon_socket
 from ..cpulist import parse_cpulist
 from ..errors import TaskstatsError
 from ..fields import Scope
-from ..kernel import LISTEN_RCVBUF, QUERY_RCVBUF, Connection, Listener
+from ..kernel import LISTEN_RCVBUF, QUERY_RCVBUF, Connection
+from ..listener import Listener
 from ..records import CgroupStats, ExitRecord, Lost, TaskStats
 from ..taskstats import encode_stats
 from .getdelays_format import Sections, cgroup_line, exit_records, format_stats, message_size

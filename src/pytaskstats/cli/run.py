@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import delayacct, report
-from ..kernel import Listener
+from ..listener import Listener
 from ..plausible import LeftOut, checked_records
 from ..records import ExitRecord, Lost
 from ..summary import ProcessSummary, process_tree, summarize, totals

@@ -11,7 +11,8 @@ import os
 import sys
 
 from ..errors import Unsupported
-from ..kernel import Connection, Listener
+from ..kernel import Connection
+from ..listener import Listener
 from ..procfs import ProcSource
 from ..records import Lost
 from .config import Config

@@ -28,7 +28,8 @@ from .. import __version__, connector, delayacct
 from .. import taskstats as ts
 from ..birthcgroups import BirthCgroups
 from ..errors import TaskstatsError, Unsupported
-from ..kernel import Listener, possible_cpus
+from ..kernel import possible_cpus
+from ..listener import Listener
 from ..metrics import start_for_daemon
 from ..metrics.health import DaemonCounters, MetricsSettings
 from ..records import ExitRecord, Lost

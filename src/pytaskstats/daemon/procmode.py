@@ -34,7 +34,7 @@ ProcfsKernel = ProcBackend
 
 class ProcfsExits:
     """Exit records built from proc connector events (or polling) and /proc reads;
-    the interface of :class:`~pytaskstats.kernel.Listener` that taskstatsd uses."""
+    the interface of :class:`~pytaskstats.listener.Listener` that taskstatsd uses."""
 
     source = "procfs"
 

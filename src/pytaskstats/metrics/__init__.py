@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..errors import TaskstatsError
 
 if TYPE_CHECKING:
-    from ..kernel import Listener
+    from ..listener import Listener
     from .health import DaemonCounters, MetricsSettings
     from .service import DaemonMetrics
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
-from ..kernel import Listener
+from ..listener import Listener
 from ..records import Lost
 
 LOSS_REASONS = ("overrun", "truncated", "malformed")  # Lost.reason values

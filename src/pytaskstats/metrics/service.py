@@ -9,7 +9,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from ..client import Client
 from ..errors import TaskstatsError
-from ..kernel import Listener
+from ..listener import Listener
 from ..procfs import cgroup_path
 from ..records import ExitRecord, Lost
 from .aggregate import Aggregator, parse_groups

@@ -19,7 +19,7 @@ from .. import delayacct, procfs
 from ..birthcgroups import BirthWatch
 from ..client import Client
 from ..errors import AccessDenied, TaskstatsError, Unsupported
-from ..kernel import Listener
+from ..listener import Listener
 from ..records import ExitRecord, Lost, TaskStats
 from .model import Sample
 
