@@ -41,6 +41,11 @@ class Answers(Protocol):
     def source(self) -> str:
         """Where answers come from: "kernel", "daemon" or "procfs"."""
 
+    @property
+    def family(self) -> genl.FamilyInfo:
+        """The TASKSTATS family as this source presents it (its id, in the messages
+        taskstatsd builds from records)."""
+
     def query(self, scope: Scope, ident: int) -> TaskStats:
         """The record of task ``ident`` (scope "pid") or thread group ("tgid")."""
 
@@ -82,6 +87,10 @@ class YieldsExits(Protocol):
 
     def blind_spot(self) -> str | None:
         """What this source cannot see (for status and docs); None: nothing."""
+
+    def poll_every(self) -> float | None:
+        """Seconds between drains of descriptor 0 that are due whether or not a
+        descriptor is readable (a /proc scan); None: only readiness matters."""
 
     def drain_raw(self, index: int, limit: int | None = None) -> list[Event]:
         """What is queued on descriptor ``index`` (at most ``limit`` datagrams):

@@ -116,6 +116,10 @@ class Listener:
         """What these sockets cannot see: nothing (overruns arrive as Lost)."""
         return None
 
+    def poll_every(self) -> float | None:
+        """None: the kernel's records make the sockets readable."""
+        return None
+
     def drops(self) -> list[int]:
         """The kernel's drop counter of each socket (SO_MEMINFO), as last accounted."""
         return list(self._drops)

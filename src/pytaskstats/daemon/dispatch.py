@@ -20,14 +20,13 @@ from .. import cgroupfd, extproto
 from .. import genetlink as genl
 from .. import netlink as nl
 from .. import taskstats as ts
+from ..backends import Answers
 from ..errors import BUG_HINT, NetlinkError, ProtocolError, TaskstatsError, errno_of
 from ..fields import Scope as IdScope
-from ..kernel import Connection
 from .extension import Extension
 from .listeners import ListenerLists, MaskError, check_cpumask, cpumask_maxlen, cpumask_payload
 from .peers import Peer, passed_fd
 from .policy import owner_may_see
-from .procmode import ProcfsKernel
 from .replies import Replies
 
 
@@ -36,7 +35,7 @@ class Dispatcher:
     registers listeners in ``listeners`` for the CPUs of ``possible`` (of
     ``nr_cpu_ids``), and hands TASKSTATSD requests to ``extension``."""
 
-    def __init__(self, *, family: genl.FamilyInfo, kernel: Connection | ProcfsKernel,
+    def __init__(self, *, family: genl.FamilyInfo, kernel: Answers,
                  listeners: ListenerLists, possible: list[int], nr_cpu_ids: int,
                  replies: Replies, extension: Extension) -> None:
         self.family, self.kernel, self.listeners = family, kernel, listeners

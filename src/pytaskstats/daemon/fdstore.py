@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from ..backends import Answers, YieldsExits
 from ..errors import Unsupported
 from ..kernel import Connection
 from ..listener import Listener
@@ -31,7 +32,7 @@ class DropsFile:
         self.path = os.path.join(state_dir, "listener-drops.json")
         self.unsaved = False  # the last save failed (said once)
 
-    def downtime(self, listener: Listener | ProcfsExits, stored: dict[str, int]) -> list[Lost]:
+    def downtime(self, listener: YieldsExits, stored: dict[str, int]) -> list[Lost]:
         """What the adopted sockets (``stored``: name -> fd) dropped since saved."""
         if not stored:
             return []
@@ -45,7 +46,7 @@ class DropsFile:
                  for m, d in zip(listener.masks(), now, strict=True)]
         return list(listener.account_drops(since))
 
-    def save(self, listener: Listener | ProcfsExits) -> None:
+    def save(self, listener: YieldsExits) -> None:
         """Save ``listener``'s drop counts (written, then renamed); a failure (a
         full disk) is said once and never raised: the file keeps its last counts."""
         tmp = self.path + ".tmp"
@@ -65,18 +66,17 @@ class DropsFile:
             self.unsaved = False
 
 
-def store_listeners(listener: Listener | ProcfsExits) -> bool:
+def store_listeners(listener: YieldsExits) -> bool:
     """Hand the registered sockets to systemd's fd store (FDPOLL=0: an overrun's
     POLLERR must not make systemd drop them); whether any was taken."""
     stored = False
-    if not isinstance(listener, Listener):
-        return stored  # the proc connector has no registration to keep
-    for mask, fd in zip(listener.masks(), listener.fds, strict=True):
+    # sockets with a registration to keep: the proc connector's has none (no mask)
+    for mask, fd in zip(listener.masks(), listener.fds, strict=False):
         stored = notify(f"FDSTORE=1\nFDNAME={FDSTORE_PREFIX}{mask}\nFDPOLL=0", [fd]) or stored
     return stored
 
 
-def open_sources(cfg: Config) -> tuple[Connection | ProcfsKernel, Listener | ProcfsExits,
+def open_sources(cfg: Config) -> tuple[Answers, YieldsExits,
                                        dict[str, int]]:
     """The kernel's TASKSTATS when there (or asked), else /proc and the proc
     connector (see :mod:`.procmode`); and the sockets adopted from the fd store

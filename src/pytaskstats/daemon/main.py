@@ -29,7 +29,6 @@ from .. import taskstats as ts
 from ..birthcgroups import BirthCgroups
 from ..errors import TaskstatsError, Unsupported
 from ..kernel import possible_cpus
-from ..listener import Listener
 from ..metrics import start_for_daemon
 from ..metrics.health import DaemonCounters, MetricsSettings
 from ..records import ExitRecord, Lost
@@ -44,7 +43,6 @@ from .journal_rows import JournalEntry, Tags
 from .namespaces import RESCAN_S, NsTracker
 from .notify import notify
 from .policy import ExitPolicy, Policy
-from .procmode import ProcfsExits
 from .server import Limits, Peer, Server
 from .socketfile import answering
 from .startup import Startup, lock_file, raise_nofile, set_nice
@@ -128,7 +126,7 @@ class Daemon:
                     MetricsSettings(cfg.metrics_listen, cfg.metrics_interval_s,
                                     cfg.metrics_cgroup_depth, cfg.metrics_max_series,
                                     cfg.metrics_groups),
-                    self.listener if isinstance(self.listener, Listener) else None, self.health)
+                    self.listener, self.health)
             undo.pop_all()
 
     def _journal(self, cfg: config_mod.Config) -> JournalProcess:
@@ -167,8 +165,9 @@ class Daemon:
             self.server.refresh_views()
         if self.exit_policy is not None:
             self.exit_policy.tick()
-        if isinstance(self.listener, ProcfsExits):
-            timeout = min(timeout, self.listener.interval_s)
+        every = self.listener.poll_every()
+        if every is not None:
+            timeout = min(timeout, every)
             self.ingest(0)  # a due /proc scan
         if not self.accepting:
             timeout = min(timeout, self._resume_accepting())
@@ -176,14 +175,13 @@ class Daemon:
         events = self.selector.select(0 if busy else timeout)
         events.sort(key=lambda ev: ev[0].data[0] != "kernel")
         turns = dict.fromkeys(busy, 0)
-        if events and events[0][0].data[0] == "kernel" and isinstance(self.listener, Listener):
+        if events and events[0][0].data[0] == "kernel":
             self._drain_kernel()
         for key, mask in events:
             kind, index = key.data
             if kind == "kernel":
-                if not isinstance(self.listener, Listener):
-                    self.ingest(index)
-            elif kind == "forks":
+                continue  # drained above
+            if kind == "forks":
                 self._forks()
             elif kind == "accept":
                 self._accept()
@@ -215,8 +213,6 @@ class Daemon:
         """Drain the kernel's sockets round-robin for about DRAIN_SLICE_S; then each
         fuller than URGENT_FILL until it is empty (``urgent_drains``).  What is left
         waits in the kernel's buffers for the next drain."""
-        if not isinstance(self.listener, Listener):
-            return
         sockets = list(range(len(self.listener.fds)))
         until = time.monotonic() + DRAIN_SLICE_S
         while sockets and time.monotonic() < until:
@@ -230,8 +226,7 @@ class Daemon:
         DRAIN_DATAGRAMS (the loop drains again between clients' turns); False when
         nothing was queued."""
         now = time.time_ns()
-        drained = (self.listener.drain_raw(index, DRAIN_DATAGRAMS)
-                   if isinstance(self.listener, Listener) else self.listener.drain_raw(index))
+        drained = self.listener.drain_raw(index, DRAIN_DATAGRAMS)
         # every connector event of these tasks was queued before their exit records
         complete = self._forks() if drained and self.fork_events is not None else True
         for event, raw in drained:
@@ -410,8 +405,7 @@ class Daemon:
                        "socket": self.cfg.socket, "state_dir": self.cfg.state_dir},
             "kernel": {"family_id": self.kernel.family.id, "struct_version": version,
                        "delayacct": delayacct.status(), "source": self.kernel.source,
-                       "blind_spot": (self.listener.blind_spot()
-                                      if isinstance(self.listener, ProcfsExits) else None)},
+                       "blind_spot": self.listener.blind_spot()},
             "listeners": {"kernel_sockets": len(self.listener.fds),
                           "client_listeners": self.server.listeners.count()},
             "clients": len(self.server.peers),

@@ -79,6 +79,10 @@ class ProcfsExits:
                 "its newest sample: a task reaped before its exit is read and never "
                 "sampled alive is counted as lost_unseen; no delays but CPU wait")
 
+    def poll_every(self) -> float:
+        """The /proc scan interval (s): drained that often, readable or not."""
+        return self.interval_s
+
     def scan(self) -> list[Event]:
         """Sample every task; with polling, tasks gone since the last scan exited."""
         now = time.monotonic()

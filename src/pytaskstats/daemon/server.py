@@ -30,7 +30,7 @@ from .. import extproto
 from .. import genetlink as genl
 from .. import netlink as nl
 from .. import taskstats as ts
-from ..kernel import Connection
+from ..backends import Answers
 from .admission import Admission
 from .dispatch import Dispatcher
 from .extension import Extension, cgroup2_counts
@@ -39,7 +39,6 @@ from .journal_queries import Scope
 from .listeners import ListenerLists
 from .peers import Batch, Limits, Peer, flush
 from .policy import Policy
-from .procmode import ProcfsKernel
 from .replies import Replies
 from .socketfile import BoundSocket
 
@@ -57,7 +56,7 @@ class Server:
     ``dropped_client_records``, ``reply_peak``).
     """
 
-    def __init__(self, path: str, kernel: Connection | ProcfsKernel, *, policy: Policy,
+    def __init__(self, path: str, kernel: Answers, *, policy: Policy,
                  limits: Limits,
                  status: Callable[[dict[str, Any]], dict[str, Any]],
                  history: Callable[[dict[str, Any], Scope | None],

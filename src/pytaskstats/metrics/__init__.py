@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..errors import TaskstatsError
 
 if TYPE_CHECKING:
-    from ..listener import Listener
+    from ..backends import YieldsExits
     from .health import DaemonCounters, MetricsSettings
     from .service import DaemonMetrics
 
@@ -27,7 +27,7 @@ def extra_missing(err: ImportError) -> bool:
     return (err.name or "").partition(".")[0] == "prometheus_client"
 
 
-def start_for_daemon(settings: MetricsSettings, listener: Listener | None,
+def start_for_daemon(settings: MetricsSettings, listener: YieldsExits | None,
                      counters: Callable[[], DaemonCounters]) -> DaemonMetrics:
     """taskstatsd's /metrics endpoint and live sampler, started (see
     :class:`~.service.DaemonMetrics`)."""

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
-from ..listener import Listener
+from ..backends import YieldsExits
 from ..records import Lost
 
 LOSS_REASONS = ("overrun", "truncated", "malformed")  # Lost.reason values
@@ -48,7 +48,7 @@ class LossTracker:
             if lost.reason == "overrun":
                 self.overruns[lost.cpus] = self.overruns.get(lost.cpus, 0) + 1
 
-    def health(self, listener: Listener | None) -> Health:
+    def health(self, listener: YieldsExits | None) -> Health:
         """The counters, with the kernel's drop count of each of ``listener``'s sockets."""
         drops = dict(zip(listener.masks(), listener.drops(), strict=True)) if listener else {}
         with self.lock:
@@ -82,7 +82,7 @@ class MetricsSettings(NamedTuple):
     groups: str
 
 
-def daemon_health(tracker: LossTracker, listener: Listener | None,
+def daemon_health(tracker: LossTracker, listener: YieldsExits | None,
                   counters: Callable[[], DaemonCounters]) -> Health:
     """The health served: the kernel's drop counts and overrun episodes of
     ``listener`` (None: not a kernel listener), the rest from ``counters()``."""

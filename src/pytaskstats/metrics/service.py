@@ -7,9 +7,9 @@ from functools import partial
 
 from prometheus_client.registry import CollectorRegistry
 
+from ..backends import YieldsExits
 from ..client import Client
 from ..errors import TaskstatsError
-from ..listener import Listener
 from ..procfs import cgroup_path
 from ..records import ExitRecord, Lost
 from .aggregate import Aggregator, parse_groups
@@ -49,7 +49,7 @@ class DaemonMetrics:
     kernel socket of its own, the kernel drops of its ``listener`` (None: not a
     kernel listener), and its loss and journal counters from ``counters``."""
 
-    def __init__(self, settings: MetricsSettings, listener: Listener | None,
+    def __init__(self, settings: MetricsSettings, listener: YieldsExits | None,
                  counters: Callable[[], DaemonCounters]) -> None:
         self.tracker = LossTracker()
         groups = parse_groups(g.strip() for g in settings.groups.split(",") if g.strip())
