@@ -129,16 +129,11 @@ def delayacct_steady() -> Iterator[None]:
         yield
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``kernel`` check for the kernel before running."""
-    for item in items:
-        if item.get_closest_marker("kernel"):
-            item.add_marker(pytest.mark.usefixtures("_kernel_gate"))
-
-
-@pytest.fixture
-def _kernel_gate() -> None:
-    require_kernel()
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``kernel`` check for the kernel before any fixture runs (a marker
+    added after collection would not reach the fixtures)."""
+    if item.get_closest_marker("kernel"):
+        require_kernel()
 
 
 @pytest.fixture(scope="session")
