@@ -67,6 +67,22 @@ def test_dates_days_and_epoch_seconds() -> None:
     assert cli_args.when_arg("1764892800.5", NOW_NS) == 1_764_892_800 * S + S // 2
 
 
+def test_a_time_of_day_is_the_last_such_moment() -> None:
+    """`--at 03:14` (atop's -b hh:mm): today's, or yesterday's when today's is to come."""
+    now = datetime.datetime.fromtimestamp(NOW_NS / S)
+    earlier = now - datetime.timedelta(minutes=5)
+    later = now + datetime.timedelta(minutes=5)
+    assert earlier.date() == now.date() == later.date()  # the fixed now is mid-day
+    for moment, back in ((earlier, 0), (later, 1)):
+        want = moment.replace(second=0, microsecond=0) - datetime.timedelta(days=back)
+        got = cli_args.when_arg(moment.strftime("%H:%M"), NOW_NS)
+        assert got == int(want.timestamp()) * S, moment
+    assert cli_args.when_arg("3:14:15", NOW_NS) <= NOW_NS
+    for bad in ("24:00", "12:60", "12:5", "1:2:3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli_args.when_arg(bad, NOW_NS)
+
+
 @pytest.mark.parametrize("text", ["abc", "1mo", "", "1e99", "-5m", "99999999999999", "1h2m",
                                   "2026-13-01", "9999-12-31", "0x10", "1000000000w"])
 def test_times_that_are_refused_say_what_is_accepted(text: str) -> None:

@@ -28,7 +28,8 @@ _NS = 1_000_000_000
 WHEN_MIN_NS, WHEN_MAX_NS = 0, (1 << 63) - 1
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 _AGE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?) ?([smhdwy])")
-WHEN_FORMS = ("an age (90s, 30m, 1h, 2d, 1w, 1y), now, today, yesterday, an ISO date or "
+WHEN_FORMS = ("an age (90s, 30m, 1h, 2d, 1w, 1y), now, today, yesterday, a time of day "
+              "(03:14, the last one), an ISO date or "
               "date-time (2026-12-05, 2026-12-05T14:30) or seconds since the epoch")
 
 
@@ -271,7 +272,20 @@ def _relative(body: str, now: int) -> int | None:
     match = _AGE.fullmatch(body.removesuffix(" ago"))
     if match:
         return now - int(float(match[1]) * _AGE_UNITS[match[2]] * _NS)
-    return None
+    return _time_of_day(body, now)
+
+
+def _time_of_day(body: str, now: int) -> int | None:
+    """``HH:MM[:SS]``: the last such moment (today, or yesterday if that is to come)."""
+    match = re.fullmatch(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?", body)
+    if not match:
+        return None
+    today = datetime.datetime.fromtimestamp(now / _NS)
+    moment = today.replace(hour=int(match[1]), minute=int(match[2]),
+                           second=int(match[3] or 0), microsecond=0)
+    if moment > today:
+        moment -= datetime.timedelta(days=1)
+    return int(moment.timestamp()) * _NS
 
 
 def _absolute(body: str) -> int | None:
