@@ -468,8 +468,15 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_report_options_are_checked_before_work(tmp_path: Path) -> None:
-    done = _cli("run", "--report", str(tmp_path / "missing" / "r.html"), "--", "true")
-    assert done.returncode == 2 and "cannot write the report" in done.stderr
+    marker = tmp_path / "ran"
+    for report, said in [(str(tmp_path / "missing" / "r.html"), "no directory"),
+                         (str(tmp_path), "is a directory"), ("", "give a file name")]:
+        for command in (["run", "--report", report, "--", "touch", str(marker)],
+                        ["history", "--report", report]):
+            done = _cli(*command)
+            assert done.returncode == 2 and said in done.stderr, (command, done.stderr)
+            assert done.stderr.count("\n") == 1
+    assert not marker.exists()  # refused before the command ran
     clash = _cli("history", "--report", str(tmp_path / "h.html"), "--json")
     assert clash.returncode == 2 and "--json" in clash.stderr
     backwards = _cli("history", "--report", str(tmp_path / "h.html"), "--since", "1h",

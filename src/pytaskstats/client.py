@@ -154,16 +154,16 @@ class Client:
         and procfs backends, by taskstatsd's own CGROUP command with the daemon
         backend (``source`` says which).
         """
-        if not isinstance(path_or_fd, int) and (self.backend == "procfs" or (
-                is_cgroup2(path_or_fd) and self._daemon is None)):
-            return self._proc.cgroup(os.fspath(path_or_fd))
         if isinstance(path_or_fd, int):
             return self._cgroup_fd(path_or_fd)
-        try:
+        try:  # the same answer for a path that is no directory, whichever backend
             fd = os.open(path_or_fd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as err:
             raise Unsupported(f"cannot open cgroup directory {os.fspath(path_or_fd)!r}: "
                               f"{err.strerror}") from err
+        if self.backend == "procfs" or (is_cgroup2(path_or_fd) and self._daemon is None):
+            os.close(fd)
+            return self._proc.cgroup(os.fspath(path_or_fd))
         try:
             return self._cgroup_fd(fd)
         finally:

@@ -12,7 +12,16 @@ from .. import delayacct, report
 from ..client import Client
 from ..extproto import AGGREGATES, EXIT_SORTS, GROUP_KEYS, HistoryQuery, Rows
 from ..textfmt import human_duration
-from .args import WHEN_FORMS, count_arg, id_arg, text_arg, uid_arg, when_arg, when_text_arg
+from .args import (
+    WHEN_FORMS,
+    count_arg,
+    id_arg,
+    output_file_arg,
+    text_arg,
+    uid_arg,
+    when_arg,
+    when_text_arg,
+)
 from .common import open_client, print_json
 
 REPORT_SINCE_S = 86400  # --report without --since: the last day
@@ -58,7 +67,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--totals", action="store_true", help="one line of sums")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per record (kernel field names)")
-    p.add_argument("--report", metavar="FILE.html",
+    p.add_argument("--report", metavar="FILE.html", type=output_file_arg,
                    help="write an HTML report of the range instead (default --since 1d): "
                    "exits and delays per minute, top commands and cgroups by each wait")
     p.set_defaults(func=run)
