@@ -397,3 +397,15 @@ def test_a_mistyped_listen_address_is_a_usage_error_without_the_exporter_extra()
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2, done.stderr
     assert "give ADDR:PORT" in done.stderr and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["history", "--totals", "--group-by", "comm"], "drop --group-by, or drop --totals"),
+    (["history", "--sort", "exits"], "add --group-by"),
+    (["history", "--sort=-exits"], "add --group-by"),
+])
+def test_history_options_that_do_not_go_together(argv: list[str], said: str,
+                                                 tmp_path: Path) -> None:
+    """Said by the command line (2), before asking taskstatsd (which is not there)."""
+    done = _cli("--socket", str(tmp_path / "none.sock"), *argv)
+    assert done.returncode == 2 and said in done.stderr and done.stderr.count("\n") == 1

@@ -128,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
     if query.get("until_ns", 1 << 63) <= query.get("since_ns", -1):
         print("taskstats history: --until must be later than --since", file=sys.stderr)
         return 2
+    clash = _clash(args)
+    if clash:
+        print(f"taskstats history: {clash} (see 'taskstats history --help')", file=sys.stderr)
+        return 2
     with open_client(args, backend="daemon") as client:
         rows = client.history(**query)
     for row in rows:
@@ -140,6 +144,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"taskstats history: no exits match ({describe_filter(args)})",
               file=sys.stderr)
     return 0
+
+
+def _clash(args: argparse.Namespace) -> str:
+    """Options that do not go together, said as the user can fix it; "" when fine."""
+    if args.totals and args.group_by:
+        return ("--totals sums every exit into one line: drop --group-by, or drop --totals "
+                "for one line per group")
+    if args.sort and args.sort.lstrip("-") == "exits" and not args.group_by:
+        return "--sort exits counts exits per group: add --group-by comm|uid|cgroup"
+    return ""
 
 
 def describe_filter(args: argparse.Namespace) -> str:
