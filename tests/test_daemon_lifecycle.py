@@ -354,6 +354,11 @@ BAD = [
     (["--low-free-pct", "90"], "resume_free_pct"),
     (["--procfs-interval-s", "nan"], "not a number"),
     (["--metrics-groups", "x=("], "bad regex"),
+    (["--admin-reserved-clients", "300"], "admin_reserved_clients (300) leaves no"),
+    (["--max-clients", "8"], "want fewer than max_clients"),  # 8 reserved of 8
+    (["--admin-group", "99999999999"], "a gid is 0 .. 4294967294"),
+    (["--admin-group", "4294967295"], "a gid is 0 .. 4294967294"),  # (gid_t)-1
+    (["--admin-group", "\u00b2"], "no such group"),  # a digit to str.isdigit only
 ]
 
 
@@ -382,6 +387,26 @@ def test_bad_config_files_are_one_line_usage_errors(tmp_path: Path, text: str,
     done = subprocess.run([sys.executable, "-m", "pytaskstats.daemon", "--config", str(conf),
                            "--state-dir", str(tmp_path / "state")],
                           capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and said in _one_line_error(done)
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "directory", "too big"])
+def test_a_config_file_is_a_regular_file_read_with_a_cap(tmp_path: Path, kind: str) -> None:
+    """/dev/zero once grew the daemon to GBs, a FIFO hung it: refused, one line, 2."""
+    conf = tmp_path / "c.conf"
+    if kind == "fifo":
+        os.mkfifo(conf)
+    elif kind == "directory":
+        conf.mkdir()
+    elif kind == "too big":
+        conf.write_text("[taskstatsd]\n" + "# padding\n" * 120_000)
+    path = "/dev/zero" if kind == "/dev/zero" else str(conf)
+    done = subprocess.run([sys.executable, "-m", "pytaskstats.daemon", "--foreground",
+                           "--config", path, "--state-dir", str(tmp_path / "state")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    said = {"too big": "larger than 1048576 bytes", "fifo": "a FIFO, not a regular file",
+            "directory": "a directory, not", "/dev/zero": "a device or socket, not"}[kind]
     assert done.returncode == 2 and said in _one_line_error(done)
     assert not (tmp_path / "state").exists()
 
@@ -595,6 +620,21 @@ def test_daemon_works_with_the_units_capabilities_only(tmp_path: Path,
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_printed_unit_checks_and_carries_the_settings(tmp_path: Path) -> None:
+    """--print-unit once printed the default socket for ``--socket rel`` (exit 0)."""
+    done = _run("--print-unit", "--socket", "rel")
+    assert done.returncode == 2 and "want an absolute path" in _one_line_error(done)
+    assert done.stdout == ""
+    sock, state = str(tmp_path / "run" / "s.sock"), str(tmp_path / "state")
+    text = _run("--print-unit", "--socket", sock, "--state-dir", state, "--nice", "5",
+                "--no-cgroups", "--max-clients", "64").stdout
+    start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    assert start.endswith(f" --foreground --socket {sock} --state-dir {state} --config "
+                          f"{os.devnull} --max-clients 64 --no-cgroups --nice 5"), start
+    assert "\nNice=5\n" in text
+    assert f"\nReadWritePaths=-{tmp_path / 'run'} -{state}\n" in text
 
 
 def test_contrib_unit_is_the_printed_one() -> None:
