@@ -92,7 +92,7 @@ class Config:
     history_max_ms: float = 200.0  # a non-admin's history query, then ETIME
     history_admin_max_ms: float = 2000.0  # an admin's
     cgroups: bool = True  # capture each exiting process's cgroup path
-    source: str = "auto"  # auto (kernel, else /proc), kernel, or procfs
+    source: str = "auto"  # auto (kernel; /proc if absent or refused), kernel, or procfs
     procfs_interval_s: float = 1.0  # /proc scan period when running on /proc
     metrics_listen: str = ""  # ADDR:PORT (or PORT, on 127.0.0.1) of /metrics; off when empty
     metrics_groups: str = ""  # command groups: "NAME=REGEX,NAME=REGEX" (first match wins)
@@ -156,8 +156,10 @@ HELP = {
                       "queries get at most a quarter of the daemon's time (then EAGAIN)",
     "history_admin_max_ms": "time one root or admin history query may run, in ms",
     "cgroups": "record each exiting process's cgroup path",
-    "source": "where records come from: auto (the kernel's taskstats, else /proc), "
-              "kernel, or procfs (/proc and the proc connector)",
+    "source": "where records come from: auto (the kernel's taskstats; /proc when the "
+              "kernel has none or refuses taskstatsd, which needs root or "
+              "CAP_NET_ADMIN for them), kernel (fail instead), or procfs (/proc and "
+              "the proc connector, without privilege)",
     "procfs_interval_s": "period of the /proc scan with the procfs source, in seconds",
     "metrics_listen": "serve Prometheus /metrics at ADDR:PORT (a bare PORT: 127.0.0.1; "
                       "empty: off); needs the exporter extra",
