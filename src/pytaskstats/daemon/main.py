@@ -471,10 +471,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     process forks; errors are one line on stderr."""
     try:
         args = config_mod.parse_args(argv)
-        if args.print_unit:
-            sys.stdout.write(unit.render())
-            return 0
         cfg = config_mod.from_args(args)
+        if args.print_unit:
+            sys.stdout.write(unit.render(cfg, args))
+            return 0
     except config_mod.ConfigError as err:
         print(f"taskstatsd: {err}", file=sys.stderr)
         return 2
