@@ -51,6 +51,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "metrics_cgroup_depth": (0, 64),
     "metrics_max_series": (1, 1 << 20),
     "metrics_interval_s": (0.1, 86400),
+    "sample_interval_s": (0, 86400),  # 0: no samples of live processes
 }
 DEFAULT_BOUNDS = (0, (1 << 31) - 1)
 TRUE, FALSE = ("1", "yes", "true", "on"), ("0", "no", "false", "off")
@@ -91,6 +92,7 @@ class Config:
     cgroups: bool = True  # capture each exiting process's cgroup path
     source: str = "auto"  # auto (kernel, else /proc), kernel, or procfs
     procfs_interval_s: float = 1.0  # /proc scan period when running on /proc
+    sample_interval_s: float = 60.0  # live processes journaled this often (0: never)
     metrics_listen: str = ""  # ADDR:PORT (or PORT, on 127.0.0.1) of /metrics; off when empty
     metrics_groups: str = ""  # command groups: "NAME=REGEX,NAME=REGEX" (first match wins)
     metrics_cgroup_depth: int = 3  # cgroup labels keep this many path components
@@ -151,6 +153,8 @@ HELP = {
     "source": "where records come from: auto (the kernel's taskstats, else /proc), "
               "kernel, or procfs (/proc and the proc connector)",
     "procfs_interval_s": "period of the /proc scan with the procfs source, in seconds",
+    "sample_interval_s": "journal what each live process did (CPU, delays, IO) this "
+                         "often, in seconds (0: exits only)",
     "metrics_listen": "serve Prometheus /metrics at ADDR:PORT (a bare PORT: 127.0.0.1; "
                       "empty: off); needs the exporter extra",
     "metrics_groups": "command groups for metrics: NAME=REGEX,NAME=REGEX (first match "
