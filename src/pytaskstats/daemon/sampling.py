@@ -1,8 +1,8 @@
 """taskstatsd's sampling of live processes: the scans, in slices of the loop.
 
-Every ``interval_s`` :class:`Sampling` lists every thread (one walk of
-/proc/*/task) and reads them with the kernel source's pipelined ``query_many``,
-SLICE_TASKS at a time, for at most SLICE_S per call of :meth:`Sampling.step`: the
+Every ``interval_s`` :class:`Sampling` lists every thread (a walk of /proc/*/task)
+and reads them with the kernel source's pipelined ``query_many``, SLICE_TASKS at a
+time (listed as they are needed), for about SLICE_S per :meth:`Sampling.step`: the
 daemon's loop drains the kernel's exits and serves clients between two slices, so
 a scan of 10,000 threads never holds it.  The folds and the exactly-once rule are
 :mod:`.sampler`'s; here each row gets its cgroup and the access policy's tags (the
@@ -13,14 +13,16 @@ goes to the journal writer.  A scan that took longer than its interval counts a
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..backends import Answers
 from ..errors import TaskstatsError
-from ..procfs import cgroup_path, list_tasks
+from ..procfs import cgroup_path
 from ..records import ExitRecord
 from .journal_rows import Tags
 from .namespaces import NsTracker
@@ -53,7 +55,10 @@ class Sampling:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._next = clock()  # the first scan (the baseline) at once
         self._started = 0.0
-        self._todo: list[tuple[int, int]] = []  # (tgid, tid) left to read in this scan
+        self._pids: list[int] = []  # processes left to list in this scan
+        self._entries: os._ScandirIterator[str] | None = None  # ... one's task dir
+        self._tgid = 0  # ... whose
+        self._todo: list[tuple[int, int]] = []  # (tgid, tid) listed, left to read
         self._tails: list[tuple[Any, ...]] = []
 
     @property
@@ -83,7 +88,8 @@ class Sampling:
                 return
             self._begin(now)
         deadline = now + budget_s
-        while self._todo:
+        while self._todo or self._pids or self._entries is not None:
+            self._list()
             chunk, self._todo = self._todo[:SLICE_TASKS], self._todo[SLICE_TASKS:]
             self._read(chunk)
             if self.clock() >= deadline:
@@ -115,7 +121,35 @@ class Sampling:
         self._started = now
         self._next = now + self.interval_s
         self.sampler.begin(self.wall_ns())
-        self._todo = list_tasks(self.proc)
+        try:
+            names = os.listdir(self.proc)
+        except OSError:
+            names = []
+        self._pids = [int(name) for name in names if name.isdigit()]
+        self._todo = []
+
+    def _list(self) -> None:
+        """List threads of the next processes until a slice's worth is known: the walk
+        of /proc/*/task goes in slices too, even within a process of 10,000 threads
+        (its directory is read SLICE_TASKS entries at a time)."""
+        while len(self._todo) < SLICE_TASKS:
+            if self._entries is None:
+                if not self._pids:
+                    return
+                self._tgid = self._pids.pop()
+                try:
+                    self._entries = os.scandir(f"{self.proc}/{self._tgid}/task")
+                except OSError:
+                    continue  # it exited meanwhile
+            want = SLICE_TASKS - len(self._todo)
+            try:
+                names = [e.name for e in itertools.islice(self._entries, want)]
+            except OSError:
+                names = []
+            self._todo += [(self._tgid, int(n)) for n in names if n.isdigit()]
+            if len(names) < want:
+                self._entries.close()
+                self._entries = None
 
     def _read(self, chunk: list[tuple[int, int]]) -> None:
         try:
