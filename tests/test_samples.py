@@ -5,6 +5,7 @@ the real kernel (a worker through two intervals; the exactly-once identity)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -253,7 +254,25 @@ def test_a_worker_through_two_intervals_is_sampled_exactly_once(
         assert both["write_char"] >= writes
         at = client.history(comm=exe.name, at_ns=scans[0]["time_ns"] - 1, kind="sample")
         assert any(r["tgid"] == worker.pid for r in at)
+        _cli_shows_samples(sampling_daemon, exe.name, worker.pid, scans[0]["time_ns"])
         wait_until(lambda: not any(r["running"] for r in client.history(
             comm=exe.name, kind="sample", since_ns=started)), "the worker no longer running")
         status = client.status()["counters"]
         assert status["samples_taken"] >= 3 and status["sample_rows"] >= 2
+
+
+def _cli_shows_samples(daemon: RunningDaemon, comm: str, tgid: int, scan_ns: int) -> None:
+    """`taskstats history --kind sample` and `--at` show the worker's sample rows."""
+    cli = [sys.executable, "-m", "pytaskstats", "--socket", daemon.socket, "history",
+           "--comm", comm]
+    text = subprocess.run([*cli, "--kind", "sample"], capture_output=True, text=True,
+                          check=True).stdout
+    assert f"tgid {tgid} {comm}" in text and "iowait" in text
+    at = subprocess.run([*cli, "--at", f"{(scan_ns - 1000) / 1e9:.6f}", "--json"],
+                        capture_output=True, text=True, check=True).stdout
+    rows = [json.loads(line) for line in at.splitlines()]
+    assert any(r["kind"] == "sample" and r["tgid"] == tgid for r in rows)
+    assert all(scan_ns - 2 * 10**9 < r["time_ns"] <= scan_ns for r in rows)  # its interval
+    clash = subprocess.run([*cli, "--at", "1h", "--since", "2h"], capture_output=True,
+                           text=True, check=False)
+    assert clash.returncode == 2 and "--at" in clash.stderr
