@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 from ..extproto import SAMPLE_DELTAS
 from ..records import ExitRecord, TaskStats
@@ -85,17 +85,23 @@ def _btime(stats: TaskStats) -> int:
     return stats.ac_btime64 or stats.ac_btime or 0
 
 
-def _minus(now: Values, before: Values) -> Values | None:
-    """``now - before`` per field (None where either is unmeasured); None when a
-    counter went back (not the same thread)."""
+@overload
+def _minus(now: Values, before: Values, *, clamp: Literal[True]) -> Values: ...
+@overload
+def _minus(now: Values, before: Values) -> Values | None: ...
+def _minus(now: Values, before: Values, *, clamp: bool = False) -> Values | None:
+    """``now - before`` per field (None where either is unmeasured); when a counter
+    went back: None (not the same thread), or with ``clamp`` 0 for that field."""
     out: list[int | None] = []
     for a, b in zip(now, before, strict=True):
         if a is None or b is None:
             out.append(None)
-        elif a < b:
-            return None
-        else:
+        elif a >= b:
             out.append(a - b)
+        elif clamp:
+            out.append(0)
+        else:
+            return None
     return tuple(out)
 
 
@@ -180,17 +186,20 @@ class Sampler:
     def exit(self, record: ExitRecord, time_ns: int) -> tuple[bool, ProcSample | None]:
         """Take thread ``record.pid``'s exit received at ``time_ns``: whether its
         totals are covered by the samples (it was sampled), and its tail row (None
-        when it did nothing since it was last read, or was never read)."""
+        when it did nothing since it was last read, or was never read).  A scan
+        that reads the thread again (a zombie) ignores it from now on.  The kernel
+        takes the exit record before the task's last context switches, so a read
+        between the two may show more of them (cpu_count, nvcsw, run delay): the
+        tail is 0 there, not negative."""
         task = record.task
         btime = _btime(task)
         before = self.threads.get(record.pid)
         if before is None or abs(before.btime - btime) > BTIME_SLACK_S:
+            self.gone[record.pid] = (btime, self.scans)
             return False, None
         del self.threads[record.pid]
         self.gone[record.pid] = (before.btime, self.scans)
-        delta = _minus(_deltas(task), before.values)
-        if delta is None:  # the counters went back: not the thread we read
-            return False, None
+        delta = _minus(_deltas(task), before.values, clamp=True)
         if not _busy(delta):
             return True, None
         tgid = record.tgid if record.tgid is not None else (task.ac_tgid or record.pid)
