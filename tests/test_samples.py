@@ -16,12 +16,15 @@ from typing import Any
 import pytest
 
 from pytaskstats import Client, taskstats
+from pytaskstats.daemon import sampling as sampling_mod
 from pytaskstats.daemon.journal import Store
 from pytaskstats.daemon.journal_rows import JournalEntry, Tags
 from pytaskstats.daemon.journal_schema import SAMPLE_COLUMNS
+from pytaskstats.daemon.namespaces import NsTracker
 from pytaskstats.daemon.sampler import ProcSample, Sampler, sample_values
+from pytaskstats.daemon.sampling import Sampling
 from pytaskstats.extproto import SAMPLE_DELTAS, SAMPLE_KEYS
-from pytaskstats.records import ExitRecord, TaskStats
+from pytaskstats.records import Bulk, ExitRecord, TaskStats
 
 from .conftest import require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon
@@ -116,6 +119,54 @@ def test_an_idle_exit_is_covered_without_a_row() -> None:
     sampler = Sampler()
     _scan(sampler, 10 * S, {8: (8, _stats(8, 8, ac_utime=1))})
     assert sampler.exit(_exit(8, 8, ac_utime=1), 12 * S) == (True, None)
+
+
+class FakeKernel:
+    """query_many over fixed per-thread records (a thread missing: vanished)."""
+
+    def __init__(self, records: dict[int, TaskStats]) -> None:
+        self.records, self.asked = records, []  # type: list[list[int]]
+
+    def query_many(self, scope: str, ids: Any, *, skip_denied: bool = False) -> Bulk:
+        ids = list(ids)
+        self.asked.append(ids)
+        return Bulk({i: self.records[i] for i in ids if i in self.records})
+
+
+def _proc_tree(root: Path, threads: dict[int, list[int]]) -> None:
+    for tgid, tids in threads.items():
+        for tid in tids:
+            (root / str(tgid) / "task" / str(tid)).mkdir(parents=True)
+        (root / str(tgid) / "cgroup").write_text("0::/work.slice\n")
+
+
+def test_a_scan_goes_in_slices_and_an_overrun_is_counted(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each step reads one slice when its budget is spent: the loop goes on between;
+    the rows of the busy process go out once the scan is read; a scan longer than
+    its interval counts an overrun; interval 0 takes none."""
+    monkeypatch.setattr(sampling_mod, "SLICE_TASKS", 2)
+    _proc_tree(tmp_path, {100: [100, 101, 102], 200: [200]})
+    records = {t: _stats(t, 100 if t < 200 else 200) for t in (100, 101, 102, 200)}
+    kernel, rows, now = FakeKernel(records), [], [0.0]
+    sampling = Sampling(kernel, 10.0, rows.extend, NsTracker(str(tmp_path)),
+                        proc=str(tmp_path), clock=lambda: now[0], wall_ns=lambda: 7 * S)
+    while sampling.counters["samples_taken"] == 0:
+        sampling.step(budget_s=0)
+    assert max(map(len, kernel.asked)) == 2 and len(kernel.asked) >= 2  # in slices
+    assert rows == [] and sampling.due_in() == 10.0  # the baseline
+    records[101] = records[101]._replace(ac_utime=5000, read_bytes=4096)
+    now[0] = 10.0
+    while sampling.counters["samples_taken"] == 1:
+        sampling.step(budget_s=0)
+        now[0] += 4.0  # each slice takes 4 s: the scan outlives its interval
+    [row] = rows
+    values = dict(zip(SAMPLE_COLUMNS, row, strict=True))
+    assert (values["tgid"], values["threads"], values["ac_utime"]) == (100, 3, 5000)
+    assert values["cgroup"] == "/work.slice" and values["owner_sees"] is None  # no status
+    assert sampling.counters["sample_overruns"] == 1 and sampling.due_in() == 0.0
+    off = Sampling(kernel, 0, rows.extend, NsTracker(str(tmp_path)), proc=str(tmp_path))
+    assert off.due_in() == float("inf") and not off.exit(_exit(100, 100), S, None, Tags())
 
 
 # ------------------------------------------------------------------ the journal
