@@ -10,12 +10,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from pytaskstats import Client, taskstats
+from pytaskstats.backends import Answers
 from pytaskstats.daemon import sampling as sampling_mod
 from pytaskstats.daemon.journal import Store
 from pytaskstats.daemon.journal_rows import JournalEntry, Tags
@@ -41,7 +43,7 @@ def _stats(pid: int, tgid: int, *, btime: int = 1000, comm: str = "worker",
                      **base)
 
 
-def _exit(pid: int, tgid: int, **values: int) -> ExitRecord:
+def _exit(pid: int, tgid: int, **values: Any) -> ExitRecord:
     return ExitRecord(task=_stats(pid, tgid, **values), pid=pid, tgid=tgid, cpu=0)
 
 
@@ -125,12 +127,13 @@ class FakeKernel:
     """query_many over fixed per-thread records (a thread missing: vanished)."""
 
     def __init__(self, records: dict[int, TaskStats]) -> None:
-        self.records, self.asked = records, []  # type: list[list[int]]
+        self.records = records
+        self.asked: list[list[int]] = []
 
     def query_many(self, scope: str, ids: Any, *, skip_denied: bool = False) -> Bulk:
-        ids = list(ids)
-        self.asked.append(ids)
-        return Bulk({i: self.records[i] for i in ids if i in self.records})
+        wanted = list(ids)
+        self.asked.append(wanted)
+        return Bulk({i: self.records[i] for i in wanted if i in self.records})
 
 
 def _proc_tree(root: Path, threads: dict[int, list[int]]) -> None:
@@ -148,8 +151,10 @@ def test_a_scan_goes_in_slices_and_an_overrun_is_counted(tmp_path: Path,
     monkeypatch.setattr(sampling_mod, "SLICE_TASKS", 2)
     _proc_tree(tmp_path, {100: [100, 101, 102], 200: [200]})
     records = {t: _stats(t, 100 if t < 200 else 200) for t in (100, 101, 102, 200)}
-    kernel, rows, now = FakeKernel(records), [], [0.0]
-    sampling = Sampling(kernel, 10.0, rows.extend, NsTracker(str(tmp_path)),
+    kernel, now = FakeKernel(records), [0.0]
+    rows: list[Sequence[Any]] = []
+    answers = cast(Answers, kernel)
+    sampling = Sampling(answers, 10.0, rows.extend, NsTracker(str(tmp_path)),
                         proc=str(tmp_path), clock=lambda: now[0], wall_ns=lambda: 7 * S)
     while sampling.counters["samples_taken"] == 0:
         sampling.step(budget_s=0)
@@ -165,7 +170,7 @@ def test_a_scan_goes_in_slices_and_an_overrun_is_counted(tmp_path: Path,
     assert (values["tgid"], values["threads"], values["ac_utime"]) == (100, 3, 5000)
     assert values["cgroup"] == "/work.slice" and values["owner_sees"] is None  # no status
     assert sampling.counters["sample_overruns"] == 1 and sampling.due_in() == 0.0
-    off = Sampling(kernel, 0, rows.extend, NsTracker(str(tmp_path)), proc=str(tmp_path))
+    off = Sampling(answers, 0, rows.extend, NsTracker(str(tmp_path)), proc=str(tmp_path))
     assert off.due_in() == float("inf") and not off.exit(_exit(100, 100), S, None, Tags())
 
 

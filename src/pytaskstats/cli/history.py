@@ -131,7 +131,8 @@ def format_row(row: dict[str, Any], group_by: str | None = None) -> str:
     def secs(key: str, scale: float) -> str:
         value = row.get(key)
         return "-" if value is None else human_duration(value * scale)
-    left = (f" (implausible delays left out: {row['implausible']} rows)"
+    rows = "rows" if row.get("samples") else "exits"
+    left = (f" (implausible delays left out: {row['implausible']} {rows})"
             if row.get("implausible") else "")
     others = "".join(f" {kind}wait {secs(f'{kind}_delay_total', 1e-9)}"
                      for kind in _OTHER_WAITS if row.get(f"{kind}_delay_total"))
