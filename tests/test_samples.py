@@ -28,7 +28,7 @@ from pytaskstats.daemon.sampling import Sampling
 from pytaskstats.extproto import SAMPLE_DELTAS, SAMPLE_KEYS
 from pytaskstats.records import Bulk, ExitRecord, TaskStats
 
-from .conftest import require_kernel, unique_command, wait_until
+from .conftest import NOBODY_PYTHON, as_nobody, require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon
 
 S = 1_000_000_000
@@ -356,3 +356,30 @@ def _cli_shows_samples(daemon: RunningDaemon, comm: str, tgid: int, scan_ns: int
     clash = subprocess.run([*cli, "--at", "1h", "--since", "2h"], capture_output=True,
                            text=True, check=False)
     assert clash.returncode == 2 and "--at" in clash.stderr
+
+
+SPIN = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\n" \
+       "while time.monotonic() < end:\n    pass\n"
+
+
+@pytest.mark.kernel
+def test_a_user_sees_the_samples_of_its_own_processes_only(
+        sampling_daemon: RunningDaemon, nobody_env: dict[str, str]) -> None:
+    """The access policy applies to samples as to exits: nobody's history holds the
+    sample rows of its own busy process, not those of root's."""
+    nobody = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               NOBODY_PYTHON, "-c", SPIN, "2.5"], env=nobody_env, cwd="/")
+    root = subprocess.Popen([sys.executable, "-c", SPIN, "2.5"])
+    assert nobody.wait(timeout=30) == 0 and root.wait(timeout=30) == 0
+    with Client("daemon", socket_path=sampling_daemon.socket) as client:
+        wait_until(lambda: {nobody.pid, root.pid} <= {
+            r["tgid"] for r in client.history(kind="sample", pid=nobody.pid)}
+            | {r["tgid"] for r in client.history(kind="sample", pid=root.pid)},
+            "sample rows of both spinners")
+    env = {**nobody_env, "TASKSTATS_SOCKET": sampling_daemon.socket}
+    out = as_nobody(env, "-m", "pytaskstats", "history", "--kind", "sample", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert {r["ac_uid"] for r in rows} == {65534}
+    tgids = {r["tgid"] for r in rows}
+    assert nobody.pid in tgids and root.pid not in tgids
