@@ -20,6 +20,7 @@ from pytaskstats import Client, taskstats
 from pytaskstats.backends import Answers
 from pytaskstats.daemon import sampling as sampling_mod
 from pytaskstats.daemon.journal import Store
+from pytaskstats.daemon.journal_queries import Scope
 from pytaskstats.daemon.journal_rows import JournalEntry, Tags
 from pytaskstats.daemon.journal_schema import SAMPLE_COLUMNS
 from pytaskstats.daemon.namespaces import NsTracker
@@ -214,6 +215,26 @@ def test_samples_and_exits_count_every_task_once(tmp_path: Path) -> None:
     assert [r["kind"] for r in q.query(at_ns=30 * S)] == ["sample"]
     with pytest.raises(ValueError, match="kind"):
         q.query(kind="bogus")
+    store.close()
+
+
+def test_samples_keep_to_the_reader_s_scope_and_namespace(tmp_path: Path) -> None:
+    """A restricted reader gets the sample rows of its uid whose owner may see them;
+    a namespaced one those of its namespace, with the tgid as it knows it."""
+    store = Store(tmp_path / "j.db")
+    mine = ProcSample(S, S, 4000, "app", 1000, 1000, 1, 1, False, (1,) * len(SAMPLE_DELTAS),
+                      None)
+    store.insert_samples([
+        sample_values(mine, None, (True, "900", "3/3/"), 4000),
+        sample_values(mine._replace(tgid=4001), None, (False, "", None), 4001),  # hidden
+        sample_values(mine._replace(tgid=4002), None, (None, None, None), 4002),  # unknown
+    ])
+    q = store.queries
+    assert [r["tgid"] for r in q.query(kind="sample")] == [4000, 4001, 4002]
+    assert [r["tgid"] for r in q.query(kind="sample", scope=Scope(1000, 1000))] == [4000]
+    boxed = q.query(kind="sample", scope=Scope(None, None, "900", 1))
+    assert [r["tgid"] for r in boxed] == [3]
+    assert [r["tgid"] for r in q.query(scope=Scope(None, None, "900", 1), pid=3)] == [3]
     store.close()
 
 
