@@ -23,6 +23,7 @@ from .journal_samples import (
     Running,
     at_window,
     check_kind,
+    exit_dict,
     merge_groups,
     merge_rows,
     ns_pid,
@@ -30,6 +31,7 @@ from .journal_samples import (
     sample_dict,
     sample_implausible,
     sort_rows,
+    translated,
     uncovered,
 )
 
@@ -46,8 +48,6 @@ TAG_COLUMNS = ("owner_sees", "pidns", "ns_ids")
 # an exit's tags and whether its thread's totals are in the samples already (1: its
 # row is left out of sums over samples and exits, which count every task once)
 EXIT_TAGS = (*TAG_COLUMNS, "sampled")
-_U64 = 1 << 64
-_U64_NAMES = frozenset(f.name for f in FIELDS if f.ctype == "u64")
 
 
 class Gap(NamedTuple):
@@ -96,32 +96,6 @@ class _Filters(NamedTuple):
     tgid: int | None
     cgroup: str | None
     scope: Scope | None = None
-
-
-def _translated(row: dict[str, Any], level: int) -> dict[str, Any]:
-    """An exit row with its pids at namespace ``level`` (invisible ones 0, as the
-    kernel answers)."""
-    ids = row.pop("ns_ids")
-    pid, tgid, ppid = (ns_pid(ids, level, part) for part in range(3))
-    row.update(pid=pid, tgid=tgid)
-    for key, value in (("ac_pid", pid), ("ac_tgid", tgid), ("ac_ppid", ppid)):
-        if row.get(key) is not None:
-            row[key] = value or 0
-    return row
-
-
-
-def _exit_dict(row: sqlite3.Row) -> dict[str, Any]:
-    out = {"kind": "exit", **dict(row)}
-    out["sampled"] = bool(out.get("sampled"))
-    if out["ended_process"] is not None:
-        out["ended_process"] = bool(out["ended_process"])
-    for name in _U64_NAMES:
-        value = out[name]
-        if value is not None and value < 0:
-            out[name] = value + _U64
-    return out
-
 
 
 _DELAY_TOTALS = tuple(f.name for f in FIELDS if f.name.endswith("_delay_total"))
@@ -353,9 +327,9 @@ class JournalQueries:
         level = scope.level if scope is not None and scope.pidns is not None else 0
         exits: list[dict[str, Any]] = []
         if "exit" in kinds:
-            exits = [_exit_dict(row) for row in self._exits(filters, sort, limit, raw)]
+            exits = [exit_dict(row) for row in self._exits(filters, sort, limit, raw)]
             if level:
-                exits = [_translated(row, level) for row in exits]
+                exits = [translated(row, level) for row in exits]
         if "sample" not in kinds:
             return exits
         samples = [sample_dict(row, level, running)

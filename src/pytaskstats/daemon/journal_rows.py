@@ -227,7 +227,7 @@ def rows(items: Sequence[Item]) -> tuple[list[Row], list[Exception]]:
 
 
 def fit(value: Any) -> Any:
-    """A u64 past int64 as its two's complement (read back by ``_exit_dict``); NULL
+    """A u64 past int64 as its two's complement (read back by ``journal_samples.exit_dict``); NULL
     for other integers SQLite cannot hold (``raw`` keeps them); text that is not
     UTF-8 (a path's undecodable bytes) with "?" in their place."""
     if isinstance(value, str):

@@ -1,4 +1,4 @@
-"""Reading the journal's samples beside its exits (SQL text and row shaping).
+"""Reading the journal's samples beside its exits (SQL text and row shaping of both).
 
 A sample row is a process's deltas over an interval (daemon/sampler.py).  Sums
 over samples and exits count every task once: the samples' deltas plus the exits
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..extproto import AGGREGATES, SAMPLE_DELTAS
-from ..fields import DELAY_KINDS
+from ..fields import DELAY_KINDS, FIELDS
 from ..plausible import sql_plausible_sample
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
     "KINDS",
     "SAMPLE_SORTS",
     "at_window",
-    "check_kind",
+    "check_kind", "exit_dict",
     "merge_groups",
     "merge_rows",
     "ns_pid",
@@ -44,6 +44,8 @@ _DELTAS = frozenset(SAMPLE_DELTAS)
 _TOTAL_KIND = {f"{k}_delay_total": k for k in DELAY_KINDS}
 _MAX, _MIN = "MAX(", "MIN("
 Running = Callable[[int, int | None], bool]
+_U64 = 1 << 64
+_U64_NAMES = frozenset(f.name for f in FIELDS if f.ctype == "u64")
 
 
 def ns_pid(ns_ids: str | None, level: int, part: int) -> int | None:
@@ -54,6 +56,31 @@ def ns_pid(ns_ids: str | None, level: int, part: int) -> int | None:
     parts = ns_ids.split("/")
     pids = parts[part].split() if part < len(parts) else []
     return int(pids[level - 1]) if level <= len(pids) else None
+
+
+def translated(row: dict[str, Any], level: int) -> dict[str, Any]:
+    """An exit row with its pids at namespace ``level`` (invisible ones 0, as the
+    kernel answers)."""
+    ids = row.pop("ns_ids")
+    pid, tgid, ppid = (ns_pid(ids, level, part) for part in range(3))
+    row.update(pid=pid, tgid=tgid)
+    for key, value in (("ac_pid", pid), ("ac_tgid", tgid), ("ac_ppid", ppid)):
+        if row.get(key) is not None:
+            row[key] = value or 0
+    return row
+
+
+def exit_dict(row: sqlite3.Row) -> dict[str, Any]:
+    """An exit row as history answers it (u64 fields back from two's complement)."""
+    out = {"kind": "exit", **dict(row)}
+    out["sampled"] = bool(out.get("sampled"))
+    if out["ended_process"] is not None:
+        out["ended_process"] = bool(out["ended_process"])
+    for name in _U64_NAMES:
+        value = out[name]
+        if value is not None and value < 0:
+            out[name] = value + _U64
+    return out
 
 
 def check_kind(kind: str | None) -> tuple[str, ...]:
