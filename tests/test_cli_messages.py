@@ -332,7 +332,7 @@ def test_history_answers_through_taskstatsd(daemon: RunningDaemon, tmp_path: Pat
     cli = ["--socket", daemon.socket, "history"]
     empty = _cli(*cli, "--comm", "no-such-comm", "--since", "1h")
     assert empty.returncode == 0 and empty.stdout == ""
-    assert "no exits match (--since 1h --comm no-such-comm)" in empty.stderr
+    assert "no rows match (--since 1h --comm no-such-comm)" in empty.stderr
     sort = _cli(*cli, "--sort", "-ac_utime", "--limit", "1", "--json")
     assert sort.returncode == 0, sort.stderr
     bad = _cli(*cli, "--sort", "nonsense")

@@ -206,7 +206,7 @@ def test_every_column_round_trips(make: Factory, store: str, name: str) -> None:
     journal.insert([JournalEntry(record, 123_456_789, "/a/b", raw).item])
     journal.maintain()
     [row] = journal.queries.query(raw=True)
-    assert set(row) == {*CONTEXT, *(f.name for f in FIELDS), "raw"}
+    assert set(row) == {*CONTEXT, *(f.name for f in FIELDS), "raw", "kind", "sampled"}
     assert {k: row[k] for k in CONTEXT} == {
         "time_ns": 123_456_789, "cpu": 3, "pid": record.pid, "tgid": record.tgid,
         "ended_process": record.ended_process, "cgroup": "/a/b"}
@@ -335,7 +335,7 @@ def test_group_by_sums_counts_and_peaks(sample: Store) -> None:
     by_comm = {g["ac_comm"]: g for g in groups}
     assert by_comm["make"]["ac_utime"] == 50
     assert by_comm["make"]["hiwater_rss"] == 3
-    assert set(by_comm["make"]) == {"ac_comm", "exits", "implausible", *AGGREGATES}
+    assert set(by_comm["make"]) == {"ac_comm", "exits", "samples", "implausible", *AGGREGATES}
     by_uid = sample.queries.query(group_by="uid", sort="ac_uid")
     assert [(g["ac_uid"], g["exits"]) for g in by_uid] == [(0, 2), (1000, 3)]
     by_cgroup = sample.queries.query(group_by="cgroup", cgroup="/s", limit=1)
@@ -546,11 +546,14 @@ def test_schema(make: Factory, tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         columns = [row[1] for row in conn.execute("PRAGMA table_info(exits)")]
-        assert columns == ["id", *CONTEXT, "raw", *(f.name for f in FIELDS), *TAG_COLUMNS]
+        assert columns == ["id", *CONTEXT, "raw", *(f.name for f in FIELDS), *TAG_COLUMNS,
+                           "sampled"]
         indexed = {row[2] for row in conn.execute(
             "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index'")}
         assert indexed == {"CREATE INDEX exits_time_ns ON exits (time_ns)",
-                           "CREATE INDEX exits_uid_time ON exits (ac_uid, time_ns)"}
+                           "CREATE INDEX exits_uid_time ON exits (ac_uid, time_ns)",
+                           "CREATE INDEX samples_time_ns ON samples (time_ns)",
+                           "CREATE INDEX samples_uid_time ON samples (ac_uid, time_ns)"}
         conn.execute("ALTER TABLE exits DROP COLUMN irq_delay_max_ts")  # an older table
     make(path).close()  # a field column missing from an older journal is added
     with sqlite3.connect(path) as conn:
@@ -623,7 +626,7 @@ def test_a_schema_2_journal_gets_the_uid_index_and_uses_it(make: Factory,
         conn.execute("PRAGMA user_version = 2")
     make(path).close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
         names = {row[0] for row in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert "exits_uid_time" in names

@@ -52,6 +52,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "metrics_cgroup_depth": (0, 64),
     "metrics_max_series": (1, 1 << 20),
     "metrics_interval_s": (0.1, 86400),
+    "sample_interval_s": (0, 86400),  # 0: no samples of live processes
 }
 DEFAULT_BOUNDS = (0, (1 << 31) - 1)
 MAX_GID = (1 << 32) - 2  # (gid_t)-1 means "no group" to the kernel
@@ -94,6 +95,7 @@ class Config:
     cgroups: bool = True  # capture each exiting process's cgroup path
     source: str = "auto"  # auto (kernel; /proc if absent or refused), kernel, or procfs
     procfs_interval_s: float = 1.0  # /proc scan period when running on /proc
+    sample_interval_s: float = 60.0  # live processes journaled this often (0: never)
     metrics_listen: str = ""  # ADDR:PORT (or PORT, on 127.0.0.1) of /metrics; off when empty
     metrics_groups: str = ""  # command groups: "NAME=REGEX,NAME=REGEX" (first match wins)
     metrics_cgroup_depth: int = 3  # cgroup labels keep this many path components
@@ -161,6 +163,8 @@ HELP = {
               "CAP_NET_ADMIN for them), kernel (fail instead), or procfs (/proc and "
               "the proc connector, without privilege)",
     "procfs_interval_s": "period of the /proc scan with the procfs source, in seconds",
+    "sample_interval_s": "journal what each live process did (CPU, delays, IO) this "
+                         "often, in seconds (0: exits only)",
     "metrics_listen": "serve Prometheus /metrics at ADDR:PORT (a bare PORT: 127.0.0.1; "
                       "empty: off); needs the exporter extra",
     "metrics_groups": "command groups for metrics: NAME=REGEX,NAME=REGEX (first match "
