@@ -224,12 +224,22 @@ def test_two_users_each_see_their_own_exits(daemon: RunningDaemon,
                             str(marker)], check=True)
         names = {m.name for m in markers.values()}
         got: set[str] = set()
+        lost = False
 
         def fanned_out() -> bool:
-            got.update(e.task.ac_comm or "" for e in witness.poll(0.1)
-                       if isinstance(e, ExitRecord))
+            # root's listener gets every exit of a busy machine and may be told of a
+            # loss: then a marker journaled counts as fanned out (same daemon step)
+            nonlocal lost
+            for event in witness.poll(0.1):
+                if isinstance(event, ExitRecord):
+                    got.add(event.task.ac_comm or "")
+                else:
+                    lost = True
+            if lost and not names <= got:
+                root.status(flush=True)
+                got.update(n for n in names - got if root.history(comm=n))
             return names <= got
-        wait_until(fanned_out, "the three markers' exits at root's listener")
+        wait_until(fanned_out, "the three markers' exits at root's listener", timeout=40)
     done.touch()
     seen = [json.loads(p.communicate(timeout=40)[0]) for p in procs]
     assert seen == [[65534], [40000]]
