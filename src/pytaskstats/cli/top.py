@@ -5,6 +5,7 @@ query and shows, per process (or thread, or cgroup), CPU%, CPU-wait%, IO-wait%,
 memory-wait%, IRQ%, storage read/write bytes/s and context switches/s over the
 interval.  Exited processes stay for ``--retain`` seconds, from the exit listener
 (root) or taskstatsd.  ``-b`` prints refreshes as text, ``--json`` as JSON lines.
+``--replay`` shows taskstatsd's journal instead, interval by interval, in the same view.
 """
 
 from __future__ import annotations
