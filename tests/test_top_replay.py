@@ -186,16 +186,19 @@ def test_every_fetch_is_bounded_and_a_cut_interval_says_so() -> None:
     replay.jump(T0 + 30 * S)
     probes = [q for q in source.queries if q.limit == 1]
     loads = [q for q in source.queries if q.limit != 1]
-    assert probes and loads and all(q.limit == MAX_ROWS for q in loads)
+    assert probes and loads and all(q.limit == MAX_ROWS + 1 for q in loads)
     assert all(q.until_ns - q.since_ns <= STEP for q in loads)  # one interval each
     assert all(q.since_ns >= SINCE and q.until_ns <= UNTIL for q in probes)
     assert note_of(replay) == ""
     many = [srow(T0, pid, f"p{pid}") for pid in range(1, 6)]
+    assert note_of(started(many, max_rows=5)) == ""  # all of them: not cut
     cut = started(many, max_rows=3)
     assert len(frame_on(cut).rows("process")) == 3
     assert "samples past 3 rows not shown" in note_of(cut)
     capped = started(many, cap=2)  # the daemon cut it (history_max_rows)
     assert "samples past 2 rows" in note_of(capped)
+    exits = [srow(T0, 1, "sh"), *(xrow(T0 - S, pid, "true") for pid in range(2, 7))]
+    assert note_of(started(exits, max_rows=3)).endswith("exits past 3 rows not shown")
     header = header_lines(frame_on(capped), capped.info(), ViewState())
     assert header[1].startswith("interval cut")
 
@@ -210,7 +213,7 @@ def test_batch_prints_the_replayed_intervals_as_live_batch_does() -> None:
     assert len(blocks) == 3
     second = blocks[1].splitlines()
     clock = time.strftime("%H:%M:%S", time.localtime((T0 + STEP) / 1e9))
-    assert second[0].startswith("taskstats top REPLAY ") and f"-{clock} (60s)" in second[0]
+    assert second[0].startswith("taskstats top REPLAY ") and f"-{clock} 60s  3 procs" in second[0]
     assert "t next interval" in second[1] and second[2].startswith("exits in this interval")
     assert "sort IOW% desc" in second[3] and "*IOW%" in second[4]
     assert "backup" in second[5] and "75.0" in second[5]

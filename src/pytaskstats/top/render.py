@@ -142,8 +142,9 @@ REPLAY_KEYS_LINE = "REPLAY of taskstatsd's journal: t next interval  T previous 
 
 
 def replay_lines(frame: Frame, info: Info, replay: Replayed, state: ViewState) -> list[str]:
-    """The header of a replayed interval: its local time range and length, the
-    replay's note (or its keys), the exits in it, the view."""
+    """The header of a replayed interval (of taskstatsd's journal, whatever
+    ``info.backend``): its local time range and length, the replay's note (or its
+    keys), the exits in it, the view."""
     start, end = replay.start_ns / 1e9, replay.end_ns / 1e9
     day = time.strftime("%Y-%m-%d", time.localtime(start))
     span = (f"{day} {time.strftime('%H:%M:%S', time.localtime(start))}-"
@@ -151,8 +152,8 @@ def replay_lines(frame: Frame, info: Info, replay: Replayed, state: ViewState) -
     if time.strftime("%Y-%m-%d", time.localtime(end)) != day:
         span = f"{span} (+1 day)"
     rate = frame.exits_per_s
-    first = (f"taskstats top REPLAY {span} ({frame.seconds:g}s)  {info.backend}  "
-             f"{frame.processes} procs  exits/s {'-' if rate is None else f'{rate:.1f}'}")
+    first = (f"taskstats top REPLAY {span} {frame.seconds:g}s  {frame.processes} procs  "
+             f"exits/s {'-' if rate is None else f'{rate:.1f}'}")
     exits = (f"exits in this interval: {frame.process_exits_total} processes, "
              f"{frame.exits_total} tasks")
     return [first, replay.note or REPLAY_KEYS_LINE, exits, view_line(state, info)]

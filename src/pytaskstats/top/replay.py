@@ -118,17 +118,23 @@ class Journal:
         end = self._probe(t_ns, self.until_ns, False)
         return self.before(t_ns) if end is None else end
 
+    def _rows(self, kind: Kind, since_ns: int, until_ns: int) -> tuple[tuple[Row, ...], str]:
+        """At most ``max_rows`` rows of the range, and "" or what was cut (asking for
+        one more tells a full range from a cut one)."""
+        page = self.source(Query(kind, since_ns, until_ns, self.max_rows + 1))
+        rows = tuple(page.rows[:self.max_rows])
+        cut = page.note != "" or len(page.rows) > self.max_rows
+        return rows, f"{kind}s past {len(rows)} rows" if cut else ""
+
     def load(self, end_ns: int) -> Interval:
         """The rows of the interval ending at ``end_ns`` (at most ``max_rows`` each)."""
-        samples = self.source(Query("sample", end_ns, end_ns + 1, self.max_rows))
-        length = max((int(r.get("interval_ns") or 0) for r in samples.rows), default=0)
+        samples, cut_samples = self._rows("sample", end_ns, end_ns + 1)
+        length = max((int(r.get("interval_ns") or 0) for r in samples), default=0)
         start = end_ns - length
-        exits = self.source(Query("exit", start, end_ns, self.max_rows)) if length else Page(())
-        cut = [f"{kind} past {len(page.rows)} rows" for kind, page in
-               (("samples", samples), ("exits", exits))
-               if page.note or len(page.rows) >= self.max_rows]
+        exits, cut_exits = self._rows("exit", start, end_ns) if length else ((), "")
+        cut = [c for c in (cut_samples, cut_exits) if c]
         note = f"interval cut (history_max_rows): {', '.join(cut)} not shown" if cut else ""
-        return Interval(start, end_ns, tuple(samples.rows), tuple(exits.rows), note)
+        return Interval(start, end_ns, samples, exits, note)
 
 
 class UserNames:
