@@ -4,8 +4,11 @@ keys through the screen logic and once in a real terminal; the command line."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import io
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -14,8 +17,10 @@ from typing import Any, cast
 
 import pytest
 
+from pytaskstats import Client
 from pytaskstats.cli.main import main
 from pytaskstats.cli.top import parse_time
+from pytaskstats.daemon.config import Config
 from pytaskstats.extproto import Rows
 from pytaskstats.top import replay as replay_mod
 from pytaskstats.top.batch import run_replay_batch
@@ -27,11 +32,13 @@ from pytaskstats.top.replayframe import frame_of
 from pytaskstats.top.replayscreen import REPLAY_KEY_LINE, ReplayScreen
 from pytaskstats.top.view import Filters, ViewState, group_by_cgroup, view
 
-from .conftest import wait_until
+from .conftest import require_kernel, wait_until
+from .daemon_util import RunningDaemon
 from .replay_rows import STEP, T0, ListSource, S, by_pid, demo_journal, srow, xrow
 from .test_top import Tmux, tmux  # noqa: F401  (the fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "pytaskstats"]
 SINCE, UNTIL = T0 - 3600 * S, T0 + 3600 * S
 
 
@@ -408,3 +415,58 @@ def test_the_production_source_asks_history_for_kinds_and_ranges() -> None:
                       "sort": "-time_ns"}]
     source(replay_mod.Query("exit", 2, 3, 10))
     assert asked[1] == {"kind": "exit", "since_ns": 2, "until_ns": 3, "limit": 10}
+
+
+# ------------------------------------------------------------------ end to end (issue 15)
+
+BURN = """
+import sys, time
+for line in sys.stdin:
+    t = time.process_time()
+    while time.process_time() - t < float(line): pass
+    print("done", flush=True)
+"""
+
+
+def samples_journaled() -> str | None:
+    """Why taskstatsd cannot give samples in this tree (None: it can)."""
+    if "kind" not in inspect.signature(Client.history).parameters:
+        return "Client.history has no kind: taskstatsd journals no samples yet"
+    if "sample_interval_s" not in {f.name for f in dataclasses.fields(Config)}:
+        return "taskstatsd has no sample_interval_s"
+    return None
+
+
+@pytest.mark.kernel
+def test_a_long_lived_worker_replays_with_its_cpu_deltas() -> None:
+    """A worker burns 0.6 s of CPU while taskstatsd samples every second: the
+    replayed intervals' CPU of its row adds up to what it burned (within ticks)."""
+    why = samples_journaled()
+    if why is not None:
+        pytest.skip(why)
+    require_kernel()
+    daemon = RunningDaemon(None, "--sample-interval-s", "1")
+    worker = subprocess.Popen([sys.executable, "-c", BURN], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        since = str(time.time() - 1)
+        assert worker.stdin is not None and worker.stdout is not None
+        worker.stdin.write("0.6\n")
+        worker.stdin.flush()
+        assert worker.stdout.readline().strip() == "done"
+
+        def burned() -> float | None:
+            done = subprocess.run(
+                [*CLI, "--socket", daemon.socket, "top", "--replay", "--json", "--since",
+                 since, "-c", "python"], capture_output=True, text=True, timeout=60,
+                check=False)
+            assert done.returncode in (0, 1), done.stderr
+            total = sum(r["cpu_pct"] * d["interval_s"] / 100
+                        for d in map(json.loads, done.stdout.splitlines())
+                        for r in d["rows"] if r["ac_tgid"] == worker.pid and r["cpu_pct"])
+            return total if total >= 0.55 else None
+        assert wait_until(burned, "the worker's CPU in the replay", timeout=30) < 0.7
+    finally:
+        worker.kill()
+        worker.wait()
+        daemon.close()
