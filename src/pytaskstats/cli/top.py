@@ -81,7 +81,8 @@ def add_parser(sub: Any) -> None:
     replay = p.add_argument_group(
         "replay", "browse taskstatsd's journal (its samples of live processes and its "
         "exits) interval by interval, in the same view: keys t next, T previous, "
-        f"j jump to a time.  Times: {WHEN_FORMS}")
+        f"j jump to a time (-d, --retain and --no-exits are the live view's).  Times: "
+        f"{WHEN_FORMS}")
     replay.add_argument("--replay", action="store_true",
                         help="replay the journal instead of the live machine")
     replay.add_argument("--since", metavar="WHEN", type=when_text_arg,
