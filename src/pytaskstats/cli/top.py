@@ -5,25 +5,38 @@ query and shows, per process (or thread, or cgroup), CPU%, CPU-wait%, IO-wait%,
 memory-wait%, IRQ%, storage read/write bytes/s and context switches/s over the
 interval.  Exited processes stay for ``--retain`` seconds, from the exit listener
 (root) or taskstatsd.  ``-b`` prints refreshes as text, ``--json`` as JSON lines.
+``--replay`` shows taskstatsd's journal instead, interval by interval, in the same view.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
-from ..top.batch import run_batch
+from ..top.batch import run_batch, run_replay_batch
 from ..top.model import Model
+from ..top.replay import Journal, Replay, daemon_source
+from ..top.replayscreen import run_replay_screen
 from ..top.sampler import Sampler
 from ..top.screen import run_screen
 from ..top.view import SORTS, Filters, ViewState
-from .args import cgroup_dir_arg, count_arg, seconds_arg, user_arg
+from .args import (
+    WHEN_FORMS,
+    cgroup_dir_arg,
+    count_arg,
+    seconds_arg,
+    user_arg,
+    when_arg,
+    when_text_arg,
+)
 from .common import open_client
 
 MIN_DELAY_S = 0.1
 MAX_DELAY_S = 86400.0  # a refresh a day
 MAX_RETAIN_S = 7 * 86400.0
+REPLAY_SINCE_S = 3 * 3600  # --replay without --since: 3 hours back
 
 
 def add_parser(sub: Any) -> None:
@@ -65,7 +78,30 @@ def add_parser(sub: Any) -> None:
                    metavar="SECS", help="how long exited processes stay listed (default 10)")
     p.add_argument("--no-exits", action="store_true",
                    help="do not listen for exits (no exited rows, no exit counts)")
+    replay = p.add_argument_group(
+        "replay", "browse taskstatsd's journal (its samples of live processes and its "
+        "exits) interval by interval, in the same view: keys t next, T previous, "
+        f"j jump to a time (-d, --retain and --no-exits are the live view's).  Times: "
+        f"{WHEN_FORMS}")
+    replay.add_argument("--replay", action="store_true",
+                        help="replay the journal instead of the live machine")
+    replay.add_argument("--since", metavar="WHEN", type=when_text_arg,
+                        help="from this time (default: 3h before --at, or before now)")
+    replay.add_argument("--until", metavar="WHEN", type=when_text_arg,
+                        help="up to this time (default: now)")
+    replay.add_argument("--at", metavar="WHEN", type=when_text_arg,
+                        help="start at the interval holding this time (default: the "
+                        "first of the range)")
     p.set_defaults(func=run)
+
+
+def no_terminal() -> bool:
+    """True (said on stderr) when the full screen has no terminal."""
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return False
+    print("taskstats top: not a terminal: use -b (and --json) for batch output",
+          file=sys.stderr)
+    return True
 
 
 def view_state(args: argparse.Namespace) -> ViewState:
@@ -80,11 +116,11 @@ def view_state(args: argparse.Namespace) -> ViewState:
 def run(args: argparse.Namespace) -> int:
     """Run the view; 0 on quit, 2 when the full screen has no terminal."""
     batch = args.batch or args.json
-    if not batch and not (sys.stdin.isatty() and sys.stdout.isatty()):
-        print("taskstats top: not a terminal: use -b (and --json) for batch output",
-              file=sys.stderr)
-        return 2
     state = view_state(args)
+    if args.replay or args.since or args.until or args.at:
+        return run_replay(args, state, batch=batch)
+    if not batch and no_terminal():
+        return 2
     with open_client(args) as client:
         sampler = Sampler(client, listen=not args.no_exits)
         try:
@@ -96,3 +132,54 @@ def run(args: argparse.Namespace) -> int:
             return run_screen(sampler, model, state, first, iterations=args.iterations)
         finally:
             sampler.close()
+
+
+def replay_range(args: argparse.Namespace, now_ns: int) -> tuple[int, int, int | None]:
+    """(since, until, at) in CLOCK_REALTIME ns from the options; ValueError with
+    the usage error."""
+    if not args.replay:
+        raise ValueError("--since, --until and --at need --replay")
+    until = when_arg(args.until, now_ns) if args.until else now_ns
+    at = when_arg(args.at, now_ns) if args.at else None
+    since = (when_arg(args.since, now_ns) if args.since
+             else (until if at is None else at) - REPLAY_SINCE_S * 1_000_000_000)
+    if until <= since:
+        raise ValueError("--until must be later than --since")
+    if at is not None and not since <= at < until:
+        raise ValueError("--at must be between --since and --until")
+    return since, until, at
+
+
+def parse_time(text: str) -> int:
+    """A time typed in the replay (as --at), ValueError when it is none."""
+    try:
+        return when_arg(text)
+    except argparse.ArgumentTypeError as err:
+        raise ValueError(str(err)) from None
+
+
+def run_replay(args: argparse.Namespace, state: ViewState, *, batch: bool) -> int:
+    """``--replay``: taskstatsd's journal whatever the backend; 2 on bad options, 1
+    without taskstatsd or samples in the range."""
+    try:
+        since, until, at = replay_range(args, time.time_ns())
+    except ValueError as err:
+        print(f"taskstats top: {err} (see 'taskstats top --help')", file=sys.stderr)
+        return 2
+    if not batch and no_terminal():
+        return 2
+    with open_client(args, backend="daemon") as client:
+        replay = Replay(Journal(daemon_source(client), since, until), client.backend)
+        if not replay.start(at):
+            print(f"taskstats top: no samples journaled from {_local(since)} to "
+                  f"{_local(until)}: is taskstatsd sampling (sample_interval_s)?",
+                  file=sys.stderr)
+            return 1
+        if batch:
+            return run_replay_batch(replay, state, iterations=args.iterations,
+                                    json_lines=args.json)
+        return run_replay_screen(replay, state, parse_time)
+
+
+def _local(t_ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t_ns / 1e9))

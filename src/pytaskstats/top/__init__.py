@@ -6,4 +6,7 @@ rows (pure; :mod:`.frame` holds the values in and out, :mod:`.counters` what is
 counted and derived, :mod:`.rows` how rows are built); :mod:`.view` filters,
 groups and sorts them (pure); :mod:`.render` formats them as text and JSON (pure);
 :mod:`.screen` (curses) and :mod:`.batch` (text or JSON lines) are the sinks.
+``--replay``: :mod:`.replay` reads taskstatsd's journal interval by interval in
+place of the sampler, :mod:`.replayframe` turns an interval into the same frame,
+:mod:`.replayscreen` browses them with the same view.
 """

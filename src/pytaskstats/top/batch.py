@@ -2,7 +2,8 @@
 
 A baseline sample is taken first, so every printed refresh has rates over a full
 interval; ``-n 3 -d 1`` prints three refreshes in about three seconds.  SIGPIPE
-gets its default action back, so ``| head`` ends the command quietly.
+gets its default action back, so ``| head`` ends the command quietly.  With
+``--replay``, the journal's intervals are printed one after the other, at once.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import TextIO
 
 from .model import Frame, Model
 from .render import Info, frame_json, text_block
+from .replay import Replay
 from .sampler import Sampler
 from .view import ViewState, view
 
-__all__ = ["run_batch", "wait"]
+__all__ = ["run_batch", "run_replay_batch", "wait"]
 
 DRAIN_EVERY_S = 0.5  # how often a wait empties the exit listener
 LEGEND = (  # under the first text refresh: the column names are abbreviations
@@ -69,4 +71,20 @@ def run_batch(sampler: Sampler, model: Model, state: ViewState, *, iterations: i
         write_refresh(frame, state, info(sampler), json_lines=json_lines, out=stream,
                       legend=not done)
         done += 1
+    return 0
+
+
+def run_replay_batch(replay: Replay, state: ViewState, *, iterations: int, json_lines: bool,
+                     out: TextIO | None = None) -> int:
+    """Print the replayed intervals from the one on display on (at most ``iterations``,
+    0: up to the end of the range) at once, as the live refreshes are printed; 0."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    stream = out or sys.stdout
+    done = 0
+    while replay.frame is not None and (iterations <= 0 or done < iterations):
+        write_refresh(replay.frame, state, replay.info(), json_lines=json_lines, out=stream,
+                      legend=not done)
+        done += 1
+        if 0 < iterations <= done or replay.step(1):
+            return 0
     return 0

@@ -58,6 +58,8 @@ class Sample:
     ``cgroups``: tgid -> cgroup path (of exited processes too, when learned at their
     birth); ``users``: uid -> name (for tasks and exits);
     ``exits``/``lost``: exit records drained (and records lost) since the last sample.
+    ``folds``: tid -> how many threads its record sums (replayed per-process
+    records of the journal; 1 when absent): a delta may be that many intervals long.
     """
 
     t_ns: int
@@ -69,6 +71,7 @@ class Sample:
     exits: Sequence[ExitRecord] = ()
     lost: int = 0
     delayacct: bool | None = None
+    folds: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass

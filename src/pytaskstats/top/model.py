@@ -170,8 +170,8 @@ class Model:
             current[tid] = base
             old = prev.get(tid)
             if old is not None and _same(old, base, tol):
-                delta: Counters | None = self._plausible(sub(base.totals, old.totals),
-                                                         (interval or 0) + tol)
+                span = ((interval or 0) + tol) * sample.folds.get(tid, 1)
+                delta: Counters | None = self._plausible(sub(base.totals, old.totals), span)
             elif _born_within(base.etime_us, interval, tol):
                 delta = self._plausible(base.totals, (base.etime_us or 0) * 1000 + tol)
             else:

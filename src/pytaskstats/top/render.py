@@ -17,19 +17,30 @@ from ..textfmt import delayacct_json
 from .model import COUNTED, METRICS, Frame, Row
 from .view import SORTS, ViewState
 
-__all__ = ["Info", "frame_json", "header_lines", "last_column_at", "row_cells",
+__all__ = ["Info", "Replayed", "frame_json", "header_lines", "last_column_at", "row_cells",
            "table_header"]
 
 PID_W, USER_W, PCT_W, RATE_W = 7, 8, 5, 5
 
 
+class Replayed(NamedTuple):
+    """The journal interval a replayed frame shows: CLOCK_REALTIME ns, and what the
+    header should say about it ("" nothing: e.g. the end of the range, a cut)."""
+
+    start_ns: int
+    end_ns: int
+    note: str = ""
+
+
 class Info(NamedTuple):
     """What the header says about the source: the backend, and why exits are not
-    tracked (None: they are) or what restricts the rows (None: nothing)."""
+    tracked (None: they are) or what restricts the rows (None: nothing);
+    ``replay``: the interval shown when replaying the journal (None: live)."""
 
     backend: str
     exits_note: str | None = None
     scope_note: str | None = None
+    replay: Replayed | None = None
 
 
 def pct(value: float | None) -> str:
@@ -115,13 +126,37 @@ def row_cells(row: Row, delay_off: bool, command_width: int | None = None) -> st
 
 def header_lines(frame: Frame, info: Info, state: ViewState, now: float | None = None
                  ) -> list[str]:
-    """The four header lines: source and pace, delay accounting, exits, view."""
+    """The four header lines: source and pace, delay accounting, exits, view (when
+    replaying: the interval, what the replay says, its exits, view)."""
+    if info.replay is not None:
+        return replay_lines(frame, info, info.replay, state)
     clock = time.strftime("%H:%M:%S", time.localtime(now))
     rate = frame.exits_per_s
     first = (f"taskstats top {clock}  every {state.interval:g}s  {info.backend}  "
              f"{frame.tasks} tasks {frame.processes} procs  "
              f"exits/s {'-' if rate is None else f'{rate:.1f}'}")
     return [first, delay_line(frame.delayacct), exits_line(frame, info), view_line(state, info)]
+
+
+REPLAY_KEYS_LINE = "REPLAY of taskstatsd's journal: t next interval  T previous  j jump"
+
+
+def replay_lines(frame: Frame, info: Info, replay: Replayed, state: ViewState) -> list[str]:
+    """The header of a replayed interval (of taskstatsd's journal, whatever
+    ``info.backend``): its local time range and length, the replay's note (or its
+    keys), the exits in it, the view."""
+    start, end = replay.start_ns / 1e9, replay.end_ns / 1e9
+    day = time.strftime("%Y-%m-%d", time.localtime(start))
+    span = (f"{day} {time.strftime('%H:%M:%S', time.localtime(start))}-"
+            f"{time.strftime('%H:%M:%S', time.localtime(end))}")
+    if time.strftime("%Y-%m-%d", time.localtime(end)) != day:
+        span = f"{span} (+1 day)"
+    rate = frame.exits_per_s
+    first = (f"taskstats top REPLAY {span} {frame.seconds:g}s  {frame.processes} procs  "
+             f"exits/s {'-' if rate is None else f'{rate:.1f}'}")
+    exits = (f"exits in this interval: {frame.process_exits_total} processes, "
+             f"{frame.exits_total} tasks")
+    return [first, replay.note or REPLAY_KEYS_LINE, exits, view_line(state, info)]
 
 
 def delay_line(state: bool | None) -> str:
@@ -185,10 +220,14 @@ def row_json(row: Row, level: str, delay_off: bool) -> dict[str, Any]:
 
 def frame_json(frame: Frame, rows: Sequence[Row], info: Info, state: ViewState,
                now: float | None = None) -> dict[str, Any]:
-    """A refresh as one JSON object (``time``: wall clock, for logs only)."""
+    """A refresh as one JSON object (``time``: wall clock, for logs only; when
+    replaying, the interval's end, and ``replay`` its bounds in ns and note)."""
     off = frame.delayacct is False
-    return {
-        "time": round(time.time() if now is None else now, 3),
+    replay = info.replay
+    if now is None:
+        now = time.time() if replay is None else replay.end_ns / 1e9
+    out: dict[str, Any] = {
+        "time": round(now, 3),
         "interval_s": None if frame.interval_ns is None else round(frame.seconds, 6),
         "backend": info.backend, "delayacct": delayacct_json(frame.delayacct),
         "tasks": frame.tasks, "processes": frame.processes,
@@ -204,3 +243,7 @@ def frame_json(frame: Frame, rows: Sequence[Row], info: Info, state: ViewState,
                     "cgroup": state.filters.cgroup},
         "rows": [row_json(r, state.level, off) for r in rows],
     }
+    if replay is not None:
+        out["replay"] = {"start_ns": replay.start_ns, "end_ns": replay.end_ns,
+                         "note": replay.note or None}
+    return out

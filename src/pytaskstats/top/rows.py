@@ -127,7 +127,8 @@ def process_rows(units: Sequence[Unit], sample: Sample, *, extra: Mapping[int, C
             totals.append(dead[tgid])
         out.append(Row(pid=tgid, tgid=tgid, uid=leader.uid,
                        user=user_of(sample.users, leader.uid), command=leader.comm,
-                       cgroup=sample.cgroups.get(tgid), threads=len(members), exited=False,
+                       cgroup=sample.cgroups.get(tgid),
+                       threads=sum(sample.folds.get(u.tid, 1) for u in members), exited=False,
                        seconds=seconds, totals=summed(totals),
                        values=derive(summed(deltas) if deltas else None, seconds, measured)))
     return tuple(out)

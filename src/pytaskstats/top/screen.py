@@ -12,6 +12,7 @@ import contextlib
 import curses
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -19,11 +20,11 @@ from .. import delayacct
 from ..errors import TaskstatsError
 from .batch import DRAIN_EVERY_S, info
 from .model import Frame, Model
-from .render import header_lines, last_column_at, row_cells, table_header
+from .render import Info, header_lines, last_column_at, row_cells, table_header
 from .sampler import Sampler
 from .view import SORT_KEYS, SORTS, ViewState, parse_filters, view
 
-__all__ = ["KEYS", "apply_key", "help_lines", "run_screen"]
+__all__ = ["KEYS", "Display", "Screen", "apply_key", "help_lines", "run_screen"]
 
 FIRST_REFRESH_S = 0.5  # the first rates come this soon, then every interval
 MIN_SIZE = (8, 40)  # lines, columns
@@ -52,13 +53,14 @@ COLUMNS_HELP = (
 )
 
 
-def help_lines() -> list[str]:
-    """The help screen: sort keys, other keys, what the columns mean (fits 80x24)."""
+def help_lines(keys: Mapping[str, str] = KEYS, title: str = "taskstats top keys"
+               ) -> list[str]:
+    """The help screen: sort keys, other ``keys``, what the columns mean (fits 80x24)."""
     sorts = [f"{s.key} {s.label}" for s in SORTS.values()]
-    return ["taskstats top keys (any key returns)",
+    return [f"{title} (any key returns)",
             "sort: " + "  ".join(sorts[:7]),
             "      " + "  ".join(sorts[7:]) + "  (again: reverse)",
-            *(f"  {'space' if k == ' ' else k:<5} {text}" for k, text in KEYS.items()),
+            *(f"  {'space' if k == ' ' else k:<5} {text}" for k, text in keys.items()),
             "", *COLUMNS_HELP]
 
 
@@ -83,15 +85,114 @@ def _key_name(key: str | int) -> str:
     return {curses.KEY_LEFT: "<", curses.KEY_RIGHT: ">"}.get(key, "")
 
 
-class Screen:
-    """The interactive loop over one curses window."""
+class Display:
+    """What the live and the replay screens share: the window, the view state, the
+    frame on display, the message on the key line; drawing, prompts, help."""
+
+    key_line = KEY_LINE
+
+    def __init__(self, win: Any, state: ViewState, frame: Frame) -> None:
+        self.win, self.state, self.frame = win, state, frame
+        self.message = ""
+
+    def header_info(self) -> Info:
+        """What the header says about the source."""
+        raise NotImplementedError
+
+    def help_text(self) -> list[str]:
+        """The lines of the help screen."""
+        return help_lines()
+
+    def _read(self) -> str | None:
+        try:
+            key = self.win.get_wch()
+        except curses.error:
+            return None  # timed out
+        if key == curses.KEY_RESIZE:
+            curses.update_lines_cols()
+            return "\x00resize"
+        return _key_name(key) or None
+
+    def _filter(self) -> None:
+        text = self._prompt(f"filter [{self.state.filters.describe()}]: ")
+        if text is None:
+            return
+        try:
+            self.state = replace(self.state, filters=parse_filters(text))
+        except ValueError as err:
+            self.message = str(err)
+
+    def _prompt(self, label: str) -> str | None:
+        """A line typed on the bottom row: Enter takes it, Esc cancels."""
+        text = ""
+        self.win.timeout(-1)
+        while True:
+            self._put(self.win.getmaxyx()[0] - 1, label + text, curses.A_BOLD, clear=True)
+            try:
+                key = self.win.get_wch()
+            except curses.error:
+                continue
+            if key in ("\n", "\r", curses.KEY_ENTER):
+                return text
+            if key == "\x1b":
+                return None
+            if key in (curses.KEY_BACKSPACE, "\x7f", "\b"):
+                text = text[:-1]
+            elif isinstance(key, str) and key.isprintable():
+                text += key
+
+    def _help(self) -> None:
+        self.win.erase()
+        for y, line in enumerate(self.help_text()[:self.win.getmaxyx()[0]]):
+            self._put(y, line)
+        self.win.timeout(-1)
+        with contextlib.suppress(curses.error):
+            self.win.get_wch()
+
+    def draw(self) -> None:
+        """Paint header, column header, rows and the key line."""
+        self.win.erase()
+        lines, cols = self.win.getmaxyx()
+        if lines < MIN_SIZE[0] or cols < MIN_SIZE[1]:
+            self._put(0, f"terminal too small ({cols}x{lines}); q quits")
+            self.win.refresh()
+            return
+        head = header_lines(self.frame, self.header_info(), self.state)
+        for y, line in enumerate(head):
+            self._put(y, line, curses.A_BOLD if y == 0 else curses.A_NORMAL)
+        self._put(len(head), table_header(self.state), curses.A_REVERSE, clear=True)
+        off = self.frame.delayacct is False
+        width = max(cols - 1 - last_column_at(), 4)
+        rows = view(self.frame, self.state)[:lines - HEADER_LINES - 1]
+        for y, row in enumerate(rows, HEADER_LINES):
+            self._put(y, row_cells(row, off, width), curses.A_DIM if row.exited else 0)
+        self._put(lines - 1, self.message or self.key_line)
+        self.win.refresh()
+
+    def _put(self, y: int, text: str, attr: int = 0, *, clear: bool = False) -> None:
+        cols = self.win.getmaxyx()[1]
+        line = text.ljust(cols - 1) if clear else text
+        try:
+            self.win.addnstr(y, 0, line, cols - 1, attr)
+            if not clear:
+                self.win.clrtoeol()
+        except curses.error:
+            pass  # a line past the bottom of a shrinking window
+
+
+class Screen(Display):
+    """The interactive loop of the live view over one curses window."""
 
     def __init__(self, win: Any, sampler: Sampler, model: Model, state: ViewState,
                  frame: Frame) -> None:
-        self.win, self.sampler, self.model, self.state = win, sampler, model, state
-        self.frame = self.latest = frame  # on display (kept while paused); newest
-        self.message = ""
+        super().__init__(win, state, frame)
+        self.sampler, self.model = sampler, model
+        self.latest = frame  # the newest frame (the one on display is kept while paused)
         self.refreshes = 0
+
+    def header_info(self) -> Info:
+        """The sampler's facts."""
+        return info(self.sampler)
 
     def run(self, iterations: int) -> int:
         """Refresh, draw and read keys until ``q`` (or ``iterations`` refreshes)."""
@@ -122,16 +223,6 @@ class Screen:
         if not self.state.paused:
             self.frame = self.latest
 
-    def _read(self) -> str | None:
-        try:
-            key = self.win.get_wch()
-        except curses.error:
-            return None  # timed out
-        if key == curses.KEY_RESIZE:
-            curses.update_lines_cols()
-            return "\x00resize"
-        return _key_name(key) or None
-
     def on_key(self, key: str) -> None:
         """Apply a key: view changes, or filter / delay accounting / help."""
         self.message = ""
@@ -147,15 +238,6 @@ class Screen:
         elif key in ("h", "?"):
             self._help()
 
-    def _filter(self) -> None:
-        text = self._prompt(f"filter [{self.state.filters.describe()}]: ")
-        if text is None:
-            return
-        try:
-            self.state = replace(self.state, filters=parse_filters(text))
-        except ValueError as err:
-            self.message = str(err)
-
     def _delayacct_on(self) -> None:
         try:
             delayacct.set_enabled(True)
@@ -163,63 +245,6 @@ class Screen:
             self.message = str(err)
             return
         self.message = f"delay accounting switched on; {delayacct.LATE_NOTE}"
-
-    def _prompt(self, label: str) -> str | None:
-        """A line typed on the bottom row: Enter takes it, Esc cancels."""
-        text = ""
-        self.win.timeout(-1)
-        while True:
-            self._put(self.win.getmaxyx()[0] - 1, label + text, curses.A_BOLD, clear=True)
-            try:
-                key = self.win.get_wch()
-            except curses.error:
-                continue
-            if key in ("\n", "\r", curses.KEY_ENTER):
-                return text
-            if key == "\x1b":
-                return None
-            if key in (curses.KEY_BACKSPACE, "\x7f", "\b"):
-                text = text[:-1]
-            elif isinstance(key, str) and key.isprintable():
-                text += key
-
-    def _help(self) -> None:
-        self.win.erase()
-        for y, line in enumerate(help_lines()[:self.win.getmaxyx()[0]]):
-            self._put(y, line)
-        self.win.timeout(-1)
-        with contextlib.suppress(curses.error):
-            self.win.get_wch()
-
-    def draw(self) -> None:
-        """Paint header, column header, rows and the key line."""
-        self.win.erase()
-        lines, cols = self.win.getmaxyx()
-        if lines < MIN_SIZE[0] or cols < MIN_SIZE[1]:
-            self._put(0, f"terminal too small ({cols}x{lines}); q quits")
-            self.win.refresh()
-            return
-        head = header_lines(self.frame, info(self.sampler), self.state)
-        for y, line in enumerate(head):
-            self._put(y, line, curses.A_BOLD if y == 0 else curses.A_NORMAL)
-        self._put(len(head), table_header(self.state), curses.A_REVERSE, clear=True)
-        off = self.frame.delayacct is False
-        width = max(cols - 1 - last_column_at(), 4)
-        rows = view(self.frame, self.state)[:lines - HEADER_LINES - 1]
-        for y, row in enumerate(rows, HEADER_LINES):
-            self._put(y, row_cells(row, off, width), curses.A_DIM if row.exited else 0)
-        self._put(lines - 1, self.message or KEY_LINE)
-        self.win.refresh()
-
-    def _put(self, y: int, text: str, attr: int = 0, *, clear: bool = False) -> None:
-        cols = self.win.getmaxyx()[1]
-        line = text.ljust(cols - 1) if clear else text
-        try:
-            self.win.addnstr(y, 0, line, cols - 1, attr)
-            if not clear:
-                self.win.clrtoeol()
-        except curses.error:
-            pass  # a line past the bottom of a shrinking window
 
 
 def run_screen(sampler: Sampler, model: Model, state: ViewState, frame: Frame, *,
