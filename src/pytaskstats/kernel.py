@@ -18,13 +18,15 @@ from . import netlink as nl
 from . import taskstats as ts
 from .cpulist import parse_cpulist
 from .errors import RemoteProtocolError, TaskstatsError, from_errno
-from .fields import Scope
+from .fields import SCOPES, Scope
 from .records import Bulk, CgroupStats, ExitRecord, TaskStats
-from .transport import NetlinkSocket, UnixSocket
+from .replyshape import Shape, learn
+from .transport import RECV_BUFFER, NetlinkSocket, UnixSocket
 
 Transport = NetlinkSocket | UnixSocket
 QUERY_RCVBUF = 1 << 20
 LISTEN_RCVBUF = 16 << 20
+WINDOW_SLOT = 1024  # bytes a reply of a learned shape may take in a window
 POSSIBLE_CPUS = "/sys/devices/system/cpu/possible"
 
 
@@ -87,6 +89,11 @@ class Connection:
         self.pending_exits: deque[ExitRecord] = deque()
         # replies in flight must fit the receive buffer (~2.3 KiB of memory each)
         self.window = max(8, min(256, self.sock.rcvbuf // 4096))
+        self._last_n = 0
+        self.shapes: dict[Scope, Shape] = {}  # learned from replies the codec accepted
+        self._encode = {scope: ts.encode_get_fast(scope) for scope in SCOPES}
+        # a window of replies laid end to end (the bulk query's fast path)
+        self.window_view = memoryview(bytearray(self.window * WINDOW_SLOT + RECV_BUFFER))
 
     def _ask_for_acks(self) -> None:
         """Ask taskstatsd for capped errors with extended-ACK messages (what
@@ -115,9 +122,15 @@ class Connection:
         Without ``ack`` the first answer ends the request; with it, the ACK does.
         """
         self.sock.send(data, fds)
+        return self._answer(_recv(self.sock, op), seq, op, ack=ack, pid=pid, tgid=tgid)
+
+    def _answer(self, n: int, seq: int, op: str, *, ack: bool = False,
+                pid: int | None = None, tgid: int | None = None) -> list[ts.Event]:
+        """The events answering ``seq``, from the ``n``-byte datagram in the buffer on
+        (see :meth:`_request`)."""
         answer: list[ts.Event] = []
         while True:
-            n = _recv(self.sock, op)
+            self._last_n = n
             for event in ts.decode(self.sock.view, self.family.id, n, source=self.source):
                 if isinstance(event, ExitRecord):
                     self.pending_exits.append(event)
@@ -133,16 +146,40 @@ class Connection:
                     answer.append(event)
                     if not ack:
                         return answer
+            n = _recv(self.sock, op)
 
     def query(self, scope: Scope, ident: int) -> TaskStats:
-        """The record of task ``ident`` (scope "pid") or thread group (scope "tgid")."""
-        seq = self.sock.next_seq()
+        """The record of task ``ident`` (scope "pid") or thread group (scope "tgid").
+
+        A reply of the learned shape (:mod:`.replyshape`) is unpacked in one go;
+        anything else is decoded strictly."""
+        sock = self.sock
+        seq = sock.next_seq()
+        sock.send(self._encode[scope](self.family.id, ident, seq))
+        n = _recv(sock, "query")
+        shape = self.shapes.get(scope)
+        if shape is not None and n == shape.size:
+            t = shape.struct.unpack_from(sock.buffer)
+            f0, f1, f2 = shape.fixed
+            if t[1] == seq and t[0] == f0 and t[3] == f1 and t[5] == f2 and t[2]:
+                return shape.record(t)
         pid, tgid = (ident, None) if scope == "pid" else (None, ident)
-        request = ts.encode_get_fast(scope)(self.family.id, ident, seq)
-        for event in self._request(request, seq, "query", pid=pid, tgid=tgid):
+        for event in self._answer(n, seq, "query", pid=pid, tgid=tgid):
             if isinstance(event, ts.StatsReply):
+                self.learn(sock.view, self._last_n, event)
                 return event.stats
         raise RemoteProtocolError(f"the kernel answered the {scope} query with no record")
+
+    def learn(self, view: memoryview, n: int, reply: ts.StatsReply) -> Shape | None:
+        """Learn the shape of ``reply``, decoded strictly from the ``n`` bytes at
+        ``view``, if its scope has none yet."""
+        if reply.scope in self.shapes:
+            return self.shapes[reply.scope]
+        shape = learn(view, n, self.family.id, scope=reply.scope, source=self.source,
+                      expected=reply.stats)
+        if shape is not None:
+            self.shapes[reply.scope] = shape
+        return shape
 
     def query_many(self, scope: Scope, ids: Iterable[int], *,
                    skip_denied: bool = False) -> Bulk:
@@ -224,7 +261,12 @@ class Connection:
 
 
 class _Pipeline:
-    """State of one pipelined bulk query."""
+    """State of one pipelined bulk query.
+
+    Replies of the connection's learned shape are received end to end into its
+    ``window_view`` and unpacked in bulk (:meth:`flush`); any other datagram is
+    decoded strictly as it comes (:meth:`strict`), and may teach the shape.
+    """
 
     def __init__(self, conn: Connection, scope: Scope, ids: list[int], *,
                  skip_denied: bool) -> None:
@@ -235,11 +277,12 @@ class _Pipeline:
         self.out: dict[int, TaskStats] = {}
         self.outstanding: dict[int, int] = {}  # seq -> id
         self.retried = False
+        self.shape = conn.shapes.get(scope)
 
     def send(self, ids: list[int]) -> None:
         sock, family = self.conn.sock, self.conn.family.id
         first = sock.next_seq(len(ids))
-        encode = ts.encode_get_fast(self.scope)
+        encode = self.conn._encode[self.scope]
         sock.send(b"".join(encode(family, ident, first + k) for k, ident in enumerate(ids)))
         self.outstanding.update(zip(range(first, first + len(ids)), ids, strict=True))
 
@@ -251,22 +294,64 @@ class _Pipeline:
             if i < len(todo) and room >= window // 2:
                 self.send(todo[i:i + room])
                 i += room
-            self.receive_one()
+            self.receive_window()
         return Bulk(self.out, vanished=tuple(self.vanished), denied=tuple(self.denied))
 
-    def receive_one(self) -> None:
-        sock = self.conn.sock
-        try:
-            n = sock.recv()
-        except (TimeoutError, BlockingIOError) as err:
-            self.retry(err)
+    def receive_window(self) -> None:
+        """Receive one datagram per outstanding request (fewer if the socket times out
+        or overruns: then :meth:`retry`); replies of the shape are kept end to end
+        and unpacked together at the end."""
+        recv_into, view = self.conn.sock.recv_into, self.conn.window_view
+        limit = len(view) - RECV_BUFFER
+        size = self.shape.size if self.shape else -1
+        off = 0
+        for _ in range(len(self.outstanding)):
+            try:
+                n = recv_into(view[off:])
+            except (TimeoutError, BlockingIOError) as err:
+                self.flush(off)
+                self.retry(err)
+                return
+            except OSError as err:
+                if err.errno != errno.ENOBUFS:
+                    raise from_errno(err.errno or errno.EIO, "bulk query") from err
+                self.flush(off)
+                self.retry(err)
+                return
+            if n == size:
+                off += size
+                if off > limit:
+                    self.flush(off)
+                    off = 0
+            else:
+                self.strict(view[off:], n)
+                if size < 0 and self.shape:
+                    size = self.shape.size
+        self.flush(off)
+
+    def flush(self, end: int) -> None:
+        """Unpack the replies of the shape laid end to end in ``window_view[:end]``;
+        those whose fixed bytes differ are decoded strictly."""
+        if not end or self.shape is None:
             return
-        except OSError as err:
-            if err.errno != errno.ENOBUFS:
-                raise from_errno(err.errno or errno.EIO, "bulk query") from err
-            self.retry(err)
-            return
-        for event in ts.decode(sock.view, self.conn.family.id, n, source=self.conn.source):
+        shape, view, out, pop = self.shape, self.conn.window_view, self.out, self.outstanding.pop
+        f0, f1, f2 = shape.fixed
+        record, size = shape.record, shape.size
+        for k, t in enumerate(shape.iter(view, end)):
+            if t[0] == f0 and t[3] == f1 and t[5] == f2 and t[2]:
+                ident = pop(t[1], None)
+                if ident is not None:
+                    out[ident] = record(t)
+            else:
+                self.strict(view[k * size:], size)
+
+    def strict(self, view: memoryview, n: int) -> None:
+        """Decode the ``n``-byte datagram at ``view`` with the codec and handle it."""
+        conn = self.conn
+        for event in ts.decode(view, conn.family.id, n, source=conn.source):
+            if (self.shape is None and isinstance(event, ts.StatsReply)
+                    and event.scope == self.scope):
+                self.shape = conn.learn(view, n, event)
             self.handle(event)
 
     def handle(self, event: ts.Event) -> None:
@@ -312,10 +397,6 @@ class _Pipeline:
                     if err.errno != errno.ENOBUFS:
                         raise from_errno(err.errno or errno.EIO, "bulk query") from err
                     continue
-                for event in ts.decode(sock.view, self.conn.family.id, n, source=self.conn.source):
-                    self.handle(event)
+                self.strict(sock.view, n)
         finally:
             sock.setblocking(True)  # SO_RCVTIMEO, set apart, still holds
-
-
-

@@ -224,8 +224,21 @@ def decode_stats(data: bytes | memoryview, start: int, end: int, *, scope: Scope
         version = version_hint
     if version < MIN_VERSION:
         raise RemoteProtocolError(f"unsupported struct taskstats version {version}")
-    plan = _PLANS.get((version, size)) or _make_plan(version, size)
+    plan = plan_for(version, size)
     flat = plan.struct.unpack_from(data, start)
+    extra = bytes(data[start + plan.extra_from:end]) if plan.extra_from else b""
+    return stats_of(plan, flat, version, scope=scope, source=source, size=size, extra=extra)
+
+
+def plan_for(version: int, size: int) -> _Plan:
+    """How to decode a struct of ``version`` in a payload of ``size`` bytes."""
+    return _PLANS.get((version, size)) or _make_plan(version, size)
+
+
+def stats_of(plan: _Plan, flat: tuple[Any, ...], version: int, *, scope: Scope,
+             source: str, size: int, extra: bytes) -> TaskStats:
+    """The record of ``flat``, the struct values ``plan`` unpacked (see
+    :func:`decode_stats`)."""
     vals: list[Any] = [*flat, *plan.padding] if plan.fast else _scatter(flat, plan.targets)
     if plan.has_comm:
         vals[_COMM] = vals[_COMM].partition(b"\0")[0].decode("utf-8", "replace")
@@ -233,7 +246,6 @@ def decode_stats(data: bytes | memoryview, start: int, end: int, *, scope: Scope
     if scope == "tgid":
         for i in _TGID_DROPPED:
             vals[i] = None
-    extra = bytes(data[start + plan.extra_from:end]) if plan.extra_from else b""
     vals += [scope, source, size, extra]
     return tuple.__new__(TaskStats, vals)
 

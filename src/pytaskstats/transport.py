@@ -59,7 +59,12 @@ class _Buffered:
         Raises OSError(ENOBUFS) on a kernel overrun and RemoteProtocolError if the
         datagram was longer than the buffer (MSG_TRUNC).
         """
-        n = self.sock.recv_into(self.buffer, RECV_BUFFER, socket.MSG_TRUNC)
+        return self.recv_into(self.view)
+
+    def recv_into(self, view: memoryview) -> int:
+        """Receive one datagram into ``view`` (RECV_BUFFER bytes at least), as
+        :meth:`recv`: a caller's buffer can hold a window of replies end to end."""
+        n = self.sock.recv_into(view, RECV_BUFFER, socket.MSG_TRUNC)
         if n > RECV_BUFFER:
             raise RemoteProtocolError(f"netlink datagram of {n} bytes truncated to "
                                       f"{RECV_BUFFER}")
@@ -159,16 +164,16 @@ class UnixSocket(_Buffered):
         except (BrokenPipeError, ConnectionResetError) as err:
             raise self._closed() from err
 
-    def recv(self) -> int:
-        """Receive one datagram, as :meth:`_Buffered.recv`; the daemon's refusal of
-        this connection, or its end, raises TaskstatsError."""
+    def recv_into(self, view: memoryview) -> int:
+        """Receive one datagram, as :meth:`_Buffered.recv_into`; the daemon's refusal
+        of this connection, or its end, raises TaskstatsError."""
         try:
-            n = super().recv()
+            n = super().recv_into(view)
         except (BrokenPipeError, ConnectionResetError) as err:
             raise self._closed() from err
         if n == 0:
             raise self._closed()
-        refusal = _refusal(self.view, n)
+        refusal = _refusal(view, n)
         if refusal:
             raise TaskstatsError(refusal)
         return n
