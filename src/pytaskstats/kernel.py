@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from . import extproto
 from . import genetlink as genl
@@ -153,20 +153,46 @@ class Connection:
 
         A reply of the learned shape (:mod:`.replyshape`) is unpacked in one go;
         anything else is decoded strictly."""
-        sock = self.sock
-        seq = sock.next_seq()
-        sock.send(self._encode[scope](self.family.id, ident, seq))
-        n = _recv(sock, "query")
+        seq, n = self._get(scope, ident)
         shape = self.shapes.get(scope)
         if shape is not None and n == shape.size:
-            t = shape.struct.unpack_from(sock.buffer)
+            t = shape.struct.unpack_from(self.sock.buffer)
             f0, f1, f2 = shape.fixed
             if t[1] == seq and t[0] == f0 and t[3] == f1 and t[5] == f2 and t[2]:
                 return shape.record(t)
+        return self._strictly(scope, ident, seq, n)
+
+    def query_reply(self, scope: Scope, ident: int) -> bytes | TaskStats:
+        """The kernel's reply datagram to a GET when it has the learned shape (for
+        taskstatsd to forward with its seq and port id patched), else the record as
+        :meth:`query` decodes it; errors as :meth:`query`."""
+        seq, n = self._get(scope, ident)
+        shape = self.shapes.get(scope)
+        if shape is not None and n == shape.size:
+            t = shape.heads.unpack_from(self.sock.buffer)
+            if t[1] == seq and shape.match(t):
+                return bytes(self.sock.view[:n])
+        return self._strictly(scope, ident, seq, n)
+
+    def query_replies(self, scope: Scope, ids: Iterable[int]) -> dict[int, bytes | TaskStats]:
+        """:meth:`query_reply` of many ids, pipelined; an id answered with any error
+        is left out (ask it alone for its error)."""
+        return _Pipeline(self, scope, list(ids), lenient=True, raw=True).run().out
+
+    def _get(self, scope: Scope, ident: int) -> tuple[int, int]:
+        """Send a GET; (its seq, the length of the first datagram received)."""
+        sock = self.sock
+        seq = sock.next_seq()
+        sock.send(self._encode[scope](self.family.id, ident, seq))
+        return seq, _recv(sock, "query")
+
+    def _strictly(self, scope: Scope, ident: int, seq: int, n: int) -> TaskStats:
+        """The record answering ``seq``, decoded strictly from the datagram of ``n``
+        bytes in the buffer on (the shape learned from it)."""
         pid, tgid = (ident, None) if scope == "pid" else (None, ident)
         for event in self._answer(n, seq, "query", pid=pid, tgid=tgid):
             if isinstance(event, ts.StatsReply):
-                self.learn(sock.view, self._last_n, event)
+                self.learn(self.sock.view, self._last_n, event)
                 return event.stats
         raise RemoteProtocolError(f"the kernel answered the {scope} query with no record")
 
@@ -189,7 +215,9 @@ class Connection:
         the peer refuses (EPERM: taskstatsd's policy); the answer lists both.
         Replies lost to an overrun or a timeout are asked for again once.
         """
-        return _Pipeline(self, scope, list(ids), skip_denied=skip_denied).run()
+        done = _Pipeline(self, scope, list(ids), skip_denied=skip_denied).run()
+        return Bulk(cast("dict[int, TaskStats]", done.out), vanished=tuple(done.vanished),
+                    denied=tuple(done.denied))
 
     def cgroup(self, fd: int) -> CgroupStats:
         """cgroupstats of the cgroup v1 directory open as ``fd`` (with an ACK, so a
@@ -269,12 +297,15 @@ class _Pipeline:
     """
 
     def __init__(self, conn: Connection, scope: Scope, ids: list[int], *,
-                 skip_denied: bool) -> None:
-        self.conn, self.scope, self.ids = conn, scope, ids
+                 skip_denied: bool = False, lenient: bool = False, raw: bool = False) -> None:
+        """``lenient``: every error leaves its id out (in ``vanished``); ``raw``:
+        replies of the shape are kept as their bytes (``Connection.query_reply``)."""
+        self.conn, self.scope, self.ids, self.raw = conn, scope, ids, raw
         self.skipped = (0, errno.ESRCH, errno.EPERM) if skip_denied else (0, errno.ESRCH)
+        self.lenient = lenient
         self.vanished: list[int] = []
         self.denied: list[int] = []
-        self.out: dict[int, TaskStats] = {}
+        self.out: dict[int, TaskStats | bytes] = {}
         self.outstanding: dict[int, int] = {}  # seq -> id
         self.retried = False
         self.shape = conn.shapes.get(scope)
@@ -286,7 +317,8 @@ class _Pipeline:
         sock.send(b"".join(encode(family, ident, first + k) for k, ident in enumerate(ids)))
         self.outstanding.update(zip(range(first, first + len(ids)), ids, strict=True))
 
-    def run(self) -> Bulk:
+    def run(self) -> _Pipeline:
+        """Ask for every id; the answers are in ``out``, ``vanished``, ``denied``."""
         window, todo = self.conn.window, self.ids
         i = 0
         while i < len(todo) or self.outstanding:
@@ -295,7 +327,7 @@ class _Pipeline:
                 self.send(todo[i:i + room])
                 i += room
             self.receive_window()
-        return Bulk(self.out, vanished=tuple(self.vanished), denied=tuple(self.denied))
+        return self
 
     def receive_window(self) -> None:
         """Receive one datagram per outstanding request (fewer if the socket times out
@@ -337,7 +369,16 @@ class _Pipeline:
         shape, view, out, pop = self.shape, self.conn.window_view, self.out, self.outstanding.pop
         f0, f1, f2 = shape.fixed
         record, size = shape.record, shape.size
-        for k, t in enumerate(shape.iter(view, end)):
+        if self.raw:
+            for k, t in enumerate(shape.heads.iter_unpack(view[:end])):
+                if t[0] == f0 and t[3] == f1 and t[5] == f2 and t[2]:
+                    ident = pop(t[1], None)
+                    if ident is not None:
+                        out[ident] = bytes(view[k * size:(k + 1) * size])
+                else:
+                    self.strict(view[k * size:], size)
+            return
+        for k, t in enumerate(shape.struct.iter_unpack(view[:end])):
             if t[0] == f0 and t[3] == f1 and t[5] == f2 and t[2]:
                 ident = pop(t[1], None)
                 if ident is not None:
@@ -364,7 +405,7 @@ class _Pipeline:
         if isinstance(event, ts.StatsReply):
             self.out[ident] = event.stats
         elif isinstance(event, nl.ErrorReply):
-            if event.error not in self.skipped:
+            if event.error not in self.skipped and not self.lenient:
                 pid, tgid = (ident, None) if self.scope == "pid" else (None, ident)
                 raise from_errno(event.error, "query", seq=event.seq, pid=pid, tgid=tgid,
                                  daemon=self.conn.source == "daemon")

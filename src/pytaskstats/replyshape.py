@@ -15,7 +15,7 @@ and answers exactly what it answers (checked once at learning time, and by tests
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from . import taskstats as ts
@@ -37,13 +37,14 @@ _COMMS: dict[bytes, str] = {}  # raw ac_comm -> its text
 class Shape:
     """One reply shape: ``size`` bytes, ``scope``, struct ``version``, for ``family``.
 
-    ``match(t)`` tells whether an unpacked datagram ``t`` has the shape's fixed bytes
-    and a non-zero port id (a reply, not an exit event); ``record(t)`` builds its
-    :class:`TaskStats`, equal to what the strict decoder builds.  ``t[1]`` is the
-    sequence number, ``t[4]`` the id.
+    ``struct`` unpacks a whole datagram, ``heads`` only its header parts (the same
+    first six values); ``match(t)`` tells whether either's tuple ``t`` has the
+    shape's fixed bytes and a non-zero port id (a reply, not an exit event);
+    ``record(t)`` builds the :class:`TaskStats` of a ``struct`` tuple, equal to what
+    the strict decoder builds.  ``t[1]`` is the sequence number, ``t[4]`` the id.
     """
 
-    __slots__ = ("family", "fixed", "record", "scope", "size", "struct", "version")
+    __slots__ = ("family", "fixed", "heads", "record", "scope", "size", "struct", "version")
 
     def __init__(self, family: int, scope: Scope, version: int, size: int,
                  source: str) -> None:
@@ -53,6 +54,7 @@ class Shape:
         body = lay.struct_for(count)
         pad = payload - body.size
         self.struct = struct.Struct(f"={_HEAD}{body.format[2:]}{pad}x")
+        self.heads = struct.Struct(f"={_HEAD}{size - 38}x")  # the header parts only
         self.family, self.scope, self.version, self.size = family, scope, version, size
         nest, ident = ((ts.TYPE_AGGR_PID, ts.TYPE_PID) if scope == "pid"
                        else (ts.TYPE_AGGR_TGID, ts.TYPE_TGID))
@@ -65,10 +67,6 @@ class Shape:
         """Whether ``t`` (this shape's ``struct`` unpacked) is a reply of the shape."""
         f0, f1, f2 = self.fixed
         return bool(t[0] == f0 and t[3] == f1 and t[5] == f2 and t[2] != 0)
-
-    def iter(self, view: memoryview, end: int) -> Iterator[Unpacked]:
-        """The datagrams laid end to end in ``view[:end]``, unpacked."""
-        return self.struct.iter_unpack(view[:end])
 
 
 def _builder(version: int, count: int, payload: int, scope: Scope,

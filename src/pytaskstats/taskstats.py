@@ -111,7 +111,7 @@ def encode_cgroup_get(family: int, fd: int, *, seq: int, ack: bool = True) -> by
                        seq=seq, flags=flags, version=GENL_VERSION)
 
 
-_GET_U32 = struct.Struct("=IHHIIBBHHHI")  # nlmsghdr, genlmsghdr, one u32 attribute
+GET_U32 = struct.Struct("=IHHIIBBHHHI")  # nlmsghdr, genlmsghdr, one u32 attribute
 
 
 def encode_get_fast(scope: Scope) -> Callable[[int, int, int], bytes]:
@@ -120,7 +120,7 @@ def encode_get_fast(scope: Scope) -> Callable[[int, int, int], bytes]:
     Byte-identical to :func:`encode_get_pid`/:func:`encode_get_tgid`, in one pack.
     """
     attr = ATTR_PID if scope == "pid" else ATTR_TGID
-    pack = _GET_U32.pack
+    pack = GET_U32.pack
 
     def encode(family: int, ident: int, seq: int) -> bytes:
         try:
