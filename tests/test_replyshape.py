@@ -17,6 +17,7 @@ from pytaskstats import AccessDenied, replyshape
 from pytaskstats import kernel as kernel_mod
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
+from pytaskstats.errors import LocalProtocolError
 from pytaskstats.kernel import Connection
 
 from .fakekernel import FakeKernel, record
@@ -223,3 +224,14 @@ def test_learn_takes_only_what_it_rebuilds_exactly(kernel: FakeKernel) -> None:
     assert replyshape.learn(reply, len(reply), family, scope="pid", source="kernel",
                             expected=strict.stats._replace(ac_comm="other")) is None
     assert not shape.match(shape.struct.unpack_from(as_exit(reply)))
+
+
+@pytest.mark.parametrize("scope", ["pid", "tgid"])
+def test_bulk_requests_are_the_single_ones_end_to_end(scope: str) -> None:
+    ids = [1, 77, 2**32 - 1, 4242]
+    single = ts.encode_get_pid if scope == "pid" else ts.encode_get_tgid
+    assert ts.encode_gets(31, scope, ids, 9) == b"".join(  # type: ignore[arg-type]
+        single(31, ident, seq=9 + k) for k, ident in enumerate(ids))
+    for bad in (-1, 2**32, 1.5):
+        with pytest.raises(LocalProtocolError, match=f"id {bad} does not fit"):
+            ts.encode_gets(31, "pid", [3, bad], 1)  # type: ignore[list-item]

@@ -153,10 +153,13 @@ class Connection:
 
         A reply of the learned shape (:mod:`.replyshape`) is unpacked in one go;
         anything else is decoded strictly."""
-        seq, n = self._get(scope, ident)
+        sock = self.sock
+        seq = sock.next_seq()
+        sock.send(self._encode[scope](self.family.id, ident, seq))
+        n = _recv(sock, "query")
         shape = self.shapes.get(scope)
         if shape is not None and n == shape.size:
-            t = shape.struct.unpack_from(self.sock.buffer)
+            t = shape.struct.unpack_from(sock.buffer)
             f0, f1, f2 = shape.fixed
             if t[1] == seq and t[0] == f0 and t[3] == f1 and t[5] == f2 and t[2]:
                 return shape.record(t)
@@ -311,10 +314,9 @@ class _Pipeline:
         self.shape = conn.shapes.get(scope)
 
     def send(self, ids: list[int]) -> None:
-        sock, family = self.conn.sock, self.conn.family.id
+        sock = self.conn.sock
         first = sock.next_seq(len(ids))
-        encode = self.conn._encode[self.scope]
-        sock.send(b"".join(encode(family, ident, first + k) for k, ident in enumerate(ids)))
+        sock.send(ts.encode_gets(self.conn.family.id, self.scope, ids, first))
         self.outstanding.update(zip(range(first, first + len(ids)), ids, strict=True))
 
     def run(self) -> _Pipeline:
@@ -326,18 +328,21 @@ class _Pipeline:
             if i < len(todo) and room >= window // 2:
                 self.send(todo[i:i + room])
                 i += room
-            self.receive_window()
+            # with more to send, stop when half the window is free again: a peer that
+            # answers as it goes (taskstatsd) is kept busy meanwhile
+            more = len(self.outstanding) - window // 2 if i < len(todo) else 0
+            self.receive_window(more if more > 0 else len(self.outstanding))
         return self
 
-    def receive_window(self) -> None:
-        """Receive one datagram per outstanding request (fewer if the socket times out
-        or overruns: then :meth:`retry`); replies of the shape are kept end to end
-        and unpacked together at the end."""
+    def receive_window(self, count: int) -> None:
+        """Receive ``count`` datagrams (fewer if the socket times out or overruns:
+        then :meth:`retry`); replies of the shape are kept end to end and unpacked
+        together at the end."""
         recv_into, view = self.conn.sock.recv_into, self.conn.window_view
         limit = len(view) - RECV_BUFFER
         size = self.shape.size if self.shape else -1
         off = 0
-        for _ in range(len(self.outstanding)):
+        for _ in range(count):
             try:
                 n = recv_into(view[off:])
             except (TimeoutError, BlockingIOError) as err:
