@@ -21,7 +21,7 @@ from .errors import RemoteProtocolError, TaskstatsError, from_errno
 from .fields import SCOPES, Scope
 from .records import Bulk, CgroupStats, ExitRecord, TaskStats
 from .replyshape import Shape, learn
-from .transport import RECV_BUFFER, NetlinkSocket, UnixSocket
+from .transport import RECV_BUFFER, NetlinkSocket, UnixSocket, truncated
 
 Transport = NetlinkSocket | UnixSocket
 QUERY_RCVBUF = 1 << 20
@@ -56,11 +56,15 @@ def lookup_family(sock: Transport, name: str = ts.FAMILY_NAME) -> genl.FamilyInf
 def _recv(sock: Transport, op: str) -> int:
     try:
         return sock.recv()
-    except (TimeoutError, BlockingIOError) as err:
-        raise TaskstatsError(f"{op}: no answer from the {sock.source} within the timeout"
-                             ) from err
     except OSError as err:
-        raise from_errno(err.errno or errno.EIO, op) from err
+        raise _recv_error(sock, op, err) from err
+
+
+def _recv_error(sock: Transport, op: str, err: OSError) -> TaskstatsError:
+    """What a failed receive means: no answer in time, or the socket's errno."""
+    if isinstance(err, TimeoutError | BlockingIOError):
+        return TaskstatsError(f"{op}: no answer from the {sock.source} within the timeout")
+    return from_errno(err.errno or errno.EIO, op)
 
 
 class Connection:
@@ -155,8 +159,13 @@ class Connection:
         anything else is decoded strictly."""
         sock = self.sock
         seq = sock.next_seq()
-        sock.send(self._encode[scope](self.family.id, ident, seq))
-        n = _recv(sock, "query")
+        sock.send_now(self._encode[scope](self.family.id, ident, seq))
+        try:
+            n = sock.recv_now()
+        except OSError as err:
+            raise _recv_error(sock, "query", err) from err
+        if n > RECV_BUFFER:
+            raise truncated(n)
         shape = self.shapes.get(scope)
         if shape is not None and n == shape.size:
             t = shape.struct.unpack_from(sock.buffer)

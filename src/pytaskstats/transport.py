@@ -12,7 +12,8 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from . import netlink as nl
 from .errors import ProtocolError, RemoteProtocolError, TaskstatsError, Unsupported
@@ -35,6 +36,12 @@ class _Buffered:
         self.buffer = bytearray(RECV_BUFFER)
         self.view = memoryview(self.buffer)
         self.seq = 0
+        # the one-query fast path's bare calls (kernel.Connection.query): send one
+        # datagram; receive one into ``buffer``, returning its full length (a length
+        # over RECV_BUFFER is a truncation the caller refuses: :func:`truncated`)
+        self.send_now: Callable[[bytes], object] = sock.send
+        self.recv_now: Callable[[], int] = partial(sock.recv_into, self.buffer, RECV_BUFFER,
+                                                   socket.MSG_TRUNC)
 
     def next_seq(self, n: int = 1) -> int:
         """Reserve ``n`` consecutive 32-bit sequence numbers; return the first."""
@@ -66,8 +73,7 @@ class _Buffered:
         :meth:`recv`: a caller's buffer can hold a window of replies end to end."""
         n = self.sock.recv_into(view, RECV_BUFFER, socket.MSG_TRUNC)
         if n > RECV_BUFFER:
-            raise RemoteProtocolError(f"netlink datagram of {n} bytes truncated to "
-                                      f"{RECV_BUFFER}")
+            raise truncated(n)
         return n
 
     def send(self, data: bytes, fds: Sequence[int] = ()) -> None:
@@ -149,6 +155,7 @@ class UnixSocket(_Buffered):
                 "(taskstatsd --foreground) or point TASKSTATS_SOCKET / --socket at it"
             ) from err
         super().__init__(sock)
+        self.send_now, self.recv_now = self.send, self.recv  # with their checks
         self.set_timeout(timeout)
         self.portid = 0
         self.rcvbuf = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
@@ -187,6 +194,11 @@ class UnixSocket(_Buffered):
             n = 0
         return TaskstatsError(_refusal(self.view, n) or "taskstatsd closed the connection "
                               "(it stopped, or refused this client)")
+
+
+def truncated(n: int) -> RemoteProtocolError:
+    """The error for a datagram of ``n`` bytes, more than the receive buffer holds."""
+    return RemoteProtocolError(f"netlink datagram of {n} bytes truncated to {RECV_BUFFER}")
 
 
 def _refusal(view: memoryview, n: int) -> str:
