@@ -87,6 +87,7 @@ def every_way(kernel: FakeKernel, peer: Peer, frames: list[bytes],
     """The answers, checked equal whichever way they are produced."""
     with monkeypatch.context() as patch:
         patch.setattr(kernel_mod, "learn", lambda *a, **k: None)
+        patch.setattr(kernel_mod, "esrch", lambda *a, **k: None)
         with Connection() as conn:  # never learns a shape: records re-encoded
             disp = dispatcher(conn)
             strict = answers(disp, peer, frames, ahead=False, walk=True)

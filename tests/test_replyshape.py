@@ -121,6 +121,7 @@ def outcome(kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch, *, fast: bool,
     with monkeypatch.context() as patch:
         if not fast:
             patch.setattr(kernel_mod, "learn", lambda *a, **k: None)
+            patch.setattr(kernel_mod, "esrch", lambda *a, **k: None)
         with Connection(timeout=0.05) as conn:
             conn.query("pid", 1)
             conn.query("tgid", 1)
@@ -235,3 +236,51 @@ def test_bulk_requests_are_the_single_ones_end_to_end(scope: str) -> None:
     for bad in (-1, 2**32, 1.5):
         with pytest.raises(LocalProtocolError, match=f"id {bad} does not fit"):
             ts.encode_gets(31, "pid", [3, bad], 1)  # type: ignore[list-item]
+
+
+def at_errors(change: Change) -> Callable[[list[bytes]], list[bytes]]:
+    """A tamper changing every NLMSG_ERROR reply."""
+    def tamper(replies: list[bytes]) -> list[bytes]:
+        return [change(r) if struct.unpack_from("=H", r, 4)[0] == nl.NLMSG_ERROR else r
+                for r in replies]
+    return tamper
+
+
+ERROR_CHANGES: dict[str, Change] = {
+    "as sent": lambda r: r,
+    "NLM_F_CAPPED set": poke(6, "=H", 0x100),
+    "EPERM": poke(16, "=i", -errno.EPERM),
+    "EBUSY": poke(16, "=i", -errno.EBUSY),
+    "a positive error": poke(16, "=i", errno.ESRCH),
+    "echo of another id": poke(44, "=I", 5001),
+    "echo of another seq": poke(28, "=I", 1),
+    "echo with a port id": poke(32, "=I", 77),
+    "echo of a TGID query": poke(42, "=H", ts.ATTR_TGID),
+    "nlmsg_len short": poke(0, "=I", 44),
+    "stale sequence number": poke(8, "=I", 999_999),
+    "another message type": poke(4, "=H", 77),
+}
+
+
+@pytest.mark.parametrize("name", ERROR_CHANGES)
+def test_an_odd_error_in_a_window_is_answered_as_strictly(
+        kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    for pid in (5003, 5010, 5031):
+        del kernel.tasks[pid]
+    both(kernel, monkeypatch, bulk, at_errors(ERROR_CHANGES[name]))
+    both(kernel, monkeypatch, lambda conn: conn.query_many("pid", PIDS, skip_denied=True),
+         at_errors(ERROR_CHANGES[name]))
+    both(kernel, monkeypatch, lambda conn: sorted(conn.query_replies("pid", PIDS)),
+         at_errors(ERROR_CHANGES[name]))
+
+
+def test_the_plain_esrch_is_taken_without_decoding(
+        kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    del kernel.tasks[5010]
+    with Connection() as conn:
+        conn.query("pid", 1)
+        decoded: list[int] = []
+        real = ts.decode
+        monkeypatch.setattr(ts, "decode", lambda *a, **k: decoded.append(1) or real(*a, **k))
+        got = conn.query_many("pid", PIDS)
+    assert got.vanished == (5010,) and 5010 not in got and decoded == []

@@ -8,6 +8,7 @@ counted :class:`~pytaskstats.records.Lost` events instead of exceptions.
 from __future__ import annotations
 
 import errno
+import struct
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
@@ -20,12 +21,13 @@ from .cpulist import parse_cpulist
 from .errors import RemoteProtocolError, TaskstatsError, from_errno
 from .fields import SCOPES, Scope
 from .records import Bulk, CgroupStats, ExitRecord, TaskStats
-from .replyshape import Shape, learn
+from .replyshape import ESRCH_SIZE, Shape, esrch, learn
 from .transport import RECV_BUFFER, NetlinkSocket, UnixSocket, truncated
 
 Transport = NetlinkSocket | UnixSocket
 QUERY_RCVBUF = 1 << 20
 LISTEN_RCVBUF = 16 << 20
+_SEQ = struct.Struct("=I")
 WINDOW_SLOT = 1024  # bytes a reply of a learned shape may take in a window
 POSSIBLE_CPUS = "/sys/devices/system/cpu/possible"
 
@@ -369,6 +371,8 @@ class _Pipeline:
                 if off > limit:
                     self.flush(off)
                     off = 0
+            elif n == ESRCH_SIZE and (gone := self.gone(view[off:])) is not None:
+                self.vanished.append(gone)
             else:
                 self.strict(view[off:], n)
                 if size < 0 and self.shape:
@@ -399,6 +403,15 @@ class _Pipeline:
                     out[ident] = record(t)
             else:
                 self.strict(view[k * size:], size)
+
+    def gone(self, view: memoryview) -> int | None:
+        """The id of an outstanding request the datagram at ``view`` answers with
+        the kernel's plain ESRCH (:func:`.replyshape.esrch`), taken off; else None."""
+        ident = esrch(view, self.conn.family.id, self.scope, self.outstanding)
+        if ident is not None:
+            seq = _SEQ.unpack_from(view, 8)[0]
+            del self.outstanding[seq]
+        return ident
 
     def strict(self, view: memoryview, n: int) -> None:
         """Decode the ``n``-byte datagram at ``view`` with the codec and handle it."""

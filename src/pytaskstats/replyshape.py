@@ -14,10 +14,12 @@ and answers exactly what it answers (checked once at learning time, and by tests
 
 from __future__ import annotations
 
+import errno
 import struct
 from collections.abc import Callable
 from typing import Any
 
+from . import netlink as nl
 from . import taskstats as ts
 from .fields import FIELDS, LATEST_VERSION, MIN_VERSION, Scope, layout
 from .records import TaskStats
@@ -96,6 +98,25 @@ def _builder(version: int, count: int, payload: int, scope: Scope,
                            size=payload, extra=b"")
 
     return general
+
+
+# NLMSG_ERROR answering a GET, the request echoed whole (no NETLINK_CAP_ACK, no TLVs)
+_ESRCH = struct.Struct("=IHHIIi28s")
+ESRCH_SIZE = _ESRCH.size
+
+
+def esrch(data: memoryview, family: int, scope: Scope, ids: dict[int, int]) -> int | None:
+    """The id that the ``ESRCH_SIZE``-byte datagram at ``data`` says has no task:
+    ESRCH in the kernel's plain form (flags 0) echoing byte for byte the GET we sent
+    for it (``ids``: seq -> id); None for anything else (decode it strictly)."""
+    length, mtype, flags, seq, _, error, echoed = _ESRCH.unpack_from(data)
+    ident = ids.get(seq)
+    if (length != ESRCH_SIZE or mtype != nl.NLMSG_ERROR or flags or error != -errno.ESRCH
+            or ident is None):
+        return None
+    if echoed != ts.encode_get_fast(scope)(family, ident, seq):
+        return None
+    return ident
 
 
 def _comm(raw: bytes) -> str:
