@@ -281,6 +281,11 @@ def test_the_plain_esrch_is_taken_without_decoding(
         conn.query("pid", 1)
         decoded: list[int] = []
         real = ts.decode
-        monkeypatch.setattr(ts, "decode", lambda *a, **k: decoded.append(1) or real(*a, **k))
+
+        def counting(*args: Any, **kwargs: Any) -> list[ts.Event]:
+            decoded.append(1)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(ts, "decode", counting)
         got = conn.query_many("pid", PIDS)
     assert got.vanished == (5010,) and 5010 not in got and decoded == []
