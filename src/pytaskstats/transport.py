@@ -24,6 +24,7 @@ SO_MEMINFO = 55
 SK_MEMINFO_DROPS = 8
 RECV_BUFFER = 65536  # >= two v17 records per message (1,428 B) with ample room
 DEFAULT_SOCKET = "/run/taskstats/taskstatsd.sock"
+_TYPE_SEQ = struct.Struct("=IHHI")
 
 
 class _Buffered:
@@ -204,6 +205,11 @@ def truncated(n: int) -> RemoteProtocolError:
 def _refusal(view: memoryview, n: int) -> str:
     """The message of taskstatsd's refusal of a connection (an NLMSG_ERROR of sequence
     0 with EUSERS, sent before it closes it) in the first ``n`` bytes, else ""."""
+    if n < nl.HEADER.size:
+        return ""
+    _, mtype, _, seq = _TYPE_SEQ.unpack_from(view)
+    if mtype != nl.NLMSG_ERROR or seq:  # every answer but a refusal, without a walk
+        return ""
     try:
         messages = nl.split_messages(view, n)
         if len(messages) != 1 or messages[0].type != nl.NLMSG_ERROR or messages[0].seq:
