@@ -40,7 +40,8 @@ def test_each_source_implements_its_contract() -> None:
     answers: list[type[Answers]] = [Connection, ProcBackend]
     exits: list[type[YieldsExits]] = [Listener, ProcfsExits]
     for cls in answers:
-        assert all(callable(getattr(cls, m)) for m in ("query", "query_many", "cgroup", "close"))
+        assert all(callable(getattr(cls, m)) for m in ("query", "query_many", "query_reply",
+                                                     "query_replies", "cgroup", "close"))
     for kind in exits:
         assert all(callable(getattr(kind, m)) for m in ("drain_raw", "fill", "blind_spot",
                                                       "masks", "drops", "account_drops"))

@@ -54,6 +54,15 @@ class Answers(Protocol):
         """Records of many ids; those that vanished (and with ``skip_denied``, those
         refused) are left out and listed in the answer."""
 
+    def query_reply(self, scope: Scope, ident: int) -> bytes | TaskStats:
+        """What taskstatsd forwards for one GET: the reply datagram as the kernel sent
+        it (bytes of the usual one-message shape, to be sent on with its seq and port
+        id patched), or the record to encode; errors as :meth:`query`."""
+
+    def query_replies(self, scope: Scope, ids: Iterable[int]) -> dict[int, bytes | TaskStats]:
+        """:meth:`query_reply` of many ids at once; an id answered with any error is
+        left out (asked alone, it gives its error)."""
+
     def cgroup(self, fd: int) -> CgroupStats:
         """Task state counts of the cgroup v1 directory open as ``fd`` (anything
         else: NetlinkError EINVAL, as the kernel answers)."""
@@ -130,6 +139,14 @@ class ProcBackend:
                 with contextlib.suppress(NoSuchTask):
                     out[ident] = self.proc.tgid(ident)
         return Bulk(out, vanished=tuple(i for i in wanted if i not in out))
+
+    def query_reply(self, scope: Scope, ident: int) -> bytes | TaskStats:
+        """The record (:meth:`query`): /proc has no reply bytes to forward."""
+        return self.query(scope, ident)
+
+    def query_replies(self, scope: Scope, ids: Iterable[int]) -> dict[int, bytes | TaskStats]:
+        """Nothing: /proc is read one task at a time anyway (see :meth:`query_reply`)."""
+        return {}
 
     def cgroup(self, fd: int) -> CgroupStats:
         """Task state counts of the cgroup v1 directory open as ``fd`` (EINVAL for

@@ -139,12 +139,11 @@ class Client:
         """Bulk query: pid -> record for many tasks, pipelined.  Vanished tasks are
         left out (listed in the answer's ``vanished``), and with ``skip_denied`` also
         those the daemon's policy refuses (in its ``denied``)."""
-        return self._source.query_many("pid", [check_id(p) for p in pids],
-                                       skip_denied=skip_denied)
+        return self._source.query_many("pid", _checked(pids), skip_denied=skip_denied)
 
     def tgids(self, tgids: Iterable[int]) -> Bulk:
         """Bulk query by thread group, like :meth:`pids`."""
-        return self._source.query_many("tgid", [check_id(t) for t in tgids])
+        return self._source.query_many("tgid", _checked(tgids))
 
     def cgroup(self, path_or_fd: str | os.PathLike[str] | int) -> CgroupStats:
         """Task state counts of a cgroup directory, by path or open fd.
@@ -241,3 +240,12 @@ def is_cgroup2(path: str | os.PathLike[str]) -> bool:
 
 
 _PROCFS_NOTE = ": reading /proc (no delays but CPU wait, no exits)"
+
+
+def _checked(ids: Iterable[int]) -> list[int]:
+    """``ids`` as a list, each a pid/tgid (:func:`~.records.check_id`), checked in
+    bulk: the list's types, minimum and maximum; one by one only to name a bad one."""
+    out = list(ids)
+    if out and not (set(map(type, out)) == {int} and min(out) > 0 and max(out) < 2**32):
+        return [check_id(i) for i in out]
+    return out

@@ -20,7 +20,8 @@ LAYERS = ("codec", "sources", "client", "services", "cli")
 # module (or package: all modules below it) -> layer; the longest match wins
 MODULES: dict[str, str] = {
     **dict.fromkeys(("errors", "fields", "records", "netlink", "genetlink", "taskstats",
-                     "cpulist", "plausible", "summary", "extproto", "layers"), "codec"),
+                     "cpulist", "plausible", "summary", "extproto", "layers", "replyshape"),
+                    "codec"),
     **dict.fromkeys(("transport", "kernel", "listener", "procfs", "procfs_parse", "procfs_mapping",
                      "connector", "delayacct", "birthcgroups", "cgroupfd", "backends"),
                     "sources"),

@@ -10,7 +10,8 @@ codec.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
 from . import genetlink as genl
@@ -111,7 +112,7 @@ def encode_cgroup_get(family: int, fd: int, *, seq: int, ack: bool = True) -> by
                        seq=seq, flags=flags, version=GENL_VERSION)
 
 
-_GET_U32 = struct.Struct("=IHHIIBBHHHI")  # nlmsghdr, genlmsghdr, one u32 attribute
+GET_U32 = struct.Struct("=IHHIIBBHHHI")  # nlmsghdr, genlmsghdr, one u32 attribute
 
 
 def encode_get_fast(scope: Scope) -> Callable[[int, int, int], bytes]:
@@ -120,7 +121,7 @@ def encode_get_fast(scope: Scope) -> Callable[[int, int, int], bytes]:
     Byte-identical to :func:`encode_get_pid`/:func:`encode_get_tgid`, in one pack.
     """
     attr = ATTR_PID if scope == "pid" else ATTR_TGID
-    pack = _GET_U32.pack
+    pack = GET_U32.pack
 
     def encode(family: int, ident: int, seq: int) -> bytes:
         try:
@@ -130,6 +131,22 @@ def encode_get_fast(scope: Scope) -> Callable[[int, int, int], bytes]:
             raise LocalProtocolError(f"id {ident} does not fit in a u32") from err
 
     return encode
+
+
+def encode_gets(family: int, scope: Scope, ids: Sequence[int], first: int) -> bytes:
+    """GET requests for ``ids``, sequence numbers from ``first`` on, end to end:
+    byte-identical to :func:`encode_get_pid`/:func:`encode_get_tgid` of each, built
+    in bulk (an array of u32 words whose seq and id columns are filled by slice)."""
+    words = array("I", GET_U32.pack(28, family, nl.NLM_F_REQUEST, 0, 0, CMD_GET, GENL_VERSION,
+                                    0, 8, ATTR_PID if scope == "pid" else ATTR_TGID, 0))
+    words *= len(ids)
+    try:
+        words[2::7] = array("I", range(first, first + len(ids)))
+        words[6::7] = array("I", ids)
+    except (OverflowError, TypeError) as err:
+        bad = next((i for i in ids if type(i) is not int or not 0 <= i < 2**32), first)
+        raise LocalProtocolError(f"id {bad} does not fit in a u32") from err
+    return words.tobytes()
 
 
 def _get(family: int, attr: bytes, seq: int, ack: bool) -> bytes:
@@ -224,8 +241,21 @@ def decode_stats(data: bytes | memoryview, start: int, end: int, *, scope: Scope
         version = version_hint
     if version < MIN_VERSION:
         raise RemoteProtocolError(f"unsupported struct taskstats version {version}")
-    plan = _PLANS.get((version, size)) or _make_plan(version, size)
+    plan = plan_for(version, size)
     flat = plan.struct.unpack_from(data, start)
+    extra = bytes(data[start + plan.extra_from:end]) if plan.extra_from else b""
+    return stats_of(plan, flat, version, scope=scope, source=source, size=size, extra=extra)
+
+
+def plan_for(version: int, size: int) -> _Plan:
+    """How to decode a struct of ``version`` in a payload of ``size`` bytes."""
+    return _PLANS.get((version, size)) or _make_plan(version, size)
+
+
+def stats_of(plan: _Plan, flat: tuple[Any, ...], version: int, *, scope: Scope,
+             source: str, size: int, extra: bytes) -> TaskStats:
+    """The record of ``flat``, the struct values ``plan`` unpacked (see
+    :func:`decode_stats`)."""
     vals: list[Any] = [*flat, *plan.padding] if plan.fast else _scatter(flat, plan.targets)
     if plan.has_comm:
         vals[_COMM] = vals[_COMM].partition(b"\0")[0].decode("utf-8", "replace")
@@ -233,7 +263,6 @@ def decode_stats(data: bytes | memoryview, start: int, end: int, *, scope: Scope
     if scope == "tgid":
         for i in _TGID_DROPPED:
             vals[i] = None
-    extra = bytes(data[start + plan.extra_from:end]) if plan.extra_from else b""
     vals += [scope, source, size, extra]
     return tuple.__new__(TaskStats, vals)
 

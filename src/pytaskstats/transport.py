@@ -12,7 +12,8 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from . import netlink as nl
 from .errors import ProtocolError, RemoteProtocolError, TaskstatsError, Unsupported
@@ -23,6 +24,7 @@ SO_MEMINFO = 55
 SK_MEMINFO_DROPS = 8
 RECV_BUFFER = 65536  # >= two v17 records per message (1,428 B) with ample room
 DEFAULT_SOCKET = "/run/taskstats/taskstatsd.sock"
+_TYPE_SEQ = struct.Struct("=IHHI")
 
 
 class _Buffered:
@@ -35,6 +37,12 @@ class _Buffered:
         self.buffer = bytearray(RECV_BUFFER)
         self.view = memoryview(self.buffer)
         self.seq = 0
+        # the one-query fast path's bare calls (kernel.Connection.query): send one
+        # datagram; receive one into ``buffer``, returning its full length (a length
+        # over RECV_BUFFER is a truncation the caller refuses: :func:`truncated`)
+        self.send_now: Callable[[bytes], object] = sock.send
+        self.recv_now: Callable[[], int] = partial(sock.recv_into, self.buffer, RECV_BUFFER,
+                                                   socket.MSG_TRUNC)
 
     def next_seq(self, n: int = 1) -> int:
         """Reserve ``n`` consecutive 32-bit sequence numbers; return the first."""
@@ -59,10 +67,14 @@ class _Buffered:
         Raises OSError(ENOBUFS) on a kernel overrun and RemoteProtocolError if the
         datagram was longer than the buffer (MSG_TRUNC).
         """
-        n = self.sock.recv_into(self.buffer, RECV_BUFFER, socket.MSG_TRUNC)
+        return self.recv_into(self.view)
+
+    def recv_into(self, view: memoryview) -> int:
+        """Receive one datagram into ``view`` (RECV_BUFFER bytes at least), as
+        :meth:`recv`: a caller's buffer can hold a window of replies end to end."""
+        n = self.sock.recv_into(view, RECV_BUFFER, socket.MSG_TRUNC)
         if n > RECV_BUFFER:
-            raise RemoteProtocolError(f"netlink datagram of {n} bytes truncated to "
-                                      f"{RECV_BUFFER}")
+            raise truncated(n)
         return n
 
     def send(self, data: bytes, fds: Sequence[int] = ()) -> None:
@@ -144,6 +156,7 @@ class UnixSocket(_Buffered):
                 "(taskstatsd --foreground) or point TASKSTATS_SOCKET / --socket at it"
             ) from err
         super().__init__(sock)
+        self.send_now, self.recv_now = self.send, self.recv  # with their checks
         self.set_timeout(timeout)
         self.portid = 0
         self.rcvbuf = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
@@ -159,16 +172,16 @@ class UnixSocket(_Buffered):
         except (BrokenPipeError, ConnectionResetError) as err:
             raise self._closed() from err
 
-    def recv(self) -> int:
-        """Receive one datagram, as :meth:`_Buffered.recv`; the daemon's refusal of
-        this connection, or its end, raises TaskstatsError."""
+    def recv_into(self, view: memoryview) -> int:
+        """Receive one datagram, as :meth:`_Buffered.recv_into`; the daemon's refusal
+        of this connection, or its end, raises TaskstatsError."""
         try:
-            n = super().recv()
+            n = super().recv_into(view)
         except (BrokenPipeError, ConnectionResetError) as err:
             raise self._closed() from err
         if n == 0:
             raise self._closed()
-        refusal = _refusal(self.view, n)
+        refusal = _refusal(view, n)
         if refusal:
             raise TaskstatsError(refusal)
         return n
@@ -184,9 +197,19 @@ class UnixSocket(_Buffered):
                               "(it stopped, or refused this client)")
 
 
+def truncated(n: int) -> RemoteProtocolError:
+    """The error for a datagram of ``n`` bytes, more than the receive buffer holds."""
+    return RemoteProtocolError(f"netlink datagram of {n} bytes truncated to {RECV_BUFFER}")
+
+
 def _refusal(view: memoryview, n: int) -> str:
     """The message of taskstatsd's refusal of a connection (an NLMSG_ERROR of sequence
     0 with EUSERS, sent before it closes it) in the first ``n`` bytes, else ""."""
+    if n < nl.HEADER.size:
+        return ""
+    _, mtype, _, seq = _TYPE_SEQ.unpack_from(view)
+    if mtype != nl.NLMSG_ERROR or seq:  # every answer but a refusal, without a walk
+        return ""
     try:
         messages = nl.split_messages(view, n)
         if len(messages) != 1 or messages[0].type != nl.NLMSG_ERROR or messages[0].seq:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import struct
 import sys
 from typing import Any
 
@@ -25,11 +26,17 @@ from .. import taskstats as ts
 from ..backends import Answers
 from ..errors import BUG_HINT, NetlinkError, ProtocolError, TaskstatsError, errno_of
 from ..fields import Scope as IdScope
+from ..records import TaskStats
 from .extension import Extension
 from .listeners import ListenerLists, MaskError, check_cpumask, cpumask_maxlen, cpumask_payload
 from .peers import Peer, passed_fd
 from .policy import owner_may_see
 from .replies import Replies
+
+_GET = ts.GET_U32  # a GET with one u32 attribute: the messages a bulk query sends
+_GET_SIZE = _GET.size
+_ATTR_SCOPE: dict[int, IdScope] = {ts.ATTR_PID: "pid", ts.ATTR_TGID: "tgid"}
+_SEQ_PORT = struct.Struct("=II")
 
 
 class Dispatcher:
@@ -44,12 +51,35 @@ class Dispatcher:
         self.possible, self.nr_cpu_ids = possible, nr_cpu_ids
         self.replies, self.extension = replies, extension
         self._warning = ""  # the current message's parse warning (extended ACK)
+        # (scope, id) -> the kernel's answer, fetched ahead for this turn (prefetch)
+        self.prefetched: dict[tuple[IdScope, int], bytes | TaskStats] = {}
 
     def handle(self, peer: Peer, data: bytes, fds: list[int]) -> None:
         """Answer every message of one datagram, walked as the kernel walks it (a
         malformed header ends the walk silently: :func:`~pytaskstats.netlink.walk`)."""
+        if len(data) == _GET_SIZE:
+            length, mtype, flags, seq, _, cmd, _, _, alen, atype, ident = _GET.unpack(data)
+            if (length == _GET_SIZE and mtype == self.family.id and cmd == ts.CMD_GET
+                    and alen == 8 and atype in _ATTR_SCOPE
+                    and flags & ~nl.NLM_F_ACK == nl.NLM_F_REQUEST):
+                self._plain_get(peer, data, seq=seq, scope=_ATTR_SCOPE[atype], ident=ident)
+                return
         for msg in nl.walk(data):
             self._message(peer, msg, fds)
+
+    def _plain_get(self, peer: Peer, data: bytes, *, seq: int, scope: IdScope,
+                   ident: int) -> None:
+        """A GET in its usual form (one message of one u32 PID or TGID attribute,
+        flags REQUEST and maybe ACK), answered as :meth:`_message` answers it, without
+        the walk: nothing in it can fail the attribute policy or warn."""
+        try:
+            self._get(peer, seq, scope, ident)
+        except Exception as err:  # a client frame must never stop the daemon
+            code, text = _answer(err)
+            self.replies.error(peer, code, data, text, seq)
+        else:
+            if data[6] & nl.NLM_F_ACK:
+                self.replies.ack(peer, nl.walk(data)[0], "")
 
     def _message(self, peer: Peer, msg: nl.Message, fds: list[int]) -> None:
         """One message, as netlink_rcv_skb() treats it: without NLM_F_REQUEST, or of
@@ -119,12 +149,46 @@ class Dispatcher:
         else:
             raise NetlinkError("no attribute", errno=errno.EINVAL)
 
+    def prefetch(self, peer: Peer, frames: list[bytes]) -> None:
+        """Ask the kernel at once (pipelined) for the plain GETs by pid or tgid among
+        ``frames``, the messages of ``peer`` about to be answered.  Each is still
+        answered in its turn by :meth:`_get`, from what came; an id that came with
+        an error is asked alone then, so errors are the kernel's own.  Not for a
+        namespaced peer (its ids are translated first).  What a previous call
+        fetched is forgotten."""
+        self.prefetched.clear()
+        if peer.view is not None or len(frames) < 2:
+            return
+        wanted: dict[IdScope, list[int]] = {"pid": [], "tgid": []}
+        for frame in frames:
+            if len(frame) != _GET_SIZE:
+                continue
+            _, mtype, flags, _, _, cmd, _, _, alen, atype, ident = _GET.unpack(frame)
+            if (mtype == self.family.id and cmd == ts.CMD_GET and alen == 8
+                    and flags & nl.NLM_F_REQUEST and atype in _ATTR_SCOPE):
+                wanted[_ATTR_SCOPE[atype]].append(ident)
+        for scope, ids in wanted.items():
+            if ids:
+                for ident, got in self.kernel.query_replies(scope, ids).items():
+                    self.prefetched[scope, ident] = got
+
     def _get(self, peer: Peer, seq: int, scope: IdScope, ident: int) -> None:
-        """The stats of task or thread group ``ident`` as ``peer`` numbers it."""
+        """The stats of task or thread group ``ident`` as ``peer`` numbers it: the
+        kernel's reply forwarded with seq and port id patched when it has the
+        usual shape and needs no translation, else the record encoded."""
         view = peer.view
-        host = view.host_pid(ident) if view else ident
-        stats = self._query(peer, scope, host)
-        reply = ts.StatsReply(seq, scope, ident, view.stats(stats) if view else stats)
+        if view is None:
+            got = self.prefetched.pop((scope, ident), None)
+            if got is None:
+                got = self.kernel.query_reply(scope, ident)
+            self._may_see(peer, ident)
+            if isinstance(got, bytes):
+                self.replies.reply(peer, got[:8] + _SEQ_PORT.pack(seq, peer.id) + got[16:])
+                return
+            stats = got
+        else:
+            stats = view.stats(self._query(peer, scope, view.host_pid(ident)))
+        reply = ts.StatsReply(seq, scope, ident, stats)
         self.replies.reply(peer, ts.encode_stats_reply(self.family.id, reply, pid=peer.id))
 
     def _cpumask(self, peer: Peer, msg: nl.Message, op: str) -> None:
@@ -153,12 +217,15 @@ class Dispatcher:
 
     def _query(self, peer: Peer, scope: IdScope, ident: int) -> Any:
         stats = self.kernel.query(scope, ident)
-        if peer.admin:
-            return stats
-        # the /proc rule (see .policy): what /proc/PID/io would show this client
-        if not owner_may_see(ident, peer.uid, peer.gid):
-            raise NetlinkError("not the client's task", errno=errno.EPERM)
+        self._may_see(peer, ident)
         return stats
+
+    @staticmethod
+    def _may_see(peer: Peer, ident: int) -> None:
+        """EPERM unless ``peer`` may see task ``ident`` (host numbering): the /proc
+        rule (see .policy), what /proc/PID/io would show it; the id is all it reads."""
+        if not peer.admin and not owner_may_see(ident, peer.uid, peer.gid):
+            raise NetlinkError("not the client's task", errno=errno.EPERM)
 
 
 def _answer(err: Exception) -> tuple[int, str]:

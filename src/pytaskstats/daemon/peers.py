@@ -77,6 +77,15 @@ class Batch:
         self.offset = len(self.data)
         return self.data[start:]
 
+    def peek(self, n: int) -> list[bytes]:
+        """The next ``n`` frames (fewer at the end) as :meth:`next_frame` gives them,
+        left in place."""
+        offset, frames = self.offset, list[bytes]()
+        while len(frames) < n and (frame := self.next_frame()) is not None:
+            frames.append(frame)
+        self.offset = offset
+        return frames
+
 
 @dataclass
 class Peer:

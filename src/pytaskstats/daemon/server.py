@@ -156,20 +156,27 @@ class Server:
         early when its queued answers reach ``reply_bytes``; then send what it can.
         False when the client has gone."""
         budget, until = self.limits.turn_messages, time.monotonic() + self.limits.turn_seconds
-        while budget > 0 and peer.reply_bytes < self.limits.reply_bytes \
-                and time.monotonic() < until:
-            if peer.batch is None:
-                alive = self._receive(peer)
-                if not alive:
-                    return False
+        ahead: Batch | None = None  # the batch whose next GETs were fetched ahead
+        try:
+            while budget > 0 and peer.reply_bytes < self.limits.reply_bytes \
+                    and time.monotonic() < until:
                 if peer.batch is None:
-                    break
-            frame = peer.batch.next_frame()
-            if frame is None:
-                self._end_batch(peer)
-                continue
-            self.handle(peer, frame, peer.batch.fds)
-            budget -= 1
+                    alive = self._receive(peer)
+                    if not alive:
+                        return False
+                    if peer.batch is None:
+                        break
+                if peer.batch is not ahead:
+                    ahead = peer.batch
+                    self.dispatcher.prefetch(peer, ahead.peek(budget))
+                frame = peer.batch.next_frame()
+                if frame is None:
+                    self._end_batch(peer)
+                    continue
+                self.handle(peer, frame, peer.batch.fds)
+                budget -= 1
+        finally:
+            self.dispatcher.prefetched.clear()
         return self.flush(peer)
 
     def _receive(self, peer: Peer) -> bool:
