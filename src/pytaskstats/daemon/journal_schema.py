@@ -57,9 +57,15 @@ SCHEMA_V2 = ("ALTER TABLE exits ADD COLUMN owner_sees INTEGER",
 # the whole journal (benchmarks/history_cost.py: 10-40x); it costs ingest 5-15%
 # (measured: that script's journal build, 300k rows, with and without it)
 SCHEMA_V3 = ("CREATE INDEX exits_uid_time ON exits (ac_uid, time_ns)",)
+# pidns named a namespace by its inode until schema 4, and the kernel hands an inode
+# out again once its namespace is gone: those rows cannot be told from a later
+# namespace's, so they become admin-only, like rows from before schema 2 (a row of
+# the initial namespace, "", stays: that namespace is never reused)
+SCHEMA_V4 = ("UPDATE exits SET owner_sees = NULL, pidns = NULL, ns_ids = NULL "
+             "WHERE pidns <> ''",)
 # MIGRATIONS[n - 1] takes PRAGMA user_version n - 1 to n.  Field columns are not
 # versioned: a field added to the table becomes a column on open (old rows: NULL).
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
 
 _INSERT_COLUMNS = (*CONTEXT, "raw", *TAG_COLUMNS, *(f.name for f in BY_VERSION),
                    *(f.name for f in STAMPED))
