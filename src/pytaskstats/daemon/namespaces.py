@@ -16,8 +16,10 @@ record is handled (microseconds) cannot be placed, and is counted
 (``unattributed``) instead of being shown.
 
 The journal knows each exit's namespaces too (:class:`NsTracker`, fed by the same
-fork events and asked at ingest): the chain of PID namespace inodes from level 1
-down to the task's (:func:`ns_chain`; "" for the initial namespace) and the task's,
+fork events and asked at ingest): the chain of PID namespaces from level 1 down to
+the task's (:func:`ns_chain`; "" for the initial namespace), each named uniquely
+(:func:`ns_identity`: an inode alone is handed out again once its namespace is
+gone, and a new namespace would read a dead one's history), and the task's,
 its process's and its parent's pid at each of those levels, so that history is
 filtered and translated for a namespaced client like its GET and listen.  The
 tracker starts from a /proc scan; a child of a task of the initial namespace is
