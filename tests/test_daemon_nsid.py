@@ -94,9 +94,11 @@ def _parent(pid: int) -> int:
     return int(stat[stat.rindex(b")") + 2:].split()[1])
 
 
-def test_without_ns_get_id_a_level_is_inode_init_pid_and_start(fallback: None) -> None:
+def test_without_ns_get_id_a_level_is_inode_init_pid_and_start(
+        fallback: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Before Linux 6.18: a level is named by its inode, its init's host pid and the
-    init's start time in ticks; found in /proc too (before Linux 6.11)."""
+    init's start time in ticks; the init found in /proc before Linux 6.11, then
+    remembered (no /proc listing while it is still there)."""
     require_kernel()
     with _nested(1) as pid:
         chain = ns_chain(f"/proc/{pid}/ns/pid")
@@ -104,7 +106,15 @@ def test_without_ns_get_id_a_level_is_inode_init_pid_and_start(fallback: None) -
         namespaces._MISSING.add("pid_from_pidns")
         namespaces._CHAINS.clear()
         found = ns_chain(f"/proc/{pid}/ns/pid")
-    assert chain == want and found == want
+        namespaces._CHAINS.clear()
+        monkeypatch.setattr(namespaces, "_listdir", _no_listing)
+        again = ns_chain(f"/proc/{pid}/ns/pid")
+    assert chain == want and found == want and again == want
+
+
+def _no_listing(path: str) -> Iterator[str]:
+    raise AssertionError(f"{path} listed")
+    yield path  # a generator, as namespaces._listdir
 
 
 @pytest.mark.parametrize("kernel_id", [True, False], ids=["ns_get_id", "inode_init"])

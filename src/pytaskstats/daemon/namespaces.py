@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import struct
 import time
@@ -144,8 +145,7 @@ def _init_pid(fd: int, ino: int) -> int:
                 raise
             _MISSING.add("pid_from_pidns")
     known = _INITS.get(ino)
-    candidates = ([str(known)] if known is not None else []) + os.listdir("/proc")
-    for name in candidates:
+    for name in itertools.chain([] if known is None else [str(known)], _listdir("/proc")):
         try:
             if name.isdigit() and read_nspid(name)[-1:] == [1] and ns_inode(name, "pid") == ino:
                 if len(_INITS) >= MAX_CHAINS:
@@ -155,6 +155,11 @@ def _init_pid(fd: int, ino: int) -> int:
         except OSError:
             continue
     raise OSError(errno.ESRCH, f"the init of PID namespace {ino} is gone")
+
+
+def _listdir(path: str) -> Iterator[str]:
+    """The names in ``path``, listed only once asked for the first."""
+    yield from os.listdir(path)
 
 
 def _parents(fd: int) -> list[str]:
