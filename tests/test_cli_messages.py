@@ -195,6 +195,11 @@ def test_status_says_an_unreachable_daemon_once(tmp_path: Path) -> None:
     assert text.count(sock) == 1 and text.count("delay accounting is off") == 1
     done = _cli("--backend", "daemon", "--socket", sock, "status")
     assert done.returncode == 1 and f"cannot reach taskstatsd at {sock}" in done.stderr
+    refused = {**doc, "daemon_error": "taskstatsd refused the connection: uid 65534 holds "
+               "32 connections (max_clients_per_uid)"}
+    text = status.format_status(refused)
+    assert f"taskstatsd at {sock}: taskstatsd refused the connection: uid 65534" in text
+    assert "not reachable" not in text
 
 
 def test_delay_note_does_not_claim_zeros() -> None:
@@ -298,7 +303,7 @@ def test_without_a_daemon_an_error_comes_alone(nobody_env: dict[str, str],
     env = {**nobody_env, "TASKSTATS_SOCKET": str(tmp_path / "none.sock")}
     missing = f"/tmp/no-such-cgroup-{os.urandom(4).hex()}"  # nobody may look in /tmp
     for argv, said in [(["get", "4194305"], "no such task"),
-                       (["cgroup", missing], "not a cgroup directory"),
+                       (["cgroup", missing], "cannot open cgroup directory"),
                        (["getdelays", "-C", missing], "cannot open cgroup directory"),
                        (["getdelays", "-d", "-p", "1"], "run as root or start taskstatsd")]:
         done = as_nobody(env, "-m", "pytaskstats", *argv)
@@ -306,6 +311,14 @@ def test_without_a_daemon_an_error_comes_alone(nobody_env: dict[str, str],
         assert done.stderr.count("\n") == 1 and "note" not in done.stderr, (argv, done.stderr)
     ok = as_nobody(env, "-m", "pytaskstats", "get", "1")
     assert ok.returncode == 0 and "note: no CAP_NET_ADMIN and no taskstatsd" in ok.stderr
+
+
+def test_a_report_nobody_may_write_is_refused_before_the_run(nobody_env: dict[str, str]
+                                                             ) -> None:
+    done = as_nobody(nobody_env, "-m", "pytaskstats", "run", "--report", "/root/r.html", "--",
+                     "true")
+    assert done.returncode == 2 and "this user may not write in /root" in done.stderr, (
+        done.stderr)
 
 
 def test_getdelays_through_taskstatsd(daemon: RunningDaemon) -> None:
@@ -319,7 +332,7 @@ def test_history_answers_through_taskstatsd(daemon: RunningDaemon, tmp_path: Pat
     cli = ["--socket", daemon.socket, "history"]
     empty = _cli(*cli, "--comm", "no-such-comm", "--since", "1h")
     assert empty.returncode == 0 and empty.stdout == ""
-    assert "no exits match (--since 1h --comm no-such-comm)" in empty.stderr
+    assert "no rows match (--since 1h --comm no-such-comm)" in empty.stderr
     sort = _cli(*cli, "--sort", "-ac_utime", "--limit", "1", "--json")
     assert sort.returncode == 0, sort.stderr
     bad = _cli(*cli, "--sort", "nonsense")
@@ -360,6 +373,9 @@ def test_top_keeps_going_when_the_policy_refuses_one_own_task() -> None:
      "own options (--json, ...) go after it (see 'taskstats get --help')"),
     (["get", "--bogus", "1"], "taskstats get: unrecognized arguments: --bogus (see "
      "'taskstats get --help')"),
+    (["get", "--bogus"], "taskstats get: unrecognized arguments: --bogus (see "
+     "'taskstats get --help')"),  # said before "one of the arguments ... is required"
+    (["top", "-u"], "taskstats top: argument -u/--user: expected one argument (see "),
     (["history", "--since", "-1h"], "written with '=' (--OPTION=VALUE)"),
 ])
 def test_misplaced_options_say_where_they_go(argv: list[str], said: str,
@@ -381,3 +397,15 @@ def test_a_mistyped_listen_address_is_a_usage_error_without_the_exporter_extra()
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2, done.stderr
     assert "give ADDR:PORT" in done.stderr and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["history", "--totals", "--group-by", "comm"], "drop --group-by, or drop --totals"),
+    (["history", "--sort", "exits"], "add --group-by"),
+    (["history", "--sort=-exits"], "add --group-by"),
+])
+def test_history_options_that_do_not_go_together(argv: list[str], said: str,
+                                                 tmp_path: Path) -> None:
+    """Said by the command line (2), before asking taskstatsd (which is not there)."""
+    done = _cli("--socket", str(tmp_path / "none.sock"), *argv)
+    assert done.returncode == 2 and said in done.stderr and done.stderr.count("\n") == 1

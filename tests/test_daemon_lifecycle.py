@@ -25,7 +25,7 @@ from pytaskstats.daemon import socketfile as daemon_socket
 from pytaskstats.daemon.config import Config
 from pytaskstats.daemon.trustedpath import check_chain
 
-from .conftest import as_nobody, wait_until
+from .conftest import NOBODY_PYTHON, as_nobody, wait_until
 from .daemon_util import RunningDaemon
 
 DAEMON = [sys.executable, "-m", "pytaskstats.daemon", "--config", os.devnull]
@@ -263,7 +263,10 @@ def test_a_socket_dir_another_user_could_write_is_refused(
         sockdir.mkdir()
         sockdir.chmod(int(case.rsplit(maxsplit=1)[-1], 8))
     sock = sockdir / "s.sock"
-    assert said in _start_refused(str(sock), str(tmp_path / "state"))
+    line = _start_refused(str(sock), str(tmp_path / "state"))  # exit 1: found at start
+    assert said in line
+    if "symlink" not in said and "under" not in case:  # the socket's own directory:
+        assert "give a socket path whose directory only taskstatsd's user can" in line
     assert not os.path.lexists(sock) and not (world / "root-run" / "s.sock").exists()
     assert not (tmp_path / "state").exists()  # the failed start removed what it made
 
@@ -354,6 +357,11 @@ BAD = [
     (["--low-free-pct", "90"], "resume_free_pct"),
     (["--procfs-interval-s", "nan"], "not a number"),
     (["--metrics-groups", "x=("], "bad regex"),
+    (["--admin-reserved-clients", "300"], "admin_reserved_clients (300) leaves no"),
+    (["--max-clients", "8"], "want fewer than max_clients"),  # 8 reserved of 8
+    (["--admin-group", "99999999999"], "a gid is 0 .. 4294967294"),
+    (["--admin-group", "4294967295"], "a gid is 0 .. 4294967294"),  # (gid_t)-1
+    (["--admin-group", "\u00b2"], "no such group"),  # a digit to str.isdigit only
 ]
 
 
@@ -382,6 +390,26 @@ def test_bad_config_files_are_one_line_usage_errors(tmp_path: Path, text: str,
     done = subprocess.run([sys.executable, "-m", "pytaskstats.daemon", "--config", str(conf),
                            "--state-dir", str(tmp_path / "state")],
                           capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and said in _one_line_error(done)
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "directory", "too big"])
+def test_a_config_file_is_a_regular_file_read_with_a_cap(tmp_path: Path, kind: str) -> None:
+    """/dev/zero once grew the daemon to GBs, a FIFO hung it: refused, one line, 2."""
+    conf = tmp_path / "c.conf"
+    if kind == "fifo":
+        os.mkfifo(conf)
+    elif kind == "directory":
+        conf.mkdir()
+    elif kind == "too big":
+        conf.write_text("[taskstatsd]\n" + "# padding\n" * 120_000)
+    path = "/dev/zero" if kind == "/dev/zero" else str(conf)
+    done = subprocess.run([sys.executable, "-m", "pytaskstats.daemon", "--foreground",
+                           "--config", path, "--state-dir", str(tmp_path / "state")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    said = {"too big": "larger than 1048576 bytes", "fifo": "a FIFO, not a regular file",
+            "directory": "a directory, not", "/dev/zero": "a device or socket, not"}[kind]
     assert done.returncode == 2 and said in _one_line_error(done)
     assert not (tmp_path / "state").exists()
 
@@ -595,6 +623,70 @@ def test_daemon_works_with_the_units_capabilities_only(tmp_path: Path,
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_printed_unit_checks_and_carries_the_settings(tmp_path: Path) -> None:
+    """--print-unit once printed the default socket for ``--socket rel`` (exit 0)."""
+    done = _run("--print-unit", "--socket", "rel")
+    assert done.returncode == 2 and "want an absolute path" in _one_line_error(done)
+    assert done.stdout == ""
+    sock, state = str(tmp_path / "run" / "s.sock"), str(tmp_path / "state")
+    text = _run("--print-unit", "--socket", sock, "--state-dir", state, "--nice", "5",
+                "--no-cgroups", "--max-clients", "64").stdout
+    start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    assert start.endswith(f" --foreground --socket {sock} --state-dir {state} --config "
+                          f"{os.devnull} --max-clients 64 --no-cgroups --nice 5"), start
+    assert "\nNice=5\n" in text
+    assert f"\nReadWritePaths=-{tmp_path / 'run'} -{state}\n" in text
+
+
+def _as_nobody_daemon(world: Path, env: dict[str, str], source: str,
+                      ) -> tuple[subprocess.Popen[str], str]:
+    """taskstatsd started as nobody (at this process's nice: no note about it) with
+    ``source``, its socket and state in a directory of nobody's; and the socket."""
+    home = _nobodys_dir(world, "nobody")
+    sock = str(home / "run" / "s.sock")
+    proc = subprocess.Popen(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", NOBODY_PYTHON,
+         *DAEMON[1:], "--foreground", "--source", source, "--socket", sock,
+         "--state-dir", str(home / "state"), "--nice", str(os.getpriority(
+             os.PRIO_PROCESS, 0))], stderr=subprocess.PIPE, text=True, env=env, cwd="/")
+    return proc, sock
+
+
+@pytest.mark.kernel
+def test_without_privilege_source_kernel_says_what_taskstatsd_needs(
+        world: Path, nobody_env: dict[str, str]) -> None:
+    """It once told the user to start taskstatsd (the advice for its clients)."""
+    proc, _ = _as_nobody_daemon(world, nobody_env, "kernel")
+    _, err = proc.communicate(timeout=60)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, err
+    assert "permission denied: taskstatsd needs root or CAP_NET_ADMIN" in lines[0]
+    assert "--source procfs runs without" in lines[0] and "start taskstatsd" not in err
+
+
+@pytest.mark.kernel
+def test_without_privilege_source_auto_serves_from_proc(
+        world: Path, nobody_env: dict[str, str]) -> None:
+    """auto is "the kernel's taskstats, else /proc": refused for want of privilege
+    (EPERM), it serves from /proc and says so once, instead of failing."""
+    proc, sock = _as_nobody_daemon(world, nobody_env, "auto")
+    try:
+        wait_until(lambda: os.path.exists(sock) or proc.poll() is not None, "the socket")
+        assert proc.poll() is None
+        done = as_nobody(nobody_env, "-c", "import os, sys; from pytaskstats import Client\n"
+                         "with Client('daemon', socket_path=sys.argv[1]) as c:\n"
+                         "    print(c.status()['kernel']['source'], "
+                         "c.pid(os.getpid()).ac_uid)", sock)
+        assert done.stdout.split() == ["procfs", "65534"], done.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 0 and len(lines) == 2, err
+    assert lines[0].startswith("taskstatsd: the kernel refused the exit listener (EPERM")
+    assert "serving from /proc instead" in lines[0] and "listening on" in lines[1]
 
 
 def test_contrib_unit_is_the_printed_one() -> None:

@@ -148,3 +148,30 @@ def test_cgroupstats_on_cgroup2_is_einval_and_counted_by_the_extension(
         assert counts.source == "daemon" and counts.nr_sleeping + counts.nr_running > 0
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("flags", [nl.NLM_F_REQUEST, nl.NLM_F_REQUEST | nl.NLM_F_ACK])
+@pytest.mark.parametrize("path", ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/unified", "/"])
+def test_cgroupstats_of_an_o_path_fd_is_answered_as_the_kernel_does(
+        daemon: RunningDaemon, path: str, flags: int) -> None:
+    """The kernel's fdget() skips O_PATH files: it answers such an fd with nothing but
+    the ACK asked for (once answered EIO by taskstatsd, whatever the directory)."""
+    if not os.path.isdir(path):
+        pytest.skip(f"no {path} here")
+    with Connection() as conn:
+        family = conn.family.id
+    fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    request = genl.encode(family, ts.CGROUPSTATS_CMD_GET, nl.encode_u32(1, fd), seq=7,
+                          flags=flags)
+    try:
+        with _kernel(()) as kernel, _daemon(daemon.socket, ()) as ours:
+            from_kernel = _exchange(kernel, request)
+            ours.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                      struct.pack("=i", fd))])
+            from_daemon = _exchange(ours, b"")
+    finally:
+        os.close(fd)
+    bare_ack = [nl.encode_message(nl.NLMSG_ERROR, 0x100, 7, 0,
+                                  struct.pack("=i", 0) + request[:16])]
+    assert from_kernel == (bare_ack if flags & nl.NLM_F_ACK else [])  # as described
+    assert from_daemon == from_kernel

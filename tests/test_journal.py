@@ -206,7 +206,7 @@ def test_every_column_round_trips(make: Factory, store: str, name: str) -> None:
     journal.insert([JournalEntry(record, 123_456_789, "/a/b", raw).item])
     journal.maintain()
     [row] = journal.queries.query(raw=True)
-    assert set(row) == {*CONTEXT, *(f.name for f in FIELDS), "raw"}
+    assert set(row) == {*CONTEXT, *(f.name for f in FIELDS), "raw", "kind", "sampled"}
     assert {k: row[k] for k in CONTEXT} == {
         "time_ns": 123_456_789, "cpu": 3, "pid": record.pid, "tgid": record.tgid,
         "ended_process": record.ended_process, "cgroup": "/a/b"}
@@ -335,7 +335,7 @@ def test_group_by_sums_counts_and_peaks(sample: Store) -> None:
     by_comm = {g["ac_comm"]: g for g in groups}
     assert by_comm["make"]["ac_utime"] == 50
     assert by_comm["make"]["hiwater_rss"] == 3
-    assert set(by_comm["make"]) == {"ac_comm", "exits", "implausible", *AGGREGATES}
+    assert set(by_comm["make"]) == {"ac_comm", "exits", "samples", "implausible", *AGGREGATES}
     by_uid = sample.queries.query(group_by="uid", sort="ac_uid")
     assert [(g["ac_uid"], g["exits"]) for g in by_uid] == [(0, 2), (1000, 3)]
     by_cgroup = sample.queries.query(group_by="cgroup", cgroup="/s", limit=1)
@@ -546,11 +546,14 @@ def test_schema(make: Factory, tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         columns = [row[1] for row in conn.execute("PRAGMA table_info(exits)")]
-        assert columns == ["id", *CONTEXT, "raw", *(f.name for f in FIELDS), *TAG_COLUMNS]
+        assert columns == ["id", *CONTEXT, "raw", *(f.name for f in FIELDS), *TAG_COLUMNS,
+                           "sampled"]
         indexed = {row[2] for row in conn.execute(
             "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index'")}
         assert indexed == {"CREATE INDEX exits_time_ns ON exits (time_ns)",
-                           "CREATE INDEX exits_uid_time ON exits (ac_uid, time_ns)"}
+                           "CREATE INDEX exits_uid_time ON exits (ac_uid, time_ns)",
+                           "CREATE INDEX samples_time_ns ON samples (time_ns)",
+                           "CREATE INDEX samples_uid_time ON samples (ac_uid, time_ns)"}
         conn.execute("ALTER TABLE exits DROP COLUMN irq_delay_max_ts")  # an older table
     make(path).close()  # a field column missing from an older journal is added
     with sqlite3.connect(path) as conn:
@@ -614,15 +617,17 @@ def test_rows_from_before_the_policy_columns_are_admin_only(make: Factory,
 
 def test_rows_named_by_namespace_inode_become_admin_only(make: Factory,
                                                          tmp_path: Path) -> None:
-    """Schema 3 named a PID namespace by its inode, which the kernel reuses: on
-    migration such rows lose their tags (admin-only, fail closed), so a later
-    namespace given the same inode never reads them; rows of the initial namespace
-    ("") keep theirs; rows written after name namespaces uniquely."""
+    """Schemas 2 to 4 named a PID namespace by its inode, which the kernel reuses: on
+    migration such rows (exits and samples) lose their tags (admin-only, fail
+    closed), so a later namespace given the same inode never reads them; rows of the
+    initial namespace ("") keep theirs; rows written after name namespaces uniquely."""
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:
-        for statement in (s for migration in MIGRATIONS[:3] for s in migration):
+        for statement in (s for migration in MIGRATIONS[:4] for s in migration):
             conn.execute(statement)
-        conn.execute("PRAGMA user_version = 3")
+        conn.execute("PRAGMA user_version = 4")
+        conn.execute("INSERT INTO samples (time_ns, pid, owner_sees, pidns, ns_ids) "
+                     "VALUES (1, 5, 1, '4026532177', '5/5/1'), (1, 6, 1, '', NULL)")
         for pid, pidns, ids in ((77, "", None), (78, "4026532177", "3/3/1"),
                                 (79, "4026532177/4026532178", "4 2/4 2/3 1")):
             conn.execute("INSERT INTO exits (time_ns, pid, raw, ac_uid, ac_gid, owner_sees, "
@@ -631,10 +636,16 @@ def test_rows_named_by_namespace_inode_become_admin_only(make: Factory,
     journal = make(path)
     journal.insert([_tagged(80, Tags(True, "b/n7", "5/5/1")).item])
     journal.maintain()
-    assert [r["pid"] for r in journal.queries.query()] == [77, 78, 79, 80]
-    assert [r["pid"] for r in journal.queries.query(scope=Scope(65534, 65534))] == [77, 80]
-    assert journal.queries.query(scope=Scope(None, None, "4026532177", 1)) == []
-    assert [r["pid"] for r in journal.queries.query(scope=Scope(None, None, "b/n7", 1))] == [5]
+    def pids(scope: Scope | None = None) -> list[int]:
+        return [r["pid"] for r in journal.queries.query(kind="exit", scope=scope)]
+
+    assert pids() == [77, 78, 79, 80]
+    assert pids(Scope(65534, 65534)) == [77, 80]
+    assert pids(Scope(None, None, "4026532177", 1)) == []
+    assert pids(Scope(None, None, "b/n7", 1)) == [5]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT pid, owner_sees, pidns, ns_ids FROM samples ORDER BY pid"
+                            ).fetchall() == [(5, None, None, None), (6, 1, "", None)]
 
 
 def test_a_schema_2_journal_gets_the_uid_index_and_uses_it(make: Factory,

@@ -374,8 +374,8 @@ def test_aggregate_per_minute(journal: JournalQueries) -> None:
     assert [r["exits"] for r in rows] == [3] * (len(records) // 3) + (
         [len(records) % 3] if len(records) % 3 else [])
     assert sum(r["ac_utime"] for r in rows) == sum(r.task.ac_utime or 0 for r in records)
-    assert set(rows[0]) == {"bucket_ns", "exits", "processes", "ac_utime", "blkio_delay_total",
-                            "implausible"}
+    assert set(rows[0]) == {"bucket_ns", "exits", "samples", "processes", "ac_utime",
+                            "blkio_delay_total", "implausible"}
     window = journal.aggregate(bucket_s=120, since_ns=T0 + 60 * 10**9,
                                until_ns=T0 + 180 * 10**9)
     assert [r["exits"] for r in window] == [3, 3] and set(BUCKET_FIELDS) <= set(window[0])
@@ -396,7 +396,7 @@ def test_aggregate_groups_totals_and_plausibility(journal: JournalQueries) -> No
     assert {r["ac_comm"] for r in by_comm} >= {"make", "cc1", "as", "prog"}
     assert next(r for r in by_comm if r["ac_comm"] == "prog")["implausible"] == 1
     empty = journal.aggregate(since_ns=0, until_ns=1)
-    assert empty == [{"exits": 0, "processes": None, "implausible": 0,
+    assert empty == [{"exits": 0, "samples": 0, "processes": None, "implausible": 0,
                       **dict.fromkeys(BUCKET_FIELDS)}]
 
 
@@ -468,8 +468,15 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_report_options_are_checked_before_work(tmp_path: Path) -> None:
-    done = _cli("run", "--report", str(tmp_path / "missing" / "r.html"), "--", "true")
-    assert done.returncode == 2 and "cannot write the report" in done.stderr
+    marker = tmp_path / "ran"
+    for report, said in [(str(tmp_path / "missing" / "r.html"), "no directory"),
+                         (str(tmp_path), "is a directory"), ("", "give a file name")]:
+        for command in (["run", "--report", report, "--", "touch", str(marker)],
+                        ["history", "--report", report]):
+            done = _cli(*command)
+            assert done.returncode == 2 and said in done.stderr, (command, done.stderr)
+            assert done.stderr.count("\n") == 1
+    assert not marker.exists()  # refused before the command ran
     clash = _cli("history", "--report", str(tmp_path / "h.html"), "--json")
     assert clash.returncode == 2 and "--json" in clash.stderr
     backwards = _cli("history", "--report", str(tmp_path / "h.html"), "--since", "1h",

@@ -573,15 +573,22 @@ def test_io_waiter_tops_the_io_wait_sort_under_io_and_cpu_load(delayacct_on: Non
     io = subprocess.Popen([sys.executable, "-c", IO_LOOP, str(data)])
     cpu = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        done = _top("-b", "--json", "-n", "3", "-d", "0.5", "-s", "iowait")
+        done = _top("-b", "--json", "-n", "4", "-d", "0.5", "-s", "iowait")
         assert done.returncode == 0, done.stderr
-        last = json.loads(done.stdout.splitlines()[-1])
-        assert last["delayacct"]["enabled"] is True
-        # ours, in the sort's order (other work on the machine may wait on IO too)
-        top_row, burner = [r for r in last["rows"] if r["ac_tgid"] in (io.pid, cpu.pid)]
-        assert top_row["ac_tgid"] == io.pid, last["rows"][:3]
-        assert top_row["io_wait_pct"] > 20 and top_row["read_bytes_per_s"] > 1 << 20
-        assert burner["cpu_pct"] > 1 and burner["io_wait_pct"] < 1  # 2 CPUs, shared by others too
+        frames = [json.loads(line) for line in done.stdout.splitlines()[1:]]
+        assert frames and all(f["delayacct"]["enabled"] is True for f in frames)
+        # ours, in the sort's order (other work on the machine may wait on IO too); on a
+        # busy machine the IO loop may spend an interval waiting for a CPU instead, so
+        # the claim is about an interval where it waited on IO
+        ranked = [[r for r in f["rows"] if r["ac_tgid"] in (io.pid, cpu.pid)] for f in frames]
+        waited = [rows for rows in ranked if len(rows) == 2 and max(
+            r["io_wait_pct"] for r in rows) > 20]
+        assert waited, [rows for rows in ranked]
+        for top_row, burner in waited:
+            assert top_row["ac_tgid"] == io.pid, (top_row, burner)
+            assert top_row["read_bytes_per_s"] > 1 << 20
+            assert burner["io_wait_pct"] < 1  # it never waits on IO
+        assert any(r["cpu_pct"] > 1 for rows in ranked for r in rows if r["ac_tgid"] == cpu.pid)
     finally:
         for proc in (io, cpu):
             proc.kill()

@@ -16,7 +16,7 @@ from typing import cast
 
 from .backends import Answers, ProcBackend
 from .errors import TaskstatsError, Unsupported
-from .extproto import GroupBy, HistoryQuery, Rows, Status
+from .extproto import GroupBy, HistoryQuery, Kind, Rows, Status
 from .kernel import Connection
 from .listener import Listener
 from .procfs import ProcSource
@@ -154,16 +154,16 @@ class Client:
         and procfs backends, by taskstatsd's own CGROUP command with the daemon
         backend (``source`` says which).
         """
-        if not isinstance(path_or_fd, int) and (self.backend == "procfs" or (
-                is_cgroup2(path_or_fd) and self._daemon is None)):
-            return self._proc.cgroup(os.fspath(path_or_fd))
         if isinstance(path_or_fd, int):
             return self._cgroup_fd(path_or_fd)
-        try:
+        try:  # the same answer for a path that is no directory, whichever backend
             fd = os.open(path_or_fd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as err:
             raise Unsupported(f"cannot open cgroup directory {os.fspath(path_or_fd)!r}: "
                               f"{err.strerror}") from err
+        if self.backend == "procfs" or (is_cgroup2(path_or_fd) and self._daemon is None):
+            os.close(fd)
+            return self._proc.cgroup(os.fspath(path_or_fd))
         try:
             return self._cgroup_fd(fd)
         finally:
@@ -203,14 +203,17 @@ class Client:
                 group_by: GroupBy | None = None, sort: str | None = None,
                 limit: int | None = None, totals: bool | None = None,
                 bucket_s: int | None = None, fields: list[str] | None = None,
-                plausible: bool | None = None) -> Rows:
-        """Exit rows from taskstatsd's journal (daemon backend only), filtered,
-        grouped or summed as :class:`~pytaskstats.extproto.HistoryQuery` says (times
-        in CLOCK_REALTIME ns); ``note`` on the answer carries the daemon's warning."""
+                plausible: bool | None = None, kind: Kind | None = None,
+                at_ns: int | None = None) -> Rows:
+        """Exit and sample rows from taskstatsd's journal (daemon backend only),
+        filtered, grouped or summed as :class:`~pytaskstats.extproto.HistoryQuery`
+        says (times in CLOCK_REALTIME ns); ``kind`` "exit" or "sample" only (None:
+        both; sums then count every task once); ``at_ns``: the sample interval holding
+        that time.  ``note`` on the answer carries the daemon's warning."""
         given = {"since_ns": since_ns, "until_ns": until_ns, "comm": comm, "uid": uid,
                  "pid": pid, "tgid": tgid, "cgroup": cgroup, "group_by": group_by,
                  "sort": sort, "limit": limit, "totals": totals, "bucket_s": bucket_s,
-                 "fields": fields, "plausible": plausible}
+                 "fields": fields, "plausible": plausible, "kind": kind, "at_ns": at_ns}
         query = cast(HistoryQuery, {k: v for k, v in given.items() if v is not None})
         return self._taskstatsd().history(query)
 

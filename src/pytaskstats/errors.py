@@ -194,7 +194,8 @@ def _netlink_message(err: int, op: str, what: str) -> str:
     if err == _errno.E2BIG:
         return f"{what}: cpumask string too long for the kernel (E2BIG)"
     if err == _errno.ERANGE:
-        return f"{what}: value out of range (ERANGE): a CPU beyond the kernel's limit?"
+        return (f"{what}: a CPU beyond this machine's possible CPUs (ERANGE; they are in "
+                "/sys/devices/system/cpu/possible)")
     if err == _errno.ENOBUFS:
         return f"{what}: receive buffer overrun (ENOBUFS): records were lost"
     return f"{what}: {os.strerror(err)} (errno {err})"

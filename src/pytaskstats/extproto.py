@@ -74,6 +74,21 @@ GROUP_KEYS: dict[str, str] = {"comm": "ac_comm", "uid": "ac_uid", "cgroup": "cgr
 # what a journal row carries besides the kernel's fields (time_ns: CLOCK_REALTIME ns)
 CONTEXT = ("time_ns", "cpu", "pid", "tgid", "ended_process", "cgroup")
 EXIT_SORTS = (*CONTEXT, *(f.name for f in FIELDS))  # what exit rows sort by
+Kind = Literal["exit", "sample"]
+# a sample row's deltas over its interval: kernel names and units (docs/fields.md)
+SAMPLE_DELTAS = (
+    "ac_utime", "ac_stime", "cpu_count", "cpu_delay_total", "blkio_count",
+    "blkio_delay_total", "swapin_count", "swapin_delay_total", "freepages_count",
+    "freepages_delay_total", "thrashing_count", "thrashing_delay_total", "compact_count",
+    "compact_delay_total", "wpcopy_count", "wpcopy_delay_total", "irq_count",
+    "irq_delay_total", "read_bytes", "write_bytes", "read_char", "write_char",
+    "read_syscalls", "write_syscalls", "nvcsw", "nivcsw", "ac_minflt", "ac_majflt")
+# the keys of a sample row ("kind": "sample"): time_ns is the end of its interval
+# (CLOCK_REALTIME ns), interval_ns its length, tgid at the client's namespace level,
+# btime the process's begin (s since the epoch), running whether the process was alive
+# at the last sample taken; the SAMPLE_DELTAS; hiwater_rss a level (KB), not a delta
+SAMPLE_KEYS = ("kind", "time_ns", "interval_ns", "tgid", "comm", "ac_uid", "cgroup", "btime",
+               "threads", "running", *SAMPLE_DELTAS, "hiwater_rss")
 _SUMMED_UNITS = frozenset({"count", "ns", "us", "bytes", "MB*us"})
 
 
@@ -95,7 +110,9 @@ AGGREGATES: dict[str, str] = {f.name: a for f in FIELDS if (a := _aggregate(f)) 
 
 class HistoryQuery(TypedDict, total=False):
     """The parameters of a HISTORY request (checked by the daemon's schema): times in
-    CLOCK_REALTIME ns; ``sort`` a field name, "-" first for descending."""
+    CLOCK_REALTIME ns; ``sort`` a field name, "-" first for descending; ``kind``
+    "exit" or "sample" rows only (default both); ``at_ns``: the sample interval
+    holding that time (instead of since/until)."""
 
     since_ns: int
     until_ns: int
@@ -111,6 +128,8 @@ class HistoryQuery(TypedDict, total=False):
     bucket_s: int
     fields: list[str]
     plausible: bool
+    kind: Kind
+    at_ns: int
 
 
 class Status(TypedDict, total=False):

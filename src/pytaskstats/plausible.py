@@ -31,7 +31,7 @@ from .fields import BY_NAME, DELAY_KINDS
 from .records import ExitRecord, TaskStats
 
 __all__ = ["SLACK_NS", "SLACK_PCT", "LeftOut", "checked", "checked_records", "implausible",
-           "life_ns", "limit_ns", "sql_plausible", "time_fields"]
+           "life_ns", "limit_ns", "sql_plausible", "sql_plausible_sample", "time_fields"]
 
 SLACK_PCT = 5  # a delay may exceed the life by this much (clocks differ) ...
 SLACK_NS = 10_000_000  # ... plus this
@@ -124,3 +124,11 @@ def sql_plausible(kind: str) -> str:
             f"WHEN {btime} IS NOT NULL THEN "
             f"MAX(time_ns + 1000000000 - {btime} * 1000000000, 0) END")
     return (f"COALESCE({total} <= ({life}) * {100 + SLACK_PCT} / 100 + {SLACK_NS}, 1)")
+
+
+def sql_plausible_sample(kind: str) -> str:
+    """The rule over a sample row of the journal (a process's deltas over
+    ``interval_ns``): its threads together waited at most ``threads`` intervals."""
+    total = f"{kind}_delay_total"
+    return (f"COALESCE({total} <= interval_ns * MAX(threads, 1) * {100 + SLACK_PCT} / 100 "
+            f"+ {SLACK_NS}, 1)")

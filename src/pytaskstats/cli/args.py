@@ -14,6 +14,7 @@ import math
 import os
 import pwd
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -41,20 +42,45 @@ class Parser(argparse.ArgumentParser):
     elsewhere (a global option after the command, a command's option before it).
     """
 
+    _deferred = False  # while parse_args runs: errors are raised, judged, then said
+
     def error(self, message: str) -> NoReturn:
         """Print the one line, with a hint for the usual slips, and exit with status 2."""
-        self.exit(2, f"{self.prog}: {printable(message)}{_hint(message)} "
-                     f"(see '{self.prog} --help')\n")
+        if Parser._deferred:
+            raise _Refused(self, message)
+        self.exit(2, f"{self.prog}: {printable(message)} (see '{self.prog} --help')\n")
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
-        """Parse; an unknown argument is a usage error of the command it followed."""
-        parsed, extra = self.parse_known_args(args, namespace)
+        """Parse; an unknown argument is a usage error of the command it followed, and
+        is said first (rather than "the following arguments are required")."""
+        argv = list(sys.argv[1:] if args is None else args)
+        Parser._deferred = True
+        try:
+            parsed, extra = self.parse_known_args(argv, namespace)
+        except _Refused as refused:
+            Parser._deferred = False
+            unknown = self._unknown(argv)
+            if unknown and "required" in refused.message:
+                extra, parsed = unknown, argparse.Namespace()
+            else:
+                refused.parser.error(refused.message + _dash_hint(refused.message, argv))
+        finally:
+            Parser._deferred = False
         if extra:
-            sub = self._command_parser(list(args) if args is not None else [])
+            sub = self._command_parser(argv)
             (sub or self).error(f"unrecognized arguments: {' '.join(extra)}"
                                 f"{self._where(sub, extra)}")
         return parsed
+
+    def _unknown(self, argv: list[str]) -> list[str]:
+        """The words of ``argv`` (before ``--``) that look like options and that neither
+        this parser nor its command's knows."""
+        sub = self._command_parser(argv)
+        parsers = [self] if sub is None else [self, sub]
+        words = argv[:argv.index("--")] if "--" in argv else argv
+        return [w for w in words if w.startswith("-") and len(w) > 1
+                and all(_unknown_option(p, w) for p in parsers)]
 
     def _command_parser(self, argv: list[str]) -> argparse.ArgumentParser | None:
         """The parser of the command named in ``argv`` (the first word that is one,
@@ -84,9 +110,32 @@ class Parser(argparse.ArgumentParser):
         return ""
 
 
-def _hint(message: str) -> str:
-    """What to do about argparse's most puzzling message."""
-    if message.endswith("expected one argument"):
+class _Refused(Exception):
+    """A usage error found while parsing, said once the whole line is judged."""
+
+    def __init__(self, parser: Parser, message: str) -> None:
+        super().__init__(message)
+        self.parser, self.message = parser, message
+
+
+def _unknown_option(parser: argparse.ArgumentParser, word: str) -> bool:
+    """Whether ``parser`` takes ``word`` for an option it does not have (argparse's own
+    reading: abbreviations and negative numbers as it sees them)."""
+    found: object = parser._parse_optional(word)
+    if found is None:
+        return False  # a positional (e.g. "-5" where no option looks like a number)
+    cases = found if isinstance(found, list) else [found]
+    return all(isinstance(case, tuple) and case[0] is None for case in cases)
+
+
+def _dash_hint(message: str, argv: list[str]) -> str:
+    """What to do when an option's value was taken for an option: write it with '='."""
+    match = re.match(r"argument (\S+): expected one argument$", message)
+    if not match:
+        return ""
+    names = match[1].split("/")
+    after = [argv[i + 1] for i, word in enumerate(argv[:-1]) if word in names]
+    if any(word.startswith("-") for word in after):
         return "; a value that starts with '-' is written with '=' (--OPTION=VALUE)"
     return ""
 
@@ -235,6 +284,32 @@ def _cgroup_roots() -> list[str]:
     except OSError:
         pass
     return sorted(roots or ["/sys/fs/cgroup"], key=len, reverse=True)
+
+
+def socket_arg(text: str) -> str:
+    """taskstatsd's socket path: not empty, at most 107 bytes (sun_path)."""
+    if not text.strip():
+        _fail(text, "give the path of taskstatsd's socket, e.g. /run/taskstats/taskstatsd.sock")
+    if len(os.fsencode(text)) > 107:
+        _fail(text[:40] + "...", "longer than a Unix socket path may be (107 bytes)")
+    return text
+
+
+def output_file_arg(text: str) -> str:
+    """A file to write (a report): a name in an existing directory this user may write
+    in, not a directory, checked before any work is done."""
+    if not text.strip():
+        _fail(text, "give a file name, e.g. report.html")
+    path = os.path.abspath(text)
+    if os.path.isdir(path):
+        _fail(text, "is a directory: give a file name in it, e.g. report.html")
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        _fail(text, f"no directory {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK) or (
+            os.path.exists(path) and not os.access(path, os.W_OK)):
+        _fail(text, f"this user may not write {'it' if os.path.exists(path) else 'in ' + folder}")
+    return text
 
 
 def when_arg(text: str, now_ns: int | None = None) -> int:

@@ -113,7 +113,8 @@ def add_parser(sub: Any) -> None:
     through untouched ("+" prefix: no "-" option is argparse's).
     """
     p = sub.add_parser("getdelays", add_help=False, prefix_chars="+",
-                       help="drop-in for the kernel's getdelays (-d -i -q -p -t -c -C -m -l)")
+                       help="drop-in for the kernel's getdelays "
+                       "(-d -i -q -v -l -p -t -c -C -m -w -r)")
     p.add_argument("args", nargs="...")
     p.set_defaults(func=lambda args: main(args.args, backend=args.backend,
                                           socket=args.socket))

@@ -1,4 +1,5 @@
-"""``taskstats history``: the exit journal of taskstatsd, filtered, grouped, sorted."""
+"""``taskstats history``: taskstatsd's journal of exits and of samples of live
+processes, filtered, grouped, sorted."""
 
 from __future__ import annotations
 
@@ -10,9 +11,19 @@ from typing import Any, cast
 
 from .. import delayacct, report
 from ..client import Client
-from ..extproto import AGGREGATES, EXIT_SORTS, GROUP_KEYS, HistoryQuery, Rows
+from ..extproto import AGGREGATES, EXIT_SORTS, GROUP_KEYS, SAMPLE_KEYS, HistoryQuery, Rows
+from ..fields import DELAY_KINDS
 from ..textfmt import human_duration
-from .args import WHEN_FORMS, count_arg, id_arg, text_arg, uid_arg, when_arg, when_text_arg
+from .args import (
+    WHEN_FORMS,
+    count_arg,
+    id_arg,
+    output_file_arg,
+    text_arg,
+    uid_arg,
+    when_arg,
+    when_text_arg,
+)
 from .common import open_client, print_json
 
 REPORT_SINCE_S = 86400  # --report without --since: the last day
@@ -26,7 +37,8 @@ def parse_when(text: str, now_ns: int) -> int:
 def sort_arg(text: str) -> str:
     """A field name, "-" first for descending: exit fields, or group sums and keys."""
     name = text.removeprefix("-")
-    if name not in {*EXIT_SORTS, *AGGREGATES, "exits", *GROUP_KEYS.values()}:
+    if name not in {*EXIT_SORTS, *AGGREGATES, "exits", "samples", *GROUP_KEYS.values(),
+                    *SAMPLE_KEYS} - {"kind", "comm", "running"}:
         raise argparse.ArgumentTypeError(
             f"{text!r}: not a field; give a field name such as blkio_delay_total, ac_etime "
             "or time_ns ('-' first sorts descending; with --group-by also exits)")
@@ -35,14 +47,21 @@ def sort_arg(text: str) -> str:
 
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
-    p = sub.add_parser("history", help="query taskstatsd's exit journal",
-                       description="Exit records journaled by taskstatsd. Users other than "
+    p = sub.add_parser("history", help="query taskstatsd's journal of exits and samples",
+                       description="Exit records journaled by taskstatsd, and samples of "
+                       "live processes (what each busy process did in each interval: "
+                       "sample_interval_s). Sums count every task once. Users other than "
                        "root and its admin_group see only their own. "
                        f"Times: {WHEN_FORMS}.")
     p.add_argument("--since", metavar="WHEN", type=when_text_arg,
                    help="from this time (e.g. 1h, yesterday, 2026-12-05T14:30)")
     p.add_argument("--until", metavar="WHEN", type=when_text_arg,
                    help="up to this time (default: now)")
+    p.add_argument("--at", metavar="WHEN", type=when_text_arg,
+                   help="what ran around this time (the sample interval holding it, and "
+                   "the exits in it) and what it waited on; not with --since/--until")
+    p.add_argument("--kind", choices=("exit", "sample"),
+                   help="exit records or samples of live processes only (default: both)")
     p.add_argument("--comm", type=text_arg(255), help="command name (exact)")
     p.add_argument("--uid", type=uid_arg, metavar="USER", help="user name or uid")
     p.add_argument("--pid", type=id_arg, help="task id")
@@ -58,9 +77,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--totals", action="store_true", help="one line of sums")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per record (kernel field names)")
-    p.add_argument("--report", metavar="FILE.html",
+    p.add_argument("--report", metavar="FILE.html", type=output_file_arg,
                    help="write an HTML report of the range instead (default --since 1d): "
-                   "exits and delays per minute, top commands and cgroups by each wait")
+                   "delays per minute, top commands and cgroups by each wait, of exited "
+                   "and live processes")
     p.set_defaults(func=run)
 
 
@@ -71,8 +91,10 @@ def params(args: argparse.Namespace, now_ns: int) -> HistoryQuery:
         out["since_ns"] = parse_when(args.since, now_ns)
     if args.until:
         out["until_ns"] = parse_when(args.until, now_ns)
-    for key in ("comm", "uid", "pid", "cgroup", "group_by", "sort", "limit"):
-        value = getattr(args, key)
+    if getattr(args, "at", None):
+        out["at_ns"] = parse_when(args.at, now_ns)
+    for key in ("kind", "comm", "uid", "pid", "cgroup", "group_by", "sort", "limit"):
+        value = getattr(args, key, None)
         if value is not None:
             out[key] = value
     if args.totals:
@@ -96,19 +118,36 @@ def group_label(row: dict[str, Any], group_by: str | None) -> str:
     return str(key)
 
 
+_OTHER_WAITS = tuple(k for k in DELAY_KINDS if k not in ("cpu", "blkio"))
+
+
+def _head(row: dict[str, Any], group_by: str | None) -> str:
+    """The start of a line: a group's counts and key, or a row's time and task."""
+    if "exits" in row:
+        samples = f" {row['samples']:>6} samples" if row.get("samples") else ""
+        return f"{row['exits']:>6} exits{samples} {group_label(row, group_by):<24}"
+    when = time.strftime("%F %T", time.localtime(row["time_ns"] / 1e9))
+    if row.get("kind") == "sample":
+        state = "running" if row.get("running") else "ended  "
+        return (f"{when} tgid {row.get('tgid')} {row.get('comm') or '?':<16} {state} "
+                f"{human_duration(row['interval_ns'] / 1e9):>6}")
+    return f"{when} pid {row.get('pid')} {row.get('ac_comm') or '?':<16} exited"
+
+
 def format_row(row: dict[str, Any], group_by: str | None = None) -> str:
-    """One journal row (or group, or the totals) as a readable line."""
+    """One journal row (exit or sample, or a group, or the totals) as a readable line:
+    CPU, CPU and IO wait, and the other waits that are not 0."""
     def secs(key: str, scale: float) -> str:
         value = row.get(key)
         return "-" if value is None else human_duration(value * scale)
-    head = (f"{row['exits']:>6} exits {group_label(row, group_by):<24}" if "exits" in row
-            else f"{time.strftime('%F %T', time.localtime(row['time_ns'] / 1e9))} "
-            f"pid {row.get('pid')} {row.get('ac_comm') or '?':<16}")
-    left = (f" (implausible delays left out: {row['implausible']} exits)"
+    rows = "rows" if row.get("samples") else "exits"
+    left = (f" (implausible delays left out: {row['implausible']} {rows})"
             if row.get("implausible") else "")
-    return (f"{head} user {secs('ac_utime', 1e-6)} sys {secs('ac_stime', 1e-6)} "
-            f"cpuwait {secs('cpu_delay_total', 1e-9)} iowait {secs('blkio_delay_total', 1e-9)}"
-            f"{left}")
+    others = "".join(f" {kind}wait {secs(f'{kind}_delay_total', 1e-9)}"
+                     for kind in _OTHER_WAITS if row.get(f"{kind}_delay_total"))
+    return (f"{_head(row, group_by)} user {secs('ac_utime', 1e-6)} "
+            f"sys {secs('ac_stime', 1e-6)} cpuwait {secs('cpu_delay_total', 1e-9)} "
+            f"iowait {secs('blkio_delay_total', 1e-9)}{others}{left}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,6 +158,10 @@ def run(args: argparse.Namespace) -> int:
     if query.get("until_ns", 1 << 63) <= query.get("since_ns", -1):
         print("taskstats history: --until must be later than --since", file=sys.stderr)
         return 2
+    clash = _clash(args)
+    if clash:
+        print(f"taskstats history: {clash} (see 'taskstats history --help')", file=sys.stderr)
+        return 2
     with open_client(args, backend="daemon") as client:
         rows = client.history(**query)
     for row in rows:
@@ -128,24 +171,36 @@ def run(args: argparse.Namespace) -> int:
             print(format_row(row, args.group_by))
     _say_note(rows)
     if not rows or (args.totals and not rows[0].get("exits")):
-        print(f"taskstats history: no exits match ({describe_filter(args)})",
+        print(f"taskstats history: no rows match ({describe_filter(args)})",
               file=sys.stderr)
     return 0
+
+
+def _clash(args: argparse.Namespace) -> str:
+    """Options that do not go together, said as the user can fix it; "" when fine."""
+    if args.at and (args.since or args.until):
+        return "--at is a moment: drop --since/--until (or drop --at for a range)"
+    if args.totals and args.group_by:
+        return ("--totals sums every exit into one line: drop --group-by, or drop --totals "
+                "for one line per group")
+    if args.sort and args.sort.lstrip("-") == "exits" and not args.group_by:
+        return "--sort exits counts exits per group: add --group-by comm|uid|cgroup"
+    return ""
 
 
 def describe_filter(args: argparse.Namespace) -> str:
     """The filter options as given, e.g. "--since 1h --comm make"; "no filter"."""
     given = [f"--{key.replace('_', '-')} {getattr(args, key)}"
-             for key in ("since", "until", "comm", "uid", "pid", "cgroup")
-             if getattr(args, key) is not None]
-    return " ".join(given) if given else "no filter: the journal holds no exits you may see"
+             for key in ("since", "until", "at", "kind", "comm", "uid", "pid", "cgroup")
+             if getattr(args, key, None) is not None]
+    return " ".join(given) if given else "no filter: the journal holds no rows you may see"
 
 
 def write_report(args: argparse.Namespace) -> int:
     """``--report FILE``: ask for per-bucket sums, groups and totals; write the page."""
     clash = [opt for opt, value in (("--group-by", args.group_by), ("--sort", args.sort),
                                     ("--limit", args.limit), ("--totals", args.totals),
-                                    ("--json", args.json)) if value]
+                                    ("--json", args.json), ("--at", args.at)) if value]
     if clash:
         print(f"taskstats history: --report does not combine with {', '.join(clash)}",
               file=sys.stderr)

@@ -19,7 +19,7 @@ from .. import __version__
 from ..client import BACKENDS
 from ..errors import BUG_HINT, TaskstatsError
 from . import cgroup, delayacct, exporter, get, getdelays, history, listen, run, status, top
-from .args import Parser, join_dash_values
+from .args import Parser, join_dash_values, socket_arg
 
 COMMANDS: tuple[ModuleType, ...] = (get, getdelays, listen, run, cgroup, delayacct, status,
                                      history, top, exporter)
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "CAP_NET_ADMIN, else taskstatsd if it answers, else /proc), kernel, "
                         "daemon (taskstatsd) or procfs (/proc: no delays but CPU wait, no "
                         "exits)")
-    parser.add_argument("--socket", metavar="PATH", default=None,
+    parser.add_argument("--socket", metavar="PATH", default=None, type=socket_arg,
                         help="taskstatsd's socket (default: $TASKSTATS_SOCKET or "
                         "/run/taskstats/taskstatsd.sock)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

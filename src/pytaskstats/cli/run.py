@@ -25,6 +25,7 @@ from ..plausible import LeftOut, checked_records
 from ..records import ExitRecord, Lost
 from ..summary import ProcessSummary, process_tree, summarize, totals
 from ..textfmt import delayacct_json, human_bytes, human_duration, wait_status
+from .args import output_file_arg
 from .common import open_client, print_json
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -51,7 +52,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON document")
     p.add_argument("--wait-all", action="store_true",
                    help="also wait for descendants that outlive the command")
-    p.add_argument("--report", metavar="FILE.html",
+    p.add_argument("--report", metavar="FILE.html", type=output_file_arg,
                    help="also write a self-contained HTML report (timeline, where the time "
                    "went, top waits, totals)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
@@ -270,10 +271,6 @@ def run(args: argparse.Namespace) -> int:
     if not command:
         print("taskstats run: give a command: taskstats run -- CMD ARGS...", file=sys.stderr)
         return 2
-    if args.report and not _writable(args.report):
-        print(f"taskstats run: cannot write the report to {args.report}: its directory "
-              "does not exist or is not writable", file=sys.stderr)
-        return 2
     state = delayacct.status()
     previous = signal.signal(signal.SIGINT, lambda *_: None)  # the command gets Ctrl-C
     try:
@@ -292,11 +289,6 @@ def run(args: argparse.Namespace) -> int:
     if args.report and not _write_report(args.report, result, procs, state):
         return exit_status(result.returncode) or 1
     return exit_status(result.returncode)
-
-
-def _writable(path: str) -> bool:
-    directory = os.path.dirname(os.path.abspath(path))
-    return os.path.isdir(directory) and os.access(directory, os.W_OK)
 
 
 def _write_report(path: str, result: RunResult, procs: list[ProcessSummary],

@@ -44,8 +44,12 @@ def format_status(doc: dict[str, Any]) -> str:
     daemon = doc["daemon"]
     if daemon is None:
         why = doc.get("daemon_error") or ""
-        lines.append(f"taskstatsd: {why}" if doc["socket"] in why else
-                     f"taskstatsd: not reachable at {doc['socket']}: {why or 'no answer'}")
+        if doc["socket"] in why:
+            lines.append(f"taskstatsd: {why}")
+        elif "refused" in why:  # it answered: its refusal says why
+            lines.append(f"taskstatsd at {doc['socket']}: {why}")
+        else:
+            lines.append(f"taskstatsd: not reachable at {doc['socket']}: {why or 'no answer'}")
         return "\n".join(lines)
     d, k = daemon["daemon"], daemon["kernel"]
     if "pid" in d:  # root and the admin group see the whole document

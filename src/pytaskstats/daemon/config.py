@@ -12,6 +12,7 @@ import configparser
 import grp
 import math
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn
@@ -51,8 +52,11 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "metrics_cgroup_depth": (0, 64),
     "metrics_max_series": (1, 1 << 20),
     "metrics_interval_s": (0.1, 86400),
+    "sample_interval_s": (0, 86400),  # 0: no samples of live processes
 }
 DEFAULT_BOUNDS = (0, (1 << 31) - 1)
+MAX_GID = (1 << 32) - 2  # (gid_t)-1 means "no group" to the kernel
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few lines; more is a mistake
 TRUE, FALSE = ("1", "yes", "true", "on"), ("0", "no", "false", "off")
 
 
@@ -89,8 +93,9 @@ class Config:
     history_max_ms: float = 200.0  # a non-admin's history query, then ETIME
     history_admin_max_ms: float = 2000.0  # an admin's
     cgroups: bool = True  # capture each exiting process's cgroup path
-    source: str = "auto"  # auto (kernel, else /proc), kernel, or procfs
+    source: str = "auto"  # auto (kernel; /proc if absent or refused), kernel, or procfs
     procfs_interval_s: float = 1.0  # /proc scan period when running on /proc
+    sample_interval_s: float = 60.0  # live processes journaled this often (0: never)
     metrics_listen: str = ""  # ADDR:PORT (or PORT, on 127.0.0.1) of /metrics; off when empty
     metrics_groups: str = ""  # command groups: "NAME=REGEX,NAME=REGEX" (first match wins)
     metrics_cgroup_depth: int = 3  # cgroup labels keep this many path components
@@ -100,15 +105,20 @@ class Config:
 
     @property
     def admin_gid(self) -> int | None:
-        """The admin group's gid, None when unset."""
-        if not self.admin_group:
+        """The admin group's gid (0 .. MAX_GID), None when unset; ConfigError for a
+        gid out of range or a name the group database does not know."""
+        name = self.admin_group
+        if not name:
             return None
-        if self.admin_group.isdigit():
-            return int(self.admin_group)
+        if name.isascii() and name.isdigit():
+            if int(name) > MAX_GID:
+                raise ConfigError(f"admin_group {name}: a gid is 0 .. {MAX_GID}")
+            return int(name)
         try:
-            return grp.getgrnam(self.admin_group).gr_gid
-        except KeyError:
-            raise ConfigError(f"admin_group {self.admin_group!r}: no such group") from None
+            return grp.getgrnam(name).gr_gid
+        except (KeyError, ValueError):  # ValueError: a NUL in the name
+            raise ConfigError(f"admin_group {name!r}: no such group (give a group "
+                              "name known to this system, or a gid)") from None
 
 
 # --help text of each setting (its choices, range and default are added from the tables)
@@ -148,9 +158,13 @@ HELP = {
                       "queries get at most a quarter of the daemon's time (then EAGAIN)",
     "history_admin_max_ms": "time one root or admin history query may run, in ms",
     "cgroups": "record each exiting process's cgroup path",
-    "source": "where records come from: auto (the kernel's taskstats, else /proc), "
-              "kernel, or procfs (/proc and the proc connector)",
+    "source": "where records come from: auto (the kernel's taskstats; /proc when the "
+              "kernel has none or refuses taskstatsd, which needs root or "
+              "CAP_NET_ADMIN for them), kernel (fail instead), or procfs (/proc and "
+              "the proc connector, without privilege)",
     "procfs_interval_s": "period of the /proc scan with the procfs source, in seconds",
+    "sample_interval_s": "journal what each live process did (CPU, delays, IO) this "
+                         "often, in seconds (0: exits only)",
     "metrics_listen": "serve Prometheus /metrics at ADDR:PORT (a bare PORT: 127.0.0.1; "
                       "empty: off); needs the exporter extra",
     "metrics_groups": "command groups for metrics: NAME=REGEX,NAME=REGEX (first match "
@@ -244,14 +258,15 @@ def _read_file(path: str | None) -> dict[str, str]:
     name = path or DEFAULT_CONFIG
     ini = configparser.ConfigParser(interpolation=None)
     try:
-        with open(name, encoding="utf-8") as f:
-            ini.read_file(f)
+        text = _read_text(name)
     except FileNotFoundError:
         if path:
             raise ConfigError(f"cannot read config file {name}: no such file") from None
         return {}
     except OSError as err:
         raise ConfigError(f"cannot read config file {name}: {err.strerror}") from None
+    try:
+        ini.read_string(text.decode("utf-8"), source=name)
     except UnicodeDecodeError:
         raise ConfigError(f"config file {name}: not UTF-8 text") from None
     except configparser.MissingSectionHeaderError as err:
@@ -264,6 +279,28 @@ def _read_file(path: str | None) -> dict[str, str]:
         raise ConfigError(f"config file {name}: unknown section [{other[0]}]; the settings "
                           f"go in [{SECTION}]")
     return dict(ini.items(SECTION)) if ini.has_section(SECTION) else {}
+
+
+def _read_text(name: str) -> bytes:
+    """The bytes of config file ``name``: a regular file of at most MAX_CONFIG_BYTES,
+    or /dev/null (no settings).  Opened without blocking (a FIFO with no writer
+    would hang the start) and never read past the cap (a device never ends)."""
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat(os.devnull).st_rdev:
+            return b""
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else
+                    "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket")
+            raise ConfigError(f"config file {name}: {kind}, not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {name}: larger than {MAX_CONFIG_BYTES} bytes")
+    return data
 
 
 def _set(cfg: Config, name: str, text: str, where: str) -> None:
@@ -311,9 +348,7 @@ def check(cfg: Config) -> None:
             value = cfg.synchronous = value.upper()
         if value not in choices:
             raise ConfigError(f"{name} = {value!r}: want one of {', '.join(choices)}")
-    if cfg.low_free_pct > cfg.resume_free_pct:
-        raise ConfigError(f"low_free_pct ({cfg.low_free_pct}) is above resume_free_pct "
-                          f"({cfg.resume_free_pct})")
+    _check_together(cfg)
     _check_state_dir(cfg.state_dir)
     try:
         check_path(cfg.socket)
@@ -321,6 +356,17 @@ def check(cfg: Config) -> None:
         raise ConfigError(str(err)) from None
     cfg.admin_gid  # noqa: B018 - raises ConfigError for an unknown group
     _check_metrics(cfg)
+
+
+def _check_together(cfg: Config) -> None:
+    """Settings each in range but impossible together."""
+    if cfg.low_free_pct > cfg.resume_free_pct:  # equal: no hysteresis (0, 0: never)
+        raise ConfigError(f"low_free_pct ({cfg.low_free_pct}) is above resume_free_pct "
+                          f"({cfg.resume_free_pct})")
+    if cfg.admin_reserved_clients >= cfg.max_clients:
+        raise ConfigError(f"admin_reserved_clients ({cfg.admin_reserved_clients}) leaves "
+                          f"no connection of max_clients ({cfg.max_clients}) for other "
+                          "users: want fewer than max_clients")
 
 
 def _check_state_dir(path: str) -> None:

@@ -13,6 +13,8 @@ success is acked when asked.  Nothing a client sends may stop the daemon.
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import sys
 from typing import Any
 
@@ -137,8 +139,12 @@ class Dispatcher:
             self.listeners.deregister(peer.id, cpus)
 
     def _cgroupstats(self, peer: Peer, seq: int, fds: list[int]) -> None:
-        """CGROUPSTATS of the cgroup v1 directory passed as an fd."""
+        """CGROUPSTATS of the cgroup v1 directory passed as an fd; an O_PATH fd is
+        answered with nothing but the ACK asked for, as the kernel (fdget() skips
+        O_PATH files), whatever it names."""
         fd = passed_fd(peer, fds)
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_PATH:
+            return
         if cgroupfd.kind(fd) == "cgroup2":  # the kernel counts v1 only
             raise NetlinkError("a cgroup2 directory", errno=errno.EINVAL)
         stats = self.kernel.cgroup(fd)

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..backends import Answers, YieldsExits
-from ..errors import Unsupported
+from ..errors import AccessDenied, Unsupported
 from ..kernel import Connection
 from ..listener import Listener
 from ..procfs import ProcSource
@@ -80,7 +80,9 @@ def open_sources(cfg: Config) -> tuple[Answers, YieldsExits,
                                        dict[str, int]]:
     """The kernel's TASKSTATS when there (or asked), else /proc and the proc
     connector (see :mod:`.procmode`); and the sockets adopted from the fd store
-    (name -> fd; empty: none, the listener registered anew)."""
+    (name -> fd; empty: none, the listener registered anew).  With source auto, a
+    kernel that refuses the listener for want of privilege (EPERM: its queries need
+    the same CAP_NET_ADMIN) means /proc, said in one line on stderr."""
     if cfg.source != "procfs":
         try:
             kernel = Connection()
@@ -91,9 +93,22 @@ def open_sources(cfg: Config) -> tuple[Answers, YieldsExits,
             stored = stored_fds(FDSTORE_PREFIX)
             try:
                 listener = Listener(per_cpu=True, rcvbuf=cfg.rcvbuf_bytes, adopt=stored)
+            except AccessDenied as err:
+                kernel.close()
+                if cfg.source == "kernel":
+                    raise AccessDenied(f"the kernel refused the exit listener: "
+                                       f"permission denied: {NEEDS}") from err
+                print("taskstatsd: the kernel refused the exit listener (EPERM: its "
+                      "taskstats need root or CAP_NET_ADMIN); serving from /proc "
+                      "instead (--source kernel to insist)", file=sys.stderr)
             except BaseException:
                 kernel.close()
                 raise
-            return kernel, listener, stored
+            else:
+                return kernel, listener, stored
     proc = ProcSource()
     return ProcfsKernel(proc), ProcfsExits(proc, interval_s=cfg.procfs_interval_s), {}
+
+
+NEEDS = ("taskstatsd needs root or CAP_NET_ADMIN for the kernel's taskstats (its exit "
+         "records and queries); --source procfs runs without, from /proc")

@@ -18,25 +18,28 @@ from . import schema
 from .config import Config
 from .journal_process import JournalProcess
 from .journal_queries import Budget, QueryTooLong, Scope
+from .journal_samples import Running
 
 __all__ = ["HISTORY_KEYS", "HISTORY_SHARE", "History", "Shares"]
 
 DRAIN_EVERY_S = 0.002  # the kernel's sockets are drained this often during a query
 HISTORY_SHARE = 0.25  # of the loop's time one non-admin uid's history queries may take
 HISTORY_KEYS = ("since_ns", "until_ns", "comm", "uid", "pid", "tgid", "cgroup", "group_by",
-                "sort", "limit", "bucket_s", "fields", "plausible")
+                "sort", "limit", "bucket_s", "fields", "plausible", "kind", "at_ns")
 
 
 class History:
     """The HISTORY answers of a daemon: its ``journal``, its settings ``cfg``, its
     ``counters`` (history_timeouts and history_refused are counted there),
-    ``drain`` (empties the kernel's sockets for a while) and ``running`` (False
-    once the daemon is stopping)."""
+    ``drain`` (empties the kernel's sockets for a while), ``running`` (False
+    once the daemon is stopping) and ``alive`` (whether a process, by tgid and begin
+    time, was alive at the last sample: a sample row's ``running``)."""
 
     def __init__(self, journal: JournalProcess, cfg: Config, counters: dict[str, int],
-                 drain: Callable[[], None], running: Callable[[], bool]) -> None:
+                 drain: Callable[[], None], running: Callable[[], bool], *,
+                 alive: Running | None = None) -> None:
         self.journal, self.cfg, self.counters = journal, cfg, counters
-        self.drain, self.running = drain, running
+        self.drain, self.running, self.alive = drain, running, alive
         self.shares = Shares(HISTORY_SHARE, cfg.history_max_ms / 1000)
 
     def __call__(self, params: dict[str, Any], scope: Scope | None = None
@@ -55,6 +58,8 @@ class History:
         uid's queries get at most HISTORY_SHARE of the time (:class:`Shares`): past
         it, NetlinkError EAGAIN until its share has refilled."""
         params = schema.check(extproto.CMD_HISTORY, params)
+        if "at_ns" in params and {"since_ns", "until_ns"} & params.keys():
+            raise schema.SchemaError("at_ns: does not combine with since_ns, until_ns")
         query: dict[str, Any] = {k: v for k, v in params.items() if k in HISTORY_KEYS}
         query["scope"] = scope
         cap = self.cfg.history_max_rows
@@ -95,7 +100,7 @@ class History:
             query.pop("limit", None)
             return [self.journal.queries.totals(**query)]
         query["limit"] = min(query.get("limit", cap + 1), cap + 1)
-        return self.journal.queries.query(**query)
+        return self.journal.queries.query(**query, running=self.alive)
 
     def _clock(self, deadline: float) -> Callable[[], bool]:
         """The Budget.tick of one history query: True once ``deadline`` (monotonic s)

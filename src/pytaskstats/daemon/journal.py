@@ -31,7 +31,10 @@ from .journal_schema import (
     ADD_GAP,
     CHECKPOINT_BUSY_MS,
     DELETE_OLDER,
+    DELETE_OLDER_SAMPLES,
     DELETE_OLDEST,
+    DELETE_OLDEST_SAMPLES,
+    INSERT_SAMPLE_SQL,
     PUT_COUNTER,
     PUT_META,
     JournalError,
@@ -49,7 +52,8 @@ GROUP_COMMIT_ROWS = 10_000  # most rows per transaction when catching up
 RETIRE_CHUNK = 1000  # rows deleted per retention transaction
 RETIRE_CHUNKS_PER_PASS = 100  # retention work per check, so ingest is never starved
 COUNTERS = ("journaled", "dropped_queue_full", "dropped_disk_low", "dropped_write_error",
-            "suspensions", "retired")
+            "suspensions", "retired", "samples_journaled", "samples_dropped",
+            "samples_retired")
 
 Body = Callable[[sqlite3.Connection], dict[str, int]]
 
@@ -140,6 +144,25 @@ class Store:
         for start in range(0, len(items), chunk):
             journaled += self._commit(items[start:start + chunk])
         return journaled
+
+    def insert_samples(self, values: Sequence[Sequence[Any]]) -> int:
+        """Commit sample rows (values in ``SAMPLE_COLUMNS`` order, None for NULL) in
+        one transaction; how many were journaled (the rest: ``samples_dropped``)."""
+        self._check_open()
+        if not values:
+            return 0
+        if self._suspended:
+            self._count("samples_dropped", len(values))
+            return 0
+        try:
+            self._txn(lambda conn: _insert_samples(conn, values))
+        except (sqlite3.Error, OverflowError, ValueError) as err:
+            self._count("samples_dropped", len(values))
+            self._warn(f"journal dropped {len(values)} samples: {err}")
+            if isinstance(err, sqlite3.Error) and is_sqlite_full(err):
+                self._suspend()
+            return 0
+        return len(values)
 
     def note(self, counter: str, n: int) -> None:
         """Add ``n`` to ``counter`` (``lost_*`` or ``dropped_*``: losses counted
@@ -328,20 +351,27 @@ class Store:
         _LOG.warning("journal resumed under %s", self._directory)
 
     def _retire(self) -> None:
+        """Retention: exits and samples older than retention_s; while the pages in
+        use exceed max_bytes, the oldest rows of whichever table holds the oldest."""
         if self._retention_s is not None:
             cutoff = self._wall_ns() - int(self._retention_s * 1e9)
-            for _ in range(RETIRE_CHUNKS_PER_PASS):
-                if self._delete(DELETE_OLDER, (cutoff, RETIRE_CHUNK)) < RETIRE_CHUNK:
-                    break
+            for sql, counter in ((DELETE_OLDER, "retired"),
+                                 (DELETE_OLDER_SAMPLES, "samples_retired")):
+                for _ in range(RETIRE_CHUNKS_PER_PASS):
+                    if self._delete(sql, (cutoff, RETIRE_CHUNK), counter) < RETIRE_CHUNK:
+                        break
         if self._max_bytes is not None:
             for _ in range(RETIRE_CHUNKS_PER_PASS):
-                excess = _rows_over(self._conn, self._max_bytes)
-                if not excess or not self._delete(DELETE_OLDEST, (excess,)):
+                table = _oldest_table(self._conn)
+                excess = _rows_over(self._conn, self._max_bytes, table)
+                sql, counter = ((DELETE_OLDEST, "retired") if table == "exits"
+                                else (DELETE_OLDEST_SAMPLES, "samples_retired"))
+                if not excess or not self._delete(sql, (excess,), counter):
                     break
 
-    def _delete(self, sql: str, params: tuple[int, ...]) -> int:
-        delta = self._txn(lambda conn: {"retired": conn.execute(sql, params).rowcount})
-        return delta["retired"]
+    def _delete(self, sql: str, params: tuple[int, ...], counter: str = "retired") -> int:
+        delta = self._txn(lambda conn: {counter: conn.execute(sql, params).rowcount})
+        return delta[counter]
 
     def _checkpoint(self) -> None:
         if self._memory:
@@ -395,14 +425,29 @@ def _put_meta(conn: sqlite3.Connection, key: str, value: int) -> dict[str, int]:
     return {}
 
 
-def _rows_over(conn: sqlite3.Connection, max_bytes: int) -> int:
-    """About how many of the oldest rows to delete to bring the pages in use under
-    ``max_bytes`` (at most RETIRE_CHUNK); 0 if already under or empty."""
+def _insert_samples(conn: sqlite3.Connection, values: Sequence[Sequence[Any]]
+                    ) -> dict[str, int]:
+    conn.executemany(INSERT_SAMPLE_SQL, values)
+    return {"samples_journaled": len(values)}
+
+
+def _oldest_table(conn: sqlite3.Connection) -> str:
+    """"exits" or "samples": the table whose first row is the older."""
+    exits, samples = (conn.execute(f"SELECT time_ns FROM {t} ORDER BY id LIMIT 1").fetchone()
+                      for t in ("exits", "samples"))
+    if samples is None or (exits is not None and exits[0] <= samples[0]):
+        return "exits"
+    return "samples"
+
+
+def _rows_over(conn: sqlite3.Connection, max_bytes: int, table: str = "exits") -> int:
+    """About how many of the oldest rows of ``table`` to delete to bring the pages in
+    use under ``max_bytes`` (at most RETIRE_CHUNK); 0 if already under or empty."""
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     free = conn.execute("PRAGMA freelist_count").fetchone()[0]
     used: int = (pages - free) * page_size
-    low, high = conn.execute("SELECT min(id), max(id) FROM exits").fetchone()
+    low, high = conn.execute(f"SELECT min(id), max(id) FROM {table}").fetchone()
     if used <= max_bytes or low is None:
         return 0
     per_row: float = used / (high - low + 1)

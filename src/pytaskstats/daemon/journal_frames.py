@@ -4,9 +4,11 @@ out, no sockets).
 Frames, in order on one stream: kind (1 byte), payload length (u32), payload.
 
 - ``E`` daemon -> writer, one exit: time_ns (i64), cpu (i32; -1 None), cgroup
-  length (i32; -1 None), raw length (u32), owner_sees (i8; -1 None), pidns and
-  ns_ids lengths (i32 each; -1 None), the cgroup (UTF-8, surrogateescape), pidns,
+  length (i32; -1 None), raw length (u32), owner_sees (i8; -1 None), sampled (i8),
+  pidns and ns_ids lengths (i32 each; -1 None), the cgroup (UTF-8, surrogateescape), pidns,
   ns_ids (ASCII), the raw message;
+- ``P`` daemon -> writer, JSON list of sample rows, each a list of values in
+  ``journal_schema.SAMPLE_COLUMNS`` order (null: NULL);
 - ``N`` daemon -> writer, JSON ``[counter, n]``: losses counted before the writer;
 - ``C`` daemon -> writer, JSON ``[id, op]``, op ``flush`` or ``stop``;
 - ``S`` writer -> daemon, JSON :class:`JournalHealth`: pushed when it changed (at
@@ -25,14 +27,14 @@ from typing import Any
 
 from .journal_rows import Item, JournalEntry, Tags
 
-__all__ = ["CALL", "EXIT", "HEALTH", "NOTE", "REPLY", "Frame", "JournalHealth", "Unframer",
-           "decode_exit", "decode_health", "encode_exit", "encode_health", "encode_json",
-           "json_of", "split"]
+__all__ = ["CALL", "EXIT", "HEALTH", "NOTE", "REPLY", "SAMPLES", "Frame", "JournalHealth",
+           "Unframer", "decode_exit", "decode_health", "encode_exit", "encode_health",
+           "encode_json", "json_of", "split"]
 
 HEAD = struct.Struct("=BI")  # kind, payload length
-ENTRY = struct.Struct("=BIqiiIbii")  # HEAD, time_ns, cpu, cgroup, raw lengths, then tags
+ENTRY = struct.Struct("=BIqiiIbbii")  # HEAD, time_ns, cpu, cgroup, raw lengths, then tags
 _ITEM_SIZE = ENTRY.size - HEAD.size
-EXIT, NOTE, CALL, HEALTH, REPLY = b"ENCSR"
+EXIT, NOTE, CALL, HEALTH, REPLY, SAMPLES = b"ENCSRP"
 Frame = tuple[int, int, int]  # kind, start (of the header), end
 
 
@@ -81,12 +83,12 @@ def encode_exit(entry: JournalEntry) -> tuple[bytes, bytes, bytes, bytes]:
     """The ``E`` frame of ``entry`` in four pieces (header, cgroup, namespaces, raw),
     to be sent gathered without copying the raw message."""
     cpu, cgroup = entry.record.cpu, entry.cgroup
-    sees, pidns, ids = entry.tags
+    sees, pidns, ids, sampled = entry.tags
     path = b"" if cgroup is None else cgroup.encode("utf-8", "surrogateescape")
     ns = (b"" if pidns is None else pidns.encode()) + (b"" if ids is None else ids.encode())
     head = ENTRY.pack(EXIT, _ITEM_SIZE + len(path) + len(ns) + len(entry.raw), entry.time_ns,
                       -1 if cpu is None else cpu, -1 if cgroup is None else len(path),
-                      len(entry.raw), -1 if sees is None else int(sees),
+                      len(entry.raw), -1 if sees is None else int(sees), int(sampled),
                       -1 if pidns is None else len(pidns), -1 if ids is None else len(ids))
     return head, path, ns, entry.raw
 
@@ -94,8 +96,8 @@ def encode_exit(entry: JournalEntry) -> tuple[bytes, bytes, bytes, bytes]:
 def decode_exit(data: bytes, frame: Frame) -> Item:
     """The store's item of an ``E`` frame; ValueError if its lengths disagree."""
     _, start, end = frame
-    _, _, time_ns, cpu, cgroup_len, raw_len, sees, pidns_len, ids_len = ENTRY.unpack_from(
-        data, start)
+    (_, _, time_ns, cpu, cgroup_len, raw_len, sees, sampled, pidns_len,
+     ids_len) = ENTRY.unpack_from(data, start)
     at = start + ENTRY.size
     texts: list[str | None] = []
     for length in (cgroup_len, pidns_len, ids_len):
@@ -105,7 +107,7 @@ def decode_exit(data: bytes, frame: Frame) -> Item:
     if at + raw_len != end:
         raise ValueError(f"exit frame of {end - start} bytes declares {raw_len} raw bytes")
     cgroup, pidns, ids = texts
-    tags = Tags(None if sees < 0 else bool(sees), pidns, ids)
+    tags = Tags(None if sees < 0 else bool(sees), pidns, ids, bool(sampled))
     return time_ns, None if cpu < 0 else cpu, cgroup, data[at:end], tags
 
 

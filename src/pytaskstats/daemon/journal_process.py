@@ -34,6 +34,7 @@ from .journal_frames import (
     HEALTH,
     NOTE,
     REPLY,
+    SAMPLES,
     JournalHealth,
     Unframer,
     decode_health,
@@ -145,9 +146,18 @@ class JournalProcess:
             if self._out and not self._stalled and self._age() >= self._send_delay:
                 self._send_some()
 
+    def submit_samples(self, values: Sequence[Sequence[Any]]) -> None:
+        """Queue sample rows (values in ``SAMPLE_COLUMNS`` order) for the writer, which
+        commits them in one transaction; never blocks."""
+        if values:
+            self._queue(encode_json(SAMPLES, [list(v) for v in values]))
+
     def note_lost(self, reason: str, n: int = 1) -> None:
         """Count ``n`` exits lost before the journal as ``lost_<reason>``."""
-        frame = encode_json(NOTE, [f"lost_{check_reason(reason, n)}", n])
+        self._queue(encode_json(NOTE, [f"lost_{check_reason(reason, n)}", n]))
+
+    def _queue(self, frame: bytes) -> None:
+        """Queue one frame after what was submitted before it."""
         with self._cond:
             self._check_open()
             if not self._out:

@@ -17,8 +17,26 @@ from typing import Any, Literal, NamedTuple
 from ..extproto import AGGREGATES, CONTEXT, EXIT_SORTS, GROUP_KEYS
 from ..fields import DELAY_KINDS, FIELDS
 from ..plausible import sql_plausible, time_fields
+from .journal_samples import (
+    SAMPLE_SELECT,
+    SAMPLE_SORTS,
+    Running,
+    at_window,
+    check_kind,
+    exit_dict,
+    merge_groups,
+    merge_rows,
+    ns_pid,
+    sample_aggregate,
+    sample_dict,
+    sample_implausible,
+    sort_rows,
+    translated,
+    uncovered,
+)
 
-__all__ = ["AGGREGATES", "BUCKET_FIELDS", "BUSY_TIMEOUT_MS", "CONTEXT", "TAG_COLUMNS", "Budget",
+__all__ = ["AGGREGATES", "BUCKET_FIELDS", "BUSY_TIMEOUT_MS", "CONTEXT", "EXIT_TAGS",
+           "TAG_COLUMNS", "Budget",
            "Gap", "JournalQueries", "QueryTooLong", "Scope", "Select", "fetch", "ns_pid", "read"]
 
 BUSY_TIMEOUT_MS = 5000  # writer and readers wait this long for a lock
@@ -27,8 +45,9 @@ PROGRESS_STEPS = 10_000  # SQLite VM instructions between two Budget.tick calls 
 # NULL unknown), its PID namespace chain ("" initial, NULL unknown) and its pids
 # there ("pids/tgids/ppids" at levels 1..K), see daemon/namespaces.py NsTracker
 TAG_COLUMNS = ("owner_sees", "pidns", "ns_ids")
-_U64 = 1 << 64
-_U64_NAMES = frozenset(f.name for f in FIELDS if f.ctype == "u64")
+# an exit's tags and whether its thread's totals are in the samples already (1: its
+# row is left out of sums over samples and exits, which count every task once)
+EXIT_TAGS = (*TAG_COLUMNS, "sampled")
 
 
 class Gap(NamedTuple):
@@ -79,41 +98,6 @@ class _Filters(NamedTuple):
     scope: Scope | None = None
 
 
-def ns_pid(ns_ids: str | None, level: int, part: int) -> int | None:
-    """From an ``ns_ids`` value, the pid (``part`` 0), tgid (1) or ppid (2) at PID
-    namespace ``level`` (1 for the first below the initial); None where unknown."""
-    if not ns_ids or level < 1:
-        return None
-    parts = ns_ids.split("/")
-    pids = parts[part].split() if part < len(parts) else []
-    return int(pids[level - 1]) if level <= len(pids) else None
-
-
-def _translated(row: dict[str, Any], level: int) -> dict[str, Any]:
-    """An exit row with its pids at namespace ``level`` (invisible ones 0, as the
-    kernel answers)."""
-    ids = row.pop("ns_ids")
-    pid, tgid, ppid = (ns_pid(ids, level, part) for part in range(3))
-    row.update(pid=pid, tgid=tgid)
-    for key, value in (("ac_pid", pid), ("ac_tgid", tgid), ("ac_ppid", ppid)):
-        if row.get(key) is not None:
-            row[key] = value or 0
-    return row
-
-
-
-def _exit_dict(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    if out["ended_process"] is not None:
-        out["ended_process"] = bool(out["ended_process"])
-    for name in _U64_NAMES:
-        value = out[name]
-        if value is not None and value < 0:
-            out[name] = value + _U64
-    return out
-
-
-
 _DELAY_TOTALS = tuple(f.name for f in FIELDS if f.name.endswith("_delay_total"))
 # what JournalQueries.aggregate sums by default: CPU time and every delay total
 BUCKET_FIELDS = ("ac_utime", "ac_stime", *_DELAY_TOTALS)
@@ -149,12 +133,17 @@ def _implausible(fields: Sequence[str]) -> str:
             + ")), 0) AS implausible")
 
 
-def _select_list(total: bool) -> str:
-    """``exits`` count, the aggregates (implausible delays left out) and the count of
-    exits with one; ``total`` uses TOTAL (float) for SUM."""
-    items = ["COUNT(*) AS exits", *(f"{_sum_of(name)} AS {name}" for name in AGGREGATES),
-             _implausible(tuple(AGGREGATES))]
-    return ", ".join(i.replace("SUM(", "TOTAL(") if total else i for i in items)
+def _exit_sum(name: str, kinds: tuple[str, ...]) -> str:
+    """The exits' aggregate of ``name``: with samples, of the exits not sampled."""
+    return uncovered(_sum_of(name)) if "sample" in kinds else _sum_of(name)
+
+
+def _select_list(kinds: tuple[str, ...]) -> str:
+    """``exits`` count, the aggregates (implausible delays left out; with samples,
+    over the exits not sampled) and the count of exits with one."""
+    return ", ".join(["COUNT(*) AS exits",
+                      *(f"{_exit_sum(name, kinds)} AS {name}" for name in AGGREGATES),
+                      _implausible(tuple(AGGREGATES))])
 
 
 def _where(filters: _Filters) -> tuple[str, list[Any]]:
@@ -307,58 +296,83 @@ class JournalQueries:
               tgid: int | None = None, cgroup: str | None = None,
               group_by: Literal["comm", "uid", "cgroup"] | None = None,
               sort: str | None = None, limit: int | None = None,
-              raw: bool = False, scope: Scope | None = None) -> list[dict[str, Any]]:
-        """Journaled exits, oldest first, filtered (all filters AND; ``since_ns`` <=
-        time_ns < ``until_ns``; ``cgroup`` includes descendants).
+              raw: bool = False, scope: Scope | None = None, kind: str | None = None,
+              at_ns: int | None = None, running: Running | None = None
+              ) -> list[dict[str, Any]]:
+        """Journaled exits and samples, oldest first, filtered (all filters AND;
+        ``since_ns`` <= time_ns < ``until_ns``, or with ``at_ns`` the sample interval
+        holding it (:meth:`at_window`); ``cgroup`` includes descendants; ``pid`` and
+        ``tgid`` match a sample's tgid).  ``kind``: "exit" or "sample" only.
 
-        Without ``group_by``: one dict per exit with ``time_ns cpu pid tgid
-        ended_process cgroup``, every kernel field of the task record (timespecs as
-        ns) and, if ``raw``, the message bytes.  With ``group_by``: one dict per
-        group with its key (``ac_comm``, ``ac_uid`` or ``cgroup``), ``exits``, the
-        :data:`AGGREGATES` (delays longer than their task lived left out) and
-        ``implausible`` (exits that had one).  ``sort``: a key of those dicts, "-" for
-        descending.  ``scope``: only the rows a restricted client may read
-        (:class:`Scope`).
+        Without ``group_by``: one dict per row, ``kind`` "exit" or "sample".  An exit
+        has ``time_ns cpu pid tgid ended_process cgroup``, every kernel field of the
+        task record (timespecs as ns), ``sampled`` (its totals are in the samples)
+        and, if ``raw``, the message bytes; a sample has extproto.SAMPLE_KEYS
+        (``running`` from ``running(tgid, btime)``, False without it).  With
+        ``group_by``: one dict per group with its key (``ac_comm``, ``ac_uid`` or
+        ``cgroup``), ``exits``, ``samples``, the :data:`AGGREGATES` (every task counted
+        once: samples plus the exits not sampled; delays longer than their task lived
+        left out) and ``implausible`` (rows that had one).  ``sort``: a key of those
+        dicts, "-" for descending.  ``scope``: only the rows a restricted client may
+        read (:class:`Scope`).
         """
+        kinds = check_kind(kind)
+        if at_ns is not None:
+            since_ns, until_ns = self.at_window(at_ns)
         filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup, scope)
-        if group_by is None:
-            rows = [_exit_dict(row) for row in self._exits(filters, sort, limit, raw)]
-            if scope is not None and scope.pidns is not None:
-                rows = [_translated(row, scope.level) for row in rows]
-            return rows
-        if raw:
-            raise ValueError("raw bytes are per exit; not with group_by")
-        return self._aggregated(filters, _group_key(group_by), sort, limit)
+        if group_by is not None:
+            if raw:
+                raise ValueError("raw bytes are per exit; not with group_by")
+            return self._aggregated(filters, _group_key(group_by), sort, limit, kinds)
+        level = scope.level if scope is not None and scope.pidns is not None else 0
+        exits: list[dict[str, Any]] = []
+        if "exit" in kinds:
+            exits = [exit_dict(row) for row in self._exits(filters, sort, limit, raw)]
+            if level:
+                exits = [translated(row, level) for row in exits]
+        if "sample" not in kinds:
+            return exits
+        samples = [sample_dict(row, level, running)
+                   for row in self._samples(filters, sort, limit, len(kinds) == 1)]
+        return samples if "exit" not in kinds else merge_rows(exits, samples, sort, limit)
 
     def totals(self, *, since_ns: int | None = None, until_ns: int | None = None,
                comm: str | None = None, uid: int | None = None, pid: int | None = None,
                tgid: int | None = None, cgroup: str | None = None,
-               scope: Scope | None = None) -> dict[str, Any]:
-        """``exits`` and the :data:`AGGREGATES` over the filtered exits (None: no value);
-        delays longer than their task lived left out, ``implausible`` exits had one."""
+               scope: Scope | None = None, kind: str | None = None,
+               at_ns: int | None = None) -> dict[str, Any]:
+        """``exits``, ``samples`` and the :data:`AGGREGATES` over the filtered rows (as
+        :meth:`query` groups them; None: no value)."""
+        if at_ns is not None:
+            since_ns, until_ns = self.at_window(at_ns)
         filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup, scope)
-        return self._aggregated(filters, None, None, None)[0]
+        return self._aggregated(filters, None, None, None, check_kind(kind))[0]
 
     def aggregate(self, *, bucket_s: int | None = None, group_by: str | None = None,
                   fields: Sequence[str] = BUCKET_FIELDS,
                   since_ns: int | None = None, until_ns: int | None = None,
                   comm: str | None = None, uid: int | None = None, pid: int | None = None,
                   tgid: int | None = None, cgroup: str | None = None,
-                  scope: Scope | None = None) -> list[dict[str, Any]]:
-        """Sums over the exits filtered as :meth:`query`, per time bucket of ``bucket_s``
+                  scope: Scope | None = None, kind: str | None = None,
+                  at_ns: int | None = None) -> list[dict[str, Any]]:
+        """Sums over the rows filtered as :meth:`query`, per time bucket of ``bucket_s``
         seconds (aligned to multiples of it since the epoch) and/or per ``group_by`` key;
         one dict per non-empty group, oldest bucket then key first (one dict in all
-        without either, even with no exits).
+        without either, even with no rows).
 
         Each dict: ``bucket_ns`` (the bucket's start, ns since the epoch; with
         ``bucket_s``), the key (``ac_comm``, ``ac_uid`` or ``cgroup``; with ``group_by``),
-        ``exits``, ``processes`` (exits that ended a process; None if no row knew) and
-        the :data:`AGGREGATES` of ``fields`` (names checked against the field table).
-        A delay longer than its task lived, which the kernel sometimes reports, is
-        left out (:mod:`pytaskstats.plausible`), and ``implausible`` counts the exits
-        that had one among ``fields``.
+        ``exits``, ``samples``, ``processes`` (exits that ended a process; None if no
+        row knew) and the :data:`AGGREGATES` of ``fields`` (names checked against the
+        field table), every task counted once (samples plus exits not sampled).  A
+        delay longer than its task lived, which the kernel sometimes reports, is left
+        out (:mod:`pytaskstats.plausible`), and ``implausible`` counts the rows that
+        had one among ``fields``.
         """
         fields = _checked_fields(fields)
+        kinds = check_kind(kind)
+        if at_ns is not None:
+            since_ns, until_ns = self.at_window(at_ns)
         filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup, scope)
         keys: list[str] = []
         params: list[Any] = []
@@ -371,25 +385,33 @@ class JournalQueries:
             keys.append(_group_key(group_by))
         where, where_params = _where(filters)
         group = ", ".join(k.split(" AS ")[-1] for k in keys)
-        tail = f" FROM exits{where}" + (f" GROUP BY {group} ORDER BY {group}" if keys else "")
-        head = ", ".join([*keys, "COUNT(*) AS exits", "SUM(ended_process) AS processes"])
-
-        def sql(sum_name: str) -> str:
-            aggs = "".join(f", {_sum_of(f).replace('SUM(', sum_name)} AS {f}" for f in fields)
-            count = _implausible(fields).replace("SUM(", sum_name)
-            return f"SELECT {head}{aggs}, {count}{tail}"
-
-        try:
-            rows = self._select(sql("SUM("), [*params, *where_params])
-        except sqlite3.OperationalError as err:
-            if "overflow" not in str(err):
-                raise
-            rows = self._select(sql("TOTAL("), [*params, *where_params])
-        out = [_integral(row) for row in rows]
+        tail = where + (f" GROUP BY {group} ORDER BY {group}" if keys else "")
+        parts: list[dict[str, Any]] = []
+        if "exit" in kinds:
+            head = ", ".join([*keys, "COUNT(*) AS exits", "SUM(ended_process) AS processes"])
+            aggs = "".join(f", {_exit_sum(f, kinds)} AS {f}" for f in fields)
+            parts += self._summed(f"SELECT {head}{aggs}, {_implausible(fields)} FROM exits"
+                                  f"{tail}", [*params, *where_params])
+        if "sample" in kinds:
+            aggs = "".join(f", {sample_aggregate(f)} AS {f}" for f in fields)
+            parts += self._summed(f"SELECT {', '.join([*keys, 'COUNT(*) AS samples'])}{aggs}, "
+                                  f"{sample_implausible(fields)} FROM samples{tail}",
+                                  [*params, *where_params])
+        names = [k.split(" AS ")[-1] for k in keys]
+        out = merge_groups(parts, names)
+        if len(kinds) > 1:
+            out.sort(key=lambda row: tuple((row[n] is not None, row[n]) for n in names))
+        if not keys:
+            out = out[:1]
         for row in out:
             if bucket_s is not None:
                 row["bucket_ns"] = row.pop("bucket") * bucket_s * 1_000_000_000
         return out
+
+    def at_window(self, at_ns: int) -> tuple[int, int | None]:
+        """(since_ns, until_ns) of the sample interval holding ``at_ns`` (see
+        :func:`.journal_samples.at_window`)."""
+        return at_window(self._select, at_ns)
 
     def gaps(self) -> list[Gap]:
         """Intervals not covered by the journal, oldest first."""
@@ -401,25 +423,59 @@ class JournalQueries:
                raw: bool) -> list[sqlite3.Row]:
         where, params = _where(filters)
         ns = filters.scope is not None and filters.scope.pidns is not None
-        columns = ", ".join([*CONTEXT, *(f.name for f in FIELDS), *(["raw"] if raw else []),
-                             *(["ns_ids"] if ns else [])])
+        columns = ", ".join([*CONTEXT, *(f.name for f in FIELDS), "sampled",
+                             *(["raw"] if raw else []), *(["ns_ids"] if ns else [])])
         order = _order(sort, EXIT_SORTS, "id", "id")
         return self._select(f"SELECT {columns} FROM exits{where}{order}"
                             f"{_limit(limit, params)}", params)
 
-    def _aggregated(self, filters: _Filters, key: str | None, sort: str | None,
-                    limit: int | None) -> list[dict[str, Any]]:
-        """Groups by column ``key`` (None: one row over everything).  SUM falls back to
-        TOTAL (exact below 2**53) when a sum overflows int64."""
+    def _samples(self, filters: _Filters, sort: str | None, limit: int | None,
+                 only: bool) -> list[sqlite3.Row]:
+        """Sample rows; a ``sort`` they lack orders them by id (ValueError if ``only``)."""
         where, params = _where(filters)
-        group = f" GROUP BY {key}" if key else ""
-        order = "" if key is None else _order(sort, (key, "exits", *AGGREGATES), key, key)
-        tail = f"{where}{group}{order}{_limit(limit, params)}"
-        head = f"SELECT {key}, " if key else "SELECT "
+        ns = filters.scope is not None and filters.scope.pidns is not None
+        columns = ", ".join([*SAMPLE_SELECT, *(["ns_ids"] if ns else [])])
+        name = (sort or "").removeprefix("-")
+        if sort is not None and (name in SAMPLE_SORTS or only):
+            order = _order(sort, SAMPLE_SORTS, "id", "id")
+        else:
+            order = " ORDER BY id"
+        return self._select(f"SELECT {columns} FROM samples{where}{order}"
+                            f"{_limit(limit, params)}", params)
+
+    def _summed(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        """The rows of an aggregate ``sql``; SUM falls back to TOTAL (exact below
+        2**53) when a sum overflows int64."""
         try:
-            rows = self._select(f"{head}{_select_list(False)} FROM exits{tail}", params)
+            rows = self._select(sql, params)
         except sqlite3.OperationalError as err:
             if "overflow" not in str(err):
                 raise
-            rows = self._select(f"{head}{_select_list(True)} FROM exits{tail}", params)
+            rows = self._select(sql.replace("SUM(", "TOTAL("), params)
         return [_integral(row) for row in rows]
+
+    def _aggregated(self, filters: _Filters, key: str | None, sort: str | None,
+                    limit: int | None, kinds: tuple[str, ...] = ("exit",)
+                    ) -> list[dict[str, Any]]:
+        """Groups by column ``key`` (None: one row over everything) of ``kinds``."""
+        where, params = _where(filters)
+        group = f" GROUP BY {key}" if key else ""
+        head = f"SELECT {key}, " if key else "SELECT "
+        allowed = (key, "exits", "samples", *AGGREGATES) if key else ()
+        if kinds == ("exit",):
+            order = "" if key is None else _order(sort, allowed, key, key)
+            tail = f"{where}{group}{order}{_limit(limit, params)}"
+            return self._summed(f"{head}{_select_list(kinds)} FROM exits{tail}", params)
+        parts: list[dict[str, Any]] = []
+        if "exit" in kinds:
+            parts += self._summed(f"{head}{_select_list(kinds)} FROM exits{where}{group}",
+                                  params)
+        aggs = ", ".join(f"{sample_aggregate(n)} AS {n}" for n in AGGREGATES)
+        parts += self._summed(f"{head}COUNT(*) AS samples, {aggs}, "
+                              f"{sample_implausible(AGGREGATES)} FROM samples{where}{group}",
+                              params)
+        out = merge_groups(parts, [key] if key else [])
+        if key is None:
+            return out[:1]
+        _order(sort, allowed, key, key)  # checks the name
+        return sort_rows(out, sort or key, limit)

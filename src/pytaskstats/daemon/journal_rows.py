@@ -18,7 +18,7 @@ from ..errors import ProtocolError
 from ..fields import LATEST_VERSION, MIN_VERSION, Field, layout
 from ..netlink import HEADER
 from ..records import AGROUP, ExitRecord
-from .journal_queries import CONTEXT, TAG_COLUMNS
+from .journal_queries import CONTEXT, EXIT_TAGS
 from .journal_schema import BY_VERSION, INSERT_SQL, STAMPED
 
 __all__ = ["NO_TAGS", "Item", "JournalEntry", "Row", "Tags", "decode_raw", "fit", "row",
@@ -29,13 +29,15 @@ _U64 = 1 << 64
 
 
 class Tags(NamedTuple):
-    """What the access policy knows of an exit (the TAG_COLUMNS): whether its owner
+    """What the access policy knows of an exit (the EXIT_TAGS): whether its owner
     may see it (None: unknown), its PID namespace chain ("" the initial one, None
-    unknown) and its pids there ("pids/tgids/ppids" at levels 1..K)."""
+    unknown), its pids there ("pids/tgids/ppids" at levels 1..K) and whether the
+    sampler took its thread's last delta (its totals are in the samples)."""
 
     owner_sees: bool | None = None
     pidns: str | None = None
     ns_ids: str | None = None
+    sampled: bool = False
 
 
 NO_TAGS = Tags()
@@ -163,8 +165,8 @@ def _raw_plan(version: int, size: int) -> _RawPlan | None:
     def at(name: str) -> int:
         return flat.index(name) if name in flat else -1
 
-    sql = (f"INSERT INTO exits ({', '.join((*CONTEXT, 'raw', *TAG_COLUMNS, *names))}) "
-           f"VALUES ({', '.join(['?'] * (len(CONTEXT) + 1 + len(TAG_COLUMNS)) + marks)})")
+    sql = (f"INSERT INTO exits ({', '.join((*CONTEXT, 'raw', *EXIT_TAGS, *names))}) "
+           f"VALUES ({', '.join(['?'] * (len(CONTEXT) + 1 + len(EXIT_TAGS)) + marks)})")
     plan = _RawPlan(sql, lay.struct_for(len(fields)), at("ac_comm"),
                     at("ac_flag") if version >= 12 else -1, at("ac_tgid"))
     if len(_RAW_PLANS) < 1024:  # sizes are few; bound the cache all the same
@@ -173,15 +175,15 @@ def _raw_plan(version: int, size: int) -> _RawPlan | None:
 
 
 def _tag_values(tags: Tags) -> tuple[Any, ...]:
-    """The TAG_COLUMNS' values (NaN binds NULL)."""
+    """The EXIT_TAGS' values (NaN binds NULL; sampled: 1 or NULL)."""
     if tags is NO_TAGS:
         return _NAN_TAGS
-    sees, pidns, ids = tags
+    sees, pidns, ids, sampled = tags
     return (_NAN if sees is None else int(sees), _NAN if pidns is None else pidns,
-            _NAN if ids is None else ids)
+            _NAN if ids is None else ids, 1 if sampled else _NAN)
 
 
-_NAN_TAGS = (_NAN,) * len(TAG_COLUMNS)
+_NAN_TAGS = (_NAN,) * len(EXIT_TAGS)
 
 
 def row(item: Item) -> Row:
@@ -202,7 +204,7 @@ def row(item: Item) -> Row:
                    _NAN if cgroup is None else cgroup, raw, *_tag_values(tags), *values]
             if plan.comm >= 0:
                 comm = values[plan.comm].partition(b"\0")[0].decode("utf-8", "replace")
-                out[len(CONTEXT) + 1 + len(TAG_COLUMNS) + plan.comm] = comm
+                out[len(CONTEXT) + 1 + len(EXIT_TAGS) + plan.comm] = comm
             return plan.sql, out
     return _decoded_row(item, decode_raw(raw))
 
@@ -225,7 +227,7 @@ def rows(items: Sequence[Item]) -> tuple[list[Row], list[Exception]]:
 
 
 def fit(value: Any) -> Any:
-    """A u64 past int64 as its two's complement (read back by ``_exit_dict``); NULL
+    """A u64 past int64 as its two's complement (read back by ``journal_samples.exit_dict``); NULL
     for other integers SQLite cannot hold (``raw`` keeps them); text that is not
     UTF-8 (a path's undecodable bytes) with "?" in their place."""
     if isinstance(value, str):

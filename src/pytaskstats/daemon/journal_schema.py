@@ -13,11 +13,23 @@ import os
 import sqlite3
 
 from ..errors import TaskstatsError
+from ..extproto import SAMPLE_DELTAS
 from ..fields import FIELDS, Field
-from .journal_queries import BUSY_TIMEOUT_MS, CONTEXT, TAG_COLUMNS
+from .journal_queries import BUSY_TIMEOUT_MS, CONTEXT, EXIT_TAGS, TAG_COLUMNS
 
-__all__ = ["EXITS_DDL", "INSERT_SQL", "MIGRATIONS", "JournalError", "check_reason",
-           "check_settings", "connect", "is_full", "is_sqlite_full"]
+__all__ = [
+    "EXITS_DDL",
+    "INSERT_SAMPLE_SQL",
+    "INSERT_SQL",
+    "MIGRATIONS",
+    "SAMPLE_COLUMNS",
+    "JournalError",
+    "check_reason",
+    "check_settings",
+    "connect",
+    "is_full",
+    "is_sqlite_full",
+]
 
 CHECKPOINT_BUSY_MS = 100  # the periodic TRUNCATE checkpoint gives up on busy readers quickly
 JOURNAL_SIZE_LIMIT = 64 << 20  # bytes of WAL kept after a checkpoint
@@ -57,27 +69,48 @@ SCHEMA_V2 = ("ALTER TABLE exits ADD COLUMN owner_sees INTEGER",
 # the whole journal (benchmarks/history_cost.py: 10-40x); it costs ingest 5-15%
 # (measured: that script's journal build, 300k rows, with and without it)
 SCHEMA_V3 = ("CREATE INDEX exits_uid_time ON exits (ac_uid, time_ns)",)
-# pidns named a namespace by its inode until schema 4, and the kernel hands an inode
+# samples of live processes (daemon/sampler.py): one row per process and interval
+# with deltas (NULL: unmeasured); ``pid`` is the tgid, so the exits' filters apply;
+# ``tail`` marks a thread's last delta, taken from its exit record (whose row is
+# then ``sampled``: its totals are in the samples already)
+SAMPLE_COLUMNS = ("time_ns", "interval_ns", "pid", "tgid", "ac_comm", "ac_uid", "ac_gid",
+                  "cgroup", "btime", "threads", "tail", *TAG_COLUMNS, *SAMPLE_DELTAS,
+                  "hiwater_rss")
+SCHEMA_V4 = (
+    "CREATE TABLE samples (id INTEGER PRIMARY KEY, "
+    + ", ".join(f"{c} {'TEXT' if c in ('ac_comm', 'cgroup', 'pidns', 'ns_ids') else 'INTEGER'}"
+                for c in SAMPLE_COLUMNS) + ")",
+    "CREATE INDEX samples_time_ns ON samples (time_ns)",
+    "CREATE INDEX samples_uid_time ON samples (ac_uid, time_ns)",
+    "ALTER TABLE exits ADD COLUMN sampled INTEGER",
+)
+# pidns named a namespace by its inode until schema 5, and the kernel hands an inode
 # out again once its namespace is gone: those rows cannot be told from a later
-# namespace's, so they become admin-only, like rows from before schema 2 (a row of
-# the initial namespace, "", stays: that namespace is never reused); one pass over the
-# journal on open, like quick_check (measured: 3 s for 318 MB, 200k rows, under load)
-SCHEMA_V4 = ("UPDATE exits SET owner_sees = NULL, pidns = NULL, ns_ids = NULL "
-             "WHERE pidns <> ''",)
+# namespace's, so they become admin-only, like rows from before schema 2, exits and
+# samples alike (a row of the initial namespace, "", stays: that namespace is never
+# reused); one pass over the journal on open, like quick_check (measured: 3 s for
+# 318 MB, 200k rows, under load)
+SCHEMA_V5 = tuple(f"UPDATE {table} SET owner_sees = NULL, pidns = NULL, ns_ids = NULL "
+                  "WHERE pidns <> ''" for table in ("exits", "samples"))
 # MIGRATIONS[n - 1] takes PRAGMA user_version n - 1 to n.  Field columns are not
 # versioned: a field added to the table becomes a column on open (old rows: NULL).
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4,
+                                            SCHEMA_V5)
 
-_INSERT_COLUMNS = (*CONTEXT, "raw", *TAG_COLUMNS, *(f.name for f in BY_VERSION),
+_INSERT_COLUMNS = (*CONTEXT, "raw", *EXIT_TAGS, *(f.name for f in BY_VERSION),
                    *(f.name for f in STAMPED))
 INSERT_SQL = (f"INSERT INTO exits ({', '.join(_INSERT_COLUMNS)}) "
               f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})")
+INSERT_SAMPLE_SQL = (f"INSERT INTO samples ({', '.join(SAMPLE_COLUMNS)}) "
+                     f"VALUES ({', '.join('?' * len(SAMPLE_COLUMNS))})")
 PUT_COUNTER = "INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)"
 PUT_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 ADD_GAP = "INSERT INTO gaps (start_ns, end_ns, reason) VALUES (?, ?, ?)"
 DELETE_OLDER = ("DELETE FROM exits WHERE id IN "
                 "(SELECT id FROM exits WHERE time_ns < ? LIMIT ?)")
 DELETE_OLDEST = "DELETE FROM exits WHERE id IN (SELECT id FROM exits ORDER BY id LIMIT ?)"
+DELETE_OLDER_SAMPLES = DELETE_OLDER.replace("exits", "samples")
+DELETE_OLDEST_SAMPLES = DELETE_OLDEST.replace("exits", "samples")
 
 
 class JournalError(TaskstatsError):

@@ -29,6 +29,7 @@ from .journal_frames import (
     EXIT,
     NOTE,
     REPLY,
+    SAMPLES,
     Frame,
     JournalHealth,
     Unframer,
@@ -213,6 +214,8 @@ class Writer:
             body = json_of(data, frame)
             if frame[0] == NOTE:
                 self.store.note(body[0], body[1])
+            elif frame[0] == SAMPLES:
+                self._samples(body)
             elif frame[0] == CALL and self._call(*body):
                 return True
         self._take(items)
@@ -224,6 +227,14 @@ class Writer:
             refused = self.pending.add(items, self.clock())
             if refused:
                 self.store.note("dropped_queue_full", refused)
+
+    def _samples(self, values: list[list[Any]]) -> None:
+        """Commit sample rows at once, after the exits received before them."""
+        self._commit()
+        if isinstance(self.store, Store):
+            self.store.insert_samples(values)
+        else:
+            self.store.note("samples_dropped", len(values))
 
     def _call(self, ident: int, op: str) -> bool:
         """Answer a call: ``flush`` commits what is held and runs the checks if due;

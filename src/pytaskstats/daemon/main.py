@@ -43,10 +43,12 @@ from .journal_rows import JournalEntry, Tags
 from .namespaces import RESCAN_S, NsTracker
 from .notify import notify
 from .policy import ExitPolicy, Policy
+from .sampling import Sampling
 from .server import Limits, Peer, Server
 from .socketfile import answering
 from .startup import Startup, lock_file, raise_nofile, set_nice
 from .statedir import UMASK, StateDir
+from .status import policy_status, server_counters
 
 if TYPE_CHECKING:
     from ..metrics.service import DaemonMetrics
@@ -110,8 +112,11 @@ class Daemon:
             undo.callback(self.server.close)
             self.journal = self._journal(cfg)
             undo.callback(self.journal.stop)
+            self.sampling = Sampling(self.kernel, cfg.sample_interval_s,
+                                     self.journal.submit_samples, self.namespaces,
+                                     cgroups=cfg.cgroups)
             self._history = History(self.journal, cfg, self.counters, self._drain_kernel,
-                                    lambda: self.running)
+                                    lambda: self.running, alive=self.sampling.running)
             self.selector = selectors.DefaultSelector()
             if self.fork_events is not None:
                 self.selector.register(self.fork_events.fileno(), selectors.EVENT_READ,
@@ -172,7 +177,7 @@ class Daemon:
         if not self.accepting:
             timeout = min(timeout, self._resume_accepting())
         busy = [p.id for p in self.server.peers.values() if self.server.has_work(p)]
-        events = self.selector.select(0 if busy else timeout)
+        events = self.selector.select(0 if busy else min(timeout, self.sampling.due_in()))
         events.sort(key=lambda ev: ev[0].data[0] != "kernel")
         turns = dict.fromkeys(busy, 0)
         if events and events[0][0].data[0] == "kernel":
@@ -189,6 +194,7 @@ class Daemon:
                 turns[index] = turns.get(index, 0) | mask
         self._serve(turns)
         self._flush_all()
+        self.sampling.step()  # a slice of a scan of live tasks, when one is due
 
     def _serve(self, turns: dict[int, int]) -> None:
         """Give each ready client one bounded turn (Server.readable), draining the
@@ -239,6 +245,8 @@ class Daemon:
             data = raw if raw is not None else ts.encode_exit(self.kernel.family.id, event)
             cgroup = self._cgroup(event)
             tags = self._tags(event, complete)
+            if self.sampling.exit(event, now, cgroup, tags):  # its totals are sampled
+                tags = tags._replace(sampled=True)
             self.journal.submit(JournalEntry(event, now, cgroup, data, tags))
             if self.metrics is not None:
                 self.metrics.on_exit(event, cgroup)
@@ -410,16 +418,10 @@ class Daemon:
                           "client_listeners": self.server.listeners.count()},
             "clients": len(self.server.peers),
             "metrics": None if self.metrics is None else self.metrics.url,
-            "exit_policy": self._policy_status(),
-            "counters": {**self.counters, **self.journal.counters(),
+            "exit_policy": policy_status(self.exit_policy, self.exit_policy_off),
+            "counters": {**self.counters, **self.journal.counters(), **self.sampling.counters,
                          **(self.exit_policy.counters if self.exit_policy else {}),
-                         "client_dropped": self.server.dropped_client_records,
-                         "clients_refused": self.server.refused_clients,
-                         "client_accept_failures": self.server.accept_failures,
-                         "client_fds_held": self.server.held_fds,
-                         "client_fds_refused": self.server.refused_fds,
-                         "client_reply_peak_bytes": self.server.reply_peak,
-                         "namespace_unattributed": self.server.unattributed(),
+                         **server_counters(self.server),
                          "cgroup_from_birth": self.births.from_birth,
                          "cgroup_unknown": self.births.unknown},
             "gaps": [list(g) for g in self.journal.queries.gaps()[-10:]],
@@ -436,21 +438,15 @@ class Daemon:
             journal_dropped={k[len("dropped_"):]: v for k, v in journal.counters.items()
                              if k.startswith("dropped_")},
             journal_suspended=journal.suspended,
-            client_dropped=self.server.dropped_client_records)
+            client_dropped=self.server.dropped_client_records,
+            samples=(self.sampling.counters["samples_taken"],
+                     journal.counters.get("samples_journaled", 0),
+                     self.sampling.counters["sample_overruns"]))
 
     def history(self, params: dict[str, Any], scope: Scope | None = None
                 ) -> tuple[list[dict[str, Any]], str]:
         """Journal rows for `taskstats history` (see :class:`.history.History`)."""
         return self._history(params, scope)
-
-    def _policy_status(self) -> dict[str, Any]:
-        """Whether non-admin listeners get exit records, and why not."""
-        policy = self.exit_policy
-        if policy is None:
-            return {"state": "off", "why": self.exit_policy_off or "no proc connector",
-                    "non_admin_exits": "none"}
-        return {"state": "on", "trusted": policy.trusted, "non_admin_exits": "own",
-                "executables": len(policy.base) + len(policy.exes)}
 
     def close(self) -> None:
         """Deregister from the kernel (unless systemd keeps the sockets), close
@@ -471,10 +467,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     process forks; errors are one line on stderr."""
     try:
         args = config_mod.parse_args(argv)
-        if args.print_unit:
-            sys.stdout.write(unit.render())
-            return 0
         cfg = config_mod.from_args(args)
+        if args.print_unit:
+            sys.stdout.write(unit.render(cfg, args))
+            return 0
     except config_mod.ConfigError as err:
         print(f"taskstatsd: {err}", file=sys.stderr)
         return 2

@@ -385,6 +385,16 @@ class NsTracker:
             if info is not None:
                 self._put(tid, info)
 
+    def process_columns(self, tgid: int) -> tuple[str | None, str | None]:
+        """``pidns`` and ``ns_ids`` (as :meth:`columns`, pid and tgid both the tgid,
+        ppid unknown) of live process ``tgid``, for its sample rows; forgets nothing."""
+        info = self._verified(tgid)
+        if info is None:
+            return None, None
+        if not info.chain:
+            return "", None
+        return info.chain, f"{info.nspid}/{info.nspid}/"
+
     def columns(self, pid: int, tgid: int | None, ppid: int | None,
                 ended_process: bool | None) -> tuple[str | None, str | None]:
         """The journal's ``pidns`` ("" for the initial namespace) and ``ns_ids``

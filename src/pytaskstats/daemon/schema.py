@@ -53,7 +53,8 @@ class Schema:
     exclusive: tuple[frozenset[str], frozenset[str]] | None = None
 
 
-_SORTS = frozenset((*CONTEXT, *(f.name for f in FIELDS), "exits"))
+_SORTS = frozenset((*CONTEXT, *(f.name for f in FIELDS), "exits", "samples", "interval_ns",
+                    "btime", "threads"))
 _FLAG = Param(bool)
 HISTORY = Schema({
     "since_ns": Param(int, I64_MIN, I64_MAX), "until_ns": Param(int, I64_MIN, I64_MAX),
@@ -66,6 +67,8 @@ HISTORY = Schema({
     "bucket_s": Param(int, 1, I64_MAX // 1_000_000_000),
     "fields": Param(list, max_len=len(AGGREGATES), choices=frozenset(AGGREGATES)),
     "plausible": _FLAG, "totals": _FLAG,
+    "kind": Param(str, max_len=8, choices=frozenset(("exit", "sample"))),
+    "at_ns": Param(int, I64_MIN, I64_MAX),
 }, (frozenset(("bucket_s", "fields", "plausible")), frozenset(("sort", "limit", "totals"))))
 SCHEMAS: dict[int, Schema] = {
     extproto.CMD_STATUS: Schema({"flush": _FLAG}),

@@ -30,6 +30,7 @@ import stat
 from collections.abc import Iterator
 
 from ..errors import TaskstatsError
+from ..transport import DEFAULT_SOCKET
 from .trustedpath import OTHERS_WRITE, check_chain
 
 SOCKET_MODE = 0o666  # every local user may connect; the policy is per request
@@ -148,7 +149,9 @@ def _open_dir(directory: str) -> int:
     if why:
         os.close(fd)
         raise TaskstatsError(f"socket directory {directory} {why}: another user could "
-                             "replace the socket; not using it")
+                             "replace the socket; not using it: give a socket path whose "
+                             "directory only taskstatsd's user can write, such as "
+                             f"{DEFAULT_SOCKET} (taskstatsd creates that directory)")
     return fd
 
 

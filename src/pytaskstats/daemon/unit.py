@@ -13,12 +13,14 @@ as comments (``FileDescriptorStorePreserve=`` needs systemd 254).
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import fields
 
 from ..transport import DEFAULT_SOCKET
 from .config import DEFAULT_STATE_DIR, Config
@@ -34,7 +36,7 @@ After=local-fs.target
 
 [Service]
 Type=notify
-ExecStart={exec_start} --foreground --socket {socket} --state-dir {state_dir}
+ExecStart={exec_start} --foreground --socket {socket} --state-dir {state_dir}{settings}
 Restart=on-failure
 # the daemon's `nice` setting: systemd sets it (the bounding set has no CAP_SYS_NICE);
 # during a fork storm the daemon competes with every new task for the CPU
@@ -53,7 +55,7 @@ RuntimeDirectory=taskstats
 RuntimeDirectoryMode=0755
 StateDirectory=taskstats
 StateDirectoryMode=0700
-UMask=0077
+{paths}UMask=0077
 # CAP_NET_ADMIN: TASKSTATS commands, listener registration, the proc connector,
 # SO_RCVBUFFORCE.  CAP_SYS_PTRACE: /proc/PID/ns and /proc/PID/io of every task
 # (namespaced clients, the /proc source).  CAP_DAC_READ_SEARCH: /proc files and
@@ -88,16 +90,51 @@ WantedBy=multi-user.target
 """
 
 
-def render(socket: str = DEFAULT_SOCKET, state_dir: str = DEFAULT_STATE_DIR) -> str:
-    """The unit text for this installation and the local systemd."""
+def render(cfg: Config | None = None, args: argparse.Namespace | None = None) -> str:
+    """The unit text for this installation and the local systemd, running with
+    ``cfg``'s socket, state directory and nice (checked by the caller) and the
+    other settings given in ``args`` (the command line of ``--print-unit``)."""
+    cfg = cfg or Config()
     version = systemd_version()
     preserve = "FileDescriptorStorePreserve=restart"
     if version is None or version < PRESERVE_SINCE:
         preserve = (f"# with systemd >= {PRESERVE_SINCE} (here: {version or 'unknown'}), "
                     f"keep the stored sockets over `systemctl restart` too:\n# {preserve}")
-    return TEMPLATE.format(exec_start=exec_start(), socket=shlex.quote(socket),
-                           state_dir=shlex.quote(state_dir), preserve=preserve,
-                           nice=Config.nice)
+    settings = "".join(" " + shlex.quote(word) for word in _given(cfg, args))
+    return TEMPLATE.format(exec_start=exec_start(), socket=shlex.quote(cfg.socket),
+                           state_dir=shlex.quote(cfg.state_dir), preserve=preserve,
+                           nice=cfg.nice, settings=settings, paths=_paths(cfg))
+
+
+def _given(cfg: Config, args: argparse.Namespace | None) -> list[str]:
+    """The flags for the settings given in ``args`` besides socket and state_dir
+    (``--config`` as an absolute path), with ``cfg``'s checked values."""
+    if args is None:
+        return []
+    words = ["--config", os.path.abspath(args.config)] if args.config else []
+    for f in fields(Config):
+        if f.name in ("socket", "state_dir", "foreground") or getattr(args, f.name) is None:
+            continue
+        flag = f.name.replace("_", "-")
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool):
+            words.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            words += [f"--{flag}", str(value)]
+    return words
+
+
+def _paths(cfg: Config) -> str:
+    """ReadWritePaths= for a socket or state directory outside those systemd makes
+    (ProtectSystem=strict leaves every other path read-only)."""
+    own = [os.path.dirname(cfg.socket)] if os.path.dirname(cfg.socket) != os.path.dirname(
+        DEFAULT_SOCKET) else []
+    own += [cfg.state_dir] if cfg.state_dir != DEFAULT_STATE_DIR else []
+    if not own:
+        return ""
+    return ("# the settings' own directories (create them first: the rest of the file "
+            "system is read-only)\nReadWritePaths=" + " ".join(
+                "-" + shlex.quote(p) for p in own) + "\n")
 
 
 def exec_start() -> str:

@@ -107,6 +107,10 @@ def _health(h: Health) -> Iterator[Metric]:
         yield _family(names.JOURNAL_SUSPENDED, int(h.journal_suspended))
     if h.client_dropped is not None:
         yield _family(names.CLIENT_DROPPED, h.client_dropped)
+    if h.samples is not None:
+        for metric, value in zip((names.SAMPLES_TAKEN, names.SAMPLE_ROWS,
+                                  names.SAMPLE_OVERRUNS), h.samples, strict=True):
+            yield _family(metric, value)
 
 
 def _internal(snap: Snapshot) -> Iterator[Metric]:

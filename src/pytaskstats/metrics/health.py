@@ -25,6 +25,7 @@ class Health(NamedTuple):
     journal_dropped: dict[str, int] | None = None
     journal_suspended: bool | None = None
     client_dropped: int | None = None
+    samples: tuple[int, int, int] | None = None  # scans, rows written, overruns
 
 
 class LossTracker:
@@ -60,7 +61,8 @@ class DaemonCounters(NamedTuple):
     """taskstatsd's health as one value (this run's counters; the journal's as its
     writer last told them): exits received and lost before the journal (reason ->
     records), committed, dropped by the journal (reason -> records), whether
-    journaling is suspended, and records dropped for slow clients."""
+    journaling is suspended, records dropped for slow clients, and the samples of
+    live processes: scans taken, rows committed, scans longer than their interval."""
 
     received: int
     lost: dict[str, int]
@@ -68,6 +70,7 @@ class DaemonCounters(NamedTuple):
     journal_dropped: dict[str, int]
     journal_suspended: bool
     client_dropped: int
+    samples: tuple[int, int, int] = (0, 0, 0)
 
 
 class MetricsSettings(NamedTuple):
@@ -93,4 +96,4 @@ def daemon_health(tracker: LossTracker, listener: YieldsExits | None,
                         journal_written=told.journal_written,
                         journal_dropped=dict(told.journal_dropped),
                         journal_suspended=told.journal_suspended,
-                        client_dropped=told.client_dropped)
+                        client_dropped=told.client_dropped, samples=told.samples)

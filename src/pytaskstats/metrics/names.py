@@ -61,6 +61,13 @@ JOURNAL_DROPPED = Metric("taskstats_journal_records_dropped_total", "counter", (
                          "Exit records aggregated here but not journaled, by reason.")
 JOURNAL_SUSPENDED = Metric("taskstats_journal_suspended", "gauge", (),
                            "1 while journaling is suspended for lack of disk space.")
+SAMPLES_TAKEN = Metric("taskstats_journal_samples_total", "counter", (),
+                       "Scans of every live thread taken for the journal's samples.")
+SAMPLE_ROWS = Metric("taskstats_journal_sample_rows_written_total", "counter", (),
+                     "Sample rows (a busy process's deltas over an interval) committed to "
+                     "the journal.")
+SAMPLE_OVERRUNS = Metric("taskstats_journal_sample_overruns_total", "counter", (),
+                         "Journal sample scans that took longer than the sample interval.")
 CLIENT_DROPPED = Metric("taskstats_client_records_dropped_total", "counter", (),
                         "Exit records not delivered to slow listening clients.")
 SERIES_DROPPED = Metric("taskstats_series_dropped_total", "counter", (),
@@ -81,7 +88,8 @@ BUILD_INFO = Metric("taskstats_build_info", "gauge", ("version", "taskstats_vers
 METRICS: tuple[Metric, ...] = (
     DELAY_SECONDS, DELAYS, GROUP_DELAY_SECONDS, GROUP_DELAYS, DELAY_MAX, CPU, IO, TASK_EXITS,
     PROCESS_EXITS, RECEIVED, LOST, NETLINK_DROPPED, NETLINK_OVERRUNS, JOURNAL_WRITTEN,
-    JOURNAL_DROPPED, JOURNAL_SUSPENDED, CLIENT_DROPPED, SERIES_DROPPED, REGRESSIONS,
+    JOURNAL_DROPPED, JOURNAL_SUSPENDED, SAMPLES_TAKEN, SAMPLE_ROWS, SAMPLE_OVERRUNS,
+    CLIENT_DROPPED, SERIES_DROPPED, REGRESSIONS,
     LIVE_TASKS, SAMPLE_SECONDS, SCRAPE_ERRORS, UP, BUILD_INFO, IMPLAUSIBLE)
 
 

@@ -2,8 +2,9 @@
 bucket (a minute, or longer for long ranges), top commands and cgroups by each
 kind of wait, and totals.
 
-The journal keeps a task's delays with its exit, so a bucket holds the delays
-of the tasks that exited in it, whenever they waited; the page says so.
+A bucket holds the delays of the live processes' samples taken in it and of the
+tasks that exited in it and were never sampled (their delays count when they
+exit, whenever they waited); every task counts once.  The page says so.
 """
 
 from __future__ import annotations
@@ -189,8 +190,9 @@ def _delay_chart(report: HistoryReport) -> str:
                          for k in kinds])]
     if report.delayacct is False:
         html.append(page.note(OFF_NOTE))
-    html.append(page.figure(chart, "Seconds of delay summed over the tasks that exited in "
-                            "each interval (a task's delays count when it exits)."))
+    html.append(page.figure(chart, "Seconds of delay in each interval: live processes' "
+                            "samples, and tasks that exited unsampled (their delays "
+                            "count when they exit)."))
     return "".join(html)
 
 
