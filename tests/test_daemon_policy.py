@@ -188,6 +188,10 @@ for line in sys.stdin:
         out = client.history(**json.loads(line.split(None, 1)[1]))
     elif cmd == "status":
         out = client.status()
+    elif cmd == "reconnect":  # to a restarted daemon
+        client = Client("daemon", socket_path=sys.argv[1])
+        listener, got = client.listen(), []
+        out = True
     print(json.dumps(out), flush=True)
 """
 

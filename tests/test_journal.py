@@ -615,6 +615,39 @@ def test_rows_from_before_the_policy_columns_are_admin_only(make: Factory,
     assert [r["pid"] for r in journal.queries.query(scope=Scope(None, None, "900", 1))] == [3]
 
 
+def test_rows_named_by_namespace_inode_become_admin_only(make: Factory,
+                                                         tmp_path: Path) -> None:
+    """Schemas 2 to 4 named a PID namespace by its inode, which the kernel reuses: on
+    migration such rows (exits and samples) lose their tags (admin-only, fail
+    closed), so a later namespace given the same inode never reads them; rows of the
+    initial namespace ("") keep theirs; rows written after name namespaces uniquely."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        for statement in (s for migration in MIGRATIONS[:4] for s in migration):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 4")
+        conn.execute("INSERT INTO samples (time_ns, pid, owner_sees, pidns, ns_ids) "
+                     "VALUES (1, 5, 1, '4026532177', '5/5/1'), (1, 6, 1, '', NULL)")
+        for pid, pidns, ids in ((77, "", None), (78, "4026532177", "3/3/1"),
+                                (79, "4026532177/4026532178", "4 2/4 2/3 1")):
+            conn.execute("INSERT INTO exits (time_ns, pid, raw, ac_uid, ac_gid, owner_sees, "
+                         "pidns, ns_ids) VALUES (1, ?, x'00', 65534, 65534, 1, ?, ?)",
+                         (pid, pidns, ids))
+    journal = make(path)
+    journal.insert([_tagged(80, Tags(True, "b/n7", "5/5/1")).item])
+    journal.maintain()
+    def pids(scope: Scope | None = None) -> list[int]:
+        return [r["pid"] for r in journal.queries.query(kind="exit", scope=scope)]
+
+    assert pids() == [77, 78, 79, 80]
+    assert pids(Scope(65534, 65534)) == [77, 80]
+    assert pids(Scope(None, None, "4026532177", 1)) == []
+    assert pids(Scope(None, None, "b/n7", 1)) == [5]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT pid, owner_sees, pidns, ns_ids FROM samples ORDER BY pid"
+                            ).fetchall() == [(5, None, None, None), (6, 1, "", None)]
+
+
 def test_a_schema_2_journal_gets_the_uid_index_and_uses_it(make: Factory,
                                                              tmp_path: Path) -> None:
     """Restricted readers filter on their uid: a journal from before the index gets

@@ -16,8 +16,10 @@ record is handled (microseconds) cannot be placed, and is counted
 (``unattributed``) instead of being shown.
 
 The journal knows each exit's namespaces too (:class:`NsTracker`, fed by the same
-fork events and asked at ingest): the chain of PID namespace inodes from level 1
-down to the task's (:func:`ns_chain`; "" for the initial namespace) and the task's,
+fork events and asked at ingest): the chain of PID namespaces from level 1 down to
+the task's (:func:`ns_chain`; "" for the initial namespace), each named uniquely
+(:func:`ns_identity`: an inode alone is handed out again once its namespace is
+gone, and a new namespace would read a dead one's history), and the task's,
 its process's and its parent's pid at each of those levels, so that history is
 filtered and translated for a namespaced client like its GET and listen.  The
 tracker starts from a /proc scan; a child of a task of the initial namespace is
@@ -29,8 +31,11 @@ namespace or pids are unknown (counted as ``namespace_unknown``).
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import itertools
 import os
+import struct
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -44,10 +49,15 @@ from ..records import ExitRecord, TaskStats
 OVERFLOW_ID = 65534
 RESCAN_S = 0.25  # at most one full /proc scan per this interval
 NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2), linux/nsfs.h
+NS_GET_PID_FROM_PIDNS = 0x8004B706  # _IOR(0xb7, 0x6, int), Linux 6.11+
+NS_GET_ID = 0x8008B70D  # _IOR(0xb7, 0xd, __u64), Linux 6.18+
 MAX_LEVELS = 32  # the kernel's limit on PID namespace nesting
 MAX_CHAINS = 4096  # cached namespace chains
 MAX_TRACKED = 1 << 20  # cached per-task namespace facts
-_CHAINS: dict[int, str] = {}
+_CHAINS: dict[str, str] = {}  # a namespace's ns_identity -> its ns_chain
+_INITS: dict[int, int] = {}  # a namespace's inode -> its init's host pid (found in /proc)
+_MISSING: set[str] = set()  # the nsfs ioctls this kernel lacks ("ns_id", "pid_from_pidns")
+_U64 = struct.Struct("=Q")
 
 
 @cache
@@ -72,25 +82,90 @@ def read_nspid(pid: int | str, proc: str = "/proc") -> list[int]:
 
 def ns_chain(path: str) -> str:
     """The PID namespace at ``path`` (an ns/pid or ns/pid_for_children file) as the
-    "/"-joined inodes of the namespaces from level 1 down to it; "" for the initial
-    namespace.  Raises OSError when the file is gone."""
+    journal names it: "" for the initial namespace, else this boot's id then the
+    :func:`ns_identity` of each namespace from level 1 down to it, "/"-joined.  Unique
+    across reuse of inode numbers and reboots, the same for the life of the namespace
+    (so across taskstatsd restarts).  Raises OSError when the file is gone or the
+    namespace cannot be named (its init is gone: nothing more can run there)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        ino = os.fstat(fd).st_ino
-        if ino == host_pidns():
+        if os.fstat(fd).st_ino == host_pidns():
             return ""
-        if ino not in _CHAINS:
+        own = ns_identity(fd)
+        if own not in _CHAINS:
             if len(_CHAINS) >= MAX_CHAINS:
                 _CHAINS.clear()
-            _CHAINS[ino] = "/".join(str(i) for i in reversed(_ancestry(fd)))
-        return _CHAINS[ino]
+            _CHAINS[own] = "/".join([boot_id(), *reversed(_parents(fd)), own])
+        return _CHAINS[own]
     finally:
         os.close(fd)
 
 
-def _ancestry(fd: int) -> list[int]:
-    """Inodes of the namespace open as ``fd`` and its parents, below the initial one."""
-    inodes = [os.fstat(fd).st_ino]
+@cache
+def boot_id() -> str:
+    """This boot's random id (32 hex digits): no namespace of another boot matches."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip().replace("-", "")
+
+
+def ns_identity(fd: int) -> str:
+    """The name of the PID namespace open as ``fd``, unique within this boot and the
+    same for its life: "n" and the kernel's namespace id (NS_GET_ID, a u64 never
+    reused; Linux 6.18+), else "inode.pid.ticks": its inode (reused once it is gone)
+    and its init's host pid and start time (clock ticks since boot), a process that
+    lived only in this namespace.  Raises OSError when its init is gone."""
+    if "ns_id" not in _MISSING:
+        try:
+            return f"n{_U64.unpack(fcntl.ioctl(fd, NS_GET_ID, bytes(8)))[0]}"
+        except OSError as err:
+            if err.errno not in (errno.ENOTTY, errno.EINVAL):
+                raise
+            _MISSING.add("ns_id")  # before Linux 6.18
+    ino = os.fstat(fd).st_ino
+    init = _init_pid(fd, ino)
+    return f"{ino}.{init}.{start_ticks(init)}"
+
+
+def start_ticks(pid: int | str, proc: str = "/proc") -> int:
+    """When a process started: clock ticks since boot (/proc/PID/stat field 22)."""
+    with open(f"{proc}/{pid}/stat", "rb") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(b")") + 2:].split()[19])  # fields from 3 on
+
+
+def _init_pid(fd: int, ino: int) -> int:
+    """The host pid of the init (pid 1) of the PID namespace ``ino`` open as ``fd``:
+    NS_GET_PID_FROM_PIDNS (Linux 6.11+), else the one found in /proc (remembered
+    while it is still pid 1 of namespace ``ino``).  OSError when it is gone."""
+    if "pid_from_pidns" not in _MISSING:
+        try:
+            return int(fcntl.ioctl(fd, NS_GET_PID_FROM_PIDNS, 1))
+        except OSError as err:
+            if err.errno not in (errno.ENOTTY, errno.EINVAL):
+                raise
+            _MISSING.add("pid_from_pidns")
+    known = _INITS.get(ino)
+    for name in itertools.chain([] if known is None else [str(known)], _listdir("/proc")):
+        try:
+            if name.isdigit() and read_nspid(name)[-1:] == [1] and ns_inode(name, "pid") == ino:
+                if len(_INITS) >= MAX_CHAINS:
+                    _INITS.clear()
+                _INITS[ino] = int(name)
+                return int(name)
+        except OSError:
+            continue
+    raise OSError(errno.ESRCH, f"the init of PID namespace {ino} is gone")
+
+
+def _listdir(path: str) -> Iterator[str]:
+    """The names in ``path``, listed only once asked for the first."""
+    yield from os.listdir(path)
+
+
+def _parents(fd: int) -> list[str]:
+    """The :func:`ns_identity` of the parents of the namespace open as ``fd``, below
+    the initial one, innermost first."""
+    names: list[str] = []
     current = fd
     try:
         for _ in range(MAX_LEVELS):
@@ -101,14 +176,13 @@ def _ancestry(fd: int) -> list[int]:
             if current != fd:
                 os.close(current)
             current = parent
-            ino = os.fstat(current).st_ino
-            if ino == host_pidns():
+            if os.fstat(current).st_ino == host_pidns():
                 break
-            inodes.append(ino)
+            names.append(ns_identity(current))
     finally:
         if current != fd:
             os.close(current)
-    return inodes
+    return names
 
 
 def read_idmap(path: str) -> list[tuple[int, int, int]]:
