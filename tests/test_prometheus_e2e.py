@@ -62,9 +62,11 @@ IO_CHILD = textwrap.dedent(f"""
     with open("/proc/self/comm", "w") as f:
         f.write("{PREFIX}-io")
     with open(sys.argv[1], "wb") as f:
-        f.write(os.urandom(1 << 20)); f.flush(); os.fsync(f.fileno())
+        f.write(os.urandom(8 << 20)); f.flush(); os.fsync(f.fileno())
     fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
-    os.readv(fd, [mmap.mmap(-1, 1 << 20)])
+    buf = mmap.mmap(-1, 64 << 10)  # 128 reads past the page cache: some must wait
+    while os.readv(fd, [buf]):
+        pass
 """)
 
 
