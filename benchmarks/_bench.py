@@ -362,3 +362,26 @@ def header(what: str, quick: bool) -> None:
     print(f"{what}{' (--quick)' if quick else ''}: {len(possible_cpus())} CPUs, Linux "
           f"{os.uname().release}, Python {sys.version.split()[0]}")
     print()
+
+
+_SLEEPERS = """
+import sys, threading
+threading.stack_size(64 * 1024)
+stop = threading.Event()
+for _ in range(int(sys.argv[1])):
+    threading.Thread(target=stop.wait, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def sleeping_threads(count: int) -> subprocess.Popen[str]:
+    """A helper process with ``count`` threads waiting (its main thread too), started;
+    close its stdin to end it."""
+    proc = subprocess.Popen([sys.executable, "-c", _SLEEPERS, str(count)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        proc.kill()
+        raise RuntimeError(f"the helper did not start {count} threads")
+    return proc

@@ -28,14 +28,12 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from _bench import median, require_root, run_main, table
+from _bench import median, require_root, run_main, sleeping_threads, table
 
 from pytaskstats.daemon.journal import Store
 from pytaskstats.daemon.namespaces import NsTracker
@@ -46,27 +44,6 @@ from pytaskstats.kernel import Connection
 from pytaskstats.procfs import list_tasks
 
 TARGET_MB_DAY = 50.0
-HELPER = """
-import sys, threading
-threading.stack_size(64 * 1024)
-stop = threading.Event()
-for _ in range(int(sys.argv[1])):
-    threading.Thread(target=stop.wait, daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-
-def with_threads(n: int) -> subprocess.Popen[str]:
-    """A helper holding ``n`` sleeping threads (started; close its stdin to end it)."""
-    helper = subprocess.Popen([sys.executable, "-c", HELPER, str(n)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    assert helper.stdout is not None
-    if helper.stdout.readline() != "ready\n":
-        sys.exit("the helper did not start its threads")
-    return helper
-
-
 def bare_scan(conn: Connection) -> tuple[float, float, int]:
     """Wall s, CPU s and threads of one listing + pipelined query of every thread."""
     w0, c0 = time.perf_counter(), time.process_time()
@@ -92,7 +69,7 @@ def sampled_scan(sampling: Sampling) -> tuple[float, float, float, float]:
 
 def scan_costs(threads: int, scans: int) -> list[str]:
     """One table row: the sample and the bare scan with ``threads`` helper threads."""
-    helper = with_threads(threads)
+    helper = sleeping_threads(threads)
     rows: list[Any] = []
     try:
         with Connection() as conn:

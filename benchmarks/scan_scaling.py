@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from _bench import (
     require_root,
     run_daemon_main,
     running_daemon,
+    sleeping_threads,
     spread,
     table,
     task_ids,
@@ -48,28 +48,6 @@ from scan import C_WINDOW, c_floor
 from pytaskstats import Client
 
 TARGET_DRIFT = 0.15  # per-task cost at the largest count vs the smallest, either way
-HELPER = """
-import sys, threading
-threading.stack_size(65536)
-stop = threading.Event()
-for _ in range(int(sys.argv[1])):
-    threading.Thread(target=stop.wait, daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-
-def sleeping_threads(count: int) -> subprocess.Popen[str]:
-    """A helper process with ``count`` threads waiting (its main thread too)."""
-    proc = subprocess.Popen([sys.executable, "-c", HELPER, str(count)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "ready":
-        proc.kill()
-        raise RuntimeError(f"the helper did not start {count} threads")
-    return proc
-
-
 def measure(count: int, exe: str, family: int, socket_path: str,
             args: argparse.Namespace) -> tuple[int, dict[str, list[float]]]:
     """(threads scanned, ns/task per contender and round) with ``count`` sleeping."""

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from _bench import median, require_root, table
+from _bench import median, require_root, sleeping_threads, table
 
 from pytaskstats import Client
 from pytaskstats.top.batch import info, wait
@@ -37,17 +37,6 @@ from pytaskstats.top.sampler import Sampler
 from pytaskstats.top.view import ViewState, view
 
 TARGET_PCT = 3.0
-HELPER = """
-import sys, threading
-threading.stack_size(64 * 1024)
-stop = threading.Event()
-for _ in range(int(sys.argv[1])):
-    threading.Thread(target=stop.wait, daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-
 def cpu_s() -> float:
     """This process's user + system CPU seconds."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -121,12 +110,9 @@ def main() -> None:
     parser.add_argument("--skip-cli", action="store_true", help="skip the end-to-end run")
     args = parser.parse_args()
     require_root()
-    with subprocess.Popen([sys.executable, "-c", HELPER, str(args.threads)],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as helper:
-        assert helper.stdout is not None and helper.stdin is not None
+    with sleeping_threads(args.threads) as helper:
+        assert helper.stdin is not None
         try:
-            if helper.stdout.readline() != "ready\n":
-                sys.exit("the helper did not start its threads")
             report(args)
         finally:
             helper.stdin.close()
