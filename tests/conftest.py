@@ -136,6 +136,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         require_kernel()
 
 
+@pytest.fixture
+def fresh_daemon() -> Iterator[RunningDaemon]:
+    """A taskstatsd of the test's own (the kernel's; not the module's shared one)."""
+    require_kernel()
+    d = RunningDaemon(None)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
 @pytest.fixture(scope="session")
 def nobody_env() -> Iterator[dict[str, str]]:
     """Environment for running pytaskstats as nobody: a world-readable copy of the

@@ -184,11 +184,3 @@ def test_a_new_namespace_with_a_dead_ones_inode_sees_none_of_its_history(
     pytest.skip(f"no PID namespace inode handed out twice in {TRIES} containers")
 
 
-@pytest.fixture
-def fresh_daemon() -> Iterator[RunningDaemon]:
-    require_kernel()
-    d = RunningDaemon(None)
-    try:
-        yield d
-    finally:
-        d.close()

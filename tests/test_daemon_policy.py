@@ -402,14 +402,6 @@ def test_the_connector_sends_only_the_kinds_asked_for() -> None:
                                                connector.IdChange}
 
 
-@pytest.fixture
-def fresh_daemon() -> Iterator[RunningDaemon]:
-    require_kernel()
-    d = RunningDaemon(None)
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def test_exit_records_follow_the_proc_rule(fresh_daemon: RunningDaemon, suid_dir: Path,

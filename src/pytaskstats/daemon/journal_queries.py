@@ -23,6 +23,7 @@ from .journal_samples import (
     Running,
     at_window,
     check_kind,
+    count_implausible,
     exit_dict,
     merge_groups,
     merge_rows,
@@ -126,11 +127,7 @@ def _sum_of(name: str) -> str:
 
 def _implausible(fields: Sequence[str]) -> str:
     """The select item counting the exits with an implausible delay among ``fields``."""
-    kinds = dict.fromkeys(_KIND_OF[f] for f in fields if f in _KIND_OF)
-    if not kinds:
-        return "0 AS implausible"
-    return ("COALESCE(SUM(NOT (" + " AND ".join(sql_plausible(k) for k in kinds)
-            + ")), 0) AS implausible")
+    return count_implausible(fields, _KIND_OF, sql_plausible)
 
 
 def _exit_sum(name: str, kinds: tuple[str, ...]) -> str:

@@ -23,7 +23,9 @@ __all__ = [
     "KINDS",
     "SAMPLE_SORTS",
     "at_window",
-    "check_kind", "exit_dict",
+    "check_kind",
+    "count_implausible",
+    "exit_dict",
     "merge_groups",
     "merge_rows",
     "ns_pid",
@@ -114,10 +116,17 @@ def sample_aggregate(name: str) -> str:
 
 def sample_implausible(fields: Iterable[str]) -> str:
     """The select item counting sample rows with an implausible delay in ``fields``."""
-    kinds = dict.fromkeys(_TOTAL_KIND[f] for f in fields if f in _TOTAL_KIND)
+    return count_implausible(fields, _TOTAL_KIND, sql_plausible_sample)
+
+
+def count_implausible(fields: Iterable[str], kind_of: dict[str, str],
+                      plausible: Callable[[str], str]) -> str:
+    """The select item counting rows with an implausible delay among ``fields``
+    (``kind_of``: field -> delay kind; ``plausible``: kind -> the SQL test)."""
+    kinds = dict.fromkeys(kind_of[f] for f in fields if f in kind_of)
     if not kinds:
         return "0 AS implausible"
-    return ("COALESCE(SUM(NOT (" + " AND ".join(sql_plausible_sample(k) for k in kinds)
+    return ("COALESCE(SUM(NOT (" + " AND ".join(plausible(k) for k in kinds)
             + ")), 0) AS implausible")
 
 
