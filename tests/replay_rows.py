@@ -76,7 +76,11 @@ class ListSource:
 
     def __call__(self, query: Query) -> Page:
         self.queries.append(query)
-        found = [r for r in self.rows if r["kind"] == query.kind
+        # "scan": the sample rows of scans, as taskstatsd answers it (not exit tails)
+        kinds = {"scan": ("sample", False), "sample": ("sample", None),
+                 "exit": ("exit", None)}[query.kind]
+        found = [r for r in self.rows if r["kind"] == kinds[0]
+                 and (kinds[1] is None or bool(r.get("tail")) == kinds[1])
                  and query.since_ns <= r["time_ns"] < query.until_ns]
         found.sort(key=lambda r: r["time_ns"], reverse=query.newest_first)
         if self.cap is not None and len(found) > self.cap and query.limit > self.cap:

@@ -213,8 +213,13 @@ def test_samples_and_exits_count_every_task_once(tmp_path: Path) -> None:
     assert (bucket["ac_utime"], bucket["samples"]) == (1007, 2)
     assert q.at_window(30 * S) == (1, 60 * S + 1)
     assert [r["kind"] for r in q.query(at_ns=30 * S)] == ["sample"]
+    # "scan": the samples of scans only (what top --replay steps by), not exit tails
+    assert [r["time_ns"] // S for r in q.query(kind="scan")] == [60]
+    assert [r["time_ns"] // S for r in q.query(kind="scan", sort="-time_ns", limit=1)] == [60]
     with pytest.raises(ValueError, match="kind"):
         q.query(kind="bogus")
+    with pytest.raises(ValueError, match="kind"):
+        q.totals(kind="scan")  # sums count tails too: no "scan" there
     store.close()
 
 

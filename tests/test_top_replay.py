@@ -471,3 +471,13 @@ def test_a_long_lived_worker_replays_with_its_cpu_deltas() -> None:
         worker.kill()
         worker.communicate()  # reaps it and closes its pipes
         daemon.close()
+
+
+def test_stepping_goes_scan_to_scan_not_to_the_tails_exits_wrote() -> None:
+    """An exit between two scans completes its thread's samples with a tail row stamped
+    at the exit: replay steps by scans ("scan" rows), not by those."""
+    tail = {**srow(T0 + STEP // 2, 9, "short"), "tail": True}
+    rows = [srow(T0, 7, "db"), tail, srow(T0 + STEP, 7, "db")]
+    journal = Journal(ListSource(rows), T0 - STEP, T0 + 2 * STEP)
+    assert journal.first() == T0 and journal.after(T0) == T0 + STEP
+    assert journal.before(T0 + STEP) == T0 and journal.last() == T0 + STEP

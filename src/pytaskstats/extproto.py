@@ -74,7 +74,7 @@ GROUP_KEYS: dict[str, str] = {"comm": "ac_comm", "uid": "ac_uid", "cgroup": "cgr
 # what a journal row carries besides the kernel's fields (time_ns: CLOCK_REALTIME ns)
 CONTEXT = ("time_ns", "cpu", "pid", "tgid", "ended_process", "cgroup")
 EXIT_SORTS = (*CONTEXT, *(f.name for f in FIELDS))  # what exit rows sort by
-Kind = Literal["exit", "sample"]
+Kind = Literal["exit", "sample", "scan"]  # scan: the samples of scans, not exit tails
 # a sample row's deltas over its interval: kernel names and units (docs/fields.md)
 SAMPLE_DELTAS = (
     "ac_utime", "ac_stime", "cpu_count", "cpu_delay_total", "blkio_count",

@@ -97,6 +97,7 @@ class _Filters(NamedTuple):
     tgid: int | None
     cgroup: str | None
     scope: Scope | None = None
+    scans_only: bool = False  # samples of scans, not the tails that exits completed
 
 
 _DELAY_TOTALS = tuple(f.name for f in FIELDS if f.name.endswith("_delay_total"))
@@ -165,6 +166,8 @@ def _where(filters: _Filters) -> tuple[str, list[Any]]:
         clauses.append(f"(pidns = ? OR (pidns >= ? AND pidns < ?)) "
                        f"AND ns_pid(ns_ids, {level}, 0) IS NOT NULL")
         params += [scope.pidns, scope.pidns + "/", scope.pidns + "0"]
+    if filters.scans_only:
+        clauses.append("tail = 0")
     if filters.cgroup is not None:
         base = filters.cgroup.rstrip("/")
         clauses.append("(cgroup = ? OR (cgroup >= ? AND cgroup < ?))")
@@ -313,10 +316,11 @@ class JournalQueries:
         dicts, "-" for descending.  ``scope``: only the rows a restricted client may
         read (:class:`Scope`).
         """
-        kinds = check_kind(kind)
+        kinds = check_kind(kind, scan=True)
         if at_ns is not None:
             since_ns, until_ns = self.at_window(at_ns)
-        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup, scope)
+        filters = _Filters(since_ns, until_ns, comm, uid, pid, tgid, cgroup, scope,
+                           kind == "scan")
         if group_by is not None:
             if raw:
                 raise ValueError("raw bytes are per exit; not with group_by")

@@ -85,12 +85,16 @@ def exit_dict(row: sqlite3.Row) -> dict[str, Any]:
     return out
 
 
-def check_kind(kind: str | None) -> tuple[str, ...]:
-    """The tables' kinds a query reads: both for None."""
+def check_kind(kind: str | None, *, scan: bool = False) -> tuple[str, ...]:
+    """The tables' kinds a query reads: both for None; "scan" (with ``scan``: the
+    sample rows of scans, not those an exit completed) reads the samples."""
     if kind is None:
         return KINDS
+    if scan and kind == "scan":
+        return ("sample",)
     if kind not in KINDS:
-        raise ValueError(f"kind must be 'exit' or 'sample', not {kind!r}")
+        raise ValueError(f"kind must be 'exit' or 'sample'{', or scan' if scan else ''}, "
+                         f"not {kind!r}")
     return (kind,)
 
 

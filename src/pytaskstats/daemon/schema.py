@@ -67,7 +67,7 @@ HISTORY = Schema({
     "bucket_s": Param(int, 1, I64_MAX // 1_000_000_000),
     "fields": Param(list, max_len=len(AGGREGATES), choices=frozenset(AGGREGATES)),
     "plausible": _FLAG, "totals": _FLAG,
-    "kind": Param(str, max_len=8, choices=frozenset(("exit", "sample"))),
+    "kind": Param(str, max_len=8, choices=frozenset(("exit", "sample", "scan"))),
     "at_ns": Param(int, I64_MIN, I64_MAX),
 }, (frozenset(("bucket_s", "fields", "plausible")), frozenset(("sort", "limit", "totals"))))
 SCHEMAS: dict[int, Schema] = {

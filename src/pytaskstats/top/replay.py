@@ -29,7 +29,7 @@ __all__ = ["MAX_ROWS", "Interval", "Journal", "Page", "Query", "Replay", "Replay
            "UserNames", "daemon_source"]
 
 MAX_ROWS = 10_000  # rows of each kind fetched per interval (taskstatsd's default cap)
-Kind = Literal["sample", "exit"]
+Kind = Literal["sample", "exit", "scan"]
 Row = Mapping[str, Any]
 
 
@@ -93,7 +93,7 @@ class Journal:
         lo, hi = max(since_ns, self.since_ns), min(until_ns, self.until_ns)
         if lo >= hi:
             return None
-        rows = self.source(Query("sample", lo, hi, 1, newest)).rows
+        rows = self.source(Query("scan", lo, hi, 1, newest)).rows  # not exits' tails
         return int(rows[0]["time_ns"]) if rows else None
 
     def first(self) -> int | None:
