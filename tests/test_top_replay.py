@@ -4,6 +4,7 @@ keys through the screen logic and once in a real terminal; the command line."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from pytaskstats import Client
 from pytaskstats.cli.main import main
-from pytaskstats.cli.top import parse_time
+from pytaskstats.cli.top import parse_time, replay_range
 from pytaskstats.extproto import Rows
 from pytaskstats.top import replay as replay_mod
 from pytaskstats.top.batch import run_replay_batch
@@ -341,6 +342,9 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
      "--at must be between --since and --until"),
     (["top", "-b", "--replay", "--at", "half past three"], "give an age"),
     (["top", "--replay"], "not a terminal"),
+    (["top", "-b", "--replay", "-d", "5"], "-d: only in the live view"),
+    (["top", "-b", "--replay", "--retain", "5", "--no-exits", "-H"],
+     "--retain, --no-exits, -H: only in the live view"),
 ])
 def test_bad_replay_options_are_one_line_usage_errors(argv: list[str], says: str,
                                                       capsys: pytest.CaptureFixture[str]
@@ -481,3 +485,10 @@ def test_stepping_goes_scan_to_scan_not_to_the_tails_exits_wrote() -> None:
     journal = Journal(ListSource(rows), T0 - STEP, T0 + 2 * STEP)
     assert journal.first() == T0 and journal.after(T0) == T0 + STEP
     assert journal.before(T0 + STEP) == T0 and journal.last() == T0 + STEP
+
+
+def test_at_now_is_the_latest_interval_not_a_usage_error() -> None:
+    now = T0
+    args = argparse.Namespace(replay=True, since=None, until=None, at="now")
+    since, until, at = replay_range(args, now)
+    assert at == now and since < at < until

@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(format_row(row, args.group_by))
     _say_note(rows)
-    if not rows or (args.totals and not rows[0].get("exits")):
+    if not rows or (args.totals and not (rows[0].get("exits") or rows[0].get("samples"))):
         print(f"taskstats history: no rows match ({describe_filter(args)})",
               file=sys.stderr)
     return 0

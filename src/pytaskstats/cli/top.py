@@ -51,7 +51,7 @@ def add_parser(sub: Any) -> None:
                    "full-screen view")
     p.add_argument("-n", "--iterations", type=count_arg, default=0, metavar="N",
                    help="stop after N refreshes (default 0: never)")
-    p.add_argument("-d", "--delay", type=seconds_arg(MIN_DELAY_S, MAX_DELAY_S), default=2.0,
+    p.add_argument("-d", "--delay", type=seconds_arg(MIN_DELAY_S, MAX_DELAY_S), default=None,
                    metavar="SECS",
                    help="refresh interval in seconds (default 2, at least 0.1)")
     p.add_argument("--json", action="store_true",
@@ -74,7 +74,7 @@ def add_parser(sub: Any) -> None:
                    help="only rows with activity in the interval")
     p.add_argument("-P", "--limit", type=count_arg, default=0, metavar="N",
                    help="at most N rows per refresh (default: all, or what fits)")
-    p.add_argument("--retain", type=seconds_arg(0, MAX_RETAIN_S), default=10.0,
+    p.add_argument("--retain", type=seconds_arg(0, MAX_RETAIN_S), default=None,
                    metavar="SECS", help="how long exited processes stay listed (default 10)")
     p.add_argument("--no-exits", action="store_true",
                    help="do not listen for exits (no exited rows, no exit counts)")
@@ -116,6 +116,17 @@ def view_state(args: argparse.Namespace) -> ViewState:
 def run(args: argparse.Namespace) -> int:
     """Run the view; 0 on quit, 2 when the full screen has no terminal."""
     batch = args.batch or args.json
+    live_only = [name for name, given in (("-d", args.delay is not None),
+                                          ("--retain", args.retain is not None),
+                                          ("--no-exits", args.no_exits),
+                                          ("-H", args.threads)) if given]
+    if args.replay and live_only:
+        print(f"taskstats top: {', '.join(live_only)}: only in the live view (the journal "
+              "keeps processes at its own interval) (see 'taskstats top --help')",
+              file=sys.stderr)
+        return 2
+    args.delay = 2.0 if args.delay is None else args.delay
+    args.retain = 10.0 if args.retain is None else args.retain
     state = view_state(args)
     if args.replay or args.since or args.until or args.at:
         return run_replay(args, state, batch=batch)
@@ -139,13 +150,14 @@ def replay_range(args: argparse.Namespace, now_ns: int) -> tuple[int, int, int |
     the usage error."""
     if not args.replay:
         raise ValueError("--since, --until and --at need --replay")
-    until = when_arg(args.until, now_ns) if args.until else now_ns
     at = when_arg(args.at, now_ns) if args.at else None
+    until = (when_arg(args.until, now_ns) if args.until
+             else max(now_ns, at + 1) if at is not None else now_ns)
     since = (when_arg(args.since, now_ns) if args.since
              else (until if at is None else at) - REPLAY_SINCE_S * 1_000_000_000)
     if until <= since:
         raise ValueError("--until must be later than --since")
-    if at is not None and not since <= at < until:
+    if at is not None and not since <= at <= until:
         raise ValueError("--at must be between --since and --until")
     return since, until, at
 
@@ -172,7 +184,8 @@ def run_replay(args: argparse.Namespace, state: ViewState, *, batch: bool) -> in
         replay = Replay(Journal(daemon_source(client), since, until), client.backend)
         if not replay.start(at):
             print(f"taskstats top: no samples journaled from {_local(since)} to "
-                  f"{_local(until)}: is taskstatsd sampling (sample_interval_s)?",
+                  f"{_local(until)} (a range before the journal began, or taskstatsd not "
+                  "sampling: see sample_interval_s in its status)",
                   file=sys.stderr)
             return 1
         if batch:

@@ -101,7 +101,7 @@ def frame_of(samples: Iterable[Row], exit_rows: Iterable[Row], start_ns: int, en
     # a row's deltas were read over a scan in slices, and CPU comes in whole ticks: the
     # plausibility rule gets a quarter of the interval and 20 ms of tolerance
     common: dict[str, Any] = {"span_ns": (end_ns - start_ns) // 4 + 20_000_000,
-                              "cgroups": cgroups, "users": users, "delayacct": True,
+                              "cgroups": cgroups, "users": users, "delayacct": None,
                               "folds": folds}
     model.update(Sample(t_ns=start_ns, tasks=begin, tgids={t: t for t in begin}, **common))
     return model.update(Sample(t_ns=end_ns, tasks=end, tgids={t: t for t in end},
