@@ -18,6 +18,7 @@ import pytest
 from pytaskstats import kernel as kernel_mod
 from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
+from pytaskstats.daemon import dispatch as dispatch_mod
 from pytaskstats.daemon.dispatch import Dispatcher
 from pytaskstats.daemon.extension import Extension
 from pytaskstats.daemon.listeners import ListenerLists
@@ -185,3 +186,21 @@ def test_peek_leaves_the_frames_in_place() -> None:
     assert batch.peek(9) == [data[:28], data[28:56], data[56:]]
     assert batch.next_frame() == data[:28]
     assert batch.peek(9) == [data[28:56], data[56:]]
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_a_pid_that_changes_owner_around_the_read_is_refused(
+        kernel: FakeKernel, peer: Peer, monkeypatch: pytest.MonkeyPatch, ahead: bool) -> None:
+    """/proc's rule is asked before and after the kernel's read: a task that was not the
+    client's before it (another user's, whose pid the client's own task took by the
+    time of the second check) is refused, whether fetched ahead or alone."""
+    family = kernel.family.id if kernel.family else 0
+    peer.admin, peer.uid, peer.gid = False, NOBODY, NOBODY
+    verdicts = {pid: iter([False, True]) for pid in TASKS[:2]}  # before, after the read
+    monkeypatch.setattr(dispatch_mod, "owner_may_see", lambda pid, *a: next(verdicts[pid]))
+    frames = [get(family, "pid", TASKS[0], 1), get(family, "pid", TASKS[1], 2)]
+    with Connection() as conn:
+        got = answers(dispatcher(conn), peer, frames, ahead=ahead)
+    errors = [nl.decode_error(m).error for data in got for m in nl.walk(data)
+              if m.type == nl.NLMSG_ERROR]
+    assert errors == [errno.EPERM, errno.EPERM]

@@ -53,6 +53,8 @@ class Dispatcher:
         self._warning = ""  # the current message's parse warning (extended ACK)
         # (scope, id) -> the kernel's answer, fetched ahead for this turn (prefetch)
         self.prefetched: dict[tuple[IdScope, int], bytes | TaskStats] = {}
+        # id -> whether the peer might see it before the kernel was asked (see _get)
+        self.seen_before: dict[int, bool] = {}
 
     def handle(self, peer: Peer, data: bytes, fds: list[int]) -> None:
         """Answer every message of one datagram, walked as the kernel walks it (a
@@ -157,6 +159,7 @@ class Dispatcher:
         namespaced peer (its ids are translated first).  What a previous call
         fetched is forgotten."""
         self.prefetched.clear()
+        self.seen_before.clear()
         if peer.view is not None or len(frames) < 2:
             return
         wanted: dict[IdScope, list[int]] = {"pid": [], "tgid": []}
@@ -169,6 +172,8 @@ class Dispatcher:
                 wanted[_ATTR_SCOPE[atype]].append(ident)
         for scope, ids in wanted.items():
             if ids:
+                if not peer.admin:
+                    self.seen_before.update((i, self._sees(peer, i)) for i in ids)
                 for ident, got in self.kernel.query_replies(scope, ids).items():
                     self.prefetched[scope, ident] = got
 
@@ -179,9 +184,15 @@ class Dispatcher:
         view = peer.view
         if view is None:
             got = self.prefetched.pop((scope, ident), None)
+            before = self.seen_before.pop(ident, peer.admin)
             if got is None:
+                before = self._sees(peer, ident)
                 got = self.kernel.query_reply(scope, ident)
+            # the kernel's error first (ESRCH); then /proc's rule, before and after the
+            # read: a pid reused between the check and the read cannot pass both
             self._may_see(peer, ident)
+            if not before:
+                raise NetlinkError("not the client's task", errno=errno.EPERM)
             if isinstance(got, bytes):
                 self.replies.reply(peer, got[:8] + _SEQ_PORT.pack(seq, peer.id) + got[16:])
                 return
@@ -219,6 +230,11 @@ class Dispatcher:
         stats = self.kernel.query(scope, ident)
         self._may_see(peer, ident)
         return stats
+
+    @staticmethod
+    def _sees(peer: Peer, ident: int) -> bool:
+        """Whether ``peer`` may see task ``ident`` now (admins: always)."""
+        return peer.admin or owner_may_see(ident, peer.uid, peer.gid)
 
     @staticmethod
     def _may_see(peer: Peer, ident: int) -> None:
