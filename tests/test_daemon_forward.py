@@ -196,10 +196,21 @@ def test_a_pid_that_changes_owner_around_the_read_is_refused(
     time of the second check) is refused, whether fetched ahead or alone."""
     family = kernel.family.id if kernel.family else 0
     peer.admin, peer.uid, peer.gid = False, NOBODY, NOBODY
-    verdicts = {pid: iter([False, True]) for pid in TASKS[:2]}  # before, after the read
-    monkeypatch.setattr(dispatch_mod, "owner_may_see", lambda pid, *a: next(verdicts[pid]))
+    read: set[int] = set()  # the pids the kernel was asked about: theirs until then
+    monkeypatch.setattr(dispatch_mod, "owner_may_see", lambda pid, *a: pid in read)
     frames = [get(family, "pid", TASKS[0], 1), get(family, "pid", TASKS[1], 2)]
     with Connection() as conn:
+        one, many = conn.query_reply, conn.query_replies
+
+        def reply(scope: Any, ident: int) -> Any:
+            read.add(ident)
+            return one(scope, ident)
+
+        def replies(scope: Any, ids: list[int]) -> Any:
+            read.update(ids)
+            return many(scope, ids)
+        monkeypatch.setattr(conn, "query_reply", reply)
+        monkeypatch.setattr(conn, "query_replies", replies)
         got = answers(dispatcher(conn), peer, frames, ahead=ahead)
     errors = [nl.decode_error(m).error for data in got for m in nl.walk(data)
               if m.type == nl.NLMSG_ERROR]
