@@ -98,9 +98,11 @@ def frame_of(samples: Iterable[Row], exit_rows: Iterable[Row], start_ns: int, en
             cgroups.setdefault(rec.tgid or rec.pid, row["cgroup"])
     users = names([*(t.ac_uid for t in begin.values()), *(e.task.ac_uid for e in exits)])
     model = Model(retain_s=1.0)  # exited rows stay for this interval only
-    # a row's deltas were read over a scan in slices, and CPU comes in whole ticks: the
-    # plausibility rule gets a quarter of the interval and 20 ms of tolerance
-    common: dict[str, Any] = {"span_ns": (end_ns - start_ns) // 4 + 20_000_000,
+    # a row's deltas span its thread's two reads, which sliced scans under load can set
+    # further apart than the scans' ends (the interval), and CPU comes in whole ticks:
+    # the plausibility rule (against waits of hours charged from a stale start) gets an
+    # interval and a second of tolerance
+    common: dict[str, Any] = {"span_ns": (end_ns - start_ns) // 2 + 500_000_000,
                               "cgroups": cgroups, "users": users, "delayacct": None,
                               "folds": folds}
     model.update(Sample(t_ns=start_ns, tasks=begin, tgids={t: t for t in begin}, **common))
