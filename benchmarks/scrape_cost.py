@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 
-from _bench import interleave, median, spread, table
+from _bench import interleave, median, sleeping_threads, spread, table
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
@@ -37,15 +36,6 @@ from pytaskstats.metrics.collector import TaskstatsCollector
 from pytaskstats.metrics.live import Sampler, list_tasks
 
 GROUPS = parse_groups([f"g{i}=^cmd{i}$" for i in range(8)])
-THREADS_CHILD = """
-import sys, threading
-threading.stack_size(64 * 1024)
-ev = threading.Event()
-for _ in range(int(sys.argv[1])):
-    threading.Thread(target=ev.wait, daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-"""
 
 
 def record(tid: int, step: int) -> TaskStats:
@@ -109,10 +99,8 @@ def exits(n: int) -> Callable[[], float]:
 def live_sample(threads: int, reps: int) -> tuple[list[str], float]:
     """A real live sample of this machine (with ``threads`` extra threads): the table
     row and the median CPU ms."""
-    child = subprocess.Popen([sys.executable, "-c", THREADS_CHILD, str(threads)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = sleeping_threads(threads)
     try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
         with Client("kernel") as client:
             agg = Aggregator()
             sampler = Sampler(agg, client.pids)
