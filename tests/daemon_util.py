@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,3 +95,16 @@ def _answers(path: str) -> bool:
         except OSError:
             return False
     return True
+
+
+# python3 -c HOLD SOCKET N: holds N connections to taskstatsd, prints N, waits for a line
+HOLD = textwrap.dedent("""
+    import socket, sys
+    socks = []
+    for _ in range(int(sys.argv[2])):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(sys.argv[1])
+        socks.append(s)
+    print(len(socks), flush=True)
+    sys.stdin.readline()
+""")

@@ -22,7 +22,7 @@ from pytaskstats.daemon.listeners import cpumask_maxlen
 from pytaskstats.kernel import Connection, possible_cpus
 
 from .conftest import NOBODY_PYTHON, wait_until
-from .daemon_util import RunningDaemon
+from .daemon_util import HOLD, RunningDaemon
 
 pytestmark = pytest.mark.kernel
 
@@ -232,16 +232,6 @@ def test_unread_replies_are_bounded_and_do_not_stall_others(
         _end(proc)
 
 
-HOLD = textwrap.dedent("""
-    import socket, sys
-    socks = []
-    for _ in range(int(sys.argv[2])):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        s.connect(sys.argv[1])
-        socks.append(s)
-    print(len(socks), flush=True)
-    sys.stdin.readline()
-""")
 
 
 def _hold(uid: int, daemon: RunningDaemon, count: int) -> subprocess.Popen[str]:

@@ -22,7 +22,7 @@ from pytaskstats import taskstats as ts
 from pytaskstats.kernel import Connection
 
 from .conftest import NOBODY_PYTHON, wait_until
-from .daemon_util import RunningDaemon
+from .daemon_util import HOLD, RunningDaemon
 
 pytestmark = pytest.mark.kernel
 
@@ -69,16 +69,6 @@ SEND_FDS = textwrap.dedent("""
     print(" ".join(str(-c) for c in sorted(codes)), flush=True)
 """)
 
-HOLD = textwrap.dedent("""
-    import socket, sys
-    socks = []
-    for _ in range(int(sys.argv[2])):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        s.connect(sys.argv[1])
-        socks.append(s)
-    print(len(socks), flush=True)
-    sys.stdin.readline()
-""")
 
 
 def _fds(pid: int) -> int:
