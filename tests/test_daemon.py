@@ -198,9 +198,6 @@ with Client(socket_path=path) as c, c.listen() as listener:
 """
 
 
-@pytest.mark.xfail(strict=False, reason="OPEN BUG, first to fix: the second unprivileged "
-                   "user's listener (uid 40000) sometimes receives no exit at all, about half "
-                   "the runs since the samples/perf merges (uid 65534's always does)")
 def test_two_users_each_see_their_own_exits(daemon: RunningDaemon,
                                             nobody_env: dict[str, str]) -> None:
     """Each user's listener sees its own exits and no other user's (uids only: other

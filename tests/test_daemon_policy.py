@@ -348,7 +348,8 @@ def _exit_of(pid: int, exe: Path | None) -> ExitRecord:
 def test_exit_verdicts_follow_the_events(suid_dir: Path) -> None:
     """ExitPolicy alone, fed synthetic events about tasks gone before /proc could be
     read (pids above pid_max): a fork inherits, an exec is judged by its executable,
-    an id change hides (real != effective) or makes unknown; unknowns are counted."""
+    an id change hides (real != effective) or makes unknown until the next exec;
+    unknowns are counted."""
     policy = ExitPolicy(exe_dirs=[str(suid_dir)])
     me, pid = os.getpid(), 1 << 23  # never a pid: PID_MAX_LIMIT is 1 << 22
     verdicts = []
@@ -357,18 +358,25 @@ def test_exit_verdicts_follow_the_events(suid_dir: Path) -> None:
             (None, None),  # an executable never learned: unknown
             (None, suid_dir / "suidtrue"),  # a learned setuid one: hidden
             ((65534, 0), suid_dir / "plaintrue"),  # euid 0 as exec'd setuid: hidden
-            ((65534, 65534), suid_dir / "plaintrue")]):  # saved/fs ids unknown: unknown
+            # real = effective, then an exec: saved/fs ids = effective, the exe decides
+            ((65534, 65534), suid_dir / "plaintrue"),
+            ((65534, 65534), None)]):  # ... or not, when it is never learned
         child = pid + n
         policy.event(connector.Fork(child, child, me, 0, me))
         if ids is not None:
             policy.event(connector.IdChange(child, child, "uid", *ids))
         policy.event(connector.Exec(child, child))
         verdicts.append(policy.owner_sees(_exit_of(child, exe)))
+    child = pid + 8  # real = effective after its exec: saved/fs ids unknown
+    policy.event(connector.Fork(child, child, me, 0, me))
+    policy.event(connector.Exec(child, child))
+    policy.event(connector.IdChange(child, child, "gid", 65534, 65534))
+    verdicts.append(policy.owner_sees(_exit_of(child, suid_dir / "plaintrue")))
     policy.event(connector.Fork(pid + 9, pid + 9, me, 0, me))
     verdicts.append(policy.owner_sees(_exit_of(pid + 9, None), complete=False))
     verdicts.append(policy.owner_sees(_exit_of(pid + 10, None)))  # never forked
-    assert verdicts == [True, None, False, False, None, None, None]
-    assert policy.counters["policy_unknown"] == 4 and policy.counters["policy_hidden"] == 2
+    assert verdicts == [True, None, False, False, True, None, None, None, None]
+    assert policy.counters["policy_unknown"] == 5 and policy.counters["policy_hidden"] == 2
     assert not {pid + n for n in range(11)} & set(policy.tasks)  # forgotten at exit
 
 

@@ -31,9 +31,10 @@ a fork inherits its parent's verdict; a uid or gid change (the kernel reports on
 for every change of real, effective, saved or fs id, including the exec of a
 setuid/setgid binary, before that exec's event) makes the task hidden when its
 real and effective ids differ, and unknown otherwise (saved and fs ids are not
-reported); an exec starts over: it is checked in /proc at once (new memory, new
-dumpability, saved ids = effective ids) or, if the task is gone (or a zombie) by
-then, keeps its verdict and is judged by its executable at exit:
+reported) until the task's next exec; an exec starts over: it is checked in /proc
+at once (new memory, new dumpability, saved and fs ids = effective ids) or, if the
+task is gone (or a zombie) by then, keeps its verdict (an id change's unknown
+becomes known: the exec settled the ids) and is judged by its executable at exit:
 ``ac_exe_dev``/``ac_exe_inode`` of the exit record against executables known to
 keep a task dumpable (no setuid/setgid bit, no ``security.capability``, readable
 by all).  Executables are learned by statting the standard directories (and the
@@ -463,7 +464,9 @@ class ExitPolicy:
         states = (task,) if group is None else (task, group)
         if any(not s.ok and not s.unsure for s in states):
             return False
-        if any(s.unsure for s in states):
+        # an exec since an id change set the saved and fs ids to the effective ones:
+        # the ids are then settled, the executable decides
+        if any(s.unsure and not s.exec_unchecked for s in states):
             return None
         if task.exec_unchecked:
             key = (record.task.ac_exe_dev or 0, record.task.ac_exe_inode or 0)
