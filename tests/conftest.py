@@ -76,6 +76,20 @@ def machine_lock(name: str, shared: bool = False) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+STORM_LOCK = "exit-storm"
+"""The machine lock of host-wide exit storms: a test that floods the machine with
+exits (tens of thousands a second) holds it exclusively; a test that needs every
+exit on the machine delivered to a listener of its own (no overrun) holds it shared.
+Two test runs on one machine then never overlap a storm with a lossless check."""
+
+
+@pytest.fixture
+def no_exit_storm() -> Iterator[None]:
+    """Hold the storm lock shared (see STORM_LOCK) for the test."""
+    with machine_lock(STORM_LOCK, shared=True):
+        yield
+
+
 def fixture_bytes(name: str) -> bytes:
     """A golden datagram from tests/fixtures (see its README)."""
     return (FIXTURES / name).read_bytes()

@@ -17,7 +17,7 @@ import pytest
 
 from pytaskstats import Client, ExitRecord, extproto
 
-from .conftest import require_kernel, unique_command, wait_until
+from .conftest import STORM_LOCK, machine_lock, require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon
 
 pytestmark = pytest.mark.kernel
@@ -34,9 +34,11 @@ def built_storm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def storm(built_storm: Path, tmp_path: Path) -> str:
-    """The generator under a comm of its own (its children inherit it)."""
-    return str(unique_command(tmp_path, "storm", source=str(built_storm)))
+def storm(built_storm: Path, tmp_path: Path) -> Iterator[str]:
+    """The generator under a comm of its own (its children inherit it), with the
+    machine's storm lock held (STORM_LOCK: no other run's lossless check meanwhile)."""
+    with machine_lock(STORM_LOCK):
+        yield str(unique_command(tmp_path, "storm", source=str(built_storm)))
 
 
 def _comm(exe: str) -> str:

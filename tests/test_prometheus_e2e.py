@@ -207,8 +207,8 @@ def exporter(tmp_path: Path) -> Iterator[tuple[str, str]]:
         assert proc.wait(timeout=30) == 0, err.read_text()
 
 
-def test_prometheus_reads_back_the_workload(exporter: tuple[str, str], delayacct_on: None,
-                                            tmp_path: Path) -> None:
+def test_prometheus_reads_back_the_workload(no_exit_storm: None, exporter: tuple[str, str],
+                                            delayacct_on: None, tmp_path: Path) -> None:
     binary, cgroups = _prometheus(), _cgroup2_root()
     target, stderr = exporter
     assert "exits from the kernel" in stderr  # it says which source it uses
