@@ -445,7 +445,7 @@ def test_a_delta_a_little_over_its_interval_is_kept_not_discarded() -> None:
 @pytest.mark.kernel
 def test_a_long_lived_worker_replays_with_its_cpu_deltas() -> None:
     """A worker burns 0.6 s of CPU while taskstatsd samples every second: the
-    replayed intervals' CPU of its row adds up to what it burned (within ticks)."""
+    replayed intervals' CPU of its row adds up to what the kernel says it burned."""
     require_kernel()
     daemon = RunningDaemon(None, "--sample-interval-s", "1")
     with Client("daemon", socket_path=daemon.socket) as client:  # the first scan only
@@ -459,6 +459,10 @@ def test_a_long_lived_worker_replays_with_its_cpu_deltas() -> None:
         worker.stdin.write("0.6\n")
         worker.stdin.flush()
         assert worker.stdout.readline().strip() == "done"
+        with Client("kernel") as kernel:  # all it burned, its start-up included
+            rec = kernel.pid(worker.pid)
+        assert rec.ac_utime is not None and rec.ac_stime is not None
+        spent = (rec.ac_utime + rec.ac_stime) / 1e6
 
         def burned() -> float | None:
             done = subprocess.run(
@@ -469,8 +473,10 @@ def test_a_long_lived_worker_replays_with_its_cpu_deltas() -> None:
             total = sum(r["cpu_pct"] * d["interval_s"] / 100
                         for d in map(json.loads, done.stdout.splitlines())
                         for r in d["rows"] if r["ac_tgid"] == worker.pid and r["cpu_pct"])
-            return total if total >= 0.55 else None
-        assert wait_until(burned, "the worker's CPU in the replay", timeout=30) < 0.7
+            return total if total >= spent - 0.02 else None
+        # the replay's deltas add up to the kernel's count (and the worker idles since)
+        assert wait_until(burned, "the worker's CPU in the replay", timeout=30) == \
+            pytest.approx(spent, abs=0.02)
     finally:
         worker.kill()
         worker.communicate()  # reaps it and closes its pipes
