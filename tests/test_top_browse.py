@@ -5,6 +5,7 @@ first, then the real screen in tmux on processes this test spawns."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pytaskstats import Client
 from pytaskstats.procfs_parse import ProcfsFormatError
 from pytaskstats.procinfo import ProcInfo, command_line, parse_statm, read_proc_info
 from pytaskstats.sysstat import SystemSample, parse_cpu, parse_psi, parse_vmstat, read_system
@@ -32,6 +34,7 @@ from pytaskstats.top.render import (
     table_header,
 )
 from pytaskstats.top.replayscreen import ReplayScreen
+from pytaskstats.top.sampler import Sampler
 from pytaskstats.top.systotals import system_totals
 from pytaskstats.top.view import ViewState, as_tree, view
 
@@ -47,8 +50,9 @@ def test_the_selection_moves_scrolls_and_follows_its_pid() -> None:
     keys = list(range(100, 150))  # 50 rows, 10 on screen
     cur = place(Cursor(), keys, 10)
     assert cur == Cursor(100, 0, 0)
+    assert place(cur, [7, *keys], 10).key == 7  # not moved yet: the first row, any
     cur = move(cur, keys, 10, "down")
-    assert (cur.key, cur.top) == (101, 0)
+    assert (cur.key, cur.top, cur.pinned) == (101, 0, True)
     cur = move(cur, keys, 10, "pgdn")
     assert (cur.key, cur.row, cur.top) == (111, 11, 10)  # a page further, row visible
     cur = move(cur, keys, 10, "end")
@@ -64,8 +68,9 @@ def test_the_selection_moves_scrolls_and_follows_its_pid() -> None:
     # pid 139 is gone: the selection stays where it was, on the row now there
     cur = place(cur._replace(row=5, top=0), [k for k in keys if k != 139], 10)
     assert (cur.row, cur.key) == (5, 105)
-    assert move(cur, keys, 10, "home") == Cursor(100, 0, 0)
-    assert place(cur, [], 10) == Cursor() and move(Cursor(), [], 10, "end") == Cursor()
+    home = move(cur, keys, 10, "home")
+    assert home == Cursor(100, 0, 0) and place(home, [7, *keys], 10).key == 7  # unpinned
+    assert place(cur, [], 10).key is None and move(Cursor(), [], 10, "end").key is None
 
 
 # ------------------------------------------------------------------ rows from /proc
@@ -145,6 +150,45 @@ def test_wide_columns_state_and_full_command_line() -> None:
     got = frame_json(frame, [row], Info("kernel"), ViewState())["rows"][0]
     assert (got["state"], got["rss_bytes"], got["peak_rss_bytes"]) == ("D", 1 << 30, 3 << 30)
     assert got["cmdline"] == "/bin/work -x" and got["ppid"] == 1
+
+
+@pytest.mark.kernel
+def test_the_sampler_reads_proc_and_the_system_for_the_rows(tmp_path: Path) -> None:
+    exe = unique_command(tmp_path, "ts", "/bin/sleep")
+    with subprocess.Popen([str(exe), "600"]) as child, Client("kernel") as client:
+        sampler = Sampler(client, listen=False)
+        try:
+            first = sampler.sample()
+            assert child.pid in first.procs and not first.states  # processes only
+            sampler.thread_states = True
+            nxt = sampler.sample()
+        finally:
+            sampler.close()
+            child.kill()
+    info = nxt.procs[child.pid]
+    assert (info.comm, info.ppid, info.cmdline) == (exe.name, os.getpid(), f"{exe} 600")
+    assert info.state == nxt.states[child.pid] == "S" and info.rss
+    assert set(nxt.states) <= set(nxt.tgids) and len(nxt.states) > len(nxt.procs) / 2
+    assert nxt.system is not None and nxt.system.cpu is not None
+    model = Model()
+    model.update(first)
+    frame = model.update(nxt)
+    row = next(r for r in frame.rows("process") if r.pid == child.pid)
+    assert row.state == "S" and row.peak_rss and row.peak_rss >= (row.rss or 0)
+
+
+def test_batch_tree_and_full_command_options() -> None:
+    done = subprocess.run([sys.executable, "-m", "pytaskstats", "top", "-b", "--json", "-n",
+                           "1", "-d", "0.2", "--tree", "--full-command", "-P", "1"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["rows"] and doc["system"]["cpu_busy_pct"] is not None
+    text = subprocess.run([sys.executable, "-m", "pytaskstats", "top", "-b", "-n", "1", "-d",
+                           "0.2", "--tree", "--full-command", "-c", "python"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert text.returncode == 0, text.stderr
+    assert "tree" in text.stdout.splitlines()[4] and " -m pytaskstats top -b" in text.stdout
 
 
 # ------------------------------------------------------------------ /proc parsing

@@ -113,6 +113,7 @@ class Display:
         self.cursor = Cursor()
         self.rows: list[Row] = []  # as last drawn, in display order
         self.page = 1  # rows that fit on screen
+        self._level = state.level  # of the rows the cursor is over
 
     def header_info(self) -> Info:
         """What the header says about the source."""
@@ -211,6 +212,8 @@ class Display:
         width = max(cols - 1 - last_column_at(wide), 4)
         self.rows = view(self.frame, self.state)
         self.page = max(lines - HEADER_LINES - 1, 1)
+        if self.state.level != self._level:  # other rows, other ids: from the top
+            self.cursor, self._level = Cursor(), self.state.level
         keys = [row_key(r, self.state.level) for r in self.rows]
         self.cursor = place(self.cursor, keys, self.page)
         shown = self.rows[self.cursor.top:self.cursor.top + self.page]
