@@ -35,6 +35,7 @@ from pytaskstats.top.render import (
 )
 from pytaskstats.top.replayscreen import ReplayScreen
 from pytaskstats.top.sampler import Sampler
+from pytaskstats.top.screen import Screen
 from pytaskstats.top.systotals import system_totals
 from pytaskstats.top.view import ViewState, as_tree, view
 
@@ -330,6 +331,43 @@ def test_permission_errors_are_one_line_messages(nobody_env: dict[str, str]) -> 
     lines = done.stdout.splitlines()
     assert lines[0] == "not permitted to signal 1 (init): run as its owner or root"
     assert lines[1].startswith("not permitted to renice 1 (init) to 0")
+
+
+class StubSampler:
+    """What the screen asks of the sampler outside a refresh: its /proc root and
+    the header's facts."""
+
+    proc = "/proc"
+    thread_states = False
+    exits_note = scope_note = None
+
+    class client:  # noqa: N801  (stands for the attribute)
+        backend = "kernel"
+
+
+def test_screen_renices_and_signals_the_selected_row_after_confirming() -> None:
+    with subprocess.Popen(["sleep", "600"]) as child:
+        try:
+            info = read_proc_info(child.pid)
+            assert info is not None
+            frame = frame_with(rec(child.pid, comm="sleep"), procs={child.pid: info})
+            win = FakeWin(["\n", "y", *"TERM\n", "n", *"x\n"])
+            screen = Screen(win, StubSampler(), Model(), ViewState(), frame)  # type: ignore[arg-type]
+            screen.draw()
+            screen.on_key("F8")  # Enter takes the proposed nice + 1, y confirms
+            assert screen.message == f"reniced 1 thread(s) of {child.pid} (sleep) to 1"
+            assert os.getpriority(os.PRIO_PROCESS, child.pid) == 1
+            assert any("now 0 [1]" in seen[23] for seen in win.seen)
+            screen.on_key("k")  # TERM, then n: nothing sent
+            assert child.poll() is None and screen.message == ""
+            screen.on_key("k")
+            assert screen.message.startswith("unknown signal 'x'") and child.poll() is None
+            screen.state = ViewState(level="cgroup")
+            screen.draw()
+            screen.on_key("N")
+            assert screen.message.startswith("select a process")
+        finally:
+            child.kill()
 
 
 def test_replay_moves_the_selection_and_refuses_actions() -> None:

@@ -133,7 +133,7 @@ class Sampler:
                              *(e.task.ac_uid for e in exits)])
         state = delayacct.status()
         t4 = time.perf_counter()
-        procs = self._procs(set(tgids.values()))
+        procs = self._procs({tgids.get(tid, tid) for tid in tasks})  # those with rows
         states = self._states(tgids) if self.thread_states else {}
         system = read_system(self.proc)
         t5 = time.perf_counter()
