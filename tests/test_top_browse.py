@@ -397,30 +397,32 @@ def _rows(lines: list[str]) -> list[str]:
 
 def test_screen_scrolls_to_a_row_below_the_screen(
         tmux: Callable[[str], Tmux], tmp_path: Path) -> None:  # noqa: F811
-    exe = unique_command(tmp_path, "zzzz", "/bin/sleep")  # last by command
-    with subprocess.Popen([str(exe), "600"]) as child:
-        try:
-            term = _top(tmux, "-s", "command")
-            name = exe.name
-            lines = term.until(lambda s: len(_rows(s)) == 17 and all(_rows(s)),
-                               "a full page of rows")
-            assert not any(name in line for line in lines)  # more rows than fit
-            _keys(term, "End")
-            lines = term.until(lambda s: any(name in line for line in _rows(s)),
-                               "the last row after End")
-            assert str(child.pid) in next(line for line in lines if name in line)
-            _keys(term, "Home")
-            term.until(lambda s: not any(name in line for line in s), "the top again")
-            for _ in range(40):  # page by page down to it
-                _keys(term, "NPage")
-                lines = term.screen()
-                if any(name in line for line in lines):
-                    break
-            term.until(lambda s: any(name in line for line in _rows(s)),
-                       "the last row after PgDn")
-            _keys(term, "q")
-        finally:
+    """20 sleepers of ours (the filter shows only them, sorted by name) on a screen of
+    17 rows: the last ones are reached by End, PgDn and Down, and left by Home."""
+    tag = unique_command(tmp_path, "sc", "/bin/sleep").name
+    names = [f"{tag}{i:02d}" for i in range(20)]
+    for name in names:
+        (tmp_path / name).symlink_to(os.path.realpath("/bin/sleep"))
+    sleepers = [subprocess.Popen([str(tmp_path / name), "600"]) for name in names]
+    try:
+        term = _top(tmux, "-s", "command", "-c", tag)
+
+        def shown(s: list[str]) -> list[str]:
+            return [n for n in names if any(line.endswith(f" {n}") for line in _rows(s))]
+        term.until(lambda s: shown(s) == names[:17], "the first 17 of ours")
+        _keys(term, "End")
+        term.until(lambda s: shown(s) == names[3:], "the last row after End")
+        _keys(term, "Home")
+        term.until(lambda s: shown(s) == names[:17], "the first row after Home")
+        _keys(term, "NPage")
+        term.until(lambda s: shown(s) == names[3:], "the last rows after PgDn")
+        _keys(term, "Home", *["Down"] * 18)
+        term.until(lambda s: shown(s) == names[2:19], "two rows scrolled by Down")
+        _keys(term, "q")
+    finally:
+        for child in sleepers:
             child.kill()
+            child.wait()
 
 
 def test_tree_view_shows_the_child_under_its_parent(
