@@ -81,6 +81,7 @@ def _widths() -> list[int]:
 EXTRA_LABELS = ("RSS", "PEAK", "THR")  # the wide layout's memory and thread columns
 EXTRA_W = (RATE_W, RATE_W, THR_W)
 WIDE_AT = 100  # screen columns from which the wide layout is shown
+PSI_NAMES = {"cpu": "cpu", "io": "io", "memory": "mem"}  # the header's short names
 
 
 def table_header(state: ViewState, wide: bool = False) -> str:
@@ -182,9 +183,6 @@ def system_line(frame: Frame, live: bool = True) -> str:
                    for name, (some, full) in totals.psi.items())
     return (f"CPU {cpu}  disk R/W/s total {total} actual {actual}  "
             f"PSI% {psi or 'n/a'}")
-
-
-PSI_NAMES = {"cpu": "cpu", "io": "io", "memory": "mem"}
 
 
 def header_lines(frame: Frame, info: Info, state: ViewState, now: float | None = None
