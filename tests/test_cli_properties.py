@@ -60,7 +60,7 @@ FLAGS: dict[str, list[str]] = {
     "delayacct": [],
     "status": ["--json"],
     "history": ["--totals", "--json"],
-    "top": ["-b", "--json", "-r", "-H", "-g", "-o", "--no-exits"],
+    "top": ["-b", "--json", "-r", "-H", "-g", "-o", "--no-exits", "--tree", "--full-command"],
     "exporter": [],
 }
 OPTIONS: dict[str, list[str]] = {

@@ -418,11 +418,12 @@ def test_batch_text_tables_and_options() -> None:
     blocks = [b for b in done.stdout.split("\n\n") if b.strip()]
     assert len(blocks) == 2
     lines = blocks[-1].splitlines()
-    assert lines[0].startswith("taskstats top ") and "delay accounting" in lines[1]
-    assert lines[2].startswith("exits since start:")
-    assert "sort IOW% desc" in lines[3] and "filter comm=python" in lines[3]
-    assert "*IOW%" in lines[4] and 1 <= len(lines[5:]) <= 3
-    assert all("python" in line.lower() for line in lines[5:])
+    assert lines[0].startswith("taskstats top ") and lines[1].startswith("CPU ")
+    assert "disk R/W/s total" in lines[1] and "delay accounting" in lines[2]
+    assert lines[3].startswith("exits since start:")
+    assert "sort IOW% desc" in lines[4] and "filter comm=python" in lines[4]
+    assert "*IOW%" in lines[5] and "RSS  PEAK  THR" in lines[5] and 1 <= len(lines[6:]) <= 3
+    assert all("python" in line.lower() for line in lines[6:])
 
 
 def test_full_screen_needs_a_terminal() -> None:
@@ -532,17 +533,19 @@ def test_screen_starts_sorts_resizes_and_quits(tmux: Callable[[str], Tmux]) -> N
     lines = term.until(lambda s: any("COMMAND" in line for line in s), "the column header")
     assert time.monotonic() - started < 5
     assert lines[0].startswith("taskstats top ") and "kernel" in lines[0]
-    assert lines[1].startswith("delay accounting") and lines[2].startswith("exits")
-    assert "sort CPU% desc" in lines[3] and "*CPU%" in lines[4]
+    assert lines[1].startswith("CPU ") and lines[2].startswith("delay accounting")
+    assert lines[3].startswith("exits")
+    assert "sort CPU% desc" in lines[4] and "*CPU%" in lines[5] and "RSS" not in lines[5]
     assert len(lines) == 24 and lines[23].startswith("q quit")
     assert all(len(line) <= 80 for line in lines)
     term.run("send-keys", "-t", "top", "i")
-    lines = term.until(lambda s: "sort IOW% desc" in s[3], "the new sort order")
-    assert "*IOW%" in lines[4] and "*CPU%" not in lines[4]
+    lines = term.until(lambda s: "sort IOW% desc" in s[4], "the new sort order")
+    assert "*IOW%" in lines[5] and "*CPU%" not in lines[5]
     term.run("resize-window", "-t", "top", "-x", "100", "-y", "30")
     lines = term.until(lambda s: len(s) == 30 and s[29].startswith("q quit")
                        and "space pause" in s[29], "a redraw at 100x30")
-    assert "*IOW%" in lines[4] and all(line.strip() for line in lines[5:29])
+    assert "*IOW%" in lines[5] and "RSS  PEAK  THR COMMAND" in lines[5]
+    assert all(line.strip() for line in lines[6:29])
     term.run("send-keys", "-t", "top", "q")
     deadline = time.monotonic() + 10
     while not term.status.exists() or not term.status.read_text().strip():

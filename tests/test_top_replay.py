@@ -124,7 +124,8 @@ def test_exits_are_rated_by_what_they_did_in_their_interval() -> None:
     assert worker.total("cpu_run_virtual_total") == 800 * S
     assert not by_pid(rows, 60).exited and frame.exits == 3
     header = header_lines(frame, Replay(Journal(ListSource([]), 0, 1)).info(), ViewState())
-    assert header[2] == "exits in this interval: 3 processes, 3 tasks"
+    assert header[3] == "exits in this interval: 3 processes, 3 tasks"
+    assert "not journaled" in header[1]
 
 
 def test_sorts_filters_and_groupings_of_the_live_view_apply() -> None:
@@ -205,7 +206,7 @@ def test_every_fetch_is_bounded_and_a_cut_interval_says_so() -> None:
     exits = [srow(T0, 1, "sh"), *(xrow(T0 - S, pid, "true") for pid in range(2, 7))]
     assert note_of(started(exits, max_rows=3)).endswith("exits past 3 rows not shown")
     header = header_lines(frame_on(capped), capped.info(), ViewState())
-    assert header[1].startswith("interval cut")
+    assert header[2].startswith("interval cut")
 
 
 # ------------------------------------------------------------------ batch and JSON
@@ -219,9 +220,10 @@ def test_batch_prints_the_replayed_intervals_as_live_batch_does() -> None:
     second = blocks[1].splitlines()
     clock = time.strftime("%H:%M:%S", time.localtime((T0 + STEP) / 1e9))
     assert second[0].startswith("taskstats top REPLAY ") and f"-{clock} 60s  3 procs" in second[0]
-    assert "t next interval" in second[1] and second[2].startswith("exits in this interval")
-    assert "sort IOW% desc" in second[3] and "*IOW%" in second[4]
-    assert "backup" in second[5] and "75.0" in second[5]
+    assert second[1].startswith("disk R/W/s total ") and "not journaled" in second[1]
+    assert "t next interval" in second[2] and second[3].startswith("exits in this interval")
+    assert "sort IOW% desc" in second[4] and "*IOW%" in second[5]
+    assert "backup" in second[6] and "75.0" in second[6]
     assert "cc1" in blocks[2] and "CPU% running" in blocks[0]  # the legend, first only
     two = io.StringIO()
     run_replay_batch(started(demo_journal()), ViewState(), iterations=2, json_lines=False,
@@ -293,19 +295,20 @@ def test_keys_step_jump_change_the_view_and_say_the_ends() -> None:
         return time.strftime("%H:%M:%S", time.localtime(t_ns / 1e9))
     first, nxt, by_io, third, at_end, back, jumped, start, threads, live_only, bad = shots[:11]
     assert f"-{clock(T0)} " in first[0] and first[23] == REPLAY_KEY_LINE[:79]
-    assert f"-{clock(T0 + STEP)} " in nxt[0] and "postgres" in nxt[5]
-    assert "sort IOW% desc" in by_io[3] and "backup" in by_io[5]
+    assert f"-{clock(T0 + STEP)} " in nxt[0] and "postgres" in nxt[6]
+    assert "sort IOW% desc" in by_io[4] and "backup" in by_io[6]
     assert f"-{clock(T0 + 2 * STEP)} " in third[0] and "cc1" in "".join(third)
     assert "end of the replayed range" in at_end[23] and at_end[0] == third[0]
     assert f"-{clock(T0 + STEP)} " in back[0]
     assert f"-{clock(T0)} " in jumped[0]
     assert "start of the replayed range" in start[23]
-    assert "per thread" in threads[3] and "TID" in threads[4]
+    assert "per thread" in threads[4] and "TID" in threads[5]
     assert live_only[23].startswith("space: only in the live view")
     assert "give an age" in bad[23] and f"-{clock(T0)} " in bad[0]
     helps = [s for s in win.seen if "--replay keys" in s[0]]
-    assert helps and any(line.strip().startswith("t     next interval") for line in helps[0])
-    assert any(line.strip().startswith("j     jump") for line in helps[0])
+    assert helps and any(line.strip().startswith("t         next interval")
+                         for line in helps[0])
+    assert any(line.strip().startswith("j         jump") for line in helps[0])
     assert not any(line.strip().startswith("D ") for line in helps[0])
     assert all(len(line) < 80 for line in helps[0])
 
@@ -316,7 +319,7 @@ def test_screen_replay_in_a_real_terminal(tmux: Callable[[str], Tmux]) -> None: 
     clock = time.strftime("%H:%M:%S", time.localtime(T0 / 1e9))
     lines = term.until(lambda s: any("COMMAND" in line for line in s), "the column header")
     assert lines[0].startswith("taskstats top REPLAY") and f"-{clock} " in lines[0]
-    assert "postgres" in lines[5] and lines[23].startswith("q quit h help  t/T")
+    assert "postgres" in lines[6] and lines[23].startswith("q quit h help  t/T")
     term.run("send-keys", "-t", "top", "t")
     later = time.strftime("%H:%M:%S", time.localtime((T0 + STEP) / 1e9))
     term.until(lambda s: f"-{later} " in s[0], "the next interval")
@@ -391,7 +394,7 @@ def test_cli_batch_replays_the_range(monkeypatch: pytest.MonkeyPatch,
     assert code == 0 and seen == ["daemon"] and not err
     blocks = [b for b in out.split("\n\n") if b.strip()]
     assert len(blocks) == 3 and all("postgres" not in b for b in blocks)
-    assert "backup" in blocks[1].splitlines()[5]
+    assert "backup" in blocks[1].splitlines()[6]
     code, out, _ = run_cli(["top", "--replay", "--json", "-n", "1", *window, "--at",
                             str((T0 + 30 * S) // S)], capsys)
     assert code == 0 and json.loads(out)["replay"]["end_ns"] == T0 + STEP

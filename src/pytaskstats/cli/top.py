@@ -72,6 +72,10 @@ def add_parser(sub: Any) -> None:
                    "/sys/fs/cgroup/system.slice)")
     p.add_argument("-o", "--only-active", action="store_true",
                    help="only rows with activity in the interval")
+    p.add_argument("--tree", action="store_true",
+                   help="per process, each under its parent (key V in the full screen)")
+    p.add_argument("--full-command", action="store_true",
+                   help="the command line instead of the command name (key C)")
     p.add_argument("-P", "--limit", type=count_arg, default=0, metavar="N",
                    help="at most N rows per refresh (default: all, or what fits)")
     p.add_argument("--retain", type=seconds_arg(0, MAX_RETAIN_S), default=None,
@@ -110,7 +114,7 @@ def view_state(args: argparse.Namespace) -> ViewState:
     return ViewState(sort=args.sort, reverse=args.reverse, level=level,
                      filters=Filters(args.user, args.command, args.cgroup),
                      interval=args.delay, active_only=args.only_active,
-                     limit=args.limit)
+                     limit=args.limit, tree=args.tree, full_command=args.full_command)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,10 +24,14 @@ __all__ = ["run_batch", "run_replay_batch", "wait"]
 
 DRAIN_EVERY_S = 0.5  # how often a wait empties the exit listener
 LEGEND = (  # under the first text refresh: the column names are abbreviations
-    "S: X exited; CPU% running, CPUW% waiting for a CPU, IOW% for block I/O, MEMW% for "
+    "S: task state (R running, S sleeping, D disk wait, Z zombie, T stopped, I idle), X "
+    "exited; CPU% running, CPUW% waiting for a CPU, IOW% for block I/O, MEMW% for "
     "memory (swap-in + reclaim + thrashing + compaction + write-protect copy), IRQ% in "
     "IRQs: percent of one CPU over the interval;\nRD/s WR/s storage bytes read/written "
-    "per second; CSW/s context switches per second; * the sort column")
+    "per second; CSW/s context switches per second; RSS resident bytes now, PEAK its peak "
+    "(taskstats hiwater_rss), THR threads; * the sort column;\nheader: CPU busy % of all "
+    "CPUs; disk total (the tasks' storage IO) and actual (/proc/vmstat pgpgin/pgpgout) "
+    "bytes/s; PSI% some/full stalled over the interval")
 
 
 def wait(sampler: Sampler, until: float) -> None:
@@ -61,6 +65,7 @@ def run_batch(sampler: Sampler, model: Model, state: ViewState, *, iterations: i
     """Print ``iterations`` refreshes (0: until interrupted); return 0."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     stream = out or sys.stdout
+    sampler.thread_states = state.level == "thread"
     model.update(sampler.sample())
     due = time.monotonic()
     done = 0

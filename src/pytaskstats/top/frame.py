@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..procinfo import ProcInfo
 from ..records import ExitRecord, TaskStats
+from ..sysstat import SystemSample
 from .counters import INDEX, METRIC_POSITION, Counters
 
 
@@ -25,6 +27,11 @@ class Row:
     ``totals``: COUNTED sums in kernel units (a live process: its live threads plus
     the thread exits seen; an exited one: its final totals).  ``lifetime``: how
     long an exited task or process lived, in seconds.
+
+    From /proc for live rows (None for exited and replayed ones): ``state`` the
+    one-letter task state, ``ppid``, ``nice``, ``start`` (ticks after boot: the
+    pid's identity for actions), ``rss`` resident bytes, ``cmdline``.
+    ``peak_rss``: bytes, taskstats' hiwater_rss.  ``depth``: the tree view's level.
     """
 
     pid: int
@@ -39,6 +46,14 @@ class Row:
     totals: Counters
     values: tuple[float | None, ...]
     lifetime: float | None = None
+    state: str | None = None
+    ppid: int | None = None
+    nice: int | None = None
+    start: int | None = None
+    rss: int | None = None
+    peak_rss: int | None = None
+    cmdline: str | None = None
+    depth: int = 0
 
     def value(self, name: str) -> float | None:
         """The derived value ``name`` (a METRICS name)."""
@@ -60,6 +75,8 @@ class Sample:
     ``exits``/``lost``: exit records drained (and records lost) since the last sample.
     ``folds``: tid -> how many threads its record sums (replayed per-process
     records of the journal; 1 when absent): a delta may be that many intervals long.
+    ``procs``: tgid -> what /proc says of the process now; ``states``: tid -> the
+    thread's state (when the sampler reads them); ``system``: the machine's counters.
     """
 
     t_ns: int
@@ -72,6 +89,9 @@ class Sample:
     lost: int = 0
     delayacct: bool | None = None
     folds: Mapping[int, int] = field(default_factory=dict)
+    procs: Mapping[int, ProcInfo] = field(default_factory=dict)
+    states: Mapping[int, str] = field(default_factory=dict)
+    system: SystemSample | None = None
 
 
 @dataclass
@@ -90,12 +110,14 @@ class Frame:
     ``interval_ns`` is None for the first sample (no rates yet).  ``absent``: COUNTED
     fields the records lack (their metrics read None).  ``discarded``: impossible
     per-task deltas dropped in this refresh (see :func:`.counters.plausible`),
-    ``discarded_total`` since the model started.
+    ``discarded_total`` since the model started.  ``system``: the machine's
+    counters at this refresh and the previous one (None when not sampled).
     """
 
     def __init__(self, *, t_ns: int, interval_ns: int | None, delayacct: bool | None,
                  tasks: int, exits: int, lost: int, discarded: int, counts: Counts,
                  absent: frozenset[str],
+                 system: tuple[SystemSample, SystemSample] | None = None,
                  build_processes: Callable[[], tuple[Row, ...]],
                  build_threads: Callable[[], tuple[Row, ...]]) -> None:
         self.t_ns, self.interval_ns, self.delayacct = t_ns, interval_ns, delayacct
@@ -103,6 +125,7 @@ class Frame:
         self.exits_total, self.process_exits_total = counts.exits, counts.process_exits
         self.lost_total, self.absent = counts.lost, absent
         self.discarded_total = counts.discarded
+        self.system = system
         self._build = {"process": build_processes, "thread": build_threads}
         self._rows: dict[str, tuple[Row, ...]] = {}
 

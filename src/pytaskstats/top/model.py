@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..records import ExitRecord, TaskStats
+from ..sysstat import SystemSample
 from .counters import (
     COUNTED,
     METRICS,
@@ -119,6 +120,7 @@ class Model:
         self._meta: dict[int, Meta] = {}  # tgid -> its last sampled identity
         self._exited: dict[str, dict[int, _Exited]] = {"process": {}, "thread": {}}
         self._t_ns: int | None = None
+        self._system: SystemSample | None = None
         self._span_ns = 0
         self._n = 0
         self._discarded = 0  # in the current update
@@ -138,10 +140,14 @@ class Model:
         self._prev, self._t_ns, self._span_ns = current, sample.t_ns, sample.span_ns
         self.counts.lost += sample.lost
         self.counts.discarded += self._discarded
-        return self._frame(step, units, extra, absent)
+        system = (None if self._system is None or sample.system is None
+                  else (self._system, sample.system))
+        self._system = sample.system
+        return self._frame(step, units, extra, absent, system)
 
     def _frame(self, step: _Step, units: list[Unit], extra: dict[int, Counters],
-               absent: frozenset[str]) -> Frame:
+               absent: frozenset[str], system: tuple[SystemSample, SystemSample] | None
+               ) -> Frame:
         """The frame of this update; its rows are built when first asked for, from
         a snapshot of the exited rows and sums as they are now."""
         sample, seconds, measured = step.sample, step.seconds, step.measured
@@ -153,7 +159,7 @@ class Model:
         return Frame(
             t_ns=sample.t_ns, interval_ns=step.interval, delayacct=sample.delayacct,
             tasks=len(units), exits=len(sample.exits), lost=sample.lost,
-            discarded=self._discarded, counts=self.counts, absent=absent,
+            discarded=self._discarded, counts=self.counts, absent=absent, system=system,
             build_processes=lambda: process_rows(
                 units, sample, extra=extra, dead=dead, seconds=seconds, measured=measured,
                 exited=hidden["process"]) + exited["process"],
@@ -177,7 +183,8 @@ class Model:
             else:
                 delta = None
             units.append(Unit(tid, _tgid(tid, stats, sample), stats.ac_uid,
-                              stats.ac_comm or "?", base.btime, base.totals, delta))
+                              stats.ac_comm or "?", base.btime, base.totals, delta,
+                              stats.hiwater_rss or None))
         for tid, old in prev.items():
             new = current.get(tid)
             if new is None or not _same(old, new, tol):

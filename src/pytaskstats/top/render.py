@@ -15,12 +15,13 @@ from typing import Any, NamedTuple
 
 from ..textfmt import delayacct_json
 from .model import COUNTED, METRICS, Frame, Row
+from .systotals import system_totals, task_io
 from .view import SORTS, ViewState
 
-__all__ = ["Info", "Replayed", "frame_json", "header_lines", "last_column_at", "row_cells",
-           "table_header"]
+__all__ = ["WIDE_AT", "Info", "Replayed", "command_text", "frame_json", "header_lines",
+           "last_column_at", "row_cells", "system_line", "table_header"]
 
-PID_W, USER_W, PCT_W, RATE_W = 7, 8, 5, 5
+PID_W, USER_W, PCT_W, RATE_W, THR_W = 7, 8, 5, 5, 4
 
 
 class Replayed(NamedTuple):
@@ -77,16 +78,34 @@ def _widths() -> list[int]:
     return [PCT_W if m.name.endswith("_pct") else RATE_W for m in METRICS]
 
 
-def table_header(state: ViewState) -> str:
-    """The column header line; a ``*`` just before the sorted column's label."""
+EXTRA_LABELS = ("RSS", "PEAK", "THR")  # the wide layout's memory and thread columns
+EXTRA_W = (RATE_W, RATE_W, THR_W)
+WIDE_AT = 100  # screen columns from which the wide layout is shown
+PSI_NAMES = {"cpu": "cpu", "io": "io", "memory": "mem"}  # the header's short names
+
+
+def table_header(state: ViewState, wide: bool = False) -> str:
+    """The column header line (``wide``: with RSS, PEAK, THR); a ``*`` just before
+    the sorted column's label (none when that column is not shown)."""
     first = {"thread": "TID", "cgroup": "PROCS"}.get(state.level, "PID")
     last = "CGROUP" if state.level == "cgroup" else "COMMAND"
-    labels = [first, "S", "USER", *(m.label for m in METRICS), last]
-    line = _join(labels)
-    column = list(SORTS).index(state.sort)  # SORTS is in column order, without "S"
-    column += column > 0
+    labels = [first, "S", "USER", *(m.label for m in METRICS),
+              *(EXTRA_LABELS if wide else ()), last]
+    line = _join(labels, wide)
+    column = _sort_column(state.sort, wide, len(labels))
+    if column is None:
+        return line
     start = _label_start(line, labels, column)
     return line[:start - 1] + "*" + line[start:] if start > 0 else "*" + line
+
+
+def _sort_column(sort: str, wide: bool, count: int) -> int | None:
+    """The column of sort order ``sort``; None when it is not shown."""
+    if sort == "command":
+        return count - 1
+    if sort == "rss":
+        return 3 + len(METRICS) if wide else None
+    return list(SORTS).index(sort) + (sort != "pid")  # pid, (S), user, the metrics
 
 
 def _label_start(line: str, labels: Sequence[str], column: int) -> int:
@@ -99,35 +118,78 @@ def _label_start(line: str, labels: Sequence[str], column: int) -> int:
     raise AssertionError("unreachable")
 
 
-def _join(cells: Sequence[str]) -> str:
-    first, state, user, *metrics, last = cells
+def _join(cells: Sequence[str], wide: bool = False) -> str:
+    first, state, user, *rest, last = cells
+    metrics, extras = rest[:len(METRICS)], rest[len(METRICS):]
     out = [f"{first:>{PID_W}}", f"{state:1}", f"{user:<{USER_W}}"]
     out += [f"{c:>{w}}" for c, w in zip(metrics, _widths(), strict=True)]
+    if wide:
+        out += [f"{c:>{w}}" for c, w in zip(extras, EXTRA_W, strict=True)]
     return " ".join([*out, last])
 
 
-def last_column_at() -> int:
+def last_column_at(wide: bool = False) -> int:
     """Where the last column (command, or cgroup path) starts in a line."""
-    return len(_join([""] * (len(METRICS) + 4)))
+    extras = len(EXTRA_LABELS) if wide else 0
+    return len(_join([""] * (len(METRICS) + 4 + extras), wide))
 
 
-def row_cells(row: Row, delay_off: bool, command_width: int | None = None) -> str:
+def command_text(row: Row, full: bool = False) -> str:
+    """The last cell uncut: the cgroup path, the comm or (``full``) the command line
+    (the comm when it has none), indented by its ``depth`` in the tree view."""
+    text = (row.cmdline or row.command) if full and row.cgroup != row.command else row.command
+    if row.depth:
+        text = "  " * (row.depth - 1) + "`- " + text
+    return text
+
+
+def state_cell(row: Row) -> str:
+    """The S column: X exited, else the task state from /proc ("" unknown)."""
+    return "X" if row.exited else row.state or ""
+
+
+def row_cells(row: Row, delay_off: bool, command_width: int | None = None, *,
+              wide: bool = False, full: bool = False) -> str:
     """One row as a line; ``command_width`` cuts the last column (keeping the end of
-    a cgroup path, the start of a command)."""
-    command = row.command
+    a cgroup path, the start of a command); ``wide``: with RSS, PEAK, THR;
+    ``full``: the command line instead of the comm."""
+    command = command_text(row, full)
     if command_width is not None and len(command) > command_width:
         keep = max(command_width - 2, 0)
         command = (".." + command[-keep:] if row.cgroup == row.command and keep
                    else command[:command_width])
     user = row.user if len(row.user) <= USER_W else row.user[:USER_W - 1] + "+"
     metrics = [_metric_cell(i, v, delay_off) for i, v in enumerate(row.values)]
-    return _join([str(row.pid), "X" if row.exited else "", user, *metrics, command])
+    extras = [compact(row.rss), compact(row.peak_rss), str(row.threads)] if wide else []
+    return _join([str(row.pid), state_cell(row), user, *metrics, *extras, command], wide)
+
+
+def system_line(frame: Frame, live: bool = True) -> str:
+    """The machine over the interval: CPU busy, disk bytes/s (total: the tasks'
+    storage IO; actual: the block devices'), PSI some/full % ("-" before the
+    first rates, "n/a" what this kernel lacks); not ``live`` (a replay): the
+    total only."""
+    read, write = task_io(frame.rows("process"))
+    total = f"{compact(read)}/{compact(write)}"
+    if not live:
+        return f"disk R/W/s total {total}"
+    if frame.system is None or frame.seconds <= 0:
+        return f"CPU -  disk R/W/s total {total} actual -  PSI% -"
+    totals = system_totals(*frame.system, frame.seconds)
+    cpu = "n/a" if totals.cpu_pct is None else f"{totals.cpu_pct:.1f}%"
+    actual = ("n/a" if totals.read_bps is None or totals.write_bps is None
+              else f"{compact(totals.read_bps)}/{compact(totals.write_bps)}")
+    psi = " ".join(f"{PSI_NAMES[name]} {some:.0f}/{'-' if full is None else f'{full:.0f}'}"
+                   for name, (some, full) in totals.psi.items())
+    return (f"CPU {cpu}  disk R/W/s total {total} actual {actual}  "
+            f"PSI% {psi or 'n/a'}")
 
 
 def header_lines(frame: Frame, info: Info, state: ViewState, now: float | None = None
                  ) -> list[str]:
-    """The four header lines: source and pace, delay accounting, exits, view (when
-    replaying: the interval, what the replay says, its exits, view)."""
+    """The five header lines: source and pace, system totals, delay accounting,
+    exits, view (when replaying: the interval, its totals, what the replay says, its
+    exits, view)."""
     if info.replay is not None:
         return replay_lines(frame, info, info.replay, state)
     clock = time.strftime("%H:%M:%S", time.localtime(now))
@@ -135,7 +197,8 @@ def header_lines(frame: Frame, info: Info, state: ViewState, now: float | None =
     first = (f"taskstats top {clock}  every {state.interval:g}s  {info.backend}  "
              f"{frame.tasks} tasks {frame.processes} procs  "
              f"exits/s {'-' if rate is None else f'{rate:.1f}'}")
-    return [first, delay_line(frame.delayacct), exits_line(frame, info), view_line(state, info)]
+    return [first, system_line(frame), delay_line(frame.delayacct), exits_line(frame, info),
+            view_line(state, info)]
 
 
 REPLAY_KEYS_LINE = "REPLAY of taskstatsd's journal: t next interval  T previous  j jump"
@@ -156,7 +219,8 @@ def replay_lines(frame: Frame, info: Info, replay: Replayed, state: ViewState) -
              f"exits/s {'-' if rate is None else f'{rate:.1f}'}")
     exits = (f"exits in this interval: {frame.process_exits_total} processes, "
              f"{frame.exits_total} tasks")
-    return [first, replay.note or REPLAY_KEYS_LINE, exits, view_line(state, info)]
+    totals = system_line(frame, live=False) + "  (CPU, actual disk, PSI: not journaled)"
+    return [first, totals, replay.note or REPLAY_KEYS_LINE, exits, view_line(state, info)]
 
 
 def delay_line(state: bool | None) -> str:
@@ -184,6 +248,8 @@ def view_line(state: ViewState, info: Info) -> str:
              f"filter {state.filters.describe()}"]
     if state.active_only:
         parts.append("active only")
+    if state.tree and state.level == "process":
+        parts.append("tree")
     if info.scope_note:
         parts.append(info.scope_note)
     if state.paused:
@@ -192,10 +258,11 @@ def view_line(state: ViewState, info: Info) -> str:
 
 
 def text_block(frame: Frame, rows: Sequence[Row], info: Info, state: ViewState) -> str:
-    """A batch refresh: header lines, column header, every row (commands uncut)."""
+    """A batch refresh: header lines, column header, every row (the wide layout,
+    commands uncut)."""
     off = frame.delayacct is False
-    lines = [*header_lines(frame, info, state), table_header(state)]
-    lines += [row_cells(r, off) for r in rows]
+    lines = [*header_lines(frame, info, state), table_header(state, wide=True)]
+    lines += [row_cells(r, off, wide=True, full=state.full_command) for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -207,7 +274,9 @@ def row_json(row: Row, level: str, delay_off: bool) -> dict[str, Any]:
     else:
         out = {"ac_pid": row.pid if level == "thread" else None, "ac_tgid": row.tgid,
                "ac_uid": row.uid, "user": row.user, "ac_comm": row.command,
-               "cgroup": row.cgroup, "exited": row.exited}
+               "cgroup": row.cgroup, "exited": row.exited, "state": row.state,
+               "ppid": row.ppid, "nice": row.nice, "rss_bytes": row.rss,
+               "peak_rss_bytes": row.peak_rss, "cmdline": row.cmdline}
     out.update(threads=row.threads, seconds=round(row.seconds, 6),
                lifetime_s=None if row.lifetime is None else round(row.lifetime, 6))
     out.update((m.name, None if v is None else round(v, 3))
@@ -215,6 +284,30 @@ def row_json(row: Row, level: str, delay_off: bool) -> dict[str, Any]:
     delays = {f for m in METRICS if m.delay for f in m.fields}
     out.update((name, None if delay_off and name in delays else total)
                for name, total in zip(COUNTED, row.totals, strict=True))
+    return out
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def system_json(frame: Frame) -> dict[str, Any]:
+    """The header's system totals (None: not known: first refresh, replay, or not
+    in this kernel); disk rates in bytes/s, PSI in % of the interval."""
+    read, write = task_io(frame.rows("process"))
+    out: dict[str, Any] = {"cpu_busy_pct": None,
+                           "disk_total": {"read_bytes_per_s": _round(read),
+                                          "write_bytes_per_s": _round(write)},
+                           "disk_actual": None, "psi": None}
+    if frame.system is None or frame.seconds <= 0:
+        return out
+    totals = system_totals(*frame.system, frame.seconds)
+    out["cpu_busy_pct"] = _round(totals.cpu_pct)
+    if totals.read_bps is not None and totals.write_bps is not None:
+        out["disk_actual"] = {"read_bytes_per_s": _round(totals.read_bps),
+                              "write_bytes_per_s": _round(totals.write_bps)}
+    out["psi"] = {name: {"some_pct": _round(some), "full_pct": _round(full)}
+                  for name, (some, full) in totals.psi.items()} or None
     return out
 
 
@@ -241,6 +334,7 @@ def frame_json(frame: Frame, rows: Sequence[Row], info: Info, state: ViewState,
         "level": state.level, "sort": state.sort, "reverse": state.reverse,
         "filters": {"user": state.filters.user, "command": state.filters.command,
                     "cgroup": state.filters.cgroup},
+        "system": system_json(frame),
         "rows": [row_json(r, state.level, off) for r in rows],
     }
     if replay is not None:

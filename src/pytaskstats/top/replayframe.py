@@ -57,7 +57,7 @@ def _record(row: Row, tgid: int, values: Mapping[str, Any]) -> TaskStats:
     btime = row.get("btime")
     return TaskStats(ac_pid=tgid, ac_tgid=tgid, ac_uid=row.get("ac_uid"),
                      ac_comm=row.get("comm"), ac_btime=btime, ac_btime64=btime,
-                     source="daemon", **values)
+                     hiwater_rss=row.get("hiwater_rss"), source="daemon", **values)
 
 
 def _minus(totals: Counters, delta: Mapping[str, int | None]) -> dict[str, int | None]:

@@ -2,7 +2,8 @@
 drawing (:class:`~.screen.Display`) over a :class:`~.replay.Replay` instead of
 the sampler.  Keys as atop's: ``t`` the next interval, ``T`` the previous one,
 ``j`` jump to a time; ``H`` rows per thread (``t`` of the live view).  Nothing
-moves unless a key is pressed.
+moves unless a key is pressed.  The selection and scrolling are the live view's;
+its actions (signal, renice) are refused: a replayed pid may name another process.
 """
 
 from __future__ import annotations
@@ -15,21 +16,21 @@ from typing import Any
 
 from .render import Info
 from .replay import Replay
-from .screen import KEYS, Display, apply_key, help_lines
+from .screen import ACTION_KEYS, KEYS, Display, apply_key, help_lines
 from .view import SORTS, ViewState
 
 __all__ = ["REPLAY_KEYS", "ReplayScreen", "run_replay_screen"]
 
 LIVE_ONLY = (" ", "+", "-", "D")  # pause, refresh interval, delay accounting
+LIVE_ONLY_LABELS = ("space", "+ -", "D", "t", "k F9", "N F7 F8")
 REPLAY_KEYS: dict[str, str] = {
     "t": "next interval", "T": "previous interval",
-    "j": "jump to a time (as --at: 2026-12-06T03:14, 2h, yesterday)",
-    "H": "a row per thread / per process (live threads: whole processes)",
-    **{k: v for k, v in KEYS.items() if k not in (*LIVE_ONLY, "t")},
+    "j": "jump to a time (as --at)", "H": "per thread / per process",
+    **{k: v for k, v in KEYS.items() if k not in LIVE_ONLY_LABELS},
 }
 REPLAY_KEY_LINE = ("q quit h help  t/T next/prev  j jump  sort: "
                    + " ".join(s.key for s in SORTS.values())
-                   + " R  H threads g cgroups f filter")
+                   + " R  H threads g cgroups V tree f filter")
 JUMP_PROMPT = "jump to (2026-12-06T03:14, 30m, yesterday; Esc cancels): "
 
 
@@ -76,8 +77,13 @@ class ReplayScreen(Display):
             self._jump()
         elif key == "H":
             self.state = self.state.next_level("thread")
+        elif self.navigate(key):
+            pass
         elif key in LIVE_ONLY:
             self.message = f"{'space' if key == ' ' else key}: only in the live view"
+        elif key in ACTION_KEYS:
+            self.message = (f"{key}: signals and renice only in the live view (a replayed "
+                            "row is history: its pid may be another process now)")
         elif (new := apply_key(self.state, key)) is not None:
             self.state = new
         elif key == "f":

@@ -12,9 +12,10 @@ zombie) is left out (:func:`hidden`).  Pure functions, no state.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
-from ..records import ExitRecord
+from ..procinfo import ProcInfo
+from ..records import ExitRecord, TaskStats
 from .counters import Counters, counters, derive, get_counted, summed
 from .frame import Row, Sample
 
@@ -29,6 +30,7 @@ class Unit(NamedTuple):
     btime: int | None
     totals: Counters
     delta: Counters | None
+    peak_kb: int | None = None  # hiwater_rss
 
 
 class Dead(NamedTuple):
@@ -55,6 +57,41 @@ def user_of(users: Mapping[int, str], uid: int | None) -> str:
     return users.get(uid, str(uid))
 
 
+def _bytes(kb: int | None) -> int | None:
+    return None if kb is None else kb * 1024
+
+
+def _peak(kb: int | None, info: ProcInfo | None) -> int | None:
+    """The peak RSS in bytes, at least the RSS read after it (a peak read before
+    the memory grew further)."""
+    peak, rss = _bytes(kb), None if info is None else info.rss
+    return peak if rss is None or (peak is not None and peak >= rss) else rss
+
+
+def peak_of(task: TaskStats) -> int | None:
+    """A record's peak RSS (hiwater_rss) in bytes; None without an mm (0)."""
+    return _bytes(task.hiwater_rss or None)
+
+
+class ProcFields(TypedDict, total=False):
+    """The Row fields /proc gives."""
+
+    state: str | None
+    ppid: int
+    nice: int | None
+    start: int
+    rss: int | None
+    cmdline: str | None
+
+
+def _proc(info: ProcInfo | None) -> ProcFields:
+    """The Row fields from /proc (none when the process is gone)."""
+    if info is None:
+        return {}
+    return {"state": info.state, "ppid": info.ppid, "nice": info.nice, "start": info.start,
+            "rss": info.rss, "cmdline": info.cmdline}
+
+
 def exited_thread(rec: ExitRecord, tgid: int, sample: Sample, seconds: float,
                   values: tuple[float | None, ...]) -> Row:
     """The row of a thread from its exit record: its final totals and ``values``."""
@@ -63,7 +100,8 @@ def exited_thread(rec: ExitRecord, tgid: int, sample: Sample, seconds: float,
                user=user_of(sample.users, task.ac_uid), command=task.ac_comm or "?",
                cgroup=sample.cgroups.get(tgid), threads=1, exited=True,
                seconds=seconds, totals=counters(task), values=values,
-               lifetime=None if task.ac_etime is None else task.ac_etime / 1e6)
+               lifetime=None if task.ac_etime is None else task.ac_etime / 1e6,
+               peak_rss=peak_of(task))
 
 
 def exited_process(rec: ExitRecord, tgid: int, *, dead: Dead, meta: Meta | None,
@@ -82,7 +120,7 @@ def exited_process(rec: ExitRecord, tgid: int, *, dead: Dead, meta: Meta | None,
     return Row(pid=tgid, tgid=tgid, uid=uid, user=user_of(sample.users, uid), command=comm,
                cgroup=cgroup, threads=dead.threads, exited=True, seconds=seconds,
                totals=totals, values=values,
-               lifetime=None if lifetime is None else lifetime / 1e6)
+               lifetime=None if lifetime is None else lifetime / 1e6, peak_rss=peak_of(task))
 
 
 def hidden(key: int, btime: int | None, exited: Mapping[int, int | None]) -> bool:
@@ -97,12 +135,22 @@ def hidden(key: int, btime: int | None, exited: Mapping[int, int | None]) -> boo
 def thread_rows(units: Sequence[Unit], sample: Sample, seconds: float,
                 measured: tuple[bool, ...], exited: Mapping[int, int | None]
                 ) -> tuple[Row, ...]:
-    """One row per live thread."""
-    return tuple(
-        Row(pid=u.tid, tgid=u.tgid, uid=u.uid, user=user_of(sample.users, u.uid),
-            command=u.comm, cgroup=sample.cgroups.get(u.tgid), threads=1, exited=False,
-            seconds=seconds, totals=u.totals, values=derive(u.delta, seconds, measured))
-        for u in units if not hidden(u.tid, u.btime, exited))
+    """One row per live thread (its state its own, the rest of /proc its process's;
+    a thread's nice is its own, so only the leader's is known)."""
+    out = []
+    for u in units:
+        if hidden(u.tid, u.btime, exited):
+            continue
+        info = sample.procs.get(u.tgid)
+        proc = _proc(info)
+        if u.tid != u.tgid:
+            proc["state"], proc["nice"] = sample.states.get(u.tid), None
+        out.append(Row(pid=u.tid, tgid=u.tgid, uid=u.uid, user=user_of(sample.users, u.uid),
+                       command=u.comm, cgroup=sample.cgroups.get(u.tgid), threads=1,
+                       exited=False, seconds=seconds, totals=u.totals,
+                       values=derive(u.delta, seconds, measured),
+                       peak_rss=_peak(u.peak_kb, info), **proc))
+    return tuple(out)
 
 
 def process_rows(units: Sequence[Unit], sample: Sample, *, extra: Mapping[int, Counters],
@@ -130,5 +178,7 @@ def process_rows(units: Sequence[Unit], sample: Sample, *, extra: Mapping[int, C
                        cgroup=sample.cgroups.get(tgid),
                        threads=sum(sample.folds.get(u.tid, 1) for u in members), exited=False,
                        seconds=seconds, totals=summed(totals),
-                       values=derive(summed(deltas) if deltas else None, seconds, measured)))
+                       values=derive(summed(deltas) if deltas else None, seconds, measured),
+                       peak_rss=_peak(leader.peak_kb, sample.procs.get(tgid)),
+                       **_proc(sample.procs.get(tgid))))
     return tuple(out)

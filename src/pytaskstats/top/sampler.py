@@ -5,7 +5,11 @@ Each sample: the exit listener drained (without blocking), every task listed fro
 process's cgroup and each user's name looked up.  ``costs`` keeps the seconds of
 each phase of the last sample.  Reading the kernel's exits, it also learns each
 process's cgroup at birth (:mod:`pytaskstats.birthcgroups`), so the exit of a task
-too short-lived for any sample still shows its cgroup.
+too short-lived for any sample still shows its cgroup.  From /proc it also reads each
+process's state, parent, nice, resident memory and command line (the command line
+once per process start and comm: an exec that keeps the comm keeps the old one
+shown), each thread's state when ``thread_states`` is set (the per-thread view), and
+the machine's counters for the header.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from ..birthcgroups import BirthWatch
 from ..client import Client
 from ..errors import AccessDenied, TaskstatsError, Unsupported
 from ..listener import Listener
+from ..procinfo import ProcInfo, read_cmdline, read_proc_info, read_state
 from ..records import ExitRecord, Lost, TaskStats
+from ..sysstat import read_system
 from .model import Sample
 
 __all__ = ["Sampler", "list_tasks", "read_cgroup"]
@@ -69,6 +75,8 @@ class Sampler:
         self._lost = 0
         self._users: dict[int, str] = {}
         self._own_only = False
+        self.thread_states = False  # read each thread's state (the per-thread view)
+        self._cmdlines: dict[int, tuple[tuple[int, str], str | None]] = {}
         if listen:
             self._open_listener()
 
@@ -125,10 +133,39 @@ class Sampler:
                              *(e.task.ac_uid for e in exits)])
         state = delayacct.status()
         t4 = time.perf_counter()
+        procs = self._procs({tgids.get(tid, tid) for tid in tasks})  # those with rows
+        states = self._states(tgids) if self.thread_states else {}
+        system = read_system(self.proc)
+        t5 = time.perf_counter()
         self.costs = {"drain": t1 - t0, "enumerate": t2 - t1, "query": t3 - t2,
-                      "cgroups+users": t4 - t3}
+                      "cgroups+users": t4 - t3, "proc+system": t5 - t4}
         return Sample(t_ns=start, span_ns=span, tasks=tasks, tgids=tgids, cgroups=cgroups,
-                      users=users, exits=exits, lost=lost, delayacct=state)
+                      users=users, exits=exits, lost=lost, delayacct=state, procs=procs,
+                      states=states, system=system)
+
+    def _procs(self, tgids: Iterable[int]) -> dict[int, ProcInfo]:
+        """/proc's view of each process; command lines read once per (start, comm)."""
+        out, cmdlines = {}, {}
+        for tgid in tgids:
+            info = read_proc_info(tgid, self.proc, cmdline=False)
+            if info is None:
+                continue
+            key = (info.start, info.comm)
+            known = self._cmdlines.get(tgid)
+            args = known[1] if known and known[0] == key else read_cmdline(tgid, self.proc)
+            cmdlines[tgid] = (key, args)
+            out[tgid] = info._replace(cmdline=args)
+        self._cmdlines = cmdlines
+        return out
+
+    def _states(self, tgids: dict[int, int]) -> dict[int, str]:
+        """Each thread's state letter (threads gone meanwhile left out)."""
+        out = {}
+        for tid, tgid in tgids.items():
+            state = read_state(tgid, tid, self.proc)
+            if state is not None:
+                out[tid] = state
+        return out
 
     def _query(self, tgids: dict[int, int]) -> dict[int, TaskStats]:
         """The bulk query; where taskstatsd allows only our own tasks, ask for those

@@ -39,6 +39,7 @@ SORTS: dict[str, SortOrder] = {s.name: s for s in (
     SortOrder("user", "u", "USER", False, lambda r: r.user),
     *(SortOrder(name, key, m.label, True, _metric(i))
       for i, ((name, key), m) in enumerate(zip(_METRIC_SORTS, METRICS, strict=True))),
+    SortOrder("rss", "M", "RSS", True, lambda r: r.rss),
     SortOrder("command", "n", "COMMAND", False, lambda r: r.command.lower()),
 )}
 SORT_KEYS = {s.key: s.name for s in SORTS.values()}
@@ -121,6 +122,8 @@ class ViewState:
     paused: bool = False
     active_only: bool = False
     limit: int = 0  # rows at most (0: all)
+    tree: bool = False  # processes under their parents (per process only)
+    full_command: bool = False  # the command line instead of the comm
 
     def with_sort(self, name: str) -> ViewState:
         """Sort by ``name``; choosing the current order again flips it."""
@@ -180,8 +183,36 @@ def _cgroup_row(path: str | None, members: Sequence[Row]) -> Row:
                seconds=members[0].seconds, totals=totals, values=values)
 
 
+def as_tree(rows: Sequence[Row]) -> list[Row]:
+    """``rows`` (in sort order) as a forest: each live process right after its live
+    parent (when shown), children in their sort order, ``depth`` set; the others
+    (roots, exited rows, and any cycle) at depth 0 in their own order."""
+    live = {r.pid for r in rows if not r.exited}
+    children: dict[int, list[Row]] = {}
+    roots = []
+    for row in rows:
+        if not row.exited and row.ppid in live and row.ppid != row.pid:
+            children.setdefault(row.ppid, []).append(row)
+        else:
+            roots.append(row)
+    out: list[Row] = []
+    seen: set[int] = set()
+    for top in [*roots, *(r for kids in children.values() for r in kids)]:
+        stack = [(top, 0)]
+        while stack:
+            row, depth = stack.pop()
+            if id(row) in seen:
+                continue
+            seen.add(id(row))
+            out.append(replace(row, depth=depth) if depth else row)
+            if not row.exited:
+                stack += [(kid, depth + 1) for kid in reversed(children.get(row.pid, ()))]
+    return out
+
+
 def view(frame: Frame, state: ViewState) -> list[Row]:
-    """The rows to show: the level's rows, filtered, grouped, sorted and limited."""
+    """The rows to show: the level's rows, filtered, grouped, sorted (as a tree, per
+    process when ``state.tree``) and limited."""
     level = "thread" if state.level == "thread" else "process"
     rows: Iterable[Row] = (r for r in frame.rows(level) if state.filters.match(r))
     if state.active_only:
@@ -189,4 +220,6 @@ def view(frame: Frame, state: ViewState) -> list[Row]:
     if state.level == "cgroup":
         rows = group_by_cgroup(rows)
     out = sort_rows(rows, state.sort, state.reverse)
+    if state.tree and state.level == "process":
+        out = as_tree(out)
     return out[:state.limit] if state.limit > 0 else out
