@@ -309,28 +309,37 @@ def _fields(row: Row) -> dict[str, Any]:
     return {name: getattr(row, name) for name in Row.__dataclass_fields__}
 
 
-NOBODY_SIGNALS_INIT = """
-import signal
+NOBODY_SIGNALS_ROOTS = """
+import signal, sys
 from pytaskstats.procinfo import read_proc_info
 from pytaskstats.top import actions
 from pytaskstats.top.model import COUNTED, METRICS, Row
-info = read_proc_info(1)
-row = Row(pid=1, tgid=1, uid=0, user="root", command="init", cgroup=None, threads=1,
+pid = int(sys.argv[1])
+info = read_proc_info(pid)
+row = Row(pid=pid, tgid=pid, uid=0, user="root", command="sleep", cgroup=None, threads=1,
           exited=False, seconds=1, totals=(0,) * len(COUNTED), values=(None,) * len(METRICS),
           start=info.start)
-print(actions.send_signal(row, signal.SIGCONT))
+print(actions.send_signal(row, signal.SIGTERM))
 print(actions.renice(row, "process", 0))
 """
 
 
 def test_permission_errors_are_one_line_messages(nobody_env: dict[str, str]) -> None:
+    """nobody may neither signal nor renice a root sleeper of its own session-less kind
+    (a sleeper in a new session: SIGCONT within a session passes any uid check, and
+    pid 1 shares the session on some CI machines)."""
     if not NOBODY_PYTHON:
         pytest.skip("no python for nobody")
-    done = as_nobody(nobody_env, "-c", NOBODY_SIGNALS_INIT)
+    with subprocess.Popen(["sleep", "600"], start_new_session=True) as child:
+        try:
+            done = as_nobody(nobody_env, "-c", NOBODY_SIGNALS_ROOTS, str(child.pid))
+            assert child.poll() is None, "nobody's SIGTERM reached root's sleeper"
+        finally:
+            child.kill()
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "not permitted to signal 1 (init): run as its owner or root"
-    assert lines[1].startswith("not permitted to renice 1 (init) to 0")
+    assert lines[0] == f"not permitted to signal {child.pid} (sleep): run as its owner or root"
+    assert lines[1].startswith(f"not permitted to renice {child.pid} (sleep) to 0")
 
 
 class StubSampler:
