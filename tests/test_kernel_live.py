@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytaskstats import AccessDenied, Client, ExitRecord, Lost, NoSuchTask, TaskStats
+from pytaskstats import AccessDenied, Client, ExitRecord, Lost, NoSuchTask, TaskStats, delayacct
 from pytaskstats.errors import NetlinkError
 from pytaskstats.kernel import Connection
 from pytaskstats.listener import Listener
@@ -199,6 +199,8 @@ def test_delay_accounting_shows_io_waits_when_on(client: Client, delayacct_on: N
     try:
         wait_for_state(proc.pid, "T")
         rec: TaskStats = client.pid(proc.pid)
+        # if this fails with the switch off, something outside the tests' lock flipped it
+        assert delayacct.status() is True, "kernel.task_delayacct was switched off mid-test"
         assert rec.blkio_count is not None and rec.blkio_count > 0
         assert rec.blkio_delay_total is not None and rec.blkio_delay_total > 0
     finally:

@@ -390,8 +390,8 @@ def test_live_pid_record_agrees_with_the_kernel(client: Client, worker: int) -> 
     assert set(mine.carried()) >= {row.field for row in MAPPING} - {"blkio_delay_total"}
     _agree(first, mine, last, EXACT)
     assert mine.read_bytes is not None and mine.read_bytes >= 256 * 1024  # O_DIRECT read
-    assert abs(mine.ac_btime - first.ac_btime) <= 1  # type: ignore[operator]
-    assert abs(mine.ac_btime64 - first.ac_btime64) <= 1  # type: ignore[operator]
+    assert abs(mine.ac_btime - first.ac_btime) <= 2  # type: ignore[operator]
+    assert abs(mine.ac_btime64 - first.ac_btime64) <= 2  # type: ignore[operator]
     # VmHWM sums the per-CPU RSS counters, the kernel's record reads their approximation
     cpus = os.cpu_count() or 1
     slop_kb = 3 * cpus * max(32, 2 * cpus) * os.sysconf("SC_PAGE_SIZE") // 1024

@@ -160,7 +160,8 @@ _PRECISION = """
   large. It is measured on CLOCK_BOOTTIME when the file is read; the kernel uses
   CLOCK_MONOTONIC, which differs only after a suspend.
 - **`ac_btime`, `ac_btime64`**: whole boot seconds plus the start time. The kernel
-  computes `now - etime`; the two may differ by one second.
+  computes `now - etime`. Both truncate to whole seconds (and /proc/stat's boot time is
+  itself whole seconds), so the two may differ by up to two seconds.
 - **`blkio_delay_total`**: tick resolution, rounded down. With delay accounting off the
   kernel reports 0, meaning "not measured"; this source reports None. Tasks forked before
   it was switched on read 0 in both, as they have no delay record.
