@@ -226,18 +226,28 @@ class NsView:
             return None
         return cls(peer_pid, proc)
 
-    def _tasks(self) -> Iterator[str]:
+    def _tasks(self) -> Iterator[tuple[int, str]]:
         for tgid, tid in list_tasks(self.proc):
-            yield f"{tgid}/task/{tid}"
+            yield int(tid), f"{tgid}/task/{tid}"
 
     def rescan(self, force: bool = False) -> None:
-        """Refresh the pid maps from /proc (rate-limited unless ``force``)."""
+        """Refresh the pid maps from /proc (rate-limited unless ``force``); a host
+        pid that now names a task outside the client's namespaces is forgotten (the
+        kernel handed it out again)."""
         now = time.monotonic()
         if not force and now - self._scanned < RESCAN_S:
             return
         self._scanned = now
-        for path in self._tasks():
-            self._learn(path)
+        for tid, path in self._tasks():
+            if self._learn(path) is None and tid in self.to_ns:
+                self._forget(self.to_ns[tid], tid)
+
+    def _forget(self, ns_pid: int | None, host: int | None) -> None:
+        """Drop the mapping of ``ns_pid`` to ``host``, if it is one (None: none)."""
+        if ns_pid is not None and host is not None and self.to_host.get(ns_pid) == host:
+            del self.to_host[ns_pid]
+        if host is not None and ns_pid is not None and self.to_ns.get(host) == ns_pid:
+            del self.to_ns[host]
 
     def _learn(self, path: str) -> int | None:
         try:
@@ -270,8 +280,12 @@ class NsView:
         return int(pids[self.level - 1]) if 0 < self.level <= len(pids) else None
 
     def host_pid(self, ns_pid: int) -> int:
-        """The host pid of the client's ``ns_pid``; NoSuchTask if not in its namespace."""
-        if ns_pid not in self.to_host:
+        """The host pid of the client's ``ns_pid``, checked in /proc now (a mapping
+        learned before names a task that may have exited, its host pid handed out
+        again outside the namespace); NoSuchTask if not in its namespace."""
+        host = self.to_host.get(ns_pid)
+        if host is None or self._learn(str(host)) != ns_pid:
+            self._forget(ns_pid, host)
             self.rescan(force=True)
         if ns_pid not in self.to_host:
             raise NoSuchTask(f"no task {ns_pid} in the client's PID namespace", pid=ns_pid)
@@ -315,6 +329,12 @@ class NsView:
             return None
         tgid = self.ns_pid(record.tgid) if record.tgid is not None else None
         group = None if record.group is None else self.stats(record.group)
+        # the exited thread's host pid may be handed out again, outside the namespace:
+        # forget it (a group leader that exits first stays a zombie, still named)
+        if record.pid != record.tgid or record.ended_process:
+            self._forget(pid, record.pid)
+        if record.ended_process and record.tgid is not None:
+            self._forget(tgid, record.tgid)
         return ExitRecord(task=self.stats(record.task), group=group, pid=pid, tgid=tgid,
                           cpu=record.cpu, seq=record.seq)
 
