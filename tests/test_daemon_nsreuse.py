@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from pytaskstats.daemon.namespaces import NsView
+from pytaskstats.errors import NoSuchTask
+
 from .conftest import NOBODY_PYTHON, require_kernel, wait_until
 from .daemon_util import RunningDaemon
 
-pytestmark = pytest.mark.kernel
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 CONTAINER = ["unshare", "--pid", "--user", "--map-root-user", "--fork", "--mount-proc"]
 
@@ -77,6 +79,7 @@ def _at_pid(host: int, argv: list[str]) -> subprocess.Popen[bytes]:
             pytest.fail(f"host pid {host} could not be had again")
 
 
+@pytest.mark.kernel
 def test_a_reused_host_pid_is_not_the_namespaces_task(
         daemon: RunningDaemon, nobody_env: dict[str, str]) -> None:
     """Before the fix: the answer was the outsider's record ("sleep" with the ended
@@ -107,3 +110,28 @@ def test_a_reused_host_pid_is_not_the_namespaces_task(
             outsider.wait()
         client.kill()
         client.communicate()  # and close its pipes
+
+
+def _view(proc: Path) -> NsView:
+    """A client's view of a PID namespace one level down (not the host's) that
+    learned earlier: its pid 2 was host pid 100."""
+    view = NsView.__new__(NsView)
+    view.proc, view.pidns, view.userns, view.level, view.chain = str(proc), 1, 1, 1, "x/y"
+    view.uid_map = view.gid_map = [(0, 65534, 1)]
+    view.to_host, view.to_ns = {2: 100}, {100: 2}
+    view.unattributed, view._scanned = 0, 0.0
+    return view
+
+
+def test_a_host_pid_seen_outside_is_forgotten(tmp_path: Path) -> None:
+    """Host pid 100 now names a task of the host's PID namespace (its ns/pid is ours,
+    taskstatsd's): neither the client's pid 2 nor an exit of pid 100 is placed in the
+    client's namespace any more (before: pid 2, from what was learned)."""
+    (tmp_path / "100" / "task" / "100").mkdir(parents=True)
+    (tmp_path / "100" / "ns").mkdir()
+    (tmp_path / "100" / "ns" / "pid").symlink_to("/proc/self/ns/pid")
+    assert _view(tmp_path).ns_pid(100) is None
+    with pytest.raises(NoSuchTask):
+        _view(tmp_path).host_pid(2)
+    gone = _view(tmp_path / "none")  # a task gone (reaped): placed by what was learned
+    assert gone.ns_pid(100) == 2

@@ -226,21 +226,18 @@ class NsView:
             return None
         return cls(peer_pid, proc)
 
-    def _tasks(self) -> Iterator[tuple[int, str]]:
+    def _tasks(self) -> Iterator[str]:
         for tgid, tid in list_tasks(self.proc):
-            yield int(tid), f"{tgid}/task/{tid}"
+            yield f"{tgid}/task/{tid}"
 
     def rescan(self, force: bool = False) -> None:
-        """Refresh the pid maps from /proc (rate-limited unless ``force``); a host
-        pid that now names a task outside the client's namespaces is forgotten (the
-        kernel handed it out again)."""
+        """Refresh the pid maps from /proc (rate-limited unless ``force``)."""
         now = time.monotonic()
         if not force and now - self._scanned < RESCAN_S:
             return
         self._scanned = now
-        for tid, path in self._tasks():
-            if self._learn(path) is None and tid in self.to_ns:
-                self._forget(self.to_ns[tid], tid)
+        for path in self._tasks():
+            self._learn(path)
 
     def _forget(self, ns_pid: int | None, host: int | None) -> None:
         """Drop the mapping of ``ns_pid`` to ``host``, if it is one (None: none)."""
@@ -250,14 +247,21 @@ class NsView:
             del self.to_ns[host]
 
     def _learn(self, path: str) -> int | None:
+        """The client's pid of the task at ``path`` (``PID`` or ``TGID/task/TID``
+        under /proc), learned; None when it is gone or not the client's to see.  A
+        task seen outside the client's namespaces makes its host pid forgotten: the
+        kernel handed it out again."""
+        host = int(path.rpartition("/")[2])
         try:
             ino = ns_inode(path, "pid", self.proc)
             if ino != self.pidns and not self._below(path, ino):
+                self._forget(self.to_ns.get(host), host)
                 return None
             nspid = read_nspid(path, self.proc)
         except OSError:
             return None
         if len(nspid) <= self.level:
+            self._forget(self.to_ns.get(host), host)
             return None
         host, inner = nspid[0], nspid[self.level]
         self.to_host[inner], self.to_ns[host] = host, inner
