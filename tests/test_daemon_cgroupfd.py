@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from pytaskstats import Client
 from pytaskstats.errors import NetlinkError
 from pytaskstats.kernel import Connection
 
-from .conftest import as_nobody, require_kernel
+from .conftest import as_nobody, remove_cgroup, require_kernel
 from .daemon_util import RunningDaemon
+from .test_birthcgroups import cgroup2_root
 
 pytestmark = pytest.mark.kernel
 
@@ -113,3 +115,69 @@ def _kernel_agrees(base: Path) -> None:
             assert err.value.errno == errno.EINVAL
         finally:
             os.close(fd)
+
+
+# As nobody: count the cgroup2 directory argv[2] through the TASKSTATSD CGROUP command
+# with an fd of each way of opening it (or the error it got, by errno).
+COUNT = """
+import json, os, sys
+from pytaskstats.kernel import Connection
+from pytaskstats.errors import TaskstatsError
+out = {}
+for name, flags in (("O_PATH", os.O_PATH | os.O_DIRECTORY), ("O_RDONLY", os.O_RDONLY)):
+    try:
+        fd = os.open(sys.argv[2], flags)
+    except OSError as err:
+        out[name] = ["open", err.errno]
+        continue
+    with Connection(socket_path=sys.argv[1]) as conn:
+        try:
+            out[name] = ["ok", conn.cgroup2(fd).nr_sleeping]
+        except TaskstatsError as err:
+            out[name] = ["daemon", type(err).__name__, getattr(err, "errno", None)]
+    os.close(fd)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture
+def private_cgroup() -> Iterator[Path]:
+    """A cgroup2 directory of root's holding one sleeper of root's (the caller sets
+    the modes); removed afterwards."""
+    group = cgroup2_root() / f"pytaskstats-private-{os.getpid()}"
+    group.mkdir()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        (group / "cgroup.procs").write_text(str(sleeper.pid))
+        yield group
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        group.chmod(0o755)
+        remove_cgroup(group)
+
+
+def test_cgroup2_counts_need_what_open_would_need(daemon: RunningDaemon,
+                                                  nobody_env: dict[str, str],
+                                                  private_cgroup: Path) -> None:
+    """Before the fix: nobody counted root's 0700 cgroup through an O_PATH fd (which
+    needs no permission on the directory), and a thread list it may not read, because
+    the root daemon opened cgroup.threads for it."""
+    def count() -> dict[str, list[object]]:
+        done = as_nobody(nobody_env, "-c", COUNT, daemon.socket, str(private_cgroup))
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    o_path = ["daemon", "NetlinkError", errno.EBADF]  # whatever the directory's mode
+    assert count() == {"O_PATH": o_path, "O_RDONLY": ["ok", 1]}
+    private_cgroup.chmod(0o700)
+    assert count() == {"O_PATH": o_path, "O_RDONLY": ["open", errno.EACCES]}
+    private_cgroup.chmod(0o755)
+    (private_cgroup / "cgroup.threads").chmod(0o600)
+    assert count() == {"O_PATH": o_path, "O_RDONLY": ["daemon", "AccessDenied", None]}
+    fd = os.open(private_cgroup, os.O_RDONLY)  # root (an admin) still counts it
+    try:
+        with Connection(socket_path=daemon.socket) as conn:
+            assert conn.cgroup2(fd).nr_sleeping == 1
+    finally:
+        os.close(fd)

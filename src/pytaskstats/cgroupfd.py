@@ -10,7 +10,10 @@ taskstatsd runs as root, so nothing about the fd is taken on faith:
 - the thread list is opened relative to that fd (never by a path re-resolved from
   it), with O_NOFOLLOW and O_NONBLOCK, must be a regular file, and is read up to
   MAX_LIST_BYTES;
-- error messages never quote what was read.
+- error messages never quote what was read;
+- for an unprivileged client (``reader``), the list is read only when its mode
+  bits let that client read it, as open(2) would have (the daemon's own open
+  ignores them).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from typing import NamedTuple
 
 from .errors import NetlinkError
 
@@ -52,18 +56,40 @@ def kind(fd: int) -> str | None:
     return cgroup_devices().get(st.st_dev)
 
 
-def thread_ids(fd: int, name: str) -> list[int]:
+class Reader(NamedTuple):
+    """An unprivileged client's ids, for the permission check open(2) would make."""
+
+    uid: int
+    gid: int
+    groups: frozenset[int]
+
+    def may_read(self, st: os.stat_result) -> bool:
+        """Whether the file of ``st`` is readable by these ids by its mode bits
+        (owner, then group, then others, as the kernel checks them)."""
+        if st.st_uid == self.uid:
+            return bool(st.st_mode & stat.S_IRUSR)
+        if st.st_gid == self.gid or st.st_gid in self.groups:
+            return bool(st.st_mode & stat.S_IRGRP)
+        return bool(st.st_mode & stat.S_IROTH)
+
+
+def thread_ids(fd: int, name: str, reader: Reader | None = None) -> list[int]:
     """The thread ids listed in file ``name`` (``cgroup.threads`` or ``tasks``) of
     the cgroup directory ``fd``; NetlinkError EINVAL when it is not a readable list
-    of ids."""
+    of ids, EACCES when ``reader`` (None: no check) could not read it."""
     try:
         file = os.open(name, _OPEN, dir_fd=fd)
     except OSError as err:
         raise NetlinkError(f"cannot open {name}", errno=errno.EINVAL,
                            ext_message=f"cannot read {name} ({err.strerror})") from None
     try:
-        if not stat.S_ISREG(os.fstat(file).st_mode):
+        st = os.fstat(file)
+        if not stat.S_ISREG(st.st_mode):
             raise NetlinkError(f"{name} is not a file", errno=errno.EINVAL)
+        if reader is not None and not reader.may_read(st):
+            raise NetlinkError(f"{name} not readable by the client", errno=errno.EACCES,
+                               ext_message=f"{name} of that cgroup is not readable by "
+                               "this user")
         data = _read_bounded(file, name)
     finally:
         os.close(file)

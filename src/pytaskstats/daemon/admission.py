@@ -103,7 +103,8 @@ class Admission:
         if refusal:
             self._refuse(conn, refusal)
             return None
-        peer = Peer(conn, self.next_id, cred.pid, cred.uid, cred.gid, admin, view=view)
+        peer = Peer(conn, self.next_id, cred.pid, cred.uid, cred.gid, admin, view=view,
+                    groups=cred.groups)
         self.next_id += 1
         self.peers[peer.id] = peer
         return peer

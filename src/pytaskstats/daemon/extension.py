@@ -12,6 +12,8 @@ daemon passes in; :func:`cgroup2_counts` counts a cgroup2 directory's task state
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +62,8 @@ class Extension:
             peer.ext_ack = params.get("ext_ack", peer.ext_ack)
         else:
             passed_fd(peer, fds)
-            counts = cgroup2_counts(fds)
+            counts = cgroup2_counts(fds, None if peer.admin else
+                                    cgroupfd.Reader(peer.uid, peer.gid, peer.groups))
             self.replies.reply(peer, extproto.encode_reply(
                 {k: v for k, v in counts._asdict().items() if k.startswith("nr_")},
                 seq=msg.seq, pid=peer.id))
@@ -100,14 +103,21 @@ def scope_of(peer: Peer) -> Scope | None:
     return Scope(uid, gid, pidns, view.level if pidns is not None and view else 0)
 
 
-def cgroup2_counts(fds: list[int]) -> CgroupStats:
+def cgroup2_counts(fds: list[int], reader: cgroupfd.Reader | None = None) -> CgroupStats:
     """Task state counts, from /proc, of the cgroup2 directory passed as ``fds[0]``
-    (the TASKSTATSD CGROUP command), read as :mod:`pytaskstats.cgroupfd` says; NetlinkError
-    EBADF without an fd, EINVAL when it is not a cgroup2 directory."""
+    (the TASKSTATSD CGROUP command), read as :mod:`pytaskstats.cgroupfd` says for
+    ``reader`` (None: an admin); NetlinkError EBADF without an fd or with an O_PATH
+    one (it proves no access: the daemon would read a directory the client may not
+    open), EINVAL when it is not a cgroup2 directory, EACCES when ``reader`` may not
+    read its thread list."""
     if not fds:
         raise NetlinkError("no fd passed", errno=errno.EBADF)
+    if fcntl.fcntl(fds[0], fcntl.F_GETFL) & os.O_PATH:
+        raise NetlinkError("an O_PATH fd", errno=errno.EBADF,
+                           ext_message="an O_PATH fd proves no access to the directory: "
+                           "pass one opened for reading")
     if cgroupfd.kind(fds[0]) != "cgroup2":
         raise NetlinkError("not a cgroup2 directory", errno=errno.EINVAL,
                            ext_message="the fd is not a cgroup2 directory (for a cgroup v1 "
                            "directory, use CGROUPSTATS)")
-    return ProcSource().count_states(cgroupfd.thread_ids(fds[0], "cgroup.threads"))
+    return ProcSource().count_states(cgroupfd.thread_ids(fds[0], "cgroup.threads", reader))

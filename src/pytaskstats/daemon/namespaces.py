@@ -239,15 +239,29 @@ class NsView:
         for path in self._tasks():
             self._learn(path)
 
+    def _forget(self, ns_pid: int | None, host: int | None) -> None:
+        """Drop the mapping of ``ns_pid`` to ``host``, if it is one (None: none)."""
+        if ns_pid is not None and host is not None and self.to_host.get(ns_pid) == host:
+            del self.to_host[ns_pid]
+        if host is not None and ns_pid is not None and self.to_ns.get(host) == ns_pid:
+            del self.to_ns[host]
+
     def _learn(self, path: str) -> int | None:
+        """The client's pid of the task at ``path`` (``PID`` or ``TGID/task/TID``
+        under /proc), learned; None when it is gone or not the client's to see.  A
+        task seen outside the client's namespaces makes its host pid forgotten: the
+        kernel handed it out again."""
+        host = int(path.rpartition("/")[2])
         try:
             ino = ns_inode(path, "pid", self.proc)
             if ino != self.pidns and not self._below(path, ino):
+                self._forget(self.to_ns.get(host), host)
                 return None
             nspid = read_nspid(path, self.proc)
         except OSError:
             return None
         if len(nspid) <= self.level:
+            self._forget(self.to_ns.get(host), host)
             return None
         host, inner = nspid[0], nspid[self.level]
         self.to_host[inner], self.to_ns[host] = host, inner
@@ -270,8 +284,12 @@ class NsView:
         return int(pids[self.level - 1]) if 0 < self.level <= len(pids) else None
 
     def host_pid(self, ns_pid: int) -> int:
-        """The host pid of the client's ``ns_pid``; NoSuchTask if not in its namespace."""
-        if ns_pid not in self.to_host:
+        """The host pid of the client's ``ns_pid``, checked in /proc now (a mapping
+        learned before names a task that may have exited, its host pid handed out
+        again outside the namespace); NoSuchTask if not in its namespace."""
+        host = self.to_host.get(ns_pid)
+        if host is None or self._learn(str(host)) != ns_pid:
+            self._forget(ns_pid, host)
             self.rescan(force=True)
         if ns_pid not in self.to_host:
             raise NoSuchTask(f"no task {ns_pid} in the client's PID namespace", pid=ns_pid)
@@ -315,6 +333,12 @@ class NsView:
             return None
         tgid = self.ns_pid(record.tgid) if record.tgid is not None else None
         group = None if record.group is None else self.stats(record.group)
+        # the exited thread's host pid may be handed out again, outside the namespace:
+        # forget it (a group leader that exits first stays a zombie, still named)
+        if record.pid != record.tgid or record.ended_process:
+            self._forget(pid, record.pid)
+        if record.ended_process and record.tgid is not None:
+            self._forget(tgid, record.tgid)
         return ExitRecord(task=self.stats(record.task), group=group, pid=pid, tgid=tgid,
                           cpu=record.cpu, seq=record.seq)
 

@@ -109,6 +109,7 @@ class Peer:
     cap_ack: bool = False  # NETLINK_CAP_ACK, set by TASKSTATSD SET_OPTIONS
     fd_refused: bool = False  # the batch's passed fd was closed: max_held_fds held
     ext_ack: bool = False  # NETLINK_EXT_ACK, likewise
+    groups: frozenset[int] = frozenset()  # supplementary groups (SO_PEERGROUPS) at connect
 
 
 def flush(peer: Peer) -> bool:
