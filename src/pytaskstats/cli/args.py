@@ -296,13 +296,18 @@ def socket_arg(text: str) -> str:
 
 
 def output_file_arg(text: str) -> str:
-    """A file to write (a report): a name in an existing directory this user may write
-    in, not a directory, checked before any work is done."""
+    """A file to write (a report), checked before any work is done: a name in an
+    existing directory this user may write in, not a directory; or an existing
+    non-regular file this user may write (``/dev/stdout``, a FIFO: written into)."""
     if not text.strip():
         _fail(text, "give a file name, e.g. report.html")
-    path = os.path.abspath(text)
-    if os.path.isdir(path):
+    if os.path.isdir(text):
         _fail(text, "is a directory: give a file name in it, e.g. report.html")
+    if os.path.exists(text) and not os.path.isfile(text):
+        if not os.access(text, os.W_OK):
+            _fail(text, "this user may not write it")
+        return text
+    path = os.path.realpath(text)
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):
         _fail(text, f"no directory {folder}")
