@@ -409,3 +409,24 @@ def test_history_options_that_do_not_go_together(argv: list[str], said: str,
     """Said by the command line (2), before asking taskstatsd (which is not there)."""
     done = _cli("--socket", str(tmp_path / "none.sock"), *argv)
     assert done.returncode == 2 and said in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_refused_values_are_quoted_as_typed() -> None:
+    """Undecodable argv bytes read back as \\xff, never as Python's '\\udcff'."""
+    done = _cli("history", "--since", os.fsdecode(b"\xffx"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "'\\xffx'" in done.stderr and "udc" not in done.stderr
+
+
+def test_epoch_seconds_past_2262_are_out_of_range_not_unknown() -> None:
+    for text in ("99999999999", "99999999999999999", "9" * 20):
+        with pytest.raises(argparse.ArgumentTypeError, match="1970 to 2262"):
+            cli_args.when_arg(text, NOW_NS)
+
+
+def test_history_limit_zero_is_refused_not_reported_as_an_empty_journal(
+        tmp_path: Path) -> None:
+    """--limit 0 used to ask for nothing, then say the journal held no rows."""
+    done = _cli("--socket", str(tmp_path / "none.sock"), "history", "--limit", "0")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "from 1 to" in done.stderr

@@ -141,7 +141,9 @@ def _dash_hint(message: str, argv: list[str]) -> str:
 
 
 def _fail(text: str, what: str) -> NoReturn:
-    raise argparse.ArgumentTypeError(f"{text!r}: {what}")
+    """Refuse ``text`` quoted as typed (undecodable bytes as \\xNN, not as Python's
+    surrogates), then ``what`` is wrong or accepted."""
+    raise argparse.ArgumentTypeError(f"'{printable(text)}': {what}")
 
 
 def _integer(text: str, what: str) -> int:
@@ -369,7 +371,7 @@ def _time_of_day(body: str, now: int) -> int | None:
 
 
 def _absolute(body: str) -> int | None:
-    if re.fullmatch(r"[0-9]{1,11}(\.[0-9]{1,9})?", body):  # epoch seconds, to year 5138
+    if re.fullmatch(r"[0-9]{1,20}(\.[0-9]{1,9})?", body):  # epoch seconds (range: caller)
         whole, _, frac = body.partition(".")
         return int(whole) * _NS + int((frac + "0" * 9)[:9])
     try:
