@@ -430,3 +430,24 @@ def test_history_limit_zero_is_refused_not_reported_as_an_empty_journal(
     done = _cli("--socket", str(tmp_path / "none.sock"), "history", "--limit", "0")
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "from 1 to" in done.stderr
+
+
+@pytest.mark.parametrize(("term", "said"), [
+    ("dumb", "'dumb' (TERM) cannot place the cursor"),
+    ("no-such-terminal", "'no-such-terminal' (TERM) is unknown to terminfo"),
+    ("", "TERM is not set"),
+])
+def test_top_on_a_terminal_curses_cannot_drive_says_so(term: str, said: str) -> None:
+    """On a terminal (a pty here), TERM=dumb drew a blank screen and an unknown TERM
+    was called an internal error (a bug); both are one line and status 2, like no
+    terminal at all, before any backend is opened."""
+    controller, tty = os.openpty()
+    try:
+        done = subprocess.run([*CLI, "--socket", "/nonexistent/none.sock", "top"],
+                              stdin=tty, stdout=tty, stderr=subprocess.PIPE, text=True,
+                              timeout=60, check=False, env={**os.environ, "TERM": term})
+    finally:
+        os.close(tty)
+        os.close(controller)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert said in done.stderr and "use -b" in done.stderr and "bug" not in done.stderr
