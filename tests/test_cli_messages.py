@@ -10,6 +10,7 @@ import datetime
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -451,3 +452,29 @@ def test_top_on_a_terminal_curses_cannot_drive_says_so(term: str, said: str) -> 
         os.close(controller)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert said in done.stderr and "use -b" in done.stderr and "bug" not in done.stderr
+
+
+def test_a_full_output_device_is_said_as_such() -> None:
+    """stdout on /dev/full: one line naming the output, status 1 (it was a bare
+    'taskstats: No space left on device')."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*CLI, "--backend", "procfs", "get", "--json",
+                               str(os.getpid())], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "cannot write the output: No space left on device" in done.stderr
+
+
+def test_getdelays_dies_of_a_closed_pipe_like_the_c_tool(daemon: RunningDaemon) -> None:
+    """`getdelays ... | head -1` with the reader gone: SIGPIPE as every other command
+    (it exited 1 without a word)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([*CLI, "getdelays", "-d", "-p", str(os.getpid())],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=60,
+                              check=False, env={**os.environ, "TASKSTATS_SOCKET": daemon.socket})
+    finally:
+        os.close(write)
+    assert done.returncode == -signal.SIGPIPE, (done.returncode, done.stderr)
