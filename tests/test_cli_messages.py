@@ -378,6 +378,10 @@ def test_top_keeps_going_when_the_policy_refuses_one_own_task() -> None:
      "'taskstats get --help')"),  # said before "one of the arguments ... is required"
     (["top", "-u"], "taskstats top: argument -u/--user: expected one argument (see "),
     (["history", "--since", "-1h"], "written with '=' (--OPTION=VALUE)"),
+    # a mistyped global option: its value was called an invalid command ('daemon')
+    (["--backnd", "daemon", "get", "1"], "taskstats: unrecognized arguments: --backnd "
+     "(see 'taskstats --help')"),
+    (["--sockt", "/run/x.sock", "history"], "taskstats: unrecognized arguments: --sockt "),
 ])
 def test_misplaced_options_say_where_they_go(argv: list[str], said: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:

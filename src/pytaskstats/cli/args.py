@@ -61,7 +61,8 @@ class Parser(argparse.ArgumentParser):
         except _Refused as refused:
             Parser._deferred = False
             unknown = self._unknown(argv)
-            if unknown and "required" in refused.message:
+            if unknown and ("required" in refused.message or refused.message.startswith(
+                    "argument COMMAND: invalid choice")):  # --backnd daemon get: not 'daemon'
                 extra, parsed = unknown, argparse.Namespace()
             else:
                 refused.parser.error(refused.message + _dash_hint(refused.message, argv))
@@ -69,6 +70,9 @@ class Parser(argparse.ArgumentParser):
             Parser._deferred = False
         if extra:
             sub = self._command_parser(argv)
+            if (sub is not None and not self._where(sub, extra)
+                    and _all_before(argv, extra, sub.prog.split()[-1])):
+                sub = None  # mistyped global options: said by the top parser
             (sub or self).error(f"unrecognized arguments: {' '.join(extra)}"
                                 f"{self._where(sub, extra)}")
         return parsed
@@ -108,6 +112,14 @@ class Parser(argparse.ArgumentParser):
         if names & set(sub._option_string_actions):
             return "; the command's own options (--json, ...) go after it"
         return ""
+
+
+def _all_before(argv: list[str], words: list[str], command: str) -> bool:
+    """Whether every one of ``words`` comes before ``command`` in ``argv``."""
+    if command not in argv:
+        return False
+    head = argv[:argv.index(command)]
+    return all(word in head for word in words)
 
 
 class _Refused(Exception):
