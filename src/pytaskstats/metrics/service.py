@@ -19,7 +19,6 @@ from .health import DaemonCounters, Health, LossTracker, MetricsSettings, daemon
 from .live import Sampler, SamplerThread
 from .server import MetricsServer
 
-
 # what to do when the listening socket cannot be had, by errno
 _LISTEN_ADVICE = {
     errno.EADDRINUSE: "something else listens there: give another port (0: any free one)",
