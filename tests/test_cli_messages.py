@@ -482,3 +482,16 @@ def test_getdelays_dies_of_a_closed_pipe_like_the_c_tool(daemon: RunningDaemon) 
     finally:
         os.close(write)
     assert done.returncode == -signal.SIGPIPE, (done.returncode, done.stderr)
+
+
+def test_root_advice_says_a_namespace_root_does_not_count(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """In `unshare --user --map-root-user` the user is root and was told 'run as root'."""
+    def refused(*_: object, **__: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(Path, "write_text", refused)
+    with pytest.raises(AccessDenied) as err:
+        delayacct.set_enabled(True)
+    assert "not in a container or user namespace" in str(err.value)
+    denied = from_errno(errno.EPERM, "query pid 1")
+    assert "not in a container or user namespace" in str(denied), str(denied)
