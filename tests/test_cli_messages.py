@@ -10,6 +10,7 @@ import datetime
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -377,6 +378,10 @@ def test_top_keeps_going_when_the_policy_refuses_one_own_task() -> None:
      "'taskstats get --help')"),  # said before "one of the arguments ... is required"
     (["top", "-u"], "taskstats top: argument -u/--user: expected one argument (see "),
     (["history", "--since", "-1h"], "written with '=' (--OPTION=VALUE)"),
+    # a mistyped global option: its value was called an invalid command ('daemon')
+    (["--backnd", "daemon", "get", "1"], "taskstats: unrecognized arguments: --backnd "
+     "(see 'taskstats --help')"),
+    (["--sockt", "/run/x.sock", "history"], "taskstats: unrecognized arguments: --sockt "),
 ])
 def test_misplaced_options_say_where_they_go(argv: list[str], said: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:
@@ -409,3 +414,84 @@ def test_history_options_that_do_not_go_together(argv: list[str], said: str,
     """Said by the command line (2), before asking taskstatsd (which is not there)."""
     done = _cli("--socket", str(tmp_path / "none.sock"), *argv)
     assert done.returncode == 2 and said in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_refused_values_are_quoted_as_typed() -> None:
+    """Undecodable argv bytes read back as \\xff, never as Python's '\\udcff'."""
+    done = _cli("history", "--since", os.fsdecode(b"\xffx"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "'\\xffx'" in done.stderr and "udc" not in done.stderr
+
+
+def test_epoch_seconds_past_2262_are_out_of_range_not_unknown() -> None:
+    for text in ("99999999999", "99999999999999999", "9" * 20):
+        with pytest.raises(argparse.ArgumentTypeError, match="1970 to 2262"):
+            cli_args.when_arg(text, NOW_NS)
+
+
+def test_history_limit_zero_is_refused_not_reported_as_an_empty_journal(
+        tmp_path: Path) -> None:
+    """--limit 0 used to ask for nothing, then say the journal held no rows."""
+    done = _cli("--socket", str(tmp_path / "none.sock"), "history", "--limit", "0")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "from 1 to" in done.stderr
+
+
+@pytest.mark.parametrize(("term", "said"), [
+    ("dumb", "'dumb' (TERM) cannot place the cursor"),
+    ("no-such-terminal", "'no-such-terminal' (TERM) is unknown to terminfo"),
+    ("", "TERM is not set"),
+])
+def test_top_on_a_terminal_curses_cannot_drive_says_so(term: str, said: str) -> None:
+    """On a terminal (a pty here), TERM=dumb drew a blank screen and an unknown TERM
+    was called an internal error (a bug); both are one line and status 2, like no
+    terminal at all, before any backend is opened."""
+    controller, tty = os.openpty()
+    try:
+        done = subprocess.run([*CLI, "--socket", "/nonexistent/none.sock", "top"],
+                              stdin=tty, stdout=tty, stderr=subprocess.PIPE, text=True,
+                              timeout=60, check=False, env={**os.environ, "TERM": term})
+    finally:
+        os.close(tty)
+        os.close(controller)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert said in done.stderr and "use -b" in done.stderr and "bug" not in done.stderr
+
+
+def test_a_full_output_device_is_said_as_such() -> None:
+    """stdout on /dev/full: one line naming the output, status 1 (it was a bare
+    'taskstats: No space left on device')."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*CLI, "--backend", "procfs", "get", "--json",
+                               str(os.getpid())], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "cannot write the output: No space left on device" in done.stderr
+
+
+def test_getdelays_dies_of_a_closed_pipe_like_the_c_tool(daemon: RunningDaemon) -> None:
+    """`getdelays ... | head -1` with the reader gone: SIGPIPE as every other command
+    (it exited 1 without a word)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([*CLI, "getdelays", "-d", "-p", str(os.getpid())],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=60,
+                              check=False, env={**os.environ, "TASKSTATS_SOCKET": daemon.socket})
+    finally:
+        os.close(write)
+    assert done.returncode == -signal.SIGPIPE, (done.returncode, done.stderr)
+
+
+def test_root_advice_says_a_namespace_root_does_not_count(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """In `unshare --user --map-root-user` the user is root and was told 'run as root'."""
+    def refused(*_: object, **__: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(Path, "write_text", refused)
+    with pytest.raises(AccessDenied) as err:
+        delayacct.set_enabled(True)
+    assert "not in a container or user namespace" in str(err.value)
+    denied = from_errno(errno.EPERM, "query pid 1")
+    assert "not in a container or user namespace" in str(denied), str(denied)

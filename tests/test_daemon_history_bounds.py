@@ -163,7 +163,9 @@ def test_a_query_past_its_budget_is_answered_etime_while_gets_are_served(
     out, err = scans.communicate(timeout=60)
     assert scans.returncode == 0, err
     answers = json.loads(out)
-    timeout = ["ETIME", "query took too long: narrow it with --since / --limit"]
+    timeout = ["ETIME", "query took too long: narrow it with --since / --until or a filter "
+               "(--comm, --uid, --pid, --cgroup): sums read every row of the range, whatever "
+               "--limit"]  # not "--limit", which a sum does not heed
     assert answers[0] == timeout
     for answer in answers:  # the later ones may find nobody's share of the loop spent
         assert answer == timeout or (answer[0] == "EAGAIN" and answer[1].startswith(

@@ -315,6 +315,7 @@ def test_a_second_daemon_on_a_live_socket_is_refused(tmp_path: Path) -> None:
                         str(tmp_path / "other"))
             assert done.returncode == 1, done.stderr
             assert "already answers" in _one_line_error(done)
+            assert "stop it first, or give this one another --socket" in done.stderr
             assert not (tmp_path / "other").exists()
         assert _status(first.socket)["daemon"]["pid"] == first.pid  # still reachable
     finally:
@@ -381,6 +382,8 @@ def test_bad_settings_are_one_line_usage_errors_before_any_disk_write(
     ("[taskstatsd]\nmax_clients = banana\n", "not an integer"),
     ("[taskstatsd]\ncgroups = banana\n", "yes or no"),
     ("[taskstatsd]\nno_such_key = 1\n", "unknown setting"),
+    ("[taskstatsd]\nmax_clinets = 3\n", "c.conf: unknown setting 'max_clinets' (did you mean "
+     "max_clients?)"),
     ("[taskstatsdd]\nmax_clients = 3\n", "unknown section"),
 ])
 def test_bad_config_files_are_one_line_usage_errors(tmp_path: Path, text: str,

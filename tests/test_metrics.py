@@ -39,6 +39,7 @@ from pytaskstats.metrics.collector import TaskstatsCollector
 from pytaskstats.metrics.health import Health, LossTracker
 from pytaskstats.metrics.live import Sampler, SamplerThread, list_tasks
 from pytaskstats.metrics.server import MetricsServer
+from pytaskstats.metrics.service import MetricsService
 from pytaskstats.procfs import cgroup_path
 from pytaskstats.records import AGROUP
 
@@ -730,3 +731,16 @@ def test_promtool_accepts_the_exporters_and_taskstatsds_metrics(tmp_path: Path) 
         daemon.close()
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_listen_address_that_cannot_be_had_says_what_to_do() -> None:
+    """'Address already in use' alone left the user guessing (newcomer review)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(TaskstatsError, match=r"Address already in use: something else "
+                           r"listens there: give another port \(0: any free one\)"):
+            MetricsService(Aggregator(resolve=lambda tgid: None), f"127.0.0.1:{port}")
+    with pytest.raises(TaskstatsError, match="not an address of this machine"):
+        MetricsService(Aggregator(resolve=lambda tgid: None), "192.0.2.1:0")

@@ -9,10 +9,12 @@ Regenerate the recorded fixture (root, delay accounting on):
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import re
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from typing import Any
 import pytest
 
 from pytaskstats import Client, ExitRecord, delayacct, taskstats
+from pytaskstats.cli.args import output_file_arg
 from pytaskstats.cli.run import execute, exit_status
 from pytaskstats.daemon.journal import Store
 from pytaskstats.daemon.journal_queries import JournalQueries
@@ -490,6 +493,32 @@ def test_save_is_atomic_and_readable(tmp_path: Path) -> None:
     save(target, "<p>new</p>")
     assert target.read_text() == "<p>new</p>" and target.stat().st_mode & 0o044
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+
+def test_save_writes_into_what_is_not_a_regular_file(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO, a device or a symlink is written through, never replaced by a rename
+    (as root, ``--report /dev/full`` once turned the device into a regular file)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    save(fifo, "<p>piped</p>")
+    assert reader.communicate(timeout=30)[0] == b"<p>piped</p>"
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    real, link = tmp_path / "real.html", tmp_path / "link.html"
+    link.symlink_to(real)
+    save(link, "<p>through</p>")
+    assert link.is_symlink() and real.read_text() == "<p>through</p>"
+
+    def no_rename(*_: object) -> None:
+        raise AssertionError("a device must not be replaced")
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(OSError) as full:
+        save("/dev/full", "<p>x</p>")
+    assert full.value.errno == errno.ENOSPC
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    assert output_file_arg("/dev/full") == "/dev/full"  # writable: accepted, not "in /dev"
 
 
 # ------------------------------------------------------------------ Chromium

@@ -212,6 +212,8 @@ def test_samples_and_exits_count_every_task_once(tmp_path: Path) -> None:
     [bucket] = q.aggregate(bucket_s=3600, fields=["ac_utime"])
     assert (bucket["ac_utime"], bucket["samples"]) == (1007, 2)
     assert q.at_window(30 * S) == (1, 60 * S + 1)
+    # before the first interval, nothing holds it: the minute around it, not (0, 60 s]
+    assert q.at_window(-30 * S) == (-60 * S, 0)
     assert [r["kind"] for r in q.query(at_ns=30 * S)] == ["sample"]
     # "scan": the samples of scans only (what top --replay steps by), not exit tails
     assert [r["time_ns"] // S for r in q.query(kind="scan")] == [60]
@@ -409,3 +411,19 @@ def test_a_user_sees_the_samples_of_its_own_processes_only(
     assert {r["ac_uid"] for r in rows} == {65534}
     tgids = {r["tgid"] for r in rows}
     assert nobody.pid in tgids and root.pid not in tgids
+
+
+def test_a_time_no_interval_holds_is_not_answered_with_another(tmp_path: Path) -> None:
+    """`history --at 1h` on a journal begun 10 minutes ago showed its first interval's
+    rows as if they had run then; before the first interval, or in a gap (daemon
+    down), --at gets the exits around it and no sample."""
+    store = Store(tmp_path / "j.db")
+    assert store.insert_samples([_sample(20, 600 * S), _sample(20, 660 * S),
+                                 _sample(20, 1000 * S)]) == 3
+    q = store.queries
+    assert q.at_window(630 * S) == (600 * S + 1, 660 * S + 1)  # held: unchanged
+    assert q.at_window(100 * S) == (70 * S, 130 * S)  # before the journal
+    assert q.at_window(800 * S) == (770 * S, 830 * S)  # the gap 660 s .. 940 s
+    assert q.query(at_ns=100 * S) == [] and q.query(at_ns=800 * S) == []
+    assert [r["time_ns"] for r in q.query(at_ns=960 * S)] == [1000 * S]
+    store.close()

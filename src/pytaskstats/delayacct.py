@@ -35,7 +35,8 @@ def set_enabled(on: bool, path: Path = SYSCTL) -> None:
         path.write_text("1\n" if on else "0\n")
     except PermissionError as err:
         raise AccessDenied(
-            "switching delay accounting needs CAP_SYS_ADMIN: run as root "
+            "switching delay accounting needs CAP_SYS_ADMIN: run as root on the host, not "
+            "in a container or user namespace, whose root does not count "
             f"(sysctl -w kernel.task_delayacct={int(on)})") from err
     except FileNotFoundError as err:
         raise Unsupported("this kernel has no kernel.task_delayacct sysctl "

@@ -112,8 +112,9 @@ class NetlinkError(TaskstatsError):
 
 
 ADMIN_HINT = (
-    "needs CAP_NET_ADMIN: run as root (or give the program that capability), "
-    "or start taskstatsd and use it"
+    "needs CAP_NET_ADMIN: run as root (or give the program that capability) on the "
+    "host, not in a container or user namespace, whose root does not count; or start "
+    "taskstatsd and use it"
 )
 PROCFS_HINT = "is procfs mounted with hidepid?"
 POLICY_HINT = (

@@ -61,7 +61,8 @@ class Parser(argparse.ArgumentParser):
         except _Refused as refused:
             Parser._deferred = False
             unknown = self._unknown(argv)
-            if unknown and "required" in refused.message:
+            if unknown and ("required" in refused.message or refused.message.startswith(
+                    "argument COMMAND: invalid choice")):  # --backnd daemon get: not 'daemon'
                 extra, parsed = unknown, argparse.Namespace()
             else:
                 refused.parser.error(refused.message + _dash_hint(refused.message, argv))
@@ -69,6 +70,9 @@ class Parser(argparse.ArgumentParser):
             Parser._deferred = False
         if extra:
             sub = self._command_parser(argv)
+            if (sub is not None and not self._where(sub, extra)
+                    and _all_before(argv, extra, sub.prog.split()[-1])):
+                sub = None  # mistyped global options: said by the top parser
             (sub or self).error(f"unrecognized arguments: {' '.join(extra)}"
                                 f"{self._where(sub, extra)}")
         return parsed
@@ -110,6 +114,14 @@ class Parser(argparse.ArgumentParser):
         return ""
 
 
+def _all_before(argv: list[str], words: list[str], command: str) -> bool:
+    """Whether every one of ``words`` comes before ``command`` in ``argv``."""
+    if command not in argv:
+        return False
+    head = argv[:argv.index(command)]
+    return all(word in head for word in words)
+
+
 class _Refused(Exception):
     """A usage error found while parsing, said once the whole line is judged."""
 
@@ -141,7 +153,9 @@ def _dash_hint(message: str, argv: list[str]) -> str:
 
 
 def _fail(text: str, what: str) -> NoReturn:
-    raise argparse.ArgumentTypeError(f"{text!r}: {what}")
+    """Refuse ``text`` quoted as typed (undecodable bytes as \\xNN, not as Python's
+    surrogates), then ``what`` is wrong or accepted."""
+    raise argparse.ArgumentTypeError(f"'{printable(text)}': {what}")
 
 
 def _integer(text: str, what: str) -> int:
@@ -296,13 +310,18 @@ def socket_arg(text: str) -> str:
 
 
 def output_file_arg(text: str) -> str:
-    """A file to write (a report): a name in an existing directory this user may write
-    in, not a directory, checked before any work is done."""
+    """A file to write (a report), checked before any work is done: a name in an
+    existing directory this user may write in, not a directory; or an existing
+    non-regular file this user may write (``/dev/stdout``, a FIFO: written into)."""
     if not text.strip():
         _fail(text, "give a file name, e.g. report.html")
-    path = os.path.abspath(text)
-    if os.path.isdir(path):
+    if os.path.isdir(text):
         _fail(text, "is a directory: give a file name in it, e.g. report.html")
+    if os.path.exists(text) and not os.path.isfile(text):
+        if not os.access(text, os.W_OK):
+            _fail(text, "this user may not write it")
+        return text
+    path = os.path.realpath(text)
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):
         _fail(text, f"no directory {folder}")
@@ -364,7 +383,7 @@ def _time_of_day(body: str, now: int) -> int | None:
 
 
 def _absolute(body: str) -> int | None:
-    if re.fullmatch(r"[0-9]{1,11}(\.[0-9]{1,9})?", body):  # epoch seconds, to year 5138
+    if re.fullmatch(r"[0-9]{1,20}(\.[0-9]{1,9})?", body):  # epoch seconds (range: caller)
         whole, _, frac = body.partition(".")
         return int(whole) * _NS + int((frac + "0" * 9)[:9])
     try:

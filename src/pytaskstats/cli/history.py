@@ -16,9 +16,9 @@ from ..fields import DELAY_KINDS
 from ..textfmt import human_duration
 from .args import (
     WHEN_FORMS,
-    count_arg,
     id_arg,
     output_file_arg,
+    positive_arg,
     text_arg,
     uid_arg,
     when_arg,
@@ -73,7 +73,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--sort", metavar="[-]FIELD", type=sort_arg,
                    help="any field name, '-' first for descending (e.g. --sort "
                    "-blkio_delay_total); with --group-by also exits")
-    p.add_argument("--limit", type=count_arg, metavar="N", help="at most N lines")
+    p.add_argument("--limit", type=positive_arg, metavar="N", help="at most N lines")
     p.add_argument("--totals", action="store_true", help="one line of sums")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per record (kernel field names)")

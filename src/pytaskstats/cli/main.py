@@ -9,6 +9,8 @@ traceback: anything unexpected is reported as a bug, in one line.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import signal
 import sys
@@ -47,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 error, 2 usage)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["getdelays"]:
+    if args_list[:1] == ["getdelays"]:  # a closed stdout ends it as the C tool: SIGPIPE
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         return guarded(lambda: getdelays.main(args_list[1:]))
     try:
         args = build_parser().parse_args(join_dash_values(args_list, "history", ("--sort",)))
@@ -55,6 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stop.code if isinstance(stop.code, int) else 2
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     return guarded(lambda: int(args.func(args)))
+
+
+# a write to stdout (a file, /dev/full) that fails: errors of the output, not the command
+_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: what it still buffers would fail again at exit."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def guarded(command: Callable[[], int]) -> int:
@@ -67,6 +80,11 @@ def guarded(command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         return 130
     except OSError as err:
+        if err.filename is None and err.errno in _WRITE_ERRORS:
+            print(f"taskstats: cannot write the output: {err.strerror}: free space on its "
+                  "device, or send it elsewhere", file=sys.stderr)
+            _quiet_stdout()
+            return 1
         where = f"{err.filename}: " if err.filename else ""
         print(f"taskstats: {where}{err.strerror or err}", file=sys.stderr)
     except Exception as err:  # the promise: no traceback, ever

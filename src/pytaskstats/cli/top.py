@@ -11,6 +11,8 @@ interval.  Exited processes stay for ``--retain`` seconds, from the exit listene
 from __future__ import annotations
 
 import argparse
+import curses
+import os
 import sys
 import time
 from typing import Any
@@ -26,6 +28,7 @@ from .args import (
     WHEN_FORMS,
     cgroup_dir_arg,
     count_arg,
+    printable,
     seconds_arg,
     user_arg,
     when_arg,
@@ -100,12 +103,32 @@ def add_parser(sub: Any) -> None:
 
 
 def no_terminal() -> bool:
-    """True (said on stderr) when the full screen has no terminal."""
-    if sys.stdin.isatty() and sys.stdout.isatty():
-        return False
-    print("taskstats top: not a terminal: use -b (and --json) for batch output",
-          file=sys.stderr)
-    return True
+    """True (said on stderr) when the full screen has no terminal, or one that curses
+    cannot drive (TERM unknown to terminfo, or unable to place the cursor: dumb)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("taskstats top: not a terminal: use -b (and --json) for batch output",
+              file=sys.stderr)
+        return True
+    problem = terminal_problem()
+    if problem:
+        print(f"taskstats top: {problem}: set TERM to your terminal's type (e.g. "
+              "xterm-256color), or use -b for batch output", file=sys.stderr)
+    return bool(problem)
+
+
+def terminal_problem(term: str | None = None) -> str:
+    """Why the full screen cannot run on terminal type ``term`` (default $TERM) on
+    stdout; "" when it can."""
+    name = os.environ.get("TERM", "") if term is None else term
+    if not name:
+        return "TERM is not set"
+    try:
+        curses.setupterm(name, sys.stdout.fileno())
+    except curses.error:
+        return f"terminal type '{printable(name)}' (TERM) is unknown to terminfo"
+    if not curses.tigetstr("cup"):
+        return f"terminal type '{printable(name)}' (TERM) cannot place the cursor"
+    return ""
 
 
 def view_state(args: argparse.Namespace) -> ViewState:

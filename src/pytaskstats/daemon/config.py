@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import difflib
 import grp
 import math
 import os
@@ -242,7 +243,8 @@ def from_args(args: argparse.Namespace) -> Config:
     """The checked Config of parsed arguments (reads the config file)."""
     cfg = Config()
     for key, value in _read_file(args.config).items():
-        _set(cfg, key.replace("-", "_"), value, "config file: ")
+        _set(cfg, key.replace("-", "_"), value,
+             f"config file {args.config or DEFAULT_CONFIG}: ")
     for f in fields(Config):
         flag = getattr(args, f.name, None)
         if isinstance(flag, bool):
@@ -307,7 +309,9 @@ def _set(cfg: Config, name: str, text: str, where: str) -> None:
     """Set ``name`` from ``text``, converted to its type (ConfigError if it is not one)."""
     kinds = {f.name: str(f.type) for f in fields(Config)}
     if name not in kinds:
-        raise ConfigError(f"{where}unknown setting {name!r}")
+        near = difflib.get_close_matches(name, kinds, n=1)
+        hint = f" (did you mean {near[0]}?)" if near else " (see taskstatsd --help)"
+        raise ConfigError(f"{where}unknown setting {name!r}{hint}")
     try:
         setattr(cfg, name, _convert(kinds[name], text.strip()))
     except ValueError:

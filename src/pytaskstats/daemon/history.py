@@ -77,7 +77,11 @@ class History:
                 rows = self._rows(params, query, cap)
         except QueryTooLong:
             self.counters["history_timeouts"] += 1
-            why = ("query took too long: narrow it with --since / --limit"
+            summed = params.get("totals") or {"group_by", "bucket_s", "fields"} & params.keys()
+            narrow = ("--since / --until or a filter (--comm, --uid, --pid, --cgroup): "
+                      "sums read every row of the range, whatever --limit"
+                      if summed else "--since / --limit")
+            why = (f"query took too long: narrow it with {narrow}"
                    if self.running() else "taskstatsd is stopping")
             raise NetlinkError(why, errno=errno.ETIME, ext_message=why) from None
         finally:

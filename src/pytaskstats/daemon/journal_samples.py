@@ -155,14 +155,21 @@ def at_window(select: Callable[[str, list[Any]], list[Any]], at_ns: int
               ) -> tuple[int, int | None]:
     """(since_ns, until_ns) of the sample interval holding ``at_ns``: (end - interval,
     end], the end being the first scan at or after it; after the last scan, from it
-    on (None: open); without scans, AT_WINDOW_NS around it.  ``select`` runs SQL."""
-    rows = select("SELECT time_ns, interval_ns FROM samples WHERE time_ns >= ? AND tail = 0 "
-                  "ORDER BY time_ns LIMIT 1", [at_ns])
-    if rows and rows[0][1] > 0:
-        return rows[0][0] - rows[0][1] + 1, rows[0][0] + 1
-    rows = select("SELECT MAX(time_ns) FROM samples WHERE time_ns < ? AND tail = 0", [at_ns])
+    on (None: open); when no scan's interval holds it (before the journal's first
+    interval, or in a gap while nothing sampled), AT_WINDOW_NS around it, as
+    without scans: never another time's interval.  ``select`` runs SQL."""
+    rows = select("SELECT time_ns, MAX(interval_ns) FROM samples WHERE tail = 0 AND "
+                  "time_ns = (SELECT MIN(time_ns) FROM samples WHERE time_ns >= ? AND "
+                  "tail = 0)", [at_ns])
     if rows and rows[0][0] is not None:
-        return rows[0][0] + 1, None
+        end, interval = rows[0]
+        if interval > 0 and at_ns > end - interval:
+            return end - interval + 1, end + 1
+    else:
+        rows = select("SELECT MAX(time_ns) FROM samples WHERE time_ns < ? AND tail = 0",
+                      [at_ns])
+        if rows and rows[0][0] is not None:
+            return rows[0][0] + 1, None
     return at_ns - AT_WINDOW_NS // 2, at_ns + AT_WINDOW_NS // 2
 
 

@@ -92,7 +92,8 @@ class Daemon:
             undo.callback(self.kernel.close)
             undo.callback(self.listener.close, deregister=not self._stored)
             if answering(cfg.socket):  # before the disk is touched; bind() checks again
-                raise TaskstatsError(f"a daemon already answers on {cfg.socket}")
+                raise TaskstatsError(f"a daemon already answers on {cfg.socket}: stop it "
+                                     "first, or give this one another --socket")
             self.state = StateDir(cfg.state_dir)
             undo.callback(self.state.remove)
             self.lock = lock_file(self.state.join("taskstatsd.lock"))

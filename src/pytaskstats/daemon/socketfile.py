@@ -209,5 +209,6 @@ def _replace_stale(path: str) -> None:
     if not stat.S_ISSOCK(os.lstat(path).st_mode):
         raise SocketInUse(f"{path} exists and is not a socket: not replacing it")
     if answering(path):
-        raise SocketInUse(f"a daemon already answers on {path}")
+        raise SocketInUse(f"a daemon already answers on {path}: stop it first, or give "
+                          "this one another --socket")
     os.unlink(path)  # stale: left by a daemon that died

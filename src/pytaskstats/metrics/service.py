@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from functools import partial
 
@@ -18,6 +19,14 @@ from .health import DaemonCounters, Health, LossTracker, MetricsSettings, daemon
 from .live import Sampler, SamplerThread
 from .server import MetricsServer
 
+# what to do when the listening socket cannot be had, by errno
+_LISTEN_ADVICE = {
+    errno.EADDRINUSE: "something else listens there: give another port (0: any free one)",
+    errno.EADDRNOTAVAIL: "not an address of this machine: give one of its addresses, or a "
+                         "bare PORT for 127.0.0.1",
+    errno.EACCES: "ports below 1024 need root (CAP_NET_BIND_SERVICE): give a port from 1024",
+}
+
 
 class MetricsService:
     """``aggregator`` (and ``health``) on a private registry, served at ``listen``."""
@@ -32,7 +41,9 @@ class MetricsService:
         except ValueError as err:
             raise TaskstatsError(str(err)) from err
         except OSError as err:
-            raise TaskstatsError(f"cannot serve metrics on {listen}: {err.strerror}") from err
+            todo = _LISTEN_ADVICE.get(err.errno or 0, "")
+            raise TaskstatsError(f"cannot serve metrics on {listen}: {err.strerror}"
+                                 f"{': ' + todo if todo else ''}") from err
 
     @property
     def url(self) -> str:

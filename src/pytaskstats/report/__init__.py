@@ -10,6 +10,7 @@ says what is not measured (delay accounting off) instead of showing zeros.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 
 from .history import BUCKET_FIELDS, GROUP_FIELDS, HistoryReport, choose_bucket, render_history
@@ -20,10 +21,21 @@ __all__ = ["BUCKET_FIELDS", "GROUP_FIELDS", "HistoryReport", "Process", "RunRepo
 
 
 def save(path: str | os.PathLike[str], html: str) -> None:
-    """Write ``html`` to ``path`` atomically (a temp file in the same directory, then
-    rename), readable as a normal new file would be (umask applies)."""
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
+    """Write ``html`` to ``path``: a regular file (or a new one) atomically (a temp file
+    in its directory, then rename; through a symlink, its target), readable as a
+    normal new file would be (umask applies); anything else that exists (``/dev/full``,
+    a FIFO, ``/dev/stdout``) is written into, never replaced.  OSError on failure."""
+    name = os.fspath(path)
+    try:
+        regular = stat.S_ISREG(os.stat(name).st_mode)
+    except FileNotFoundError:
+        regular = True
+    if not regular:
+        with open(name, "w", encoding="utf-8") as out:
+            out.write(html)
+        return
+    target = os.path.realpath(name)
+    directory = os.path.dirname(target)
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
