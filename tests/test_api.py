@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from datetime import timedelta, timezone
 from pathlib import Path
@@ -59,6 +60,33 @@ def test_seconds_and_durations_convert_each_field_by_its_unit() -> None:
     empty = TaskStats(version=17)
     assert all(getattr(empty.seconds, f.name) is None for f in TIME_FIELDS)
     assert all(getattr(empty.durations, f.name) is None for f in TIME_FIELDS)
+
+
+TYPED_USE = """
+from datetime import datetime, timedelta
+from pytaskstats import TaskStats
+rec = TaskStats(version=17)
+a: float | None = rec.seconds.ac_utime
+b: timedelta | None = rec.durations.blkio_delay_total
+c: datetime | None = rec.start_time
+d: int | None = rec.signal
+e: float = rec.seconds.ac_utime  # error: may be None
+f = rec.seconds.ac_utim  # error: no such field
+g: float | None = rec.durations.cpu_delay_total  # error: a timedelta
+"""
+
+
+def test_mypy_checks_the_typed_accessors(tmp_path: Path) -> None:
+    snippet = tmp_path / "use.py"
+    snippet.write_text(TYPED_USE)
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
+         str(snippet)], capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "MYPYPATH": str(ROOT / "src")}, cwd=tmp_path)
+    errors = [line for line in done.stdout.splitlines() if ": error:" in line]
+    lines = TYPED_USE.splitlines()
+    flagged = sorted(int(e.split(":")[1]) for e in errors)
+    assert flagged == [i for i, text in enumerate(lines, 1) if "# error" in text], done.stdout
 
 
 @pytest.mark.parametrize("name", ["ac_comm", "hiwater_rss", "no_such_field"])
