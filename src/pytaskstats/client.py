@@ -140,7 +140,7 @@ class Client:
     def process(self, tgid: int) -> ProcessRecord:
         """Process ``tgid``: its thread group record (as :meth:`tgid`) with the name,
         ids and start time filled from its leader's record (the thread ``tgid``,
-        asked in the same round trip), and ``info`` holding every attr.
+        asked just before the group's), and ``info`` holding every attr.
         NoSuchTask when it is gone."""
         for found in iter_processes(self._source, [check_id(tgid)], check_attrs(None)):
             return found
