@@ -207,8 +207,8 @@ class ProcessRecord(NamedTuple):
     """One process (thread group), as :meth:`pytaskstats.Client.process_iter` yields it.
 
     ``record`` is the thread group's record (summed over its threads by the kernel)
-    with the identity a TGID record lacks filled from its leader's (the thread whose
-    id is the process's) record of the same moment: ``ac_comm``, ``ac_pid``,
+    with the identity a TGID record lacks filled from its leader's record (the thread
+    whose id is the process's, asked in the same batch just before): ``ac_comm``, ``ac_pid``,
     ``ac_tgid``, ``ac_ppid``, ``ac_uid``, ``ac_gid``, ``ac_btime``, ``ac_btime64``,
     ``ac_nice``, ``ac_sched``.  ``info``: the selected ``attrs`` (each a field name
     or ``pid``, ``name``, ``cpu_time``, ``start_time``) -> value.
