@@ -165,7 +165,7 @@ def test_request_and_nlctrl_decoders_raise_protocol_error_only(
         decoder(_message(mtype, cmd, attrs))
 
 
-CODEC = ["netlink", "genetlink", "taskstats", "fields", "records"]
+CODEC = ["netlink", "genetlink", "taskstats", "fields", "records", "timeviews"]
 IO_MODULES = {"socket", "os", "select", "selectors", "subprocess"}
 CODEC_IMPORTS = {"errors", *CODEC}
 

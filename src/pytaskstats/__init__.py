@@ -5,6 +5,9 @@ codec lives in :mod:`pytaskstats.netlink`, :mod:`pytaskstats.genetlink` and
 :mod:`pytaskstats.taskstats`; the one field table in :mod:`pytaskstats.fields`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -18,7 +21,7 @@ from .errors import (
     Unsupported,
 )
 from .fields import FIELDS, Timespec
-from .records import Bulk, CgroupStats, ExitRecord, Lost, TaskStats
+from .records import Bulk, CgroupStats, ExitRecord, Lost, ProcessRecord, TaskStats
 
 __version__ = "0.1.0"
 __all__ = [
@@ -32,12 +35,14 @@ __all__ = [
     "Lost",
     "NetlinkError",
     "NoSuchTask",
+    "ProcessRecord",
     "ProtocolError",
     "RemoteProtocolError",
     "TaskStats",
     "TaskstatsError",
     "Timespec",
     "Unsupported",
+    "process_iter",
 ]
 
 for _cls in (AccessDenied, LocalProtocolError, NetlinkError, NoSuchTask, ProtocolError,
@@ -47,6 +52,23 @@ del _cls
 
 if TYPE_CHECKING:
     from .client import Client
+
+
+def process_iter(attrs: Iterable[str] | None = None) -> Iterator[ProcessRecord]:
+    """Every process this user may see, with its record: :meth:`Client.process_iter`
+    of a ``Client()`` (backend "auto") opened here and closed when the iteration
+    ends.  An unknown attr is a ValueError, raised here."""
+    from .client import Client  # noqa: PLC0415 - lazy, as below
+    from .processes import check_attrs  # noqa: PLC0415 - lazy, as below
+
+    check_attrs(attrs)
+    client = Client()
+    return _closing(client, client.process_iter(attrs))
+
+
+def _closing(client: Client, items: Iterator[ProcessRecord]) -> Iterator[ProcessRecord]:
+    with client:
+        yield from items
 
 
 def __getattr__(name: str) -> Any:

@@ -10,17 +10,18 @@ answers, else /proc.  ``Client.backend`` says which, ``Client.backend_reason`` w
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import cast
 
 from .backends import Answers, ProcBackend
-from .errors import TaskstatsError, Unsupported
+from .errors import NoSuchTask, TaskstatsError, Unsupported
 from .extproto import GroupBy, HistoryQuery, Kind, Rows, Status
 from .kernel import Connection
 from .listener import Listener
+from .processes import check_attrs, iter_processes, list_tgids
 from .procfs import ProcSource
-from .records import Bulk, CgroupStats, TaskStats, check_id
+from .records import Bulk, CgroupStats, ProcessRecord, TaskStats, check_id
 from .transport import DEFAULT_SOCKET
 
 __all__ = ["Client", "choose_backend", "daemon_socket"]
@@ -132,8 +133,35 @@ class Client:
         return self._source.query("tgid", check_id(tgid))
 
     def self(self) -> TaskStats:
-        """The thread group record of the calling process."""
-        return self.tgid(os.getpid())
+        """The thread group record of the calling process, named: its ``ac_comm``,
+        ids and start time from its main thread's record (as :meth:`process`)."""
+        return self.process(os.getpid()).record
+
+    def process(self, tgid: int) -> ProcessRecord:
+        """Process ``tgid``: its thread group record (as :meth:`tgid`) with the name,
+        ids and start time filled from its leader's record (the thread ``tgid``,
+        asked just before the group's), and ``info`` holding every attr.
+        NoSuchTask when it is gone."""
+        for found in iter_processes(self._source, [check_id(tgid)], check_attrs(None)):
+            return found
+        self._source.query("tgid", tgid)  # raises: NoSuchTask, or the policy's refusal
+        raise NoSuchTask(f"process {tgid} exited while it was asked", tgid=tgid)
+
+    def process_iter(self, attrs: Iterable[str] | None = None) -> Iterator[ProcessRecord]:
+        """Every process (thread group) this client may see, ascending by pid, as
+        :class:`~pytaskstats.records.ProcessRecord` (``pid``, ``name``, ``record``,
+        ``info``), like ``psutil.process_iter``.
+
+        ``attrs``: the names ``info`` holds (kernel field names and ``pid``,
+        ``name``, ``cpu_time``, ``start_time``; default all); an unknown one is a
+        ValueError, raised here, naming the accepted ones.  Processes are listed
+        from /proc (this pid namespace) and asked in pipelined batches: those that
+        exit meanwhile, and with taskstatsd those its policy hides (other users'),
+        are skipped.  ``record`` carries the name, ids and start time of the
+        process's leader (its main thread's record, asked in the same batch).
+        """
+        chosen = check_attrs(attrs)
+        return iter_processes(self._source, list_tgids(self._proc.root), chosen)
 
     def pids(self, pids: Iterable[int], *, skip_denied: bool = False) -> Bulk:
         """Bulk query: pid -> record for many tasks, pipelined.  Vanished tasks are

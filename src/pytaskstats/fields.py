@@ -17,7 +17,8 @@ import struct
 from functools import cache
 from typing import Annotated, Literal, NamedTuple, get_type_hints
 
-__all__ = ["DELAY_KINDS", "FIELDS", "Field", "Layout", "StatsFields", "Timespec", "layout"]
+__all__ = ["DELAY_KINDS", "FIELDS", "TIME_FIELDS", "Field", "Layout", "StatsFields", "Timespec",
+           "layout"]
 
 LATEST_VERSION = 17  # newest layout we know; larger versions decode this prefix
 MIN_VERSION = 2  # v1 (2006 pre-release) had another header
@@ -266,3 +267,38 @@ def markdown() -> str:
         lines.append(f"| `{f.name}` | {f.ctype} | {f.version} | {offs[f.name]} | {f.unit} "
                      f"| {'yes' if f.tgid else ''} | {f.help} |")
     return "\n".join(lines) + "\n"
+
+
+TIME_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.unit in SECONDS_PER_UNIT)
+
+
+def time_views_source() -> str:
+    """The source of ``pytaskstats/timeviews.py``: one typed property per time field
+    of the table (unit ns, us or s), for ``rec.seconds.NAME`` (float seconds) and
+    ``rec.durations.NAME`` (``datetime.timedelta``).  Regenerate with
+    ``python -c 'import pytaskstats.fields as f; print(f.time_views_source(), end="")'
+    > src/pytaskstats/timeviews.py``; a test keeps it in step with the table."""
+    out = [
+        '"""Typed properties for the time fields of the table (GENERATED from',
+        "``fields.TIME_FIELDS`` by ``fields.time_views_source()``: do not edit; a test",
+        'compares).  Mixins of :class:`pytaskstats.records.Seconds` and ``Durations``."""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "from datetime import timedelta",
+        "",
+        '__all__ = ["DurationProperties", "SecondsProperties"]',
+    ]
+    for cls, kind, rtype, what in (
+            ("SecondsProperties", "seconds", "float", "in seconds"),
+            ("DurationProperties", "duration", "timedelta", "as a timedelta (us resolution)")):
+        out += ["", "", f"class {cls}:",
+                f'    """One property per time field: its value {what}; None if absent."""',
+                "", "    __slots__ = ()", "",
+                f"    def _{kind}(self, name: str) -> {rtype} | None:",
+                "        raise NotImplementedError"]
+        for f in TIME_FIELDS:
+            out += ["", "    @property", f"    def {f.name}(self) -> {rtype} | None:",
+                    f'        """{f.help} ({f.unit})."""',
+                    f'        return self._{kind}("{f.name}")']
+    return "\n".join(out) + "\n"

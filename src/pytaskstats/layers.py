@@ -19,16 +19,17 @@ LAYERS = ("codec", "sources", "client", "services", "cli")
 
 # module (or package: all modules below it) -> layer; the longest match wins
 MODULES: dict[str, str] = {
-    **dict.fromkeys(("errors", "fields", "records", "netlink", "genetlink", "taskstats",
-                     "cpulist", "plausible", "summary", "extproto", "layers", "replyshape"),
+    **dict.fromkeys(("errors", "fields", "records", "timeviews", "netlink", "genetlink",
+                     "taskstats", "cpulist", "plausible", "summary", "extproto", "layers",
+                     "replyshape"),
                     "codec"),
     **dict.fromkeys(("transport", "kernel", "listener", "procfs", "procfs_parse", "procfs_mapping",
                      "connector", "delayacct", "birthcgroups", "cgroupfd", "backends",
                      "procinfo", "sysstat"),
                     "sources"),
-    **dict.fromkeys(("client", "textfmt"), "client"),
+    **dict.fromkeys(("client", "textfmt", "processes"), "client"),
     **dict.fromkeys(("daemon", "metrics", "top", "report"), "services"),
-    **dict.fromkeys(("cli", "__main__"), "cli"),
+    **dict.fromkeys(("cli", "__main__", "apidoc"), "cli"),
 }
 
 

@@ -9,11 +9,14 @@ fields a TGID (thread group) record does not carry.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from .fields import BY_NAME, FIELDS, SECONDS_PER_UNIT, StatsFields, Timespec
+from .timeviews import DurationProperties, SecondsProperties
 
-__all__ = ["AGROUP", "Bulk", "CgroupStats", "ExitRecord", "Lost", "TaskStats", "check_id"]
+__all__ = ["AGROUP", "Bulk", "CgroupStats", "Durations", "ExitRecord", "Lost", "ProcessRecord",
+           "Seconds", "TaskStats", "check_id"]
 
 AFORK, ASU, ACOMPAT, ACORE, AXSIG, AGROUP = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
@@ -35,24 +38,132 @@ def dev_minor(dev: int) -> int:
     return (dev & 0xFF) | ((dev >> 12) & ~0xFF & 0xFFFFFFFF)
 
 
+def _time_value(record: StatsFields, name: str) -> tuple[int, float] | None:
+    """(raw value, seconds per unit) of time field ``name``; None if absent;
+    ValueError naming the time fields when ``name`` is not one."""
+    field = BY_NAME.get(name)
+    if field is None or field.unit not in SECONDS_PER_UNIT:
+        why = "no field" if field is None else f"in {field.unit or 'no unit'}, not a time"
+        raise ValueError(f"{name!r} is {why}; time fields: "
+                         + " ".join(f.name for f in FIELDS if f.unit in SECONDS_PER_UNIT))
+    value = record[field.position]
+    if value is None:
+        return None
+    assert isinstance(value, int)  # every time field of the table is an integer
+    return value, SECONDS_PER_UNIT[field.unit]
+
+
+class Seconds(SecondsProperties):
+    """A record's time fields in seconds (float; None when the record lacks the
+    field): ``rec.seconds.ac_utime`` (typed, one property per time field of the
+    table), or ``rec.seconds(name)`` for a name held in a variable."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: StatsFields) -> None:
+        self._record = record
+
+    def __call__(self, name: str) -> float | None:
+        """Time field ``name`` in seconds; ValueError if ``name`` is not a time field."""
+        return self._seconds(name)
+
+    def _seconds(self, name: str) -> float | None:
+        got = _time_value(self._record, name)
+        return None if got is None else got[0] * got[1]
+
+
+class Durations(DurationProperties):
+    """A record's time fields as ``datetime.timedelta`` (microsecond resolution: ns
+    fields are rounded; None when the record lacks the field):
+    ``rec.durations.blkio_delay_total``, or ``rec.durations(name)``."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: StatsFields) -> None:
+        self._record = record
+
+    def __call__(self, name: str) -> timedelta | None:
+        """Time field ``name`` as a timedelta; ValueError if it is not a time field."""
+        return self._duration(name)
+
+    def _duration(self, name: str) -> timedelta | None:
+        got = _time_value(self._record, name)
+        if got is None:
+            return None
+        value, scale = got
+        if scale == SECONDS_PER_UNIT["ns"]:
+            return timedelta(microseconds=round(value / 1000))
+        return timedelta(microseconds=value) if scale == SECONDS_PER_UNIT["us"] \
+            else timedelta(seconds=value)
+
+
 class TaskStats(StatsFields):
     """One ``struct taskstats`` as decoded: per task (``scope == "pid"``) or per
     thread group (``scope == "tgid"``).
 
     Immutable (a NamedTuple).  Units are the kernel's: delays and ``cpu_run_*`` in
     ns, ``ac_etime``/``ac_utime``/``ac_stime`` in us, memory high-water marks in
-    KB; :meth:`seconds` converts any time field.
+    KB.  Typed conversions: :attr:`seconds` (``rec.seconds.ac_utime``: float s),
+    :attr:`durations` (``timedelta``), :attr:`cpu_time`, :attr:`start_time`, and
+    :attr:`exit_status` / :attr:`signal` / :attr:`core_dumped` from ``ac_exitcode``.
     """
 
     __slots__ = ()
 
-    def seconds(self, name: str) -> float | None:
-        """Field ``name`` in seconds (for ns, us and s fields); None if absent."""
-        value = getattr(self, name)
-        unit = BY_NAME[name].unit
-        if unit not in SECONDS_PER_UNIT:
-            raise ValueError(f"{name} is in {unit or 'no unit'}, not a time")
-        return None if value is None else value * SECONDS_PER_UNIT[unit]
+    def __repr__(self) -> str:
+        """Short: scope, source, version and the fields that are neither None nor 0."""
+        shown = [f"{f.name}={self[f.position]!r}" for f in FIELDS
+                 if f.name != "version" and self[f.position] not in (None, 0, "")]
+        return (f"TaskStats(scope={self.scope!r}, source={self.source!r}, "
+                f"version={self.version}{''.join(', ' + s for s in shown)})")
+
+    @property
+    def seconds(self) -> Seconds:
+        """The time fields in seconds: ``rec.seconds.ac_utime`` (float or None), or
+        ``rec.seconds("ac_utime")`` for a name in a variable."""
+        return Seconds(self)
+
+    @property
+    def durations(self) -> Durations:
+        """The time fields as ``datetime.timedelta``: ``rec.durations.blkio_delay_total``."""
+        return Durations(self)
+
+    @property
+    def cpu_time(self) -> float | None:
+        """User + system CPU time (``ac_utime + ac_stime``), in seconds; None if absent."""
+        if self.ac_utime is None or self.ac_stime is None:
+            return None
+        return (self.ac_utime + self.ac_stime) * SECONDS_PER_UNIT["us"]
+
+    @property
+    def start_time(self) -> datetime | None:
+        """When the task began (UTC, whole seconds: ``ac_btime64``, else the 32-bit
+        ``ac_btime``); None when the record carries neither (TGID records from the
+        kernel)."""
+        begin = self.ac_btime64 if self.ac_btime64 is not None else self.ac_btime
+        return None if begin is None else datetime.fromtimestamp(begin, tz=timezone.utc)
+
+    @property
+    def exit_status(self) -> int | None:
+        """The exit code (0..255) when ``ac_exitcode`` (a wait(2) status) says the task
+        exited normally; None when a signal ended it or the field is absent.  Only exit
+        records mean it: a live task's record reads 0."""
+        code = self.ac_exitcode
+        return None if code is None or code & 0x7F else (code >> 8) & 0xFF
+
+    @property
+    def signal(self) -> int | None:
+        """The number of the signal that ended the task (``ac_exitcode`` as a wait(2)
+        status); None when it exited normally or the field is absent."""
+        code = self.ac_exitcode
+        return None if code is None or not code & 0x7F else code & 0x7F
+
+    @property
+    def core_dumped(self) -> bool | None:
+        """Whether the ending signal dumped core (bit 0x80 of the wait status); None
+        when ``ac_exitcode`` is absent."""
+        code = self.ac_exitcode
+        return None if code is None else bool(code & 0x7F and code & 0x80)
 
     @property
     def exe_major(self) -> int | None:
@@ -90,6 +201,27 @@ class TaskStats(StatsFields):
         if self.extra:
             out["extra"] = self.extra.hex()
         return out
+
+
+class ProcessRecord(NamedTuple):
+    """One process (thread group), as :meth:`pytaskstats.Client.process_iter` yields it.
+
+    ``record`` is the thread group's record (summed over its threads by the kernel)
+    with the identity a TGID record lacks filled from its leader's record (the thread
+    whose id is the process's, asked in the same batch just before): ``ac_comm``, ``ac_pid``,
+    ``ac_tgid``, ``ac_ppid``, ``ac_uid``, ``ac_gid``, ``ac_btime``, ``ac_btime64``,
+    ``ac_nice``, ``ac_sched``.  ``info``: the selected ``attrs`` (each a field name
+    or ``pid``, ``name``, ``cpu_time``, ``start_time``) -> value.
+    """
+
+    pid: int
+    record: TaskStats
+    info: dict[str, Any]
+
+    @property
+    def name(self) -> str | None:
+        """The command name (the leader's ``ac_comm``, up to 15 bytes)."""
+        return self.record.ac_comm
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
