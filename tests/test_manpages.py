@@ -55,6 +55,8 @@ def _expected(parser: argparse.ArgumentParser, page: str) -> tuple[set[str], set
         flags.update(action.option_strings)
         if action.choices and not isinstance(action, argparse._SubParsersAction):
             choices.update(str(c) for c in action.choices)
+    if page == "taskstatsd":  # checked by the loader, not by argparse
+        choices.update(c for values in config.CHOICES.values() for c in values)
     return flags, choices
 
 
@@ -202,6 +204,8 @@ def test_bash_completes_commands_options_and_choices(scripts: dict[str, str],
     assert "bash" in comp("run", "--json", "--", "bas")  # the command: from $PATH
     assert _bash_complete(script, "_taskstatsd", "taskstatsd", "--sync") == ["--synchronous"]
     assert _bash_complete(script, "_taskstatsd", "taskstatsd", "--no-c") == ["--no-cgroups"]
+    assert _bash_complete(script, "_taskstatsd", "taskstatsd", "--source", "") == list(
+        config.CHOICES["source"])
 
 
 def test_fish_completes_commands_options_and_choices(scripts: dict[str, str],

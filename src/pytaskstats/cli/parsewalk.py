@@ -74,9 +74,10 @@ def _text(value: object) -> str:
     return " ".join(text.split()).replace("%%", "%")
 
 
-def _option(action: argparse.Action) -> Option:
+def _option(action: argparse.Action, known: dict[str, tuple[str, ...]]) -> Option:
     takes = action.nargs != 0
-    choices = tuple(str(c) for c in action.choices) if action.choices else ()
+    choices = tuple(str(c) for c in action.choices) if action.choices else known.get(
+        action.dest, ())
     metavar = None
     if takes:
         metavar = action.metavar if isinstance(action.metavar, str) else (
@@ -99,9 +100,11 @@ def _positional(action: argparse.Action) -> Positional:
 
 
 def walk(parser: argparse.ArgumentParser, path: tuple[str, ...], summary: str = "",
-         replace: dict[str, argparse.ArgumentParser] | None = None) -> Command:
+         replace: dict[str, argparse.ArgumentParser] | None = None,
+         choices: dict[str, tuple[str, ...]] | None = None) -> Command:
     """The :class:`Command` of ``parser``; a subcommand named in ``replace`` is walked
-    from the parser given there (one made to describe it)."""
+    from the parser given there (one made to describe it); ``choices``: the choices of
+    options (by dest) checked after parsing rather than by argparse."""
     options, positionals, commands = [], [], []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -111,7 +114,7 @@ def walk(parser: argparse.ArgumentParser, path: tuple[str, ...], summary: str = 
                 commands.append(walk(described, (*path, name), helps.get(name, ""), replace))
         elif action.option_strings:
             if action.help != argparse.SUPPRESS:
-                options.append(_option(action))
+                options.append(_option(action, choices or {}))
         else:
             positionals.append(_positional(action))
     usage = " ".join(parser.format_usage().split()).removeprefix("usage: ")
@@ -123,7 +126,7 @@ def commands(taskstats: argparse.ArgumentParser) -> tuple[Command, Command]:
     """``taskstats`` (its parser given: the command line's ``build_parser()``) and
     ``taskstatsd`` as :class:`Command` trees; getdelays, whose own getopt parser
     argparse never sees, is walked from the parser that describes it."""
-    from ..daemon.config import build_parser  # noqa: PLC0415 - only for the docs
+    from ..daemon.config import CHOICES, build_parser  # noqa: PLC0415 - only for the docs
 
     return (walk(taskstats, ("taskstats",), replace={"getdelays": doc_parser()}),
-            walk(build_parser(), ("taskstatsd",)))
+            walk(build_parser(), ("taskstatsd",), choices=CHOICES))
