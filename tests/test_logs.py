@@ -83,7 +83,7 @@ if $parsesuccess == "OK" then {{
   action(type="omfile" file="{out}.bad")
 }}
 """)
-    rsyslogd = shutil.which("rsyslogd")
+    rsyslogd = shutil.which("rsyslogd") or shutil.which("rsyslogd", path="/usr/sbin:/sbin")
     if rsyslogd is None:
         if os.environ.get("CI"):
             pytest.fail("CI must test log shipping: no rsyslogd (Debian's rsyslog; .ci/run)")
@@ -117,7 +117,7 @@ def test_a_collector_reads_the_exits_of_listen_json(tmp_path: Path) -> None:
         listener.wait(timeout=30)
     collector = subprocess.Popen(_collector(tmp_path, source, out), stderr=subprocess.PIPE,
                                  text=True)
-    lines = sum(1 for line in source.read_text().splitlines() if line)
+    lines = source.read_text().count("\n")  # whole lines: all a collector ships
     try:
         wait_until(lambda: out.exists() and out.read_text().count("\n") >= lines,
                    "the collector to parse every line", timeout=30)
