@@ -239,6 +239,45 @@ def test_zsh_loads_the_script_and_binds_both_programs(scripts: dict[str, str],
     assert (done.returncode, done.stderr, done.stdout) == (0, "", "_taskstats _taskstatsd\n")
 
 
+# types a line and TAB into an interactive zsh on a pty (zpty), then prints the line
+ZSH_DRIVER = r"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PS1='%% '; autoload -U compinit; compinit -u -d $2/zcompdump; source $1; print READ\"\"Y"
+zpty -r z line '*READY*% '
+zpty -w -n z $3$'\t'
+zpty -w -n z $'\x05 END'
+zpty -r z out '*END'
+print -r -- "$out"
+zpty -d z
+"""
+
+
+def test_zsh_completes_commands_options_and_choices(scripts: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    zsh = _tool("zsh", "zsh")
+    script = tmp_path / "_taskstats"
+    script.write_text(scripts["zsh"])
+    driver = tmp_path / "driver.zsh"
+    driver.write_text(ZSH_DRIVER)
+
+    def comp(line: str) -> str:
+        done = subprocess.run([zsh, "-f", str(driver), str(script), str(tmp_path), line],
+                              capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, "HOME": str(tmp_path)})
+        assert done.returncode == 0, done
+        shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", done.stdout)
+        taken = re.sub(r"[^\x08]\x08", "", shown, count=1)
+        while taken != shown:  # a backspace takes back the character before it
+            shown, taken = taken, re.sub(r"[^\x08]\x08", "", taken, count=1)
+        return shown.rsplit("% ", 1)[-1].removesuffix(" END\n").strip()
+    assert comp("taskstats hi") == "taskstats history"
+    assert comp("taskstats --backend k") == "taskstats --backend kernel"
+    assert comp("taskstats top --sort cpuw") == "taskstats top --sort cpuwait"
+    assert comp("taskstats delayacct of") == "taskstats delayacct off"
+    assert comp("taskstatsd --sync") == "taskstatsd --synchronous"
+
+
 def test_getdelays_options_describe_its_getopt_string() -> None:
     """The letters (and which take a value) that the man page and completions show
     are getdelays' own getopt string."""
