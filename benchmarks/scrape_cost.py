@@ -15,7 +15,10 @@ round to round.  Timed, interleaved round by round (medians of ``--reps``):
   raised to ``--cgroups`` (every cgroup exported) and at the default 500;
 * sample apply: ``on_sample`` of all the tasks (what a live sample adds to the
   bulk query);
-* exit: ``on_exit`` per record, for never-sampled tasks.
+* exit: ``on_exit`` per record, for never-sampled tasks;
+* process_*: ``generate_latest`` of a registry holding only prometheus_client's
+  ProcessCollector (what the endpoint adds for its own process), as a share of the
+  capped scrape.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 from collections.abc import Callable
 
 from _bench import interleave, median, sleeping_threads, spread, table
-from prometheus_client import generate_latest
+from prometheus_client import ProcessCollector, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from pytaskstats import Client, ExitRecord, TaskStats
@@ -69,11 +72,7 @@ class Setup:
 
     def scrape(self, cpu: list[float]) -> float:
         """One scrape; returns wall ms and appends CPU ms to ``cpu``."""
-        c0, t0 = time.process_time(), time.perf_counter()
-        generate_latest(self.registry)
-        wall = time.perf_counter() - t0
-        cpu.append((time.process_time() - c0) * 1e3)
-        return wall * 1e3
+        return scrape_ms(self.registry, cpu)
 
     def apply(self) -> float:
         """One live sample applied (records built outside the timing); ms."""
@@ -81,6 +80,15 @@ class Setup:
         t0 = time.perf_counter()
         self.agg.on_sample(lives, time.monotonic_ns())
         return (time.perf_counter() - t0) * 1e3
+
+
+def scrape_ms(registry: CollectorRegistry, cpu: list[float]) -> float:
+    """One scrape of ``registry``; returns wall ms and appends CPU ms to ``cpu``."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    generate_latest(registry)
+    wall = time.perf_counter() - t0
+    cpu.append((time.process_time() - c0) * 1e3)
+    return wall * 1e3
 
 
 def exits(n: int) -> Callable[[], float]:
@@ -136,10 +144,13 @@ def main() -> None:
     args = p.parse_args()
     full = Setup(args.cgroups, args.tasks, max_series=args.cgroups)
     capped = Setup(args.cgroups, args.tasks, max_series=500)
-    cpu: dict[str, list[float]] = {"full": [], "capped": []}
+    process = CollectorRegistry()
+    ProcessCollector(registry=process)
+    cpu: dict[str, list[float]] = {"full": [], "capped": [], "process": []}
     results = interleave([
         ("scrape", lambda: full.scrape(cpu["full"])),
         ("scrape, cap 500", lambda: capped.scrape(cpu["capped"])),
+        ("process", lambda: scrape_ms(process, cpu["process"])),
         ("sample apply", full.apply),
         ("exit", exits(args.tasks)),
     ], args.reps)
@@ -157,6 +168,10 @@ def main() -> None:
          f"{median(results['sample apply']) / args.tasks * 1e3:.2f} us/task"],
         ["exit (on_exit)", "", spread(results["exit"]), "",
          f"{median(results['exit']):.2f} us/exit"],
+        ["process_* (ProcessCollector)", f"{median(results['process']):.2f}",
+         spread(results["process"]), f"{median(cpu['process']):.2f}",
+         f"{median(results['process']) / median(results['scrape, cap 500']):.2%} of the "
+         "cap-500 scrape"],
     ]
     live_cpu: float | None = None
     if args.live:

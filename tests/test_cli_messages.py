@@ -164,7 +164,7 @@ def test_global_backend_takes_procfs_and_version_exists() -> None:
 
 
 def test_taskstatsd_help_describes_every_option() -> None:
-    text = " ".join(config._parser().format_help().split())
+    text = " ".join(config.build_parser().format_help().split())
     for field in dataclasses.fields(config.Config):
         if field.name == "foreground":  # a flag of its own
             continue

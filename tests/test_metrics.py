@@ -9,10 +9,12 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +34,7 @@ from pytaskstats.metrics.aggregate import (
     VALUE_FIELDS,
     Aggregator,
     Live,
+    Snapshot,
     cap_depth,
     parse_groups,
 )
@@ -433,7 +436,56 @@ def _health() -> Health:
 def test_exposition_text_exactly(clock: Clock) -> None:
     registry = CollectorRegistry()
     registry.register(TaskstatsCollector(_scenario(clock), _health))
-    assert generate_latest(registry).decode() == EXPECTED
+    text, duration = _split_duration(generate_latest(registry).decode())
+    assert text == EXPECTED
+    assert 0 <= duration < 60
+
+
+def _split_duration(text: str) -> tuple[str, float]:
+    """The exposition without its last family, the scrape duration, and its value (s)."""
+    head, _, tail = text.partition(f"# HELP {names.SCRAPE_DURATION.name} ")
+    match = re.fullmatch(rf"{re.escape(names.SCRAPE_DURATION.help)}\n"
+                         rf"# TYPE {names.SCRAPE_DURATION.name} gauge\n"
+                         rf"{names.SCRAPE_DURATION.name} (\S+)\n", tail)
+    assert match, tail
+    return head, float(match[1])
+
+
+def test_scrape_duration_covers_the_snapshot_and_the_families(clock: Clock) -> None:
+    """A snapshot that takes 50 ms shows in the scrape's duration."""
+    class Slow(Aggregator):
+        def snapshot(self) -> Snapshot:
+            started = time.perf_counter()
+            while time.perf_counter() - started < 0.05:  # busy, not a sleep: CPU time
+                pass
+            return super().snapshot()
+
+    registry = CollectorRegistry()
+    registry.register(TaskstatsCollector(Slow(clock=clock)))
+    _, duration = _split_duration(generate_latest(registry).decode())
+    assert 0.05 <= duration < 60
+
+
+def test_the_service_serves_its_own_process_metrics(clock: Clock) -> None:
+    """MetricsService (the exporter's and taskstatsd's endpoint) adds this process's
+    process_* metrics: its fd limit, its start time, its memory."""
+    service = MetricsService(Aggregator(clock=clock), "127.0.0.1:0")
+    try:
+        got = _scrape(service.url)
+    finally:
+        service.close()
+    assert got["process_max_fds"] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    with open("/proc/self/stat") as f:
+        start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/stat") as f:
+        btime = next(int(x.split()[1]) for x in f if x.startswith("btime "))
+    started = btime + start_ticks / os.sysconf("SC_CLK_TCK")
+    assert abs(got["process_start_time_seconds"] - started) < 1.0
+    with open("/proc/self/statm") as f:
+        resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    assert 0.5 * resident < got["process_resident_memory_bytes"] < 2 * resident
+    assert got["process_cpu_seconds_total"] > 0 and got["process_open_fds"] >= 3
+    assert got[names.SCRAPE_DURATION.name] >= 0
 
 
 def test_every_documented_metric_is_exported_and_vice_versa(clock: Clock) -> None:
@@ -724,8 +776,10 @@ def test_promtool_accepts_the_exporters_and_taskstatsds_metrics(tmp_path: Path) 
         urls = [wait_until(serving, "the exporter to serve").group(1), _metrics_url(daemon)]
         subprocess.run([str(exe)], check=True)
         for url in urls:
-            _scrape_when(url, lambda m: any(k.startswith("taskstats_task_exits_total")
-                                            for k in m) and m.get("taskstats_up") == 1)
+            got = _scrape_when(url, lambda m: any(k.startswith("taskstats_task_exits_total")
+                                                  for k in m) and m.get("taskstats_up") == 1)
+            assert {"process_cpu_seconds_total", "process_resident_memory_bytes",
+                    "process_open_fds", names.SCRAPE_DURATION.name} <= set(got), url
             _lint(promtool, url)
     finally:
         daemon.close()

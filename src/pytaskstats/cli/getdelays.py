@@ -32,6 +32,7 @@ Fixed on purpose (the original's known bugs):
 
 from __future__ import annotations
 
+import argparse
 import os
 import select
 import signal
@@ -103,6 +104,40 @@ class Options:
     def sections(self) -> Sections:
         """The per-record sections selected by -d, -i and -q."""
         return Sections(self.delays, self.io, self.ctxsw)
+
+
+# each getopt letter of OPTSTRING: (its value's name or None, help) for the man page
+# and the completions (a test checks the letters and values against OPTSTRING)
+OPTIONS: dict[str, tuple[str | None, str]] = {
+    "d": (None, "print delay accounting (delayacct) statistics"),
+    "i": (None, "print IO accounting (per task: -p, -c or exit records; not -t)"),
+    "q": (None, "print task context switch counts"),
+    "p": ("PID", "query a task (thread)"),
+    "t": ("TGID", "query a thread group (process)"),
+    "c": ("CMD", "run CMD with its ARGS, then print its task record (must be the "
+                 "last option)"),
+    "C": ("DIR", "count the tasks of a cgroup v1 directory by state"),
+    "m": ("MASK", "listen for task exits on the CPUs in MASK (a cpulist such as 0-3,5)"),
+    "l": (None, "listen forever (with -m; Ctrl-C ends it)"),
+    "w": ("FILE", "append each record's raw struct taskstats to FILE"),
+    "r": ("N", "socket receive buffer size in bytes (0: default)"),
+    "v": (None, "debug output"),
+}
+
+
+def doc_parser() -> argparse.ArgumentParser:
+    """A parser that describes getdelays' options (for the man page and the shell
+    completions; getdelays parses its command line itself, getopt-style)."""
+    p = argparse.ArgumentParser(
+        prog="taskstats getdelays", usage=USAGE.split("\n  -", 1)[0].removeprefix("usage: "),
+        description="A drop-in for the kernel's tools/accounting/getdelays: the same "
+        "options, echo lines and output.")
+    for letter, (metavar, text) in OPTIONS.items():
+        if metavar is None:
+            p.add_argument("-" + letter, action="store_true", help=text)
+        else:
+            p.add_argument("-" + letter, metavar=metavar, help=text)
+    return p
 
 
 def add_parser(sub: Any) -> None:

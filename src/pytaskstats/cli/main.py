@@ -20,11 +20,24 @@ from types import ModuleType
 from .. import __version__
 from ..client import BACKENDS
 from ..errors import BUG_HINT, TaskstatsError
-from . import cgroup, delayacct, exporter, get, getdelays, history, listen, run, status, top
+from . import (
+    cgroup,
+    completion,
+    delayacct,
+    exporter,
+    get,
+    getdelays,
+    history,
+    listen,
+    manpage,
+    run,
+    status,
+    top,
+)
 from .args import Parser, join_dash_values, socket_arg
 
 COMMANDS: tuple[ModuleType, ...] = (get, getdelays, listen, run, cgroup, delayacct, status,
-                                     history, top, exporter)
+                                     history, top, exporter, manpage, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket", metavar="PATH", default=None, type=socket_arg,
                         help="taskstatsd's socket (default: $TASKSTATS_SOCKET or "
                         "/run/taskstats/taskstatsd.sock)")
+    parser.set_defaults(build_parser=build_parser)  # for the man pages and completions
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)

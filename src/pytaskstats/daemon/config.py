@@ -202,7 +202,9 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see 'taskstatsd --help')")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """taskstatsd's argument parser (built, nothing run: the man page and the
+    completions are generated from it)."""
     p = _Parser(
         prog="taskstatsd",
         description="The kernel's taskstats as a service: exit listeners, an SQLite exit "
@@ -231,7 +233,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line, parsed (ConfigError on a usage error)."""
-    return _parser().parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def load(argv: Sequence[str] | None = None) -> Config:

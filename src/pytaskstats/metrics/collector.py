@@ -6,6 +6,7 @@ Register it on a :class:`~prometheus_client.CollectorRegistry` of your own;
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -46,13 +47,15 @@ class TaskstatsCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """Every family, built from one snapshot."""
+        """Every family, built from one snapshot; last, how long that took (s)."""
+        start = time.perf_counter()
         snap = self.aggregator.snapshot()
         yield from _delays(snap)
         yield from _per_cgroup(snap)
         if self.health is not None:
             yield from _health(self.health())
         yield from _internal(snap)
+        yield _family(names.SCRAPE_DURATION, time.perf_counter() - start)
 
 
 def _delays(snap: Snapshot) -> Iterator[Metric]:

@@ -82,6 +82,9 @@ SCRAPE_ERRORS = Metric("taskstats_scrape_errors_total", "counter", (),
                        "Live samples that failed.")
 UP = Metric("taskstats_up", "gauge", (),
             "1 if the last live sample succeeded (0 before the first).")
+SCRAPE_DURATION = Metric("taskstats_scrape_duration_seconds", "gauge", (),
+                         "Time this scrape took to build the taskstats families (the "
+                         "aggregator's snapshot and every family listed before this one).")
 BUILD_INFO = Metric("taskstats_build_info", "gauge", ("version", "taskstats_version"),
                     "Always 1: pytaskstats version and the kernel's struct taskstats version.")
 
@@ -90,7 +93,7 @@ METRICS: tuple[Metric, ...] = (
     PROCESS_EXITS, RECEIVED, LOST, NETLINK_DROPPED, NETLINK_OVERRUNS, JOURNAL_WRITTEN,
     JOURNAL_DROPPED, JOURNAL_SUSPENDED, SAMPLES_TAKEN, SAMPLE_ROWS, SAMPLE_OVERRUNS,
     CLIENT_DROPPED, SERIES_DROPPED, REGRESSIONS,
-    LIVE_TASKS, SAMPLE_SECONDS, SCRAPE_ERRORS, UP, BUILD_INFO, IMPLAUSIBLE)
+    LIVE_TASKS, SAMPLE_SECONDS, SCRAPE_ERRORS, UP, BUILD_INFO, IMPLAUSIBLE, SCRAPE_DURATION)
 
 
 def markdown() -> str:

@@ -6,6 +6,7 @@ import errno
 from collections.abc import Callable
 from functools import partial
 
+from prometheus_client import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
 from ..backends import YieldsExits
@@ -29,13 +30,16 @@ _LISTEN_ADVICE = {
 
 
 class MetricsService:
-    """``aggregator`` (and ``health``) on a private registry, served at ``listen``."""
+    """``aggregator`` (and ``health``) on a private registry, served at ``listen``,
+    with the serving process's own metrics (prometheus_client's ``process_*``: CPU
+    seconds, resident and virtual memory, open and max fds, start time)."""
 
     def __init__(self, aggregator: Aggregator, listen: str,
                  health: Callable[[], Health] | None = None) -> None:
         self.aggregator = aggregator
         self.registry = CollectorRegistry()
         self.registry.register(TaskstatsCollector(aggregator, health))
+        ProcessCollector(registry=self.registry)
         try:
             self.server = MetricsServer(self.registry, listen)
         except ValueError as err:
