@@ -26,6 +26,7 @@ __all__ = [
     "INSERT_SQL",
     "MIGRATIONS",
     "SAMPLE_COLUMNS",
+    "UID_INDEX",
     "JournalError",
     "apply",
     "check_reason",
@@ -77,6 +78,7 @@ SCHEMA_V2 = ("ALTER TABLE exits ADD COLUMN owner_sees INTEGER",
 # the whole journal (benchmarks/history_cost.py: 10-40x); it costs ingest 5-15%
 # (measured: that script's journal build, 300k rows, with and without it)
 SCHEMA_V3 = ("CREATE INDEX exits_uid_time ON exits (ac_uid, time_ns)",)
+UID_INDEX = "CREATE INDEX exits_uid ON exits (ac_uid)"  # since schema 6
 # samples of live processes (daemon/sampler.py): one row per process and interval
 # with deltas (NULL: unmeasured); ``pid`` is the tgid, so the exits' filters apply;
 # ``tail`` marks a thread's last delta, taken from its exit record (whose row is
@@ -135,6 +137,13 @@ SCHEMA_V6: tuple[Statement, ...] = (
     "ALTER TABLE exits ADD COLUMN extra BLOB",
     _fill_rebuild,
     "ALTER TABLE exits DROP COLUMN raw",
+    # the uid index without time_ns: 20.5 -> ~10.5 bytes per exit, which brings a
+    # replayed exit under 200 bytes; unbounded user queries keep it (9.6 -> 9.8 ms,
+    # 1M rows), bounded ones take exits_time_ns (top comms over a day 6.5 -> 14 ms)
+    # (benchmarks/journal_size.py); a pid index would cost 11 more (one pid's exits
+    # 41 -> 0.2 ms): left out
+    "DROP INDEX exits_uid_time",
+    UID_INDEX,
 )
 # MIGRATIONS[n - 1] takes PRAGMA user_version n - 1 to n.  Field columns are not
 # versioned: a field added to the table becomes a column on open (old rows: NULL).
