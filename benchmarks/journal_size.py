@@ -34,16 +34,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
-from _bench import header, require_root, run_main, table
-from history_cost import NOBODY_UID, UID0, USERS, reader
+from _bench import cpu_seconds, header, require_root, run_main, table, writer_pid
 from ingest_replay import Corpus, capture_corpus
 from report_size import templates
 
 from pytaskstats import ExitRecord
 from pytaskstats import taskstats as ts
 from pytaskstats.daemon.journal_process import JournalProcess
-from pytaskstats.daemon.journal_queries import JournalQueries, Scope
+from pytaskstats.daemon.journal_queries import JournalQueries, Scope, read
 from pytaskstats.daemon.journal_rows import JournalEntry, Tags
 from pytaskstats.kernel import possible_cpus
 
@@ -56,8 +56,14 @@ INDEXES = {"exits_time_ns": "CREATE INDEX exits_time_ns ON exits (time_ns)",
            "exits_uid_time": "CREATE INDEX exits_uid_time ON exits (ac_uid, time_ns)",
            "exits_uid": "CREATE INDEX exits_uid ON exits (ac_uid)",
            "exits_pid": "CREATE INDEX exits_pid ON exits (pid)"}
+USERS, UID0, NOBODY_UID = 20, 1000, 65534  # as history_cost.py (nobody the last user)
 PID_MAX = 4_194_304  # the kernel's pid_max on 64-bit: pids wrap past it
 PID_AT = 28  # the AGGR_PID nest's PID value in an exit message
+
+
+def reader(path: Path) -> JournalQueries:
+    """Queries on a read connection of their own, as taskstatsd runs them."""
+    return JournalQueries(functools.partial(read, str(path)), dict)
 
 
 def usage(path: Path, exits: int) -> list[tuple[str, float]]:
@@ -69,13 +75,22 @@ def usage(path: Path, exits: int) -> list[tuple[str, float]]:
             *((name, size / exits) for name, size in parts if size / exits >= 0.5)]
 
 
-def replay(corpus: Corpus, exits: int, directory: str) -> tuple[float, Path]:
-    """Records/s of ``exits`` replayed end to end into a journal in ``directory``."""
+class Ingest(NamedTuple):
+    rate: float  # records/s, wall clock
+    feeder_us: float  # CPU us per record of this process (decode, entry, submit)
+    writer_us: float  # CPU us per record of the writer process (rows, SQLite)
+    path: Path
+
+
+def replay(corpus: Corpus, exits: int, directory: str) -> Ingest:
+    """``exits`` replayed end to end into a journal in ``directory``."""
     path = Path(directory) / "journal.sqlite3"
     family = corpus.family
     chunks = [corpus.items[i:i + CHUNK] for i in range(0, len(corpus.items), CHUNK)]
     sent = 0
     with JournalProcess(path, queue_size=exits + 1) as journal:
+        writer = writer_pid(os.getpid())
+        w0, c0 = cpu_seconds(writer) if writer else math.nan, time.process_time()
         t0 = time.perf_counter()
         while sent < exits:
             for chunk in chunks:
@@ -90,10 +105,12 @@ def replay(corpus: Corpus, exits: int, directory: str) -> tuple[float, Path]:
                     break
         journal.flush(timeout=300)
         elapsed = time.perf_counter() - t0
+        fed = time.process_time() - c0
+        wrote = cpu_seconds(writer) - w0 if writer else math.nan
         journaled = journal.counters()["journaled"]
     if journaled != exits:
         raise SystemExit(f"journaled {journaled} of {exits} exits")
-    return exits / elapsed, path
+    return Ingest(exits / elapsed, fed / exits * 1e6, wrote / exits * 1e6, path)
 
 
 def compare(path: Path, corpus: Corpus, exits: int) -> int:
@@ -108,9 +125,10 @@ def ingest_section(corpus: Corpus, args: argparse.Namespace, tmp: str) -> None:
     sizes = sorted({len(raw) for raw, _, _ in corpus.items})
     message = statistics.fmean(len(raw) for raw, _, _ in corpus.items)
     with tempfile.TemporaryDirectory(dir=tmp) as d:
-        rate, path = replay(corpus, args.exits, d)
-        parts = usage(path, args.exits)
-        wrong = compare(path, corpus, args.exits)
+        run = replay(corpus, args.exits, d)
+        rate = run.rate
+        parts = usage(run.path, args.exits)
+        wrong = compare(run.path, corpus, args.exits)
     per_exit = parts[0][1]
     print(f"== 1. {args.exits:,} exits replayed end to end (decode + JournalEntry + submit "
           "to the writer process, flush) ==")
@@ -124,6 +142,11 @@ def ingest_section(corpus: Corpus, args: argparse.Namespace, tmp: str) -> None:
          f"{rate / TARGET_RATE:.2f}x",
          f">= {TARGET_RATE:,}: {'met' if rate >= TARGET_RATE else 'MISSED'}"],
     ]))
+    slower = max(run.feeder_us, run.writer_us)
+    print(f"CPU per record: feeder (this process) {run.feeder_us:.2f} us, writer process "
+          f"{run.writer_us:.2f} us; on two idle cores the slower side allows "
+          f"{1e6 / slower:,.0f} records/s (load average at the end "
+          f"{os.getloadavg()[0]:.1f})")
     print(table(["part", "bytes/exit"], [[n, f"{v:.1f}"] for n, v in parts]))
     print(f"messages read back (query raw=True) that differ from those sent: {wrong}")
     print()
@@ -249,7 +272,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--corpus", type=int, default=2000)
     parser.add_argument("--dir", default=None, help="where the journals go (default $TMPDIR)")
-    parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--skip-ingest", action="store_true", help="section 2 only")
+    parser.add_argument("--skip-history", action="store_true", help="section 1 only")
     args = parser.parse_args()
     args.exits = args.exits or (50_000 if args.quick else 200_000)
     args.rows = args.rows or (200_000 if args.quick else 1_000_000)
@@ -260,7 +284,8 @@ def main() -> None:
         if not args.skip_ingest:
             corpus = capture_corpus(args.corpus, len(possible_cpus()))
             ingest_section(corpus, args, tmp)
-        history_section(args, tmp)
+        if not args.skip_history:
+            history_section(args, tmp)
     print(f"total {math.ceil(time.perf_counter() - t0)} s")
 
 
