@@ -159,8 +159,9 @@ class _RawPlan(NamedTuple):
     flag: int  # ac_flag, for ended_process (v12+ only)
     tgid: int
     rebuilds: bool  # a full layout of a version the rebuild knows
-    holes: tuple[tuple[int, int, bytes], ...]  # padding: (start, end, zeros) in raw
-    secs: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # every timespec's tv_sec
+    holes: struct.Struct  # the padding bytes of the struct in a single exit, as bytes
+    zeros: tuple[bytes, ...]  # what ``holes`` unpacks when the padding is zero
+    secs: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None  # timespecs' tv_sec (if any)
     nsecs: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # and tv_nsec
 
 
@@ -186,8 +187,9 @@ def _raw_plan(version: int, size: int) -> _RawPlan | None:
     stamps = [flat.index(f.name) for f in fields if f.ctype == "timespec"]
     plan = _RawPlan(sql, lay.struct_for(len(fields)), at("ac_comm"),
                     at("ac_flag") if version >= 12 else -1, at("ac_tgid"),
-                    version <= MAX_VERSION and size == lay.size, _holes(lay, _SINGLE_START),
-                    _getter_at(stamps), _getter_at([i + 1 for i in stamps]))
+                    version <= MAX_VERSION and size == lay.size, *_holes(lay, _SINGLE_START),
+                    _getter_at(stamps) if stamps else None,
+                    _getter_at([i + 1 for i in stamps]))
     if len(_RAW_PLANS) < 1024:  # sizes are few; bound the cache all the same
         _RAW_PLANS[version, size] = plan
     return plan
@@ -200,33 +202,49 @@ def _getter_at(indices: Sequence[int]) -> Callable[[tuple[Any, ...]], tuple[Any,
     return lambda values: tuple(values[i] for i in indices)
 
 
-def _holes(lay: Layout, start: int) -> tuple[tuple[int, int, bytes], ...]:
-    """The padding of ``lay``'s struct at ``start`` of a message: between fields and
-    after the last, as (start, end, its zero bytes)."""
+def _holes(lay: Layout, start: int) -> tuple[struct.Struct, tuple[bytes, ...]]:
+    """A struct unpacking the padding of ``lay``'s struct at ``start`` of a message
+    (between fields and after the last), and what it gives when that is zero."""
     ends = [lay.end_of(i) for i in range(1, len(lay.fields) + 1)]
     spans = [(end, nxt) for end, nxt in zip(ends, [*lay.offsets[1:], lay.size], strict=True)
              if nxt > end]
-    return tuple((start + a, start + b, bytes(b - a)) for a, b in spans)
+    code, pos = [f"={start}x"], 0
+    for a, b in spans:
+        code.append(f"{a - pos}x{b - a}s")
+        pos = b
+    return struct.Struct("".join(code)), tuple(bytes(b - a) for a, b in spans)
 
 
-def _rebuilds(plan: _RawPlan, raw: bytes, values: tuple[Any, ...], comm: str | None) -> bool:
-    """Whether the columns of this single exit rebuild ``raw`` (see above)."""
-    if not plan.rebuilds or raw[6:8] != b"\0\0" or raw[17:20] != _GENL_TAIL:
-        return False
-    for a, b, zeros in plan.holes:
-        if raw[a:b] != zeros:
-            return False
-    if comm is not None and values[plan.comm] != comm.encode()[:32].ljust(32, b"\0"):
-        return False
-    nsecs = plan.nsecs(values)
-    if nsecs and (min(nsecs) < 0 or max(nsecs) >= _NS):
-        return False
-    secs = plan.secs(values)
-    return not secs or (min(secs) >= -_MAX_SEC and max(secs) <= _MAX_SEC)
+def _rebuilds(plan: _RawPlan, raw: bytes, values: tuple[Any, ...]) -> tuple[int, int] | None:
+    """(family, seq) if the columns of this single exit rebuild ``raw`` (see above)."""
+    family, flags, seq, genl_version, reserved = _HEAD.unpack_from(raw)
+    if (not plan.rebuilds or flags or reserved or genl_version != taskstats.GENL_VERSION
+            or plan.holes.unpack_from(raw) != plan.zeros):
+        return None
+    if plan.secs is not None:
+        nsecs, secs = plan.nsecs(values), plan.secs(values)
+        if (min(nsecs) < 0 or max(nsecs) >= _NS or min(secs) < -_MAX_SEC
+                or max(secs) > _MAX_SEC):
+            return None
+    return family, seq
 
 
+def _comm_of(data: bytes) -> tuple[str, bool]:
+    """The text of an ac_comm's 32 bytes, and whether the rebuild gives them back
+    (cached: comms are few)."""
+    known = _COMMS.get(data)
+    if known is None:
+        text = data.partition(b"\0")[0].decode("utf-8", "replace")
+        known = (text, data == text.encode()[:32].ljust(32, b"\0"))
+        if len(_COMMS) < 4096:
+            _COMMS[data] = known
+    return known
+
+
+_COMMS: dict[bytes, tuple[str, bool]] = {}
 _SINGLE_START = 36  # the STATS payload of a single exit (taskstats.single_exit)
-_GENL_TAIL = bytes((taskstats.GENL_VERSION, 0, 0))  # genlmsghdr version, reserved
+# nlmsghdr type (family), flags, seq; genlmsghdr version, reserved
+_HEAD = struct.Struct("=4xHHI5xBH")
 _NS = 1_000_000_000
 _MAX_SEC = (_I64 - _NS) // _NS  # a timespec SQLite sums to ns within int64
 
@@ -256,10 +274,10 @@ def row(item: Item) -> Row:
         plan = _RAW_PLANS[key] if key in _RAW_PLANS else _raw_plan(*key)
         if plan is not None and start == _SINGLE_START:
             values = plan.struct.unpack_from(raw, start)
-            comm = (values[plan.comm].partition(b"\0")[0].decode("utf-8", "replace")
-                    if plan.comm >= 0 else None)
-            if _rebuilds(plan, raw, values, comm):
-                _, family, _, seq, _ = HEADER.unpack_from(raw)
+            comm, exact = _comm_of(values[plan.comm]) if plan.comm >= 0 else (None, True)
+            head = _rebuilds(plan, raw, values) if exact else None
+            if head is not None:
+                family, seq = head
                 out = [time_ns, _NAN if cpu is None else cpu, pid,
                        _NAN if plan.tgid < 0 else values[plan.tgid],
                        _NAN if plan.flag < 0 else 1 if values[plan.flag] & AGROUP else 0,
