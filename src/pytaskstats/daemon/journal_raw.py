@@ -38,7 +38,7 @@ from ..taskstats import (
     TYPE_STATS,
 )
 
-__all__ = ["MAX_VERSION", "PRESENT_BYTES", "REBUILD", "diff", "rebuild", "restore", "rule",
+__all__ = ["MAX_VERSION", "PRESENT_BYTES", "REBUILD", "diff", "rebuild", "restore",
            "with_message"]
 
 REBUILD = ("nl_family", "nl_seq", "extra")  # the exits columns that only the rebuild reads
@@ -50,11 +50,6 @@ _U64 = 1 << 64
 _U64_NAMES = frozenset(f.name for f in FIELDS if f.ctype == "u64")
 _POSITIONS = tuple((f.name, f.position) for f in FIELDS)
 Columns = Mapping[str, Any]  # field and context columns as SQLite returns them
-
-
-def rule() -> str:
-    """The rebuild rule's name, kept in the journal's meta table."""
-    return f"v{MAX_VERSION}/present{PRESENT_BYTES}"
 
 
 def _flat(lay: Layout, version: int, row: Columns) -> list[Any]:
