@@ -3,7 +3,7 @@
 Builds a journal of ``--rows`` exits with taskstatsd's journal writer process
 (10,000 rows per transaction; copies of the recorded ``make -j2`` tree, 20 users, spread over
 ``--days``), then times the typical queries of a non-admin client (always scoped
-to its uid) and of root, first with the journal's indexes, then with ``exits_uid_time`` dropped (the
+to its uid) and of root, first with the journal's indexes, then with ``exits_uid`` dropped (the
 schema before it); each query once unmeasured first (a warm page cache).
 Prints ms per query (median of ``--reps``) and journal rows per second of query
 time.  Checks nothing.  Needs no root.
@@ -44,7 +44,7 @@ from pytaskstats import Client, taskstats
 from pytaskstats.daemon.journal_process import JournalProcess
 from pytaskstats.daemon.journal_queries import Budget, JournalQueries, QueryTooLong, Scope, read
 from pytaskstats.daemon.journal_rows import JournalEntry, Tags
-from pytaskstats.daemon.journal_schema import SCHEMA_V3
+from pytaskstats.daemon.journal_schema import UID_INDEX
 
 USERS = 20
 UID0 = 1000
@@ -214,7 +214,7 @@ def main() -> None:
               f"{time.perf_counter() - start:.1f} s")
         with_index = measure(path, now, args.rows, args.reps)
         with sqlite3.connect(path) as conn:
-            conn.execute("DROP INDEX exits_uid_time")
+            conn.execute("DROP INDEX exits_uid")
         without = measure(path, now, args.rows, args.reps)
         lines = [[name, f"{a * 1000:.1f}", f"{b * 1000:.1f}", str(n),
                   f"{args.rows / a / 1e6:.1f}M"]
@@ -224,7 +224,7 @@ def main() -> None:
         print(f"root --sort -ac_utime under a 200 ms Budget: {budgeted(path, 200)}")
         if args.attack:
             with sqlite3.connect(path) as conn:
-                conn.execute(SCHEMA_V3[0])  # the index back
+                conn.execute(UID_INDEX)  # the index back
             attack(state, args.attack)
 
 

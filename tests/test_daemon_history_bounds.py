@@ -23,7 +23,7 @@ import pytest
 from pytaskstats import Client, extproto
 from pytaskstats import netlink as nl
 from pytaskstats.daemon.history import Shares
-from pytaskstats.daemon.journal_schema import MIGRATIONS
+from pytaskstats.daemon.journal_schema import MIGRATIONS, apply
 
 from .conftest import NOBODY_PYTHON, as_nobody
 from .daemon_util import RunningDaemon
@@ -42,11 +42,11 @@ def _journal(state: Path, rows: int) -> None:
     state.mkdir(mode=0o700)
     with sqlite3.connect(state / "journal.sqlite3") as conn:
         for statement in (s for migration in MIGRATIONS for s in migration):
-            conn.execute(statement)
+            apply(conn, statement)
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
         conn.executemany(
-            "INSERT INTO exits (time_ns, pid, raw, ac_comm, ac_uid, ac_gid, ac_utime, "
-            "owner_sees, pidns) VALUES (?, ?, x'00', ?, ?, ?, ?, 1, '')",
+            "INSERT INTO exits (time_ns, pid, ac_comm, ac_uid, ac_gid, ac_utime, "
+            "owner_sees, pidns) VALUES (?, ?, ?, ?, ?, ?, 1, '')",
             ((10**18 + i * 10**9, 1000 + i, f"c{i}", NOBODY, NOBODY, i)
              for i in range(rows)))
 

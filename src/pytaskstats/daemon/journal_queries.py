@@ -17,6 +17,7 @@ from typing import Any, Literal, NamedTuple
 from ..extproto import AGGREGATES, CONTEXT, EXIT_SORTS, GROUP_KEYS
 from ..fields import DELAY_KINDS, FIELDS
 from ..plausible import sql_plausible, time_fields
+from .journal_raw import REBUILD, with_message
 from .journal_samples import (
     SAMPLE_SELECT,
     SAMPLE_SORTS,
@@ -329,6 +330,8 @@ class JournalQueries:
         exits: list[dict[str, Any]] = []
         if "exit" in kinds:
             exits = [exit_dict(row) for row in self._exits(filters, sort, limit, raw)]
+            if raw:
+                exits = [with_message(row) for row in exits]
             if level:
                 exits = [translated(row, level) for row in exits]
         if "sample" not in kinds:
@@ -425,7 +428,7 @@ class JournalQueries:
         where, params = _where(filters)
         ns = filters.scope is not None and filters.scope.pidns is not None
         columns = ", ".join([*CONTEXT, *(f.name for f in FIELDS), "sampled",
-                             *(["raw"] if raw else []), *(["ns_ids"] if ns else [])])
+                             *(REBUILD if raw else ()), *(["ns_ids"] if ns else [])])
         order = _order(sort, EXIT_SORTS, "id", "id")
         return self._select(f"SELECT {columns} FROM exits{where}{order}"
                             f"{_limit(limit, params)}", params)

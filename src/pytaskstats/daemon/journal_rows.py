@@ -15,10 +15,11 @@ from typing import Any, NamedTuple
 
 from .. import taskstats
 from ..errors import ProtocolError
-from ..fields import LATEST_VERSION, MIN_VERSION, Field, layout
+from ..fields import FIELDS, LATEST_VERSION, MIN_VERSION, Field, Layout, Timespec, layout
 from ..netlink import HEADER
 from ..records import AGROUP, ExitRecord
 from .journal_queries import CONTEXT, EXIT_TAGS
+from .journal_raw import MAX_VERSION, REBUILD, diff, rebuild
 from .journal_schema import BY_VERSION, INSERT_SQL, STAMPED
 
 __all__ = ["NO_TAGS", "Item", "JournalEntry", "Row", "Tags", "decode_raw", "fit", "row",
@@ -118,16 +119,22 @@ _NO_STAMPS, _NAN_STAMPS = (None,) * len(STAMPED), (_NAN,) * len(STAMPED)
 
 
 def _decoded_row(item: Item, rec: ExitRecord) -> Row:
-    """INSERT_SQL's parameters for ``item`` whose raw bytes decoded to ``rec``."""
+    """INSERT_SQL's parameters for ``item`` whose raw bytes decoded to ``rec``, with
+    the difference between them and what the columns rebuild."""
     time_ns, cpu, cgroup, raw, tags = item
     task = rec.task
     plan = _PLANS[min(task.version, LATEST_VERSION)]
     absent = plan.absent(task)
     stamps = _stamp_values(task)
+    _, family, _, seq, _ = HEADER.unpack_from(raw)
+    columns = {f.name: fit(v.to_ns() if isinstance(v, Timespec) else v)
+               for f in FIELDS for v in (task[f.position],)}  # as they will read back
+    extra = diff(raw, rebuild(family, seq, rec.pid, columns))
     return INSERT_SQL, (
         time_ns, _NAN if cpu is None else cpu, rec.pid, _NAN if rec.tgid is None else rec.tgid,
         _NAN if (ended := rec.ended_process) is None else ended,
-        _NAN if cgroup is None else cgroup, raw, *_tag_values(tags), *plan.present(task),
+        _NAN if cgroup is None else cgroup, family, seq, _NAN if extra is None else extra,
+        *_tag_values(tags), *plan.present(task),
         *(plan.nans if absent == plan.nones else absent),
         *(_NAN_STAMPS if stamps == _NO_STAMPS else
           [_NAN if ts is None else ts.to_ns() for ts in stamps]))
@@ -135,7 +142,11 @@ def _decoded_row(item: Item, rec: ExitRecord) -> Row:
 
 # The usual exit message (one AGGR_PID nest) skips decoding: its struct is unpacked
 # straight into an INSERT whose columns follow the struct's own order; timespecs
-# are summed to ns by SQLite.  Every other shape is decoded (_decoded_row).
+# are summed to ns by SQLite.  It is taken only when its columns rebuild it byte for
+# byte (journal_raw.rebuild), which a few checks here prove: the header's flags
+# and genetlink version, the layout's full size, zero padding, a comm that encodes
+# back, timespecs SQLite sums exactly.  Every other message is decoded
+# (_decoded_row), which stores its difference.
 
 
 class _RawPlan(NamedTuple):
@@ -147,6 +158,11 @@ class _RawPlan(NamedTuple):
     comm: int
     flag: int  # ac_flag, for ended_process (v12+ only)
     tgid: int
+    rebuilds: bool  # a full layout of a version the rebuild knows
+    holes: struct.Struct  # the padding bytes of the struct in a single exit, as bytes
+    zeros: tuple[bytes, ...]  # what ``holes`` unpacks when the padding is zero
+    secs: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None  # timespecs' tv_sec (if any)
+    nsecs: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # and tv_nsec
 
 
 _RAW_PLANS: dict[tuple[int, int], _RawPlan | None] = {}
@@ -165,13 +181,72 @@ def _raw_plan(version: int, size: int) -> _RawPlan | None:
     def at(name: str) -> int:
         return flat.index(name) if name in flat else -1
 
-    sql = (f"INSERT INTO exits ({', '.join((*CONTEXT, 'raw', *EXIT_TAGS, *names))}) "
-           f"VALUES ({', '.join(['?'] * (len(CONTEXT) + 1 + len(EXIT_TAGS)) + marks)})")
+    heads = ["?"] * (len(CONTEXT) + len(REBUILD) + len(EXIT_TAGS))
+    sql = (f"INSERT INTO exits ({', '.join((*CONTEXT, *REBUILD, *EXIT_TAGS, *names))}) "
+           f"VALUES ({', '.join(heads + marks)})")
+    stamps = [flat.index(f.name) for f in fields if f.ctype == "timespec"]
     plan = _RawPlan(sql, lay.struct_for(len(fields)), at("ac_comm"),
-                    at("ac_flag") if version >= 12 else -1, at("ac_tgid"))
+                    at("ac_flag") if version >= 12 else -1, at("ac_tgid"),
+                    version <= MAX_VERSION and size == lay.size, *_holes(lay, _SINGLE_START),
+                    _getter_at(stamps) if stamps else None,
+                    _getter_at([i + 1 for i in stamps]))
     if len(_RAW_PLANS) < 1024:  # sizes are few; bound the cache all the same
         _RAW_PLANS[version, size] = plan
     return plan
+
+
+def _getter_at(indices: Sequence[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """A tuple of the values at ``indices`` (empty for none)."""
+    if not indices:
+        return lambda values: ()
+    return lambda values: tuple(values[i] for i in indices)
+
+
+def _holes(lay: Layout, start: int) -> tuple[struct.Struct, tuple[bytes, ...]]:
+    """A struct unpacking the padding of ``lay``'s struct at ``start`` of a message
+    (between fields and after the last), and what it gives when that is zero."""
+    ends = [lay.end_of(i) for i in range(1, len(lay.fields) + 1)]
+    spans = [(end, nxt) for end, nxt in zip(ends, [*lay.offsets[1:], lay.size], strict=True)
+             if nxt > end]
+    code, pos = [f"={start}x"], 0
+    for a, b in spans:
+        code.append(f"{a - pos}x{b - a}s")
+        pos = b
+    return struct.Struct("".join(code)), tuple(bytes(b - a) for a, b in spans)
+
+
+def _rebuilds(plan: _RawPlan, raw: bytes, values: tuple[Any, ...]) -> tuple[int, int] | None:
+    """(family, seq) if the columns of this single exit rebuild ``raw`` (see above)."""
+    family, flags, seq, genl_version, reserved = _HEAD.unpack_from(raw)
+    if (not plan.rebuilds or flags or reserved or genl_version != taskstats.GENL_VERSION
+            or plan.holes.unpack_from(raw) != plan.zeros):
+        return None
+    if plan.secs is not None:
+        nsecs, secs = plan.nsecs(values), plan.secs(values)
+        if (min(nsecs) < 0 or max(nsecs) >= _NS or min(secs) < -_MAX_SEC
+                or max(secs) > _MAX_SEC):
+            return None
+    return family, seq
+
+
+def _comm_of(data: bytes) -> tuple[str, bool]:
+    """The text of an ac_comm's 32 bytes, and whether the rebuild gives them back
+    (cached: comms are few)."""
+    known = _COMMS.get(data)
+    if known is None:
+        text = data.partition(b"\0")[0].decode("utf-8", "replace")
+        known = (text, data == text.encode()[:32].ljust(32, b"\0"))
+        if len(_COMMS) < 4096:
+            _COMMS[data] = known
+    return known
+
+
+_COMMS: dict[bytes, tuple[str, bool]] = {}
+_SINGLE_START = 36  # the STATS payload of a single exit (taskstats.single_exit)
+# nlmsghdr type (family), flags, seq; genlmsghdr version, reserved
+_HEAD = struct.Struct("=4xHHI5xBH")
+_NS = 1_000_000_000
+_MAX_SEC = (_I64 - _NS) // _NS  # a timespec SQLite sums to ns within int64
 
 
 def _tag_values(tags: Tags) -> tuple[Any, ...]:
@@ -184,6 +259,7 @@ def _tag_values(tags: Tags) -> tuple[Any, ...]:
 
 
 _NAN_TAGS = (_NAN,) * len(EXIT_TAGS)
+_VALUES_AT = len(CONTEXT) + len(REBUILD) + len(EXIT_TAGS)  # the struct's first value
 
 
 def row(item: Item) -> Row:
@@ -196,16 +272,20 @@ def row(item: Item) -> Row:
         version = _U16.unpack_from(raw, start)[0]
         key = (version, len(raw) - start)
         plan = _RAW_PLANS[key] if key in _RAW_PLANS else _raw_plan(*key)
-        if plan is not None:
+        if plan is not None and start == _SINGLE_START:
             values = plan.struct.unpack_from(raw, start)
-            out = [time_ns, _NAN if cpu is None else cpu, pid,
-                   _NAN if plan.tgid < 0 else values[plan.tgid],
-                   _NAN if plan.flag < 0 else 1 if values[plan.flag] & AGROUP else 0,
-                   _NAN if cgroup is None else cgroup, raw, *_tag_values(tags), *values]
-            if plan.comm >= 0:
-                comm = values[plan.comm].partition(b"\0")[0].decode("utf-8", "replace")
-                out[len(CONTEXT) + 1 + len(EXIT_TAGS) + plan.comm] = comm
-            return plan.sql, out
+            comm, exact = _comm_of(values[plan.comm]) if plan.comm >= 0 else (None, True)
+            head = _rebuilds(plan, raw, values) if exact else None
+            if head is not None:
+                family, seq = head
+                out = [time_ns, _NAN if cpu is None else cpu, pid,
+                       _NAN if plan.tgid < 0 else values[plan.tgid],
+                       _NAN if plan.flag < 0 else 1 if values[plan.flag] & AGROUP else 0,
+                       _NAN if cgroup is None else cgroup, family, seq, _NAN,
+                       *_tag_values(tags), *values]
+                if comm is not None:
+                    out[_VALUES_AT + plan.comm] = comm
+                return plan.sql, out
     return _decoded_row(item, decode_raw(raw))
 
 
@@ -234,4 +314,4 @@ def fit(value: Any) -> Any:
         return value.encode("utf-8", "replace").decode()
     if not isinstance(value, int) or -_I64 <= value < _I64:
         return value
-    return value - _U64 if value < _U64 else None
+    return value - _U64 if _I64 <= value < _U64 else None

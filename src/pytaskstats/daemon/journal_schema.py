@@ -11,11 +11,14 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+from collections.abc import Callable
 
 from ..errors import TaskstatsError
 from ..extproto import SAMPLE_DELTAS
 from ..fields import FIELDS, Field
+from ..netlink import HEADER
 from .journal_queries import BUSY_TIMEOUT_MS, CONTEXT, EXIT_TAGS, TAG_COLUMNS
+from .journal_raw import REBUILD, diff, rebuild
 
 __all__ = [
     "EXITS_DDL",
@@ -23,7 +26,9 @@ __all__ = [
     "INSERT_SQL",
     "MIGRATIONS",
     "SAMPLE_COLUMNS",
+    "UID_INDEX",
     "JournalError",
+    "apply",
     "check_reason",
     "check_settings",
     "connect",
@@ -40,6 +45,10 @@ _SQLITE_FULL = 13  # primary result code (sqlite3.SQLITE_FULL is 3.11+)
 PLAIN = tuple(f for f in FIELDS if f.ctype != "timespec")
 STAMPED = tuple(f for f in FIELDS if f.ctype == "timespec")
 BY_VERSION = tuple(sorted(PLAIN, key=lambda f: (f.version, f.position)))  # insert order
+
+
+Statement = str | Callable[[sqlite3.Connection], None]  # SQL, or a step in Python
+_FILL_CHUNK = 1000  # rows per read while schema 6 fills the rebuild columns
 
 
 def _column(field: Field) -> str:
@@ -69,6 +78,7 @@ SCHEMA_V2 = ("ALTER TABLE exits ADD COLUMN owner_sees INTEGER",
 # the whole journal (benchmarks/history_cost.py: 10-40x); it costs ingest 5-15%
 # (measured: that script's journal build, 300k rows, with and without it)
 SCHEMA_V3 = ("CREATE INDEX exits_uid_time ON exits (ac_uid, time_ns)",)
+UID_INDEX = "CREATE INDEX exits_uid ON exits (ac_uid)"  # since schema 6
 # samples of live processes (daemon/sampler.py): one row per process and interval
 # with deltas (NULL: unmeasured); ``pid`` is the tgid, so the exits' filters apply;
 # ``tail`` marks a thread's last delta, taken from its exit record (whose row is
@@ -92,12 +102,55 @@ SCHEMA_V4 = (
 # 318 MB, 200k rows, under load)
 SCHEMA_V5 = tuple(f"UPDATE {table} SET owner_sees = NULL, pidns = NULL, ns_ids = NULL "
                   "WHERE pidns <> ''" for table in ("exits", "samples"))
+def _fill_rebuild(conn: sqlite3.Connection) -> None:
+    """Schema 6: each row's family, seq and, where its columns do not rebuild its
+    stored message, the difference (every message stays recoverable exactly)."""
+    _add_field_columns(conn)  # the rebuild reads every field (an older table's: NULL)
+    last = -1
+    while True:
+        cursor = conn.execute("SELECT * FROM exits WHERE id > ? ORDER BY id LIMIT ?",
+                              (last, _FILL_CHUNK))
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+        if not rows:
+            return
+        updates = []
+        for row in rows:
+            raw = bytes(row["raw"])
+            family, seq = (HEADER.unpack_from(raw)[1::2] if len(raw) >= HEADER.size
+                           else (None, None))
+            rebuilt = b"" if family is None else rebuild(family, seq, row["pid"], row)
+            updates.append((family, seq, diff(raw, rebuilt), row["id"]))
+        conn.executemany("UPDATE exits SET nl_family = ?, nl_seq = ?, extra = ? WHERE id = ?",
+                         updates)
+        last = rows[-1]["id"]
+
+
+# the message bytes are no longer stored (they were 3/4 of the file): the columns
+# rebuild them, with the family and seq of the header and, when the message is not
+# what they rebuild, its difference in ``extra`` (daemon/journal_raw.py).  One pass
+# over the journal, then DROP COLUMN rewrites the table (SQLite 3.35+); the pages
+# freed are reused by new rows (VACUUM gives them back to the file system).
+SCHEMA_V6: tuple[Statement, ...] = (
+    "ALTER TABLE exits ADD COLUMN nl_family INTEGER",
+    "ALTER TABLE exits ADD COLUMN nl_seq INTEGER",
+    "ALTER TABLE exits ADD COLUMN extra BLOB",
+    _fill_rebuild,
+    "ALTER TABLE exits DROP COLUMN raw",
+    # the uid index without time_ns: 20.5 -> ~10.5 bytes per exit, which brings a
+    # replayed exit under 200 bytes; unbounded user queries keep it (9.6 -> 9.8 ms,
+    # 1M rows), bounded ones take exits_time_ns (top comms over a day 6.5 -> 14 ms)
+    # (benchmarks/journal_size.py); a pid index would cost 11 more (one pid's exits
+    # 41 -> 0.2 ms): left out
+    "DROP INDEX exits_uid_time",
+    UID_INDEX,
+)
 # MIGRATIONS[n - 1] takes PRAGMA user_version n - 1 to n.  Field columns are not
 # versioned: a field added to the table becomes a column on open (old rows: NULL).
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4,
-                                            SCHEMA_V5)
+MIGRATIONS: tuple[tuple[Statement, ...], ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4,
+                                                 SCHEMA_V5, SCHEMA_V6)
 
-_INSERT_COLUMNS = (*CONTEXT, "raw", *EXIT_TAGS, *(f.name for f in BY_VERSION),
+_INSERT_COLUMNS = (*CONTEXT, *REBUILD, *EXIT_TAGS, *(f.name for f in BY_VERSION),
                    *(f.name for f in STAMPED))
 INSERT_SQL = (f"INSERT INTO exits ({', '.join(_INSERT_COLUMNS)}) "
               f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})")
@@ -199,7 +252,7 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in MIGRATIONS[target - 1]:
-                conn.execute(statement)
+                apply(conn, statement)
             conn.execute(f"PRAGMA user_version = {target}")
             conn.execute("COMMIT")
         except BaseException:
@@ -207,8 +260,17 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
             raise
 
 
+def apply(conn: sqlite3.Connection, statement: Statement) -> None:
+    """Run one migration statement (SQL, or a step in Python) on ``conn``."""
+    if isinstance(statement, str):
+        conn.execute(statement)
+    else:
+        statement(conn)
+
+
 def _add_field_columns(conn: sqlite3.Connection) -> None:
     have = {row[1] for row in conn.execute("PRAGMA table_info(exits)")}
     for field in FIELDS:
         if field.name not in have:
             conn.execute(f"ALTER TABLE exits ADD COLUMN {_column(field)}")
+
