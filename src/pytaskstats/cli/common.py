@@ -33,9 +33,14 @@ def note_backend(client: Client, asked: str) -> None:
         print(f"taskstats: note: {client.backend_reason}", file=sys.stderr)
 
 
+def json_line(obj: object) -> str:
+    """One compact JSON document and a newline."""
+    return json.dumps(obj, separators=(",", ":")) + "\n"
+
+
 def print_json(obj: object) -> None:
     """One compact JSON document on a line of stdout."""
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.write(json_line(obj))
 
 
 def warn_delayacct(state: bool | None) -> None:
