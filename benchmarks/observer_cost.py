@@ -127,7 +127,7 @@ class CListener:
                                      stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "ready":
-            kill(self.proc)  # type: ignore[arg-type]
+            kill(self.proc)
             raise RuntimeError("c_listener did not register")
         self.ns0 = cpu_ns(self.proc.pid)
 
@@ -135,7 +135,7 @@ class CListener:
         """(CPU ns since it became ready, exit records it received)."""
         ns = cpu_ns(self.proc.pid) - self.ns0
         self.proc.send_signal(signal.SIGTERM)
-        out = finish(self.proc, 10)  # type: ignore[arg-type]
+        out = finish(self.proc, 10)
         return ns, int(out.get("tasks", 0)) + int(out.get("groups", 0))
 
 
@@ -199,7 +199,7 @@ def listen_row(name: str, args: list[str], c_exe: Path, family: int, loop: int) 
     return Row(name, lines, ns, c_exits, c_ns, window, TARGET_LISTEN)
 
 
-def daemon_window(name: str, pid: int, status: Status, c_exe: Path, family: int,
+def daemon_window(name: str, pid: int, status: Status, *, c_exe: Path, family: int,
                   gen: list[str] | None, window: float, target: float | None) -> Row:
     """The daemon's CPU over ``window`` s (with generator ``gen`` running), beside C."""
     proc = subprocess.Popen(gen, stdout=subprocess.PIPE, text=True) if gen else None
@@ -216,7 +216,7 @@ def daemon_window(name: str, pid: int, status: Status, c_exe: Path, family: int,
     finally:
         if c is not None:
             c.stop()
-        kill(proc)  # type: ignore[arg-type]
+        kill(proc)
     return Row(name, r1 - r0, ns1 - ns0, c_exits, c_ns, t1 - t0, target)
 
 
@@ -227,7 +227,7 @@ class Storm(NamedTuple):
     lost: int
 
 
-def storm_row(pid: int, status: Status, storm_exe: Path, c_exe: Path, family: int,
+def storm_row(pid: int, status: Status, *, storm_exe: Path, c_exe: Path, family: int,
               forks: int) -> Storm:
     """Two fork_storm workers of ``forks`` children together; the daemon's CPU from
     the start until every storm exit is journaled, beside C; lost = generated minus
@@ -236,7 +236,7 @@ def storm_row(pid: int, status: Status, storm_exe: Path, c_exe: Path, family: in
     c0 = status.counters()
     c = CListener(c_exe, family)
     ns0, t0 = daemon_ns(pid), time.monotonic()
-    out = finish(subprocess.Popen([str(storm_exe), str(forks), "20", "2"],  # type: ignore[arg-type]
+    out = finish(subprocess.Popen([str(storm_exe), str(forks), "20", "2"],
                                   stdout=subprocess.PIPE, text=True), 60)
     generated = int(out.get("forks", 0)) + len(out.get("workers", "").split(",")) + 1
     journaled, last, changed = 0, -1, time.monotonic()
@@ -358,6 +358,24 @@ def print_cpu(rows: list[Row], idle_pct: float) -> None:
     print()
 
 
+def print_run(loop: int, pairs: int) -> None:
+    """The run rows: ``taskstats run`` against the bare loop, alternating."""
+    bare_w, bare_c, run_w, run_c = run_pairs(loop, pairs)
+    wall = 100 * (median(run_w) / median(bare_w) - 1)
+    cpu = 100 * (median(run_c) / median(bare_c) - 1)
+    print(f"== taskstats run vs the bare loop ({loop:,} exits, {pairs} A/B pairs, "
+          "medians; CPU from wait4 rusage) ==")
+    print(table(["", "wall s", "CPU s", "spread wall"], [
+        ["bare loop", f"{median(bare_w):.3f}", f"{median(bare_c):.3f}",
+         f"{min(bare_w):.3f}-{max(bare_w):.3f}"],
+        ["taskstats run", f"{median(run_w):.3f}", f"{median(run_c):.3f}",
+         f"{min(run_w):.3f}-{max(run_w):.3f}"]]))
+    print(f"run overhead: wall +{wall:.1f}% (target <= {TARGET_RUN_WALL:g}%: "
+          f"{verdict(wall <= TARGET_RUN_WALL)}), CPU +{cpu:.1f}% (target <= "
+          f"{TARGET_RUN_CPU:g}%: {verdict(cpu <= TARGET_RUN_CPU)})")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3,000 exits, short windows")
@@ -387,15 +405,16 @@ def main() -> None:
         with running_daemon(False) as (pid, sock, status):
             time.sleep(1.0)
             if "daemon" not in args.skip:
-                idle = daemon_window("idle", pid, status, c_exe, family, None,
-                                     window * 2, None)
+                idle = daemon_window("idle", pid, status, c_exe=c_exe, family=family,
+                                     gen=None, window=window * 2, target=None)
                 idle_pct = 100 * idle.ns / 1e9 / idle.window
                 for rate in (1000, 5000):
-                    rows.append(daemon_window(f"taskstatsd ~{rate:,} exits/s", pid, status,
-                                              c_exe, family,
-                                              [str(rate_exe), str(rate), str(window + 1.5)],
-                                              window, TARGET_DAEMON))
-                storm = storm_row(pid, status, storm_exe, c_exe, family, args.storm_forks)
+                    rows.append(daemon_window(
+                        f"taskstatsd ~{rate:,} exits/s", pid, status, c_exe=c_exe,
+                        family=family, gen=[str(rate_exe), str(rate), str(window + 1.5)],
+                        window=window, target=TARGET_DAEMON))
+                storm = storm_row(pid, status, storm_exe=storm_exe, c_exe=c_exe,
+                                  family=family, forks=args.storm_forks)
                 rows.append(storm.row)
             if "latency" not in args.skip:
                 client_lat = client_latency(sock, rate_exe, args.probes)
@@ -406,20 +425,7 @@ def main() -> None:
               f"{storm.generated - storm.journaled} lost")
         print()
     if "run" not in args.skip:
-        bare_w, bare_c, run_w, run_c = run_pairs(loop, args.pairs)
-        wall = 100 * (median(run_w) / median(bare_w) - 1)
-        cpu = 100 * (median(run_c) / median(bare_c) - 1)
-        print(f"== taskstats run vs the bare loop ({loop:,} exits, {args.pairs} A/B pairs, "
-              "medians; CPU from wait4 rusage) ==")
-        print(table(["", "wall s", "CPU s", "spread wall"], [
-            ["bare loop", f"{median(bare_w):.3f}", f"{median(bare_c):.3f}",
-             f"{min(bare_w):.3f}-{max(bare_w):.3f}"],
-            ["taskstats run", f"{median(run_w):.3f}", f"{median(run_c):.3f}",
-             f"{min(run_w):.3f}-{max(run_w):.3f}"]]))
-        print(f"run overhead: wall +{wall:.1f}% (target <= {TARGET_RUN_WALL:g}%: "
-              f"{verdict(wall <= TARGET_RUN_WALL)}), CPU +{cpu:.1f}% (target <= "
-              f"{TARGET_RUN_CPU:g}%: {verdict(cpu <= TARGET_RUN_CPU)})")
-        print()
+        print_run(loop, args.pairs)
     if "latency" not in args.skip:
         lat = [("taskstats listen --format procacct", listen_latency(rate_exe, args.probes))]
         if client_lat is not None:
