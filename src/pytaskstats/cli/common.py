@@ -33,9 +33,12 @@ def note_backend(client: Client, asked: str) -> None:
         print(f"taskstats: note: {client.backend_reason}", file=sys.stderr)
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder: dumps() makes one a call
+
+
 def json_line(obj: object) -> str:
     """One compact JSON document and a newline."""
-    return json.dumps(obj, separators=(",", ":")) + "\n"
+    return _COMPACT.encode(obj) + "\n"
 
 
 def print_json(obj: object) -> None:
