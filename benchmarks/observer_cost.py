@@ -191,7 +191,7 @@ def listen_row(name: str, args: list[str], c_exe: Path, family: int, loop: int) 
     finally:
         if c is not None:
             c.stop()
-        proc.send_signal(signal.SIGINT)
+        proc.terminate()  # SIGINT may be ignored (inherited from a background shell)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
@@ -254,25 +254,36 @@ def storm_row(pid: int, status: Status, *, storm_exe: Path, c_exe: Path, family:
     return Storm(row, generated, journaled, lost(c0, c1))
 
 
-def run_pairs(loop: int, pairs: int) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Alternating A/B: the bare loop and ``taskstats run`` of it; (wall s, CPU s) of
-    each, CPU from wait4's rusage (the process and every descendant it reaped)."""
-    walls: dict[bool, list[float]] = {False: [], True: []}
-    cpus: dict[bool, list[float]] = {False: [], True: []}
-    for k in range(pairs * 2):
-        observed = bool(k % 2) ^ bool(k // 2 % 2)  # A B B A A B ...
-        cmd = [*PY, "--backend", "kernel", "run", "--", *loop_cmd(loop)] if observed \
-            else loop_cmd(loop)
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, status, ru = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cmd[:4]} exited {proc.returncode}")
-        walls[observed].append(wall)
-        cpus[observed].append(ru.ru_utime + ru.ru_stime)
-    return walls[False], cpus[False], walls[True], cpus[True]
+LEGS = ("bare loop", "loop beside c_listener", "taskstats run")
+
+
+def run_legs(loop: int, pairs: int, c_exe: Path, family: int
+             ) -> dict[str, list[tuple[float, float]]]:
+    """The bare loop, the loop while the C listener is registered (the kernel's own
+    cost of sending exit records, paid by the exiting tasks) and ``taskstats run``
+    of it, each ``pairs`` times, the order rotating; (wall s, CPU s) of each, CPU
+    from wait4's rusage (the process and every descendant it reaped)."""
+    out: dict[str, list[tuple[float, float]]] = {leg: [] for leg in LEGS}
+    for k in range(pairs):
+        for j in range(len(LEGS)):
+            leg = LEGS[(k + j) % len(LEGS)]
+            cmd = [*PY, "--backend", "kernel", "run", "--", *loop_cmd(loop)] \
+                if leg == "taskstats run" else loop_cmd(loop)
+            c = CListener(c_exe, family) if leg == "loop beside c_listener" else None
+            try:
+                t0 = time.perf_counter()
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+                _, status, ru = os.wait4(proc.pid, 0)
+                wall = time.perf_counter() - t0
+            finally:
+                if c is not None:
+                    c.stop()
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{cmd[:4]} exited {proc.returncode}")
+            out[leg].append((wall, ru.ru_utime + ru.ru_stime))
+    return out
 
 
 def probe_latency(arrived: Callable[[int], float | None], probes: int) -> list[float]:
@@ -310,7 +321,7 @@ def listen_latency(rate_exe: Path, probes: int) -> list[float]:
         with paced(rate_exe, 1000, probes * 0.05 + 5):
             return probe_latency(reader.arrived.get, probes)
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.terminate()  # SIGINT may be ignored (inherited from a background shell)
         proc.wait(10)
 
 
@@ -358,21 +369,25 @@ def print_cpu(rows: list[Row], idle_pct: float) -> None:
     print()
 
 
-def print_run(loop: int, pairs: int) -> None:
-    """The run rows: ``taskstats run`` against the bare loop, alternating."""
-    bare_w, bare_c, run_w, run_c = run_pairs(loop, pairs)
-    wall = 100 * (median(run_w) / median(bare_w) - 1)
-    cpu = 100 * (median(run_c) / median(bare_c) - 1)
-    print(f"== taskstats run vs the bare loop ({loop:,} exits, {pairs} A/B pairs, "
-          "medians; CPU from wait4 rusage) ==")
-    print(table(["", "wall s", "CPU s", "spread wall"], [
-        ["bare loop", f"{median(bare_w):.3f}", f"{median(bare_c):.3f}",
-         f"{min(bare_w):.3f}-{max(bare_w):.3f}"],
-        ["taskstats run", f"{median(run_w):.3f}", f"{median(run_c):.3f}",
-         f"{min(run_w):.3f}-{max(run_w):.3f}"]]))
-    print(f"run overhead: wall +{wall:.1f}% (target <= {TARGET_RUN_WALL:g}%: "
-          f"{verdict(wall <= TARGET_RUN_WALL)}), CPU +{cpu:.1f}% (target <= "
-          f"{TARGET_RUN_CPU:g}%: {verdict(cpu <= TARGET_RUN_CPU)})")
+def print_run(loop: int, pairs: int, c_exe: Path, family: int) -> None:
+    """The run rows: ``taskstats run`` against the bare loop (and the loop beside the
+    C listener: the kernel's share of the overhead), rotating, medians."""
+    legs = run_legs(loop, pairs, c_exe, family)
+    wall = {leg: median([w for w, _ in v]) for leg, v in legs.items()}
+    cpu = {leg: median([c for _, c in v]) for leg, v in legs.items()}
+    bare = LEGS[0]
+    print(f"== taskstats run vs the bare loop ({loop:,} exits, {pairs} rounds of "
+          f"{len(LEGS)}, rotating; medians; CPU from wait4 rusage) ==")
+    print(table(["", "wall s", "CPU s", "wall vs bare", "CPU vs bare", "wall min-max"], [
+        [leg, f"{wall[leg]:.3f}", f"{cpu[leg]:.3f}",
+         f"{100 * (wall[leg] / wall[bare] - 1):+.1f}%", f"{100 * (cpu[leg] / cpu[bare] - 1):+.1f}%",
+         f"{min(w for w, _ in legs[leg]):.3f}-{max(w for w, _ in legs[leg]):.3f}"]
+        for leg in LEGS]))
+    w = 100 * (wall["taskstats run"] / wall[bare] - 1)
+    c = 100 * (cpu["taskstats run"] / cpu[bare] - 1)
+    print(f"run overhead: wall {w:+.1f}% (target <= {TARGET_RUN_WALL:g}%: "
+          f"{verdict(w <= TARGET_RUN_WALL)}), CPU {c:+.1f}% (target <= "
+          f"{TARGET_RUN_CPU:g}%: {verdict(c <= TARGET_RUN_CPU)})")
     print()
 
 
@@ -380,10 +395,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3,000 exits, short windows")
     parser.add_argument("--loop", type=int, default=None, help="exits of the loop (12000)")
-    parser.add_argument("--pairs", type=int, default=3, help="run A/B pairs (3)")
+    parser.add_argument("--pairs", type=int, default=3, help="rounds of the run legs (3)")
     parser.add_argument("--window", type=float, default=None, help="paced window s (4)")
     parser.add_argument("--probes", type=int, default=100, help="latency probes (100)")
     parser.add_argument("--storm-forks", type=int, default=50000)
+    parser.add_argument("--no-cgroups", action="store_true",
+                        help="run the daemon with --no-cgroups (no cgroup read at birth "
+                        "and exit)")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["listen", "daemon", "run", "latency"])
     args = parser.parse_args()
@@ -402,7 +420,7 @@ def main() -> None:
                                ["--format", "procacct"], c_exe, family, loop))
     idle_pct, storm, client_lat = float("nan"), None, None
     if "daemon" not in args.skip or "latency" not in args.skip:
-        with running_daemon(False) as (pid, sock, status):
+        with running_daemon(args.no_cgroups) as (pid, sock, status):
             time.sleep(1.0)
             if "daemon" not in args.skip:
                 idle = daemon_window("idle", pid, status, c_exe=c_exe, family=family,
@@ -425,7 +443,7 @@ def main() -> None:
               f"{storm.generated - storm.journaled} lost")
         print()
     if "run" not in args.skip:
-        print_run(loop, args.pairs)
+        print_run(loop, args.pairs, c_exe, family)
     if "latency" not in args.skip:
         lat = [("taskstats listen --format procacct", listen_latency(rate_exe, args.probes))]
         if client_lat is not None:

@@ -333,7 +333,8 @@ class Daemon:
     def _learn(self, event: connector.Event) -> None:
         if self.exit_policy is not None:
             self.exit_policy.event(event)
-        self.births.on_event(event)
+        if self.cfg.cgroups:  # else nobody asks: no /proc read per fork and exec
+            self.births.on_event(event)
         if isinstance(event, connector.Fork):
             self.namespaces.fork(event)
             self.server.learn_fork(event.pid)
