@@ -142,6 +142,9 @@ class _FakeListener:
     def __iter__(self) -> Iterator[Any]:
         return iter(_exit_events())
 
+    def batches(self) -> Iterator[list[Any]]:
+        return iter([_exit_events()])
+
     def close(self) -> None:
         return None
 

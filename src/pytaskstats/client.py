@@ -18,7 +18,7 @@ from .backends import Answers, ProcBackend
 from .errors import NoSuchTask, TaskstatsError, Unsupported
 from .extproto import GroupBy, HistoryQuery, Kind, Rows, Status
 from .kernel import Connection
-from .listener import Listener
+from .listener import DEFAULT_MAX_WAIT_S, Listener
 from .processes import check_attrs, iter_processes, list_tgids
 from .procfs import ProcSource
 from .records import Bulk, CgroupStats, ProcessRecord, TaskStats, check_id
@@ -205,19 +205,22 @@ class Client:
         return self._source.cgroup(fd)
 
     def listen(self, cpus: Iterable[int] | str | None = None, *, per_cpu: bool = False,
-               groups: int = 1) -> Listener:
+               groups: int = 1, max_wait: float = DEFAULT_MAX_WAIT_S) -> Listener:
         """Register exit listeners; iterate the result for ExitRecord and Lost events.
 
         ``cpus``: a cpulist ("0-3,5") or CPU numbers, default all possible CPUs;
         ``per_cpu``: one socket per CPU (each record then knows its CPU);
-        ``groups``: otherwise, how many sockets to split the CPUs over.
+        ``groups``: otherwise, how many sockets to split the CPUs over;
+        ``max_wait``: seconds an exit may be held back to batch it with others
+        when exits come fast (0: never; see :func:`.listener.coalesce_wait`).
         """
         if self.backend == "procfs":
             why = self.backend_reason.split(": reading /proc", 1)[0]  # not a fallback here
             raise Unsupported(f"exit records need the kernel or taskstatsd: {why}; run as "
                               "root or start taskstatsd")
         via = self.socket_path if self.backend == "daemon" else None
-        return Listener(cpus, per_cpu=per_cpu, groups=groups, socket_path=via)
+        return Listener(cpus, per_cpu=per_cpu, groups=groups, socket_path=via,
+                        max_wait=max_wait)
 
     def status(self, *, flush: bool = False) -> Status:
         """taskstatsd's health document (daemon backend only); with ``flush``, after

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import errno
 import itertools
+import math
 import selectors
+import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 
@@ -19,9 +21,25 @@ from .kernel import LISTEN_RCVBUF, Connection, possible_cpus
 from .records import ExitRecord, Lost
 from .transport import NetlinkSocket
 
-__all__ = ["Listener"]
+__all__ = ["BACKLOG_RECORDS", "COALESCE_FRACTION", "DEFAULT_MAX_WAIT_S", "Listener"]
 
 Event = ExitRecord | Lost
+
+DEFAULT_MAX_WAIT_S = 0.1  # an exit reaches a live consumer within about this long...
+COALESCE_FRACTION = 0.25  # ...of which a coalescing wait takes at most this share
+BACKLOG_RECORDS = 64  # a drain this large is a batch already: the next one does not wait
+
+
+def coalesce_wait(max_wait: float, since_last: float, last_batch: int) -> float:
+    """Seconds to wait after a wake-up before draining, so that one wake-up serves
+    many exits: ``max_wait * COALESCE_FRACTION`` when the previous batch ended less
+    than that long ago (``since_last`` s: exits come faster than the wait) and was
+    smaller than BACKLOG_RECORDS; else 0 (a lone exit is delivered at once, and a
+    backlog is drained without waiting)."""
+    window = max_wait * COALESCE_FRACTION
+    if window <= 0 or since_last >= window or last_batch >= BACKLOG_RECORDS:
+        return 0.0
+    return window
 
 
 class Listener:
@@ -35,14 +53,20 @@ class Listener:
 
     def __init__(self, cpus: Iterable[int] | str | None = None, *, per_cpu: bool = False,
                  groups: int = 1, rcvbuf: int = LISTEN_RCVBUF,
-                 socket_path: str | None = None, adopt: dict[str, int] | None = None) -> None:
+                 socket_path: str | None = None, adopt: dict[str, int] | None = None,
+                 max_wait: float = DEFAULT_MAX_WAIT_S) -> None:
         """``adopt`` maps a cpulist to an inherited, already registered socket fd
-        (registering it again is a no-op for the kernel: duplicates are ignored)."""
+        (registering it again is a no-op for the kernel: duplicates are ignored).
+        ``max_wait`` (s, >= 0) bounds how long :meth:`poll` holds an exit back to
+        batch it with the next ones (see :func:`coalesce_wait`; 0: never)."""
         cpu_list = _cpus(cpus)
         self.groups = _split(cpu_list, len(cpu_list) if per_cpu else groups)
         self.conns: list[Connection] = []
         self.selector = selectors.DefaultSelector()
         self.received = self.lost = 0
+        self.max_wait = max(0.0, max_wait)
+        self.waited = 0  # coalescing waits made by poll()
+        self._last_end, self._last_size = -math.inf, 0
         self._drops: list[int] = []
         self._early: dict[int, list[Event]] = {}
         family = None
@@ -136,10 +160,21 @@ class Listener:
         return out
 
     def poll(self, timeout: float | None = None) -> list[Event]:
-        """Wait up to ``timeout`` seconds for events; return what arrived."""
-        out: list[Event] = []
-        for key, _ in self.selector.select(timeout):
-            out += [e for e, _ in self._drain(key.data, raw=False)]
+        """Wait up to ``timeout`` seconds for events; return what arrived: every
+        socket drained in full.  When exits come fast, one wake-up waits a little
+        (:func:`coalesce_wait`, bounded by ``max_wait``) so that it serves a batch;
+        what arrives meanwhile is returned too, never left behind."""
+        ready = [key.data for key, _ in self.selector.select(timeout)]
+        if not ready:
+            return []
+        wait = coalesce_wait(self.max_wait, time.monotonic() - self._last_end,
+                             self._last_size)
+        if wait:
+            time.sleep(wait)
+            self.waited += 1
+            ready = list(range(len(self.conns)))
+        out = [e for i in ready for e, _ in self._drain(i, raw=False)]
+        self._last_end, self._last_size = time.monotonic(), len(out)
         return out
 
     def drain(self) -> list[Event]:
@@ -205,9 +240,16 @@ class Listener:
         self.lost += records
         return Lost(records=records, reason=reason, cpus=format_cpulist(self.groups[index]))
 
-    def __iter__(self) -> Iterator[Event]:
+    def batches(self) -> Iterator[list[Event]]:
+        """What each wake-up brought (:meth:`poll` without a timeout), forever."""
         while True:
-            yield from self.poll(None)
+            batch = self.poll(None)
+            if batch:
+                yield batch
+
+    def __iter__(self) -> Iterator[Event]:
+        for batch in self.batches():
+            yield from batch
 
     def close(self, *, deregister: bool = True) -> None:
         """Deregister and close every socket (without ``deregister``: only close this

@@ -8,6 +8,7 @@ kernel's 0 as data.
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import time
@@ -32,8 +33,10 @@ def seconds_of(amount: float, unit: str) -> float | None:
         amount * SECONDS_PER_UNIT[unit])
 
 
+@functools.cache
 def delay_kind(name: str) -> str | None:
-    """The delay kind of field ``name`` (``blkio_count`` -> "blkio"), else None."""
+    """The delay kind of field ``name`` (``blkio_count`` -> "blkio"), else None
+    (cached: field names are few, and JSON output asks for each of every record)."""
     for kind in DELAY_KINDS:
         if name == f"{kind}_count" or name.startswith(f"{kind}_delay_"):
             return kind
@@ -148,10 +151,14 @@ def format_record(stats: TaskStats, title: str, delayacct_on: bool | None) -> st
 def record_json(stats: TaskStats, delayacct_on: bool | None) -> dict[str, Any]:
     """``stats.to_dict()`` with unmeasured delay fields as null."""
     out = stats.to_dict()
-    for name in out:
-        if unmeasured(name, delayacct_on):
-            out[name] = None
+    if delayacct_on is False:
+        for name in _OFF_FIELDS:
+            if name in out:
+                out[name] = None
     return out
+
+
+_OFF_FIELDS = tuple(f.name for f in FIELDS if delay_kind(f.name) in OFF_KINDS)
 
 
 def delayacct_json(state: bool | None) -> dict[str, Any]:

@@ -33,9 +33,17 @@ def note_backend(client: Client, asked: str) -> None:
         print(f"taskstats: note: {client.backend_reason}", file=sys.stderr)
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder: dumps() makes one a call
+
+
+def json_line(obj: object) -> str:
+    """One compact JSON document and a newline."""
+    return _COMPACT.encode(obj) + "\n"
+
+
 def print_json(obj: object) -> None:
     """One compact JSON document on a line of stdout."""
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.write(json_line(obj))
 
 
 def warn_delayacct(state: bool | None) -> None:

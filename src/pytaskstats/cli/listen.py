@@ -7,10 +7,13 @@ import sys
 from typing import Any
 
 from .. import delayacct
+from ..listener import DEFAULT_MAX_WAIT_S
 from ..records import ExitRecord, Lost, TaskStats
 from ..textfmt import delayacct_json, human_bytes, human_duration, record_json, wait_status
-from .args import count_arg, cpulist_arg
-from .common import open_client, print_json
+from .args import bounded_arg, count_arg, cpulist_arg
+from .common import json_line, open_client, print_json
+
+MAX_WAIT_MS_MAX = 60_000
 
 
 def add_parser(sub: Any) -> None:
@@ -29,6 +32,10 @@ def add_parser(sub: Any) -> None:
                      help="procacct: the kernel's tools/accounting/procacct lines")
     p.add_argument("-n", "--count", type=count_arg, default=0, metavar="N",
                    help="stop after N exit records (default: run until interrupted)")
+    p.add_argument("--max-wait-ms", type=bounded_arg(0, MAX_WAIT_MS_MAX),
+                   default=round(DEFAULT_MAX_WAIT_S * 1000), metavar="MS",
+                   help="when exits come fast, hold one back at most this long to print "
+                   "it in a batch with the next (default %(default)s; 0: never)")
     p.set_defaults(func=run)
 
 
@@ -75,34 +82,40 @@ def exit_json(rec: ExitRecord, delayacct_on: bool | None) -> dict[str, Any]:
             "group": None if rec.group is None else record_json(rec.group, delayacct_on)}
 
 
-def _emit(event: ExitRecord | Lost, args: argparse.Namespace, state: bool | None) -> None:
+def _line(event: ExitRecord | Lost, args: argparse.Namespace, state: bool | None) -> str:
+    """What ``event`` prints on stdout ("" for nothing); a loss is also said on stderr."""
     if isinstance(event, Lost):
-        if args.json:
-            print_json({"event": "lost", **event._asdict()})
         print(f"taskstats: lost {event.records} exit records ({event.reason}, cpus "
               f"{event.cpus})", file=sys.stderr)
-    elif args.json:
-        print_json(exit_json(event, state))
-    elif args.format == "procacct":
-        print(procacct_line(event.task))
-    else:
-        print(text_line(event, state))
+        return json_line({"event": "lost", **event._asdict()}) if args.json else ""
+    if args.json:
+        return json_line(exit_json(event, state))
+    if args.format == "procacct":
+        return procacct_line(event.task) + "\n"
+    return text_line(event, state) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:
-    """Listen until interrupted (or ``--count`` exits), printing each event."""
+    """Listen until interrupted (or ``--count`` exits), printing each event; the
+    lines of one batch are written together and flushed once."""
     state = delayacct.status()
     seen = 0
     with open_client(args, exits=True) as client, client.listen(
-            args.cpus, per_cpu=args.per_cpu) as listener:
+            args.cpus, per_cpu=args.per_cpu, max_wait=args.max_wait_ms / 1000) as listener:
         if args.json:
             print_json({"event": "start", "delayacct": delayacct_json(state)})
+            sys.stdout.flush()
         elif state is False:
             print(f"taskstats: note: {delayacct.OFF_NOTE}", file=sys.stderr)
-        for event in listener:
-            _emit(event, args, state)
+        for batch in listener.batches():
+            lines = []
+            for event in batch:
+                lines.append(_line(event, args, state))
+                seen += isinstance(event, ExitRecord)
+                if args.count and seen >= args.count:
+                    break
+            sys.stdout.write("".join(lines))
             sys.stdout.flush()
-            seen += isinstance(event, ExitRecord)
             if args.count and seen >= args.count:
                 break
     return 0

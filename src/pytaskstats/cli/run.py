@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import math
 import os
 import select
 import signal
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import delayacct, report
-from ..listener import Listener
+from ..listener import Listener, coalesce_wait
 from ..plausible import LeftOut, checked_records
 from ..records import ExitRecord, Lost
 from ..summary import ProcessSummary, process_tree, summarize, totals
@@ -136,13 +137,21 @@ def execute(command: list[str], listener: Listener, *, wait_all: bool) -> RunRes
         raise CannotRun(command[0], err) from err
     pidfd = os.pidfd_open(proc.pid)
     try:
+        last_end, last_size = -math.inf, 0
         while True:
             ready, _, _ = select.select([*listener.fds, pidfd], [], [])
-            collect(listener.drain())
             if pidfd in ready:
                 break
+            # exits come fast: one wake-up serves a batch (nothing waits for it live)
+            wait = coalesce_wait(listener.max_wait, time.monotonic() - last_end, last_size)
+            if wait:
+                select.select([pidfd], [], [], wait)
+            events = listener.drain()
+            collect(events)
+            last_end, last_size = time.monotonic(), len(events)
     finally:
         os.close(pidfd)
+    collect(listener.drain())
     result.returncode = proc.wait()
     result.wall_s = time.monotonic() - start
     while wait_all and _reap_orphans():
@@ -216,7 +225,7 @@ def format_text(result: RunResult, procs: list[ProcessSummary], state: bool | No
         status = wait_status(p.exitcode)
         lines.append(f"{p.tgid:>7} {p.ppid or 0:>7} {p.threads:>4} {p.comm[:16]:<16} "
                      f"{_cells(_row_values(p.values, p.etime_us), state)} {status}")
-    tot, left_out = plausible_totals(result.records)
+    tot, left_out = plausible_totals(result.records, procs)
     wall_us = int(max(result.wall_s, *result.exit_s) * 1e6)  # rows may outlive the command
     nprocs = tot["processes"] or 0
     label = f"in {nprocs} process{'es' if nprocs != 1 else ''}"  # THR threads in N processes
@@ -227,10 +236,14 @@ def format_text(result: RunResult, procs: list[ProcessSummary], state: bool | No
     return "\n".join(lines)
 
 
-def plausible_totals(records: list[ExitRecord]) -> tuple[dict[str, int | None], list[LeftOut]]:
+def plausible_totals(records: list[ExitRecord], procs: list[ProcessSummary] | None = None
+                     ) -> tuple[dict[str, int | None], list[LeftOut]]:
     """The TOTAL row's sums, each delay longer than its task lived left out (the rows
-    keep the kernel's values), and what was left out."""
+    keep the kernel's values), and what was left out; ``procs``, the rows of
+    ``records``, are summed as they are when nothing is left out."""
     clean, left_out = checked_records(records)
+    if procs is not None and not left_out:
+        return totals(procs), left_out
     return totals(summarize(clean)), left_out
 
 
@@ -250,7 +263,7 @@ def format_json(result: RunResult, procs: list[ProcessSummary], state: bool | No
         return {k: (None if state is False and k in _NOT_MEASURED + tuple(
             f"{m}_delay_total" for m in ("swapin", "freepages", "thrashing", "compact",
                                          "wpcopy", "irq")) else x) for k, x in v.items()}
-    tot, left_out = plausible_totals(result.records)
+    tot, left_out = plausible_totals(result.records, procs)
     return {
         "command": result.command, "exit_status": exit_status(result.returncode),
         "wall_s": round(result.wall_s, 6), "delayacct": delayacct_json(state),

@@ -50,6 +50,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "history_max_ms": (1, 3_600_000),
     "history_admin_max_ms": (1, 3_600_000),
     "procfs_interval_s": (0.01, 3600),
+    "max_wait_ms": (0, 60_000),
     "metrics_cgroup_depth": (0, 64),
     "metrics_max_series": (1, 1 << 20),
     "metrics_interval_s": (0.1, 86400),
@@ -96,6 +97,7 @@ class Config:
     cgroups: bool = True  # capture each exiting process's cgroup path
     source: str = "auto"  # auto (kernel; /proc if absent or refused), kernel, or procfs
     procfs_interval_s: float = 1.0  # /proc scan period when running on /proc
+    max_wait_ms: float = 100.0  # an exit reaches live clients within about this (0: at once)
     sample_interval_s: float = 60.0  # live processes journaled this often (0: never)
     metrics_listen: str = ""  # ADDR:PORT (or PORT, on 127.0.0.1) of /metrics; off when empty
     metrics_groups: str = ""  # command groups: "NAME=REGEX,NAME=REGEX" (first match wins)
@@ -164,6 +166,9 @@ HELP = {
               "CAP_NET_ADMIN for them), kernel (fail instead), or procfs (/proc and "
               "the proc connector, without privilege)",
     "procfs_interval_s": "period of the /proc scan with the procfs source, in seconds",
+    "max_wait_ms": "when exits come fast, the loop waits up to a quarter of this after "
+                   "a wake-up so that one drain serves many (journal and clients get "
+                   "an exit within about this many ms; 0: never wait)",
     "sample_interval_s": "journal what each live process did (CPU, delays, IO) this "
                          "often, in seconds (0: exits only)",
     "metrics_listen": "serve Prometheus /metrics at ADDR:PORT (a bare PORT: 127.0.0.1; "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import selectors
 import signal
@@ -29,6 +30,7 @@ from .. import taskstats as ts
 from ..birthcgroups import BirthCgroups
 from ..errors import TaskstatsError, Unsupported
 from ..kernel import possible_cpus
+from ..listener import coalesce_wait
 from ..metrics import start_for_daemon
 from ..metrics.health import DaemonCounters, MetricsSettings
 from ..records import ExitRecord, Lost
@@ -71,12 +73,14 @@ class Daemon:
         self.cfg = cfg
         self.started_ns = time.time_ns()
         self.counters = {"received": 0, "lost_overrun": 0, "lost_truncated": 0,
-                         "lost_malformed": 0, "urgent_drains": 0, "namespace_unknown": 0,
-                         "history_timeouts": 0, "history_refused": 0}
+                         "lost_malformed": 0, "urgent_drains": 0, "coalesced_waits": 0,
+                         "namespace_unknown": 0, "history_timeouts": 0, "history_refused": 0}
         self.births = BirthCgroups()  # each exit's cgroup, learned at its process's birth
         self.metrics: DaemonMetrics | None = None
         self.running = True
         self.last_served = 0  # the client served last (round-robin)
+        self.max_wait = cfg.max_wait_ms / 1000  # see coalesce_wait
+        self._batch, self._batch_end, self._last_batch = 0, -math.inf, 0
         self.in_fd_store = False
         self.fork_events: ConnectorSocket | None = None
         self.fork_events_failed = False
@@ -179,6 +183,13 @@ class Daemon:
             timeout = min(timeout, self._resume_accepting())
         busy = [p.id for p in self.server.peers.values() if self.server.has_work(p)]
         events = self.selector.select(0 if busy else min(timeout, self.sampling.due_in()))
+        if not busy and every is None and self._exits_woke(events):
+            wait = coalesce_wait(self.max_wait, time.monotonic() - self._batch_end,
+                                 self._last_batch)
+            if wait:  # exits come fast: let this wake-up serve a batch
+                time.sleep(wait)
+                self.counters["coalesced_waits"] += 1
+                events = self.selector.select(0)
         events.sort(key=lambda ev: ev[0].data[0] != "kernel")
         turns = dict.fromkeys(busy, 0)
         if events and events[0][0].data[0] == "kernel":
@@ -196,6 +207,13 @@ class Daemon:
         self._serve(turns)
         self._flush_all()
         self.sampling.step()  # a slice of a scan of live tasks, when one is due
+        if self._batch:
+            self._batch_end, self._last_batch, self._batch = time.monotonic(), self._batch, 0
+
+    @staticmethod
+    def _exits_woke(events: list[tuple[selectors.SelectorKey, int]]) -> bool:
+        """Whether the kernel's exit sockets or the proc connector woke the loop."""
+        return any(key.data[0] in ("kernel", "forks") for key, _ in events)
 
     def _serve(self, turns: dict[int, int]) -> None:
         """Give each ready client one bounded turn (Server.readable), draining the
@@ -242,6 +260,7 @@ class Daemon:
                 self.drops.save(self.listener)
                 continue
             self.counters["received"] += 1
+            self._batch += 1
             # raw is None only when a datagram held several messages: re-encode
             data = raw if raw is not None else ts.encode_exit(self.kernel.family.id, event)
             cgroup = self._cgroup(event)
@@ -315,7 +334,8 @@ class Daemon:
     def _learn(self, event: connector.Event) -> None:
         if self.exit_policy is not None:
             self.exit_policy.event(event)
-        self.births.on_event(event)
+        if self.cfg.cgroups:  # else nobody asks: no /proc read per fork and exec
+            self.births.on_event(event)
         if isinstance(event, connector.Fork):
             self.namespaces.fork(event)
             self.server.learn_fork(event.pid)
