@@ -18,11 +18,23 @@ from types import ModuleType
 from .. import __version__
 from ..client import BACKENDS
 from ..errors import BUG_HINT, TaskstatsError
-from . import cgroup, delayacct, exporter, get, getdelays, history, listen, run, status, top
+from . import (
+    cgroup,
+    delayacct,
+    diff,
+    exporter,
+    get,
+    getdelays,
+    history,
+    listen,
+    run,
+    status,
+    top,
+)
 from .args import Parser, join_dash_values, socket_arg
 
-COMMANDS: tuple[ModuleType, ...] = (get, getdelays, listen, run, cgroup, delayacct, status,
-                                     history, top, exporter)
+COMMANDS: tuple[ModuleType, ...] = (get, getdelays, listen, run, diff, cgroup, delayacct,
+                                     status, history, top, exporter)
 
 
 def build_parser() -> argparse.ArgumentParser:

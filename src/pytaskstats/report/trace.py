@@ -1,0 +1,143 @@
+"""A run as a trace in the Chrome trace event format (the JSON object form that
+Perfetto UI, chrome://tracing and speedscope open).
+
+A pure function from a :class:`RunReport` (and its critical path) to a dict:
+
+- one track per process: the trace's ``pid`` and ``tid`` are its tgid (a tgid the
+  run reused gets ``tgid + k * 2**22``, above any real pid; ``args.pid`` keeps the
+  real one), named by ``process_name`` (indented by depth: "make 100", "  cc 101")
+  and ``thread_name`` metadata, ordered by ``process_sort_index`` in tree order
+  (depth first, children by start), so each process sits under its parent;
+- a complete slice (``ph`` "X", category "process") per process from its start to
+  its exit, with its accounting as ``args``: seconds of CPU and of each wait, IO
+  bytes, threads, the exit status (and the command line, for the root);
+- counter tracks (``ph`` "C") "processes alive" and "CPUs busy" (each process's CPU
+  time spread evenly over its life, as the HTML report estimates it) on a track of
+  their own (pid ``COUNTERS_PID``), a value at every start and exit;
+- the critical path as flow events (``ph`` "s" then "f", ``bp`` "e", one ``id`` per
+  link) from each link's slice to the next link's start; its slices carry
+  ``args.critical_path`` (1 for the root, then 2, 3...).
+
+Times are microseconds from the earliest start (``otherData.time_origin_s`` is that
+moment in seconds after the command started; ``otherData.started_ns`` the command's
+start in CLOCK_REALTIME ns).  ``otherData`` also holds the command, its exit status
+and wall time (what ``taskstats diff`` reads back).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..textfmt import wait_status
+from .critical import Link
+from .kinds import CPU, IO, IRQ, MEMORY, RUNNING, measured, seconds
+from .run import Process, RunReport, tree_order
+
+FORMAT = "pytaskstats trace 1"
+COUNTERS_PID = 1 << 30  # the counters' own track: no real pid is this large
+REUSE = 1 << 22  # pid_max's ceiling: a reused tgid's k-th instance is tgid + k * REUSE
+CATEGORY = "process"
+FLOW = "critical path"
+
+
+def _us(seconds_: float) -> float:
+    return round(seconds_ * 1e6, 3)
+
+
+def _args(p: Process, state: bool | None) -> dict[str, Any]:
+    s = p.summary
+    v = s.values
+
+    def sec(kind: Any) -> float | None:
+        amount = seconds(kind, v) if measured(kind, state) else None
+        return None if amount is None else round(amount, 6)
+
+    user, sys_ = v.get("ac_utime"), v.get("ac_stime")
+    return {"pid": s.tgid, "ppid": s.ppid, "comm": s.comm, "threads": s.threads,
+            "exit": wait_status(s.exitcode), "ac_exitcode": s.exitcode,
+            "cpu_s": sec(RUNNING), "user_s": None if user is None else round(user / 1e6, 6),
+            "sys_s": None if sys_ is None else round(sys_ / 1e6, 6),
+            "cpu_wait_s": sec(CPU), "io_wait_s": sec(IO), "memory_wait_s": sec(MEMORY),
+            "irq_s": sec(IRQ), "read_bytes": v.get("read_bytes"),
+            "write_bytes": v.get("write_bytes"), "peak_rss_kb": v.get("hiwater_rss")}
+
+
+def _counters(procs: Sequence[Process], t0: float) -> list[dict[str, Any]]:
+    """A "processes alive" and a "CPUs busy" value at each distinct start/exit time."""
+    steps: dict[float, list[float]] = {}
+    for p in procs:
+        life = p.end_s - p.start_s
+        cpu = seconds(RUNNING, p.summary.values) or 0.0
+        rate = cpu / life if life > 0 else 0.0
+        for at, sign in ((p.start_s, 1.0), (p.end_s, -1.0)):
+            step = steps.setdefault(_us(at - t0), [0.0, 0.0])
+            step[0] += sign
+            step[1] += sign * rate
+    out: list[dict[str, Any]] = []
+    alive = busy = 0.0
+    for ts in sorted(steps):
+        alive += steps[ts][0]
+        busy += steps[ts][1]
+        out.append({"ph": "C", "name": "processes alive", "pid": COUNTERS_PID, "tid": 0,
+                    "ts": ts, "args": {"processes": round(alive)}})
+        out.append({"ph": "C", "name": "CPUs busy", "pid": COUNTERS_PID, "tid": 0,
+                    "ts": ts, "args": {"CPUs": round(max(busy, 0.0), 3)}})
+    return out
+
+
+def _meta(name: str, pid: int, tid: int, args: dict[str, Any]) -> dict[str, Any]:
+    return {"ph": "M", "name": name, "pid": pid, "tid": tid, "args": args}
+
+
+def build_trace(report: RunReport, path: Sequence[Link] = ()) -> dict[str, Any]:
+    """The trace of ``report`` (module doc), with ``path`` as flow events."""
+    procs = report.processes
+    t0 = min(0.0, *(p.start_s for p in procs)) if procs else 0.0
+    rows = tree_order(procs)
+    on_path = {id(link.process): i for i, link in enumerate(path)}
+    ident: dict[int, int] = {}  # id(process) -> trace pid
+    used: dict[int, int] = {}
+    events: list[dict[str, Any]] = [
+        _meta("process_name", COUNTERS_PID, 0, {"name": "taskstats run: counters"}),
+        _meta("process_sort_index", COUNTERS_PID, 0, {"sort_index": -1})]
+    root = rows[0][0] if rows else None
+    for order, (p, depth) in enumerate(rows):
+        tgid = p.summary.tgid
+        k = used.get(tgid, 0)
+        used[tgid] = k + 1
+        pid = ident[id(p)] = tgid + k * REUSE
+        label = f"{'  ' * min(depth, 32)}{p.summary.comm} {tgid}"
+        events += [_meta("process_name", pid, pid, {"name": label}),
+                   _meta("process_sort_index", pid, pid, {"sort_index": order}),
+                   _meta("thread_name", pid, pid, {"name": p.summary.comm})]
+        args = _args(p, report.delayacct)
+        if p is root and report.command:
+            args["command"] = " ".join(report.command)
+        if id(p) in on_path:
+            args["critical_path"] = on_path[id(p)] + 1
+        start = _us(p.start_s - t0)
+        events.append({"ph": "X", "name": p.summary.comm, "cat": CATEGORY, "pid": pid,
+                       "tid": pid, "ts": start,
+                       "dur": max(_us(p.end_s - t0) - start, 0.0), "args": args})
+    for i in range(1, len(path)):
+        parent, child = path[i - 1].process, path[i].process
+        if id(parent) not in ident or id(child) not in ident:
+            continue
+        at = _us(child.start_s - t0)
+        lo, hi = _us(parent.start_s - t0), _us(parent.end_s - t0)
+        events.append({"ph": "s", "name": FLOW, "cat": "critical_path", "id": i,
+                       "pid": ident[id(parent)], "tid": ident[id(parent)],
+                       "ts": min(max(at, lo), hi)})
+        events.append({"ph": "f", "bp": "e", "name": FLOW, "cat": "critical_path", "id": i,
+                       "pid": ident[id(child)], "tid": ident[id(child)], "ts": at})
+    events += _counters(procs, t0)
+    return {"traceEvents": events, "displayTimeUnit": "ms",
+            "otherData": {"format": FORMAT, "command": list(report.command),
+                          "exit_status": report.exit_status,
+                          "wall_s": round(report.wall_s, 6),
+                          "started_ns": report.started_ns, "time_origin_s": round(t0, 6),
+                          "delayacct": report.delayacct, "lost": report.lost}}
+
+
+__all__ = ["CATEGORY", "COUNTERS_PID", "FORMAT", "build_trace"]
