@@ -314,9 +314,9 @@ def tree_order(procs: Sequence[Process]) -> list[tuple[Process, int]]:
         stack = [(root, 0)]
         while stack:
             p, depth = stack.pop()
-            if p.summary.tgid in seen:
+            if id(p) in seen:  # by instance: a reused tgid is another process
                 continue
-            seen.add(p.summary.tgid)
+            seen.add(id(p))
             out.append((p, depth))
             stack.extend((c, depth + 1) for c in reversed(children.get(p.summary.tgid, [])))
     return out

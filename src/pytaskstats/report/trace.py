@@ -31,6 +31,7 @@ from typing import Any
 
 from ..textfmt import wait_status
 from .critical import Link
+from .critical import Process as Timed
 from .kinds import CPU, IO, IRQ, MEMORY, RUNNING, measured, seconds
 from .run import Process, RunReport, tree_order
 
@@ -86,6 +87,11 @@ def _counters(procs: Sequence[Process], t0: float) -> list[dict[str, Any]]:
     return out
 
 
+def _key(p: Timed) -> tuple[int, float, float]:
+    """A process's identity across copies of a report (a tgid can be reused)."""
+    return (p.summary.tgid, p.start_s, p.end_s)
+
+
 def _meta(name: str, pid: int, tid: int, args: dict[str, Any]) -> dict[str, Any]:
     return {"ph": "M", "name": name, "pid": pid, "tid": tid, "args": args}
 
@@ -95,8 +101,8 @@ def build_trace(report: RunReport, path: Sequence[Link] = ()) -> dict[str, Any]:
     procs = report.processes
     t0 = min(0.0, *(p.start_s for p in procs)) if procs else 0.0
     rows = tree_order(procs)
-    on_path = {id(link.process): i for i, link in enumerate(path)}
-    ident: dict[int, int] = {}  # id(process) -> trace pid
+    on_path = {_key(link.process): i for i, link in enumerate(path)}
+    ident: dict[tuple[int, float, float], int] = {}  # process -> trace pid
     used: dict[int, int] = {}
     events: list[dict[str, Any]] = [
         _meta("process_name", COUNTERS_PID, 0, {"name": "taskstats run: counters"}),
@@ -106,7 +112,7 @@ def build_trace(report: RunReport, path: Sequence[Link] = ()) -> dict[str, Any]:
         tgid = p.summary.tgid
         k = used.get(tgid, 0)
         used[tgid] = k + 1
-        pid = ident[id(p)] = tgid + k * REUSE
+        pid = ident[_key(p)] = tgid + k * REUSE
         label = f"{'  ' * min(depth, 32)}{p.summary.comm} {tgid}"
         events += [_meta("process_name", pid, pid, {"name": label}),
                    _meta("process_sort_index", pid, pid, {"sort_index": order}),
@@ -114,23 +120,23 @@ def build_trace(report: RunReport, path: Sequence[Link] = ()) -> dict[str, Any]:
         args = _args(p, report.delayacct)
         if p is root and report.command:
             args["command"] = " ".join(report.command)
-        if id(p) in on_path:
-            args["critical_path"] = on_path[id(p)] + 1
+        if _key(p) in on_path:
+            args["critical_path"] = on_path[_key(p)] + 1
         start = _us(p.start_s - t0)
         events.append({"ph": "X", "name": p.summary.comm, "cat": CATEGORY, "pid": pid,
                        "tid": pid, "ts": start,
                        "dur": max(_us(p.end_s - t0) - start, 0.0), "args": args})
     for i in range(1, len(path)):
         parent, child = path[i - 1].process, path[i].process
-        if id(parent) not in ident or id(child) not in ident:
+        if _key(parent) not in ident or _key(child) not in ident:
             continue
         at = _us(child.start_s - t0)
         lo, hi = _us(parent.start_s - t0), _us(parent.end_s - t0)
         events.append({"ph": "s", "name": FLOW, "cat": "critical_path", "id": i,
-                       "pid": ident[id(parent)], "tid": ident[id(parent)],
+                       "pid": ident[_key(parent)], "tid": ident[_key(parent)],
                        "ts": min(max(at, lo), hi)})
         events.append({"ph": "f", "bp": "e", "name": FLOW, "cat": "critical_path", "id": i,
-                       "pid": ident[id(child)], "tid": ident[id(child)], "ts": at})
+                       "pid": ident[_key(child)], "tid": ident[_key(child)], "ts": at})
     events += _counters(procs, t0)
     return {"traceEvents": events, "displayTimeUnit": "ms",
             "otherData": {"format": FORMAT, "command": list(report.command),
