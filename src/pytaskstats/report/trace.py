@@ -32,7 +32,7 @@ from typing import Any
 from ..textfmt import wait_status
 from .critical import Link
 from .critical import Process as Timed
-from .kinds import CPU, IO, IRQ, MEMORY, RUNNING, measured, seconds
+from .kinds import MEMORY, RUNNING
 from .run import Process, RunReport, tree_order
 
 FORMAT = "pytaskstats trace 1"
@@ -46,40 +46,48 @@ def _us(seconds_: float) -> float:
     return round(seconds_ * 1e6, 3)
 
 
+def _s(value: int | None, scale: float) -> float | None:
+    return None if value is None else round(value * scale, 6)
+
+
+def _sum(values: dict[str, int | None], names: tuple[str, ...]) -> int | None:
+    present = [x for n in names if (x := values.get(n)) is not None]
+    return sum(present) if present else None
+
+
 def _args(p: Process, state: bool | None) -> dict[str, Any]:
     s = p.summary
     v = s.values
-
-    def sec(kind: Any) -> float | None:
-        amount = seconds(kind, v) if measured(kind, state) else None
-        return None if amount is None else round(amount, 6)
-
+    off = state is False  # delay accounting off: these waits are not measured
     user, sys_ = v.get("ac_utime"), v.get("ac_stime")
     return {"pid": s.tgid, "ppid": s.ppid, "comm": s.comm, "threads": s.threads,
             "exit": wait_status(s.exitcode), "ac_exitcode": s.exitcode,
-            "cpu_s": sec(RUNNING), "user_s": None if user is None else round(user / 1e6, 6),
-            "sys_s": None if sys_ is None else round(sys_ / 1e6, 6),
-            "cpu_wait_s": sec(CPU), "io_wait_s": sec(IO), "memory_wait_s": sec(MEMORY),
-            "irq_s": sec(IRQ), "read_bytes": v.get("read_bytes"),
-            "write_bytes": v.get("write_bytes"), "peak_rss_kb": v.get("hiwater_rss")}
+            "cpu_s": _s(_sum(v, RUNNING.fields), 1e-6), "user_s": _s(user, 1e-6),
+            "sys_s": _s(sys_, 1e-6), "cpu_wait_s": _s(v.get("cpu_delay_total"), 1e-9),
+            "io_wait_s": None if off else _s(v.get("blkio_delay_total"), 1e-9),
+            "memory_wait_s": None if off else _s(_sum(v, MEMORY.fields), 1e-9),
+            "irq_s": None if off else _s(v.get("irq_delay_total"), 1e-9),
+            "read_bytes": v.get("read_bytes"), "write_bytes": v.get("write_bytes"),
+            "peak_rss_kb": v.get("hiwater_rss")}
 
 
 def _counters(procs: Sequence[Process], t0: float) -> list[dict[str, Any]]:
     """A "processes alive" and a "CPUs busy" value at each distinct start/exit time."""
-    steps: dict[float, list[float]] = {}
+    steps: list[tuple[float, float, float]] = []
     for p in procs:
         life = p.end_s - p.start_s
-        cpu = seconds(RUNNING, p.summary.values) or 0.0
-        rate = cpu / life if life > 0 else 0.0
-        for at, sign in ((p.start_s, 1.0), (p.end_s, -1.0)):
-            step = steps.setdefault(_us(at - t0), [0.0, 0.0])
-            step[0] += sign
-            step[1] += sign * rate
+        cpu = _sum(p.summary.values, RUNNING.fields) or 0
+        rate = cpu * 1e-6 / life if life > 0 else 0.0
+        steps.append((_us(p.start_s - t0), 1.0, rate))
+        steps.append((_us(p.end_s - t0), -1.0, -rate))
+    steps.sort()
     out: list[dict[str, Any]] = []
     alive = busy = 0.0
-    for ts in sorted(steps):
-        alive += steps[ts][0]
-        busy += steps[ts][1]
+    for i, (ts, d_alive, d_busy) in enumerate(steps):
+        alive += d_alive
+        busy += d_busy
+        if i + 1 < len(steps) and steps[i + 1][0] == ts:
+            continue  # one value per distinct time
         out.append({"ph": "C", "name": "processes alive", "pid": COUNTERS_PID, "tid": 0,
                     "ts": ts, "args": {"processes": round(alive)}})
         out.append({"ph": "C", "name": "CPUs busy", "pid": COUNTERS_PID, "tid": 0,
