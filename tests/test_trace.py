@@ -156,7 +156,19 @@ def test_critical_path_follows_the_child_waited_on_last() -> None:
     assert path[0].own_s == pytest.approx(0.2 + 1.0)  # before cc-b started, after it ended
     assert path[-1].own_s == pytest.approx(path[-1].life_s)
     assert path[1].running_s == pytest.approx(7.0)
+    assert [link.after for link in path] == [None, 0, 1, 2]
     assert critical_path([]) == []
+    # one child after another (make -j1): each on the path, each after the one before;
+    # one that ran in parallel with them is not
+    seq = [_proc(1, 0, 0.0, 10.0, comm="make"), _proc(2, 1, 0.0, 3.0, comm="a"),
+           _proc(3, 1, 3.001, 6.0, comm="b"), _proc(4, 1, 6.002, 9.9, comm="c"),
+           _proc(5, 1, 0.5, 4.0, comm="parallel"), _proc(6, 3, 3.1, 5.9, comm="b-kid")]
+    path = critical_path(seq)
+    assert [link.process.summary.comm for link in path] == ["make", "a", "b", "b-kid", "c"]
+    assert [link.after for link in path] == [None, 0, 1, 2, 2]
+    assert [link.depth for link in path] == [0, 1, 1, 2, 1]
+    assert path[0].own_s == pytest.approx(10.0 - 3.0 - 2.999 - 3.898)
+    assert path[2].own_s == pytest.approx(2.999 - 2.8)
     # a tie on the end: the child that started first (the longer one)
     tie = [_proc(1, 0, 0.0, 5.0), _proc(2, 1, 1.0, 4.0), _proc(3, 1, 0.5, 4.0)]
     assert [link.process.summary.tgid for link in critical_path(tie)] == [1, 3]
@@ -257,19 +269,26 @@ def test_pipeline_with_a_slow_stage_has_a_known_critical_path(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     links = doc["critical_path"]["links"]
-    # sh waited on the second pipeline last, and on its last stage (the slow one) last
-    assert [link["comm"] for link in links] == ["sh", slow.name]
-    assert links[1]["running_s"] > 0.05  # it computed: its CPU time, measured
-    assert links[0]["own_s"] < links[0]["life_s"] - links[1]["life_s"] + 0.01
+    # sh waited on the second pipeline last, and on its last stage (the slow one) last;
+    # before it, on the first pipeline, whose two stages end together (cat on sleep's
+    # EOF, within the slack): one of them is on the path, not both
+    comms = [link["comm"] for link in links]
+    assert comms[0] == "sh" and comms[-1] == slow.name
+    assert comms[1] in ("sleep", "cat") and comms.count("sleep") + comms.count("cat") == 1
+    assert set(comms[2:-1]) <= {"echo"} and all(link["depth"] == 1 for link in links[1:])
+    assert [link["after"] for link in links] == [None, *range(len(links) - 1)]
+    assert links[-1]["running_s"] > 0.05  # it computed: its CPU time, measured
+    assert links[-1]["own_s"] == pytest.approx(links[-1]["life_s"])
     assert doc["critical_path"]["totals"]["wall_s"] == pytest.approx(links[0]["life_s"])
     assert "critical path: 2 processes" not in done.stderr  # --json: the text is not printed
     tdoc = json.loads(trace.read_text())
     trace_rules.check(tdoc)
-    assert [e["name"] for e in tdoc["traceEvents"] if e["ph"] == "f"] == ["critical path"]
+    flows = [e for e in tdoc["traceEvents"] if e["ph"] == "f"]
+    assert len(flows) == len(links) - 1
     # the slow stage, as the last command of a nested shell, is on the path
     nested = _cli("run", "--critical-path", "--json", "--", "sh", "-c",
-                  f"sh -c \"{slow} -c 'sum(range(4_000_000))'; exit 0\" & "
-                  "/bin/sleep 0.01; wait")
+                  f"sh -c \"{slow} -c 'sum(range(8_000_000))'; exit 0\" & "
+                  "/bin/sleep 0.06; wait")  # the sleep ends > slack after the inner sh began
     assert nested.returncode == 0, nested.stderr
     got = json.loads(nested.stdout)["critical_path"]
     assert [link["comm"] for link in got["links"]] == ["sh", "sh", slow.name]
@@ -297,6 +316,7 @@ def test_make_j2_project_trace_critical_path_and_diff(tmp_path: Path) -> None:
     assert comms.count("cc1") == 7 and "make" in comms and "prog" in comms
     links = [link["comm"] for link in doc["critical_path"]["links"]]
     assert links[0] == "make" and links[-1] == "prog"  # make waited on ./prog last
+    assert "ld" in links and "cc1" in links  # before it, the link; before that, compiles
     assert all(e["args"]["threads"] >= 1 for e in _slices(tdoc))
     prog = next(e for e in _slices(tdoc) if e["name"] == "prog")
     assert prog["args"]["threads"] == 3  # main and its two workers

@@ -356,9 +356,9 @@ def format_path(links: list[Link], state: bool | None) -> str:
              f"{sec(tot['wall_s'])}: running {sec(tot['running_s'])}, CPU wait "
              f"{sec(tot['cpu_wait_s'])}, IO wait {sec(tot['io_wait_s'], True)}, memory wait "
              f"{sec(tot['memory_wait_s'], True)}"]
-    for i, link in enumerate(links):
+    for link in links:
         s = link.process.summary
-        lines.append(f"  {'  ' * min(i, 20)}{s.comm} (pid {s.tgid}) at "
+        lines.append(f"  {'  ' * min(link.depth, 20)}{s.comm} (pid {s.tgid}) at "
                      f"{link.process.start_s:.3f}s, lived {sec(link.life_s)} (alone "
                      f"{sec(link.own_s)}): running {sec(link.running_s)}, CPU wait "
                      f"{sec(link.cpu_wait_s)}, IO wait {sec(link.io_wait_s, True)}, memory "

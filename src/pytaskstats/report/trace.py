@@ -15,8 +15,8 @@ A pure function from a :class:`RunReport` (and its critical path) to a dict:
   time spread evenly over its life, as the HTML report estimates it) on a track of
   their own (pid ``COUNTERS_PID``), a value at every start and exit;
 - the critical path as flow events (``ph`` "s" then "f", ``bp`` "e", one ``id`` per
-  link) from each link's slice to the next link's start; its slices carry
-  ``args.critical_path`` (1 for the root, then 2, 3...).
+  link): from the link it follows (its parent, or the sibling whose exit let it start)
+  to its start; its slices carry ``args.critical_path`` (1 for the root, then 2, 3...).
 
 Times are microseconds from the earliest start (``otherData.time_origin_s`` is that
 moment in seconds after the command started; ``otherData.started_ns`` the command's
@@ -134,17 +134,20 @@ def build_trace(report: RunReport, path: Sequence[Link] = ()) -> dict[str, Any]:
         events.append({"ph": "X", "name": p.summary.comm, "cat": CATEGORY, "pid": pid,
                        "tid": pid, "ts": start,
                        "dur": max(_us(p.end_s - t0) - start, 0.0), "args": args})
-    for i in range(1, len(path)):
-        parent, child = path[i - 1].process, path[i].process
-        if _key(parent) not in ident or _key(child) not in ident:
+    for i, link in enumerate(path):
+        if link.after is None:
             continue
+        prev, child = path[link.after].process, link.process
+        if _key(prev) not in ident or _key(child) not in ident:
+            continue
+        lo, hi = _us(prev.start_s - t0), _us(prev.end_s - t0)
         at = _us(child.start_s - t0)
-        lo, hi = _us(parent.start_s - t0), _us(parent.end_s - t0)
+        since = min(max(min(at, hi), lo), hi)  # in prev's slice: its child's start, or its end
         events.append({"ph": "s", "name": FLOW, "cat": "critical_path", "id": i,
-                       "pid": ident[_key(parent)], "tid": ident[_key(parent)],
-                       "ts": min(max(at, lo), hi)})
+                       "pid": ident[_key(prev)], "tid": ident[_key(prev)], "ts": since})
         events.append({"ph": "f", "bp": "e", "name": FLOW, "cat": "critical_path", "id": i,
-                       "pid": ident[_key(child)], "tid": ident[_key(child)], "ts": at})
+                       "pid": ident[_key(child)], "tid": ident[_key(child)],
+                       "ts": min(max(at, since), _us(child.end_s - t0))})
     events += _counters(procs, t0)
     return {"traceEvents": events, "displayTimeUnit": "ms",
             "otherData": {"format": FORMAT, "command": list(report.command),
