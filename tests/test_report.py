@@ -226,10 +226,10 @@ def test_run_report_structure_from_recorded_exits() -> None:
     page = Page(html)
     assert_self_contained(page)
     assert page.headings["h1"][0].startswith("taskstats run:") and "make -j2" in html
-    assert page.headings["h2"] == ["Where the time went", "Timeline", "Top processes by wait",
-                                   "Totals"]
-    assert [a["id"] for a in page.all("section")] == ["breakdown", "timeline", "waits",
-                                                      "totals"]
+    assert page.headings["h2"] == ["Where the time went", "Timeline", "Critical path",
+                                   "Top processes by wait", "Totals"]
+    assert [a["id"] for a in page.all("section")] == ["breakdown", "timeline", "critical",
+                                                      "waits", "totals"]
     assert {"Per command name", "Activity", "Processes", "waiting for CPU", "IO wait",
             "memory wait", "IRQ"} <= set(page.headings["h3"])
     procs = summarize(records)

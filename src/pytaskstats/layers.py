@@ -7,7 +7,8 @@ below (tests/test_layers.py checks every import, lazy ones included).
   client (netlink or taskstatsd's socket), the procfs source, the backend contracts;
 - client: the ``Client`` facade, and the text formatting that services and the
   command line share;
-- services: taskstatsd, the Prometheus exporter, top, the HTML reports;
+- services: taskstatsd, the Prometheus exporter, top, the HTML reports (and, in
+  ``report``, the critical path, traces and run comparisons);
 - cli: the ``taskstats`` command line.
 """
 

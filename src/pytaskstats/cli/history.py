@@ -4,6 +4,7 @@ processes, filtered, grouped, sorted."""
 from __future__ import annotations
 
 import argparse
+import json
 import pwd
 import sys
 import time
@@ -13,7 +14,10 @@ from .. import delayacct, report
 from ..client import Client
 from ..extproto import AGGREGATES, EXIT_SORTS, GROUP_KEYS, SAMPLE_KEYS, HistoryQuery, Rows
 from ..fields import DELAY_KINDS
+from ..report.critical import critical_path
+from ..report.trace import build_trace
 from ..textfmt import human_duration
+from ..top.replayframe import exit_record
 from .args import (
     WHEN_FORMS,
     id_arg,
@@ -27,6 +31,7 @@ from .args import (
 from .common import open_client, print_json
 
 REPORT_SINCE_S = 86400  # --report without --since: the last day
+TRACE_SINCE_S = 3600  # --trace without --since: the last hour
 
 
 def parse_when(text: str, now_ns: int) -> int:
@@ -81,6 +86,11 @@ def add_parser(sub: Any) -> None:
                    help="write an HTML report of the range instead (default --since 1d): "
                    "delays per minute, top commands and cgroups by each wait, of exited "
                    "and live processes")
+    p.add_argument("--trace", metavar="FILE.json", type=output_file_arg,
+                   help="write the exits of the range (default --since 1h) as a Chrome trace "
+                   "event file instead (open it in Perfetto UI or chrome://tracing): a track "
+                   "per process under its parent, its accounting on its slice, counters, "
+                   "the critical path")
     p.set_defaults(func=run)
 
 
@@ -152,8 +162,14 @@ def format_row(row: dict[str, Any], group_by: str | None = None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Ask the daemon and print (or write the report)."""
+    if args.report and args.trace:
+        print("taskstats history: --report and --trace each write a file: give one",
+              file=sys.stderr)
+        return 2
     if args.report:
         return write_report(args)
+    if args.trace:
+        return write_trace(args)
     query = params(args, time.time_ns())
     if query.get("until_ns", 1 << 63) <= query.get("since_ns", -1):
         print("taskstats history: --until must be later than --since", file=sys.stderr)
@@ -232,6 +248,45 @@ def write_report(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     print(f"taskstats history: report written to {args.report}", file=sys.stderr)
+    return 0
+
+
+def write_trace(args: argparse.Namespace) -> int:
+    """``--trace FILE``: the range's exit rows, oldest first, as a trace."""
+    clash = [opt for opt, value in (("--group-by", args.group_by), ("--sort", args.sort),
+                                    ("--totals", args.totals), ("--json", args.json),
+                                    ("--at", args.at), ("--kind", args.kind)) if value]
+    if clash:
+        print(f"taskstats history: --trace does not combine with {', '.join(clash)}",
+              file=sys.stderr)
+        return 2
+    now = time.time_ns()
+    query = params(args, now)
+    since = query.setdefault("since_ns", now - TRACE_SINCE_S * 1_000_000_000)
+    if query.get("until_ns", now) <= since:
+        print("taskstats history: --until must be later than --since", file=sys.stderr)
+        return 2
+    query["kind"] = "exit"
+    query["sort"] = "time_ns"
+    with open_client(args, backend="daemon") as client:
+        rows = _ask(client, query)
+    records = [exit_record(row) for row in rows]
+    origin = min((int(row["time_ns"]) for row in rows), default=since)
+    exit_s = [(int(row["time_ns"]) - origin) / 1e9 for row in rows]
+    command = ["taskstats", "history", *describe_filter(args).split()] if any(
+        getattr(args, k, None) is not None for k in ("since", "until", "comm", "uid", "pid",
+                                                      "cgroup")) else ["taskstats", "history"]
+    data = report.build_run(command, 0, max(exit_s, default=0.0), records, exit_s,
+                            delayacct=delayacct.status(), started_ns=origin)
+    doc = build_trace(data, critical_path(data.processes))
+    try:
+        report.save(args.trace, json.dumps(doc, separators=(",", ":")) + "\n")
+    except OSError as err:
+        print(f"taskstats history: cannot write {args.trace}: {err.strerror}",
+              file=sys.stderr)
+        return 1
+    print(f"taskstats history: trace of {len(data.processes)} processes ({len(rows)} exits) "
+          f"written to {args.trace}", file=sys.stderr)
     return 0
 
 

@@ -24,6 +24,7 @@ from . import (
     cgroup,
     completion,
     delayacct,
+    diff,
     exporter,
     get,
     getdelays,
@@ -36,8 +37,8 @@ from . import (
 )
 from .args import Parser, join_dash_values, socket_arg
 
-COMMANDS: tuple[ModuleType, ...] = (get, getdelays, listen, run, cgroup, delayacct, status,
-                                     history, top, exporter, manpage, completion)
+COMMANDS: tuple[ModuleType, ...] = (get, getdelays, listen, run, diff, cgroup, delayacct,
+                                     status, history, top, exporter, manpage, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import math
 import os
 import select
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,8 @@ from .. import delayacct, report
 from ..listener import Listener, coalesce_wait
 from ..plausible import LeftOut, checked_records
 from ..records import ExitRecord, Lost
+from ..report.critical import Link, critical_path, path_json, path_totals
+from ..report.trace import build_trace
 from ..summary import ProcessSummary, process_tree, summarize, totals
 from ..textfmt import delayacct_json, human_bytes, human_duration, wait_status
 from .args import output_file_arg
@@ -56,6 +60,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--report", metavar="FILE.html", type=output_file_arg,
                    help="also write a self-contained HTML report (timeline, where the time "
                    "went, top waits, totals)")
+    p.add_argument("--trace", metavar="FILE.json", type=output_file_arg,
+                   help="also write the run as a Chrome trace event file (open it in "
+                   "Perfetto UI, chrome://tracing or speedscope): a track per process under "
+                   "its parent, its accounting on its slice, counters, the critical path")
+    p.add_argument("--critical-path", action="store_true",
+                   help="also show the chain of processes that bounds the wall time (each "
+                   "process and the child it waited on last) and what each link spent its "
+                   "time on; in --json as critical_path")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     p.set_defaults(func=run)
 
@@ -295,30 +307,76 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     procs = summarize(result.records)
+    data = (report_data(result, procs, state)
+            if args.report or args.trace or args.critical_path else None)
+    path = critical_path(data.processes) if data is not None and (
+        args.trace or args.critical_path) else []
     if args.json:
-        print_json(format_json(result, procs, state))
+        doc = format_json(result, procs, state)
+        if args.critical_path:
+            doc["critical_path"] = path_json(path)
+        print_json(doc)
     else:
         _print_text(result, procs, state)
-    if args.report and not _write_report(args.report, result, procs, state):
-        return exit_status(result.returncode) or 1
-    return exit_status(result.returncode)
+        if args.critical_path:
+            print(format_path(path, state), file=sys.stderr)
+    ok = True
+    if data is not None and args.report:
+        ok = _save(args.report, "the report", lambda: report.render_run(data))
+    if data is not None and args.trace:
+        ok = _save(args.trace, "the trace", lambda: trace_text(data, path)) and ok
+    status = exit_status(result.returncode)
+    return status if ok else status or 1
 
 
-def _write_report(path: str, result: RunResult, procs: list[ProcessSummary],
-                  state: bool | None) -> bool:
-    """Write the HTML report; say where (or why not) on stderr."""
-    data = report.build_run(result.command, exit_status(result.returncode), result.wall_s,
+def report_data(result: RunResult, procs: list[ProcessSummary], state: bool | None
+                ) -> report.RunReport:
+    """The run as the report, the trace and the critical path see it."""
+    return report.build_run(result.command, exit_status(result.returncode), result.wall_s,
                             result.records, result.exit_s, delayacct=state,
                             started_ns=result.started_ns, lost=result.lost,
                             still_running=result.still_running, procs=procs)
+
+
+def trace_text(data: report.RunReport, path: list[Link]) -> str:
+    """The trace file's text: compact JSON, one line."""
+    return json.dumps(build_trace(data, path), separators=(",", ":")) + "\n"
+
+
+def _save(path: str, what: str, text: Callable[[], str]) -> bool:
+    """Write a file atomically; say where (or why not) on stderr."""
     try:
-        report.save(path, report.render_run(data))
+        report.save(path, text())
     except OSError as err:
-        print(f"taskstats run: cannot write the report to {path}: {err.strerror}",
+        print(f"taskstats run: cannot write {what} to {path}: {err.strerror}",
               file=sys.stderr)
         return False
-    print(f"taskstats run: report written to {path}", file=sys.stderr)
+    print(f"taskstats run: {what.removeprefix('the ')} written to {path}", file=sys.stderr)
     return True
+
+
+def format_path(links: list[Link], state: bool | None) -> str:
+    """The critical path as text: a line per link, indented by its step."""
+    if not links:
+        return "critical path: none (no exit records)"
+    tot = path_totals(links)
+
+    def sec(value: float | None, needs_delayacct: bool = False) -> str:
+        if needs_delayacct and state is False:
+            return "n/a"
+        return "-" if value is None else human_duration(value)
+    lines = [f"critical path: {len(links)} process{'es' if len(links) != 1 else ''}, wall "
+             f"{sec(tot['wall_s'])}: running {sec(tot['running_s'])}, CPU wait "
+             f"{sec(tot['cpu_wait_s'])}, IO wait {sec(tot['io_wait_s'], True)}, memory wait "
+             f"{sec(tot['memory_wait_s'], True)}"]
+    for link in links:
+        s = link.process.summary
+        lines.append(f"  {'  ' * min(link.depth, 20)}{s.comm} (pid {s.tgid}) at "
+                     f"{link.process.start_s:.3f}s, lived {sec(link.life_s)} (alone "
+                     f"{sec(link.own_s)}): running {sec(link.running_s)}, CPU wait "
+                     f"{sec(link.cpu_wait_s)}, IO wait {sec(link.io_wait_s, True)}, memory "
+                     f"wait {sec(link.memory_wait_s, True)}")
+    return "\n".join(lines)
 
 
 def _print_text(result: RunResult, procs: list[ProcessSummary], state: bool | None) -> None:

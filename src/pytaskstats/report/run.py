@@ -23,7 +23,8 @@ from ..plausible import LeftOut, checked_records
 from ..records import ExitRecord
 from ..summary import ProcessSummary, summarize, totals
 from ..textfmt import wait_status
-from . import page
+from . import page, pathpage
+from .critical import critical_path
 from .fmt import clock, count, esc, human_bytes, human_duration, local_time, nice_step, share
 from .kinds import KINDS, OFF_NOTE, RUNNING, WAITS, Kind, measured, seconds
 from .svg import Bar, Series, Span, columns, stacked_rows, timeline
@@ -113,9 +114,12 @@ def render_run(report: RunReport, *, max_rows: int = MAX_ROWS) -> str:
     """The report as one self-contained HTML document."""
     groups = _by_comm([p.summary for p in report.processes])
     tot = totals_of([v for _, v in groups])
+    path = critical_path(report.processes)
     body = [_header(report, tot),
             page.section("breakdown", "Where the time went", _breakdown(report, tot, groups)),
-            page.section("timeline", "Timeline", _timeline(report, max_rows)),
+            page.section("timeline", "Timeline", _timeline(
+                report, max_rows, {id(link.process) for link in path})),
+            page.section("critical", "Critical path", pathpage.section(path, report.delayacct)),
             page.section("waits", "Top processes by wait", _top_waits(report)),
             page.section("totals", "Totals", _totals(report, tot, groups))]
     return page.page(f"taskstats run: {' '.join(report.command)}", "".join(body))
@@ -139,7 +143,8 @@ def _header(report: RunReport, tot: dict[str, int | None]) -> str:
                     "storage (read_bytes / write_bytes)"))
     html = [f"<h1>taskstats run: <code>{esc(' '.join(report.command))}</code></h1>",
             page.para(sub), page.nav([("breakdown", "Where the time went"),
-                                      ("timeline", "Timeline"), ("waits", "Top waits"),
+                                      ("timeline", "Timeline"), ("critical", "Critical path"),
+                                      ("waits", "Top waits"),
                                       ("totals", "Totals")]), page.cards(figures)]
     if state is False:
         html.append(page.note(OFF_NOTE))
@@ -309,9 +314,9 @@ def tree_order(procs: Sequence[Process]) -> list[tuple[Process, int]]:
         stack = [(root, 0)]
         while stack:
             p, depth = stack.pop()
-            if p.summary.tgid in seen:
+            if id(p) in seen:  # by instance: a reused tgid is another process
                 continue
-            seen.add(p.summary.tgid)
+            seen.add(id(p))
             out.append((p, depth))
             stack.extend((c, depth + 1) for c in reversed(children.get(p.summary.tgid, [])))
     return out
@@ -379,7 +384,7 @@ def _colours(rows: Sequence[tuple[Process, int]]) -> dict[str, str]:
 
 
 def _span(p: Process, depth: int, axis: tuple[float, float], fill: str,
-          state: bool | None) -> Span:
+          state: bool | None, *, critical: bool) -> Span:
     t0, span = axis
     s = p.summary
     waits = ", ".join(f"{k.label} {_kind_text(k, s.values, state)}" for k in WAITS)
@@ -388,19 +393,24 @@ def _span(p: Process, depth: int, axis: tuple[float, float], fill: str,
              f"lived {human_duration(p.end_s - p.start_s)}, exit {wait_status(s.exitcode)}; "
              f"CPU {_kind_text(RUNNING, s.values, state)}, {waits}")
     return Span(s.comm, str(s.tgid), depth, (p.start_s - t0) / span, (p.end_s - t0) / span,
-                fill, bool(s.exitcode), title)
+                fill, bool(s.exitcode), title + ("; on the critical path" if critical else ""),
+                critical)
 
 
-def _timeline(report: RunReport, max_rows: int) -> str:
+def _timeline(report: RunReport, max_rows: int, critical: set[int]) -> str:
     procs = report.processes
     if not procs:
         return page.para("No exit records: nothing to draw.")
     t0 = min(0.0, *(p.start_s for p in procs))
     t1 = max(report.wall_s, t0 + 1e-3, *(p.end_s for p in procs))
-    rows = tree_order(shown(procs, max_rows))
+    path = [p for p in procs if id(p) in critical]  # always drawn, within max_rows
+    keep = shown(procs, max(max_rows - len(path), 0))
+    kept = {id(p) for p in keep}
+    keep += [p for p in path if id(p) not in kept]
+    rows = tree_order(keep)
     colours = _colours(rows)
-    spans = [_span(p, d, (t0, t1 - t0), colours.get(p.summary.comm, OTHER), report.delayacct)
-             for p, d in rows]
+    spans = [_span(p, d, (t0, t1 - t0), colours.get(p.summary.comm, OTHER), report.delayacct,
+                   critical=id(p) in critical) for p, d in rows]
     html = ["<h3>Activity</h3>", _activity(procs, t0, t1), "<h3>Processes</h3>"]
     if len(rows) < len(procs):
         html.append(page.note(f"Showing {count(len(rows))} of {count(len(procs))} processes: "
@@ -408,6 +418,9 @@ def _timeline(report: RunReport, max_rows: int) -> str:
                               "process is counted in the other charts and tables."))
     html.append(page.legend([(c, n) for n, c in colours.items()] + [(OTHER, "other")],
                             outline="exited with an error or a signal"))
+    if critical:
+        html.append(page.para("Black outline, bold name, dashed joins: the critical path "
+                              "(see below)."))
     html.append(page.figure(
         timeline(spans, _axis(t0, t1), aria="process timeline"),
         "One row per process, under its parent; bars from start to exit, in time since the "

@@ -17,11 +17,13 @@ from .fmt import esc, nice_ceiling, pct
 ROW = 16  # px per timeline row
 BAR_ROW = 24  # px per stacked bar row
 FAILED = "#c62828"
+CRITICAL = "#111111"
 
 
 class Span(NamedTuple):
     """A timeline row: a label indented by ``depth``; a bar from ``start`` to ``end``
-    (fractions of the axis); ``failed`` draws a red outline."""
+    (fractions of the axis); ``failed`` draws a red outline; ``critical``: on the
+    critical path (a black outline, a bold label, joined to the next such row)."""
 
     label: str
     sub: str
@@ -31,6 +33,7 @@ class Span(NamedTuple):
     fill: str
     failed: bool
     title: str
+    critical: bool = False
 
 
 class Bar(NamedTuple):
@@ -78,15 +81,24 @@ def timeline(spans: Sequence[Span], ticks: Sequence[tuple[float, str]], *,
     """One row per span: label pane left, bars right, time ticks on top."""
     top = 22
     height = top + len(spans) * ROW + 4
-    labels, bars = [], []
+    labels, bars, links = [], [], []
+    last: tuple[int, float] | None = None  # the previous critical row and its bar's start
     for i, s in enumerate(spans):
         y = top + i * ROW
         indent = 4 + min(s.depth, 8) * 7
-        labels.append(f'<text x="{indent}" y="{y + 12}">{esc(s.label)} '
+        bold = ' font-weight="bold"' if s.critical else ""
+        labels.append(f'<text x="{indent}" y="{y + 12}"{bold}>{esc(s.label)} '
                       f'<tspan class="m">{esc(s.sub)}</tspan><title>{esc(s.title)}</title>'
                       "</text>")
         x, w = s.start * 100, max(s.end - s.start, 0.0) * 100
         edge = f' stroke="{FAILED}" stroke-width="1.5"' if s.failed else ""
+        if s.critical:
+            edge = f' stroke="{CRITICAL}" stroke-width="2" data-critical="1"'
+            if last is not None:
+                links.append(f'<line class="cpl" x1="{pct(x)}" x2="{pct(x)}" '
+                             f'y1="{top + last[0] * ROW + 13}" y2="{y + 3}" '
+                             f'stroke="{CRITICAL}" stroke-width="1.5" stroke-dasharray="3 2"/>')
+            last = (i, x)
         tick = (f'<line x1="{pct(x)}" x2="{pct(x)}" y1="{y + 3}" y2="{y + 13}" '
                 f'stroke="{esc(s.fill)}" stroke-width="2"/>' if w < 0.3 else "")
         bars.append(f'<g><title>{esc(s.title)}</title><rect class="b" x="{pct(x)}" '
@@ -101,7 +113,7 @@ def timeline(spans: Sequence[Span], ticks: Sequence[tuple[float, str]], *,
             f'aria-label="{esc(aria)}">{stripes}'
             f'<svg width="{pct(label_pct - 0.5)}" height="{height}">{"".join(labels)}</svg>'
             f'<svg x="{pct(label_pct)}" width="{pct(100 - label_pct)}" height="{height}">'
-            f"{_ticks(ticks, top - 4, height, 12)}{''.join(bars)}</svg></svg>")
+            f"{_ticks(ticks, top - 4, height, 12)}{''.join(bars)}{''.join(links)}</svg></svg>")
 
 
 def stacked_rows(bars: Sequence[Bar], scale: float, *, label_pct: float = 24,

@@ -1,0 +1,193 @@
+"""Two runs of the same job compared per command name (``taskstats diff``).
+
+A run is read from what ``taskstats run --json`` prints or from a trace that
+``taskstats run --trace`` wrote (:mod:`.trace`).  Per command name (comm) and for the
+whole run: processes, wall (s; per command name the sum of its processes' lifetimes,
+for the whole run the run's wall time), CPU (user + system), CPU wait, IO wait,
+memory wait (s), and bytes read and written to storage.  A value the kernel did not
+measure (delay accounting off) is None, never 0.
+
+Order ("what matters most"): command names by the largest absolute change, in
+seconds, of any of their time fields (wall, CPU, each wait), ties by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .trace import CATEGORY
+
+FIELDS = ("processes", "wall", "cpu", "cpu_wait", "io_wait", "memory_wait", "read", "write")
+TIME_FIELDS = ("wall", "cpu", "cpu_wait", "io_wait", "memory_wait")
+UNITS = {"processes": "", "read": "B", "write": "B", **dict.fromkeys(TIME_FIELDS, "s")}
+LABELS = {"processes": "processes", "wall": "wall", "cpu": "CPU", "cpu_wait": "CPU wait",
+          "io_wait": "IO wait", "memory_wait": "memory wait", "read": "read",
+          "write": "written"}
+Values = dict[str, float | None]
+
+
+class NotARun(ValueError):
+    """The document is neither a ``run --json`` output nor a trace of ours."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run: its command, exit status, per command name values, and totals."""
+
+    label: str
+    command: tuple[str, ...]
+    exit_status: int | None
+    groups: dict[str, Values]
+    totals: Values
+
+
+@dataclass(frozen=True)
+class Change:
+    """A command name (or "all" for the whole run) in both runs."""
+
+    comm: str
+    a: Values
+    b: Values
+
+    def delta(self, name: str) -> float | None:
+        """B - A; None when either is not measured."""
+        x, y = self.a.get(name), self.b.get(name)
+        return None if x is None or y is None else y - x
+
+    def percent(self, name: str) -> float | None:
+        """The change in percent of A; +inf when A is 0 and B is not; None when not
+        measured."""
+        x, d = self.a.get(name), self.delta(name)
+        if x is None or d is None:
+            return None
+        if x == 0:
+            return 0.0 if d == 0 else math.copysign(math.inf, d)
+        return 100.0 * d / x
+
+    def weight(self) -> float:
+        """The largest absolute change of a time field, in seconds."""
+        return max((abs(d) for f in TIME_FIELDS if (d := self.delta(f)) is not None),
+                   default=0.0)
+
+
+def _add(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _scaled(values: Mapping[str, Any], names: Sequence[str], scale: float) -> float | None:
+    present = [values[n] for n in names if values.get(n) is not None]
+    return sum(present) * scale if present else None
+
+
+def _from_run(doc: Mapping[str, Any]) -> tuple[list[tuple[str, Values]], float]:
+    rows = []
+    for p in doc["processes"]:
+        etime = p.get("ac_etime")
+        rows.append((str(p.get("comm") or "?"), {
+            "processes": 1.0, "wall": None if etime is None else etime / 1e6,
+            "cpu": _scaled(p, ("ac_utime", "ac_stime"), 1e-6),
+            "cpu_wait": _scaled(p, ("cpu_delay_total",), 1e-9),
+            "io_wait": _scaled(p, ("blkio_delay_total",), 1e-9),
+            "memory_wait": _scaled(p, ("memory_delay_total",), 1e-9),
+            "read": _scaled(p, ("read_bytes",), 1.0), "write": _scaled(p, ("write_bytes",), 1.0)}))
+    return rows, float(doc["wall_s"])
+
+
+def _from_trace(doc: Mapping[str, Any]) -> tuple[list[tuple[str, Values]], float]:
+    rows = []
+    for e in doc["traceEvents"]:
+        if e.get("ph") != "X" or e.get("cat") != CATEGORY:
+            continue
+        a = e.get("args") or {}
+        rows.append((str(a.get("comm") or e.get("name") or "?"), {
+            "processes": 1.0, "wall": float(e["dur"]) / 1e6, "cpu": a.get("cpu_s"),
+            "cpu_wait": a.get("cpu_wait_s"), "io_wait": a.get("io_wait_s"),
+            "memory_wait": a.get("memory_wait_s"), "read": a.get("read_bytes"),
+            "write": a.get("write_bytes")}))
+    return rows, float(doc["otherData"]["wall_s"])
+
+
+def load(doc: Any, label: str) -> Job:
+    """A run from a parsed ``run --json`` document or trace; NotARun otherwise."""
+    try:
+        if isinstance(doc, dict) and "traceEvents" in doc:
+            rows, wall = _from_trace(doc)
+            meta = doc.get("otherData") or {}
+        elif isinstance(doc, dict) and "processes" in doc and "wall_s" in doc:
+            rows, wall = _from_run(doc)
+            meta = doc
+        else:
+            raise NotARun(f"{label}: not the output of 'taskstats run --json' nor a trace "
+                          "of 'taskstats run --trace'")
+        groups: dict[str, Values] = {}
+        for comm, values in rows:
+            group = groups.setdefault(comm, dict.fromkeys(FIELDS, 0.0))
+            for name in FIELDS:
+                group[name] = (None if group[name] is None or values[name] is None
+                               else _add(group[name], values[name]))
+        totals: Values = dict.fromkeys(FIELDS, 0.0)
+        for group in groups.values():
+            for name in FIELDS:
+                totals[name] = (None if totals[name] is None or group[name] is None
+                                else _add(totals[name], group[name]))
+        totals["wall"] = wall
+        status = meta.get("exit_status")
+        return Job(label, tuple(str(c) for c in meta.get("command") or ()),
+                   None if status is None else int(status), groups, totals)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        if isinstance(err, NotARun):
+            raise
+        raise NotARun(f"{label}: a run or trace document with a missing or malformed part "
+                      f"({type(err).__name__}: {err})") from err
+
+
+def compare(a: Job, b: Job) -> tuple[Change, list[Change]]:
+    """The whole run's change, and each command name's, most important first."""
+    def absent(job: Job) -> Values:  # a name the run lacks: 0 where the run measured
+        return {f: None if job.totals[f] is None else 0.0 for f in FIELDS}
+    names = list(dict.fromkeys([*a.groups, *b.groups]))
+    changes = [Change(n, a.groups.get(n) or absent(a), b.groups.get(n) or absent(b))
+               for n in names]
+    changes.sort(key=lambda c: (-c.weight(), c.comm))
+    return Change("all", a.totals, b.totals), changes
+
+
+def regression(whole: Change, field: str, above_pct: float) -> str | None:
+    """Why the whole run regressed on ``field`` by more than ``above_pct`` percent (None
+    when it did not); ValueError when ``field`` was not measured in a run."""
+    pct = whole.percent(field)
+    if pct is None:
+        raise ValueError(f"{LABELS[field]} was not measured in both runs (delay accounting "
+                         "off?): choose another field with --on")
+    if pct <= above_pct:
+        return None
+    return (f"{LABELS[field]} went from {show(whole.a[field], field)} to "
+            f"{show(whole.b[field], field)} ({pct:+.1f}%, above {above_pct:g}%)")
+
+
+def show(value: float | None, field: str) -> str:
+    """A field's value as text: seconds to the ms, bytes and counts whole."""
+    if value is None:
+        return "n/a"
+    if UNITS[field] == "s":
+        return f"{value:.3f}s"
+    return f"{value:.0f}{UNITS[field]}"
+
+
+def change_json(change: Change) -> dict[str, Any]:
+    """One change as JSON: per field a, b, delta and percent (null: not measured or
+    infinite)."""
+    def num(x: float | None) -> float | None:
+        return None if x is None or math.isinf(x) else round(x, 6)
+    return {"comm": change.comm, **{f: {"a": num(change.a.get(f)), "b": num(change.b.get(f)),
+                                        "delta": num(change.delta(f)),
+                                        "percent": num(change.percent(f))} for f in FIELDS}}
+
+
+__all__ = ["FIELDS", "LABELS", "TIME_FIELDS", "UNITS", "Change", "Job", "NotARun",
+           "change_json", "compare", "load", "regression", "show"]
