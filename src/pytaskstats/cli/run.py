@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import delayacct, report
-from ..listener import Listener, coalesce_wait
+from ..listener import DEFAULT_MAX_WAIT_S, Listener, coalesce_wait
 from ..plausible import LeftOut, checked_records
 from ..records import ExitRecord, Lost
 from ..report.critical import Link, critical_path, path_json, path_totals
@@ -77,7 +77,8 @@ class RunResult:
     """What a run produced: the command's status and the tree's exit records.
 
     ``exit_s[i]`` is when ``records[i]`` arrived, in seconds after the command was
-    started (monotonic clock; ``started_ns`` is that moment in CLOCK_REALTIME ns).
+    started (monotonic clock; ``started_ns`` is that moment in CLOCK_REALTIME ns); late
+    by up to the listener's coalescing window unless its ``max_wait`` is 0.
     """
 
     command: list[str]
@@ -299,7 +300,12 @@ def run(args: argparse.Namespace) -> int:
     state = delayacct.status()
     previous = signal.signal(signal.SIGINT, lambda *_: None)  # the command gets Ctrl-C
     try:
-        with open_client(args, exits=True) as client, client.listen(per_cpu=True) as listener:
+        # a timeline (report, trace, critical path) dates each exit by its arrival:
+        # holding exits back to batch them would shift it by up to the window
+        timed = bool(args.report or args.trace or args.critical_path)
+        with (open_client(args, exits=True) as client,
+              client.listen(per_cpu=True, max_wait=0.0 if timed else DEFAULT_MAX_WAIT_S)
+              as listener):
             result = execute(command, listener, wait_all=args.wait_all)
     except CannotRun as err:
         print(f"taskstats run: {err}", file=sys.stderr)
