@@ -12,6 +12,7 @@ error, exactly one line (getdelays keeps its drop-in usage block).
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import signal
@@ -55,27 +56,36 @@ FILE_VALUE = st.one_of(st.sampled_from(["out", "", "-", "d/x", "x" * 300]),
 FLAGS: dict[str, list[str]] = {
     "get": ["--json"],
     "listen": ["--per-cpu", "--json"],
-    "run": ["--json", "--wait-all"],
+    "run": ["--json", "--wait-all", "--critical-path"],
     "cgroup": ["--json"],
     "delayacct": [],
     "status": ["--json"],
     "history": ["--totals", "--json"],
-    "top": ["-b", "--json", "-r", "-H", "-g", "-o", "--no-exits", "--tree", "--full-command"],
+    "top": ["-b", "--json", "-r", "-H", "-g", "-o", "--no-exits", "--tree", "--full-command",
+            "--replay"],
     "exporter": [],
+    "diff": ["--json"],
+    "man": ["--list"],
+    "completion": [],
 }
 OPTIONS: dict[str, list[str]] = {
     "get": ["--tgid"],
-    "listen": ["--cpus", "-n", "--format"],
+    "listen": ["--cpus", "-n", "--format", "--max-wait-ms"],
     "run": [],
     "cgroup": [],
     "delayacct": [],
     "status": [],
     "history": ["--since", "--until", "--comm", "--uid", "--pid", "--cgroup", "--group-by",
-                "--sort", "--limit"],
-    "top": ["-n", "-d", "-s", "-u", "-c", "--cgroup", "-P", "--retain"],
+                "--sort", "--limit", "--at", "--kind"],
+    "top": ["-n", "-d", "-s", "-u", "-c", "--cgroup", "-P", "--retain", "--since", "--until",
+            "--at"],
     "exporter": ["--listen", "--interval", "--group", "--cgroup-depth", "--max-series"],
+    "diff": ["--fail-above", "--on", "--limit"],
+    "man": [],
+    "completion": [],
 }
-FILE_OPTIONS = {"run": ["--report"], "history": ["--report"]}
+FILE_OPTIONS = {"run": ["--report", "--trace"], "history": ["--report", "--trace"],
+                "diff": ["--report"]}
 GETDELAYS = ["-d", "-i", "-q", "-v", "-l", "-p", "-t", "-C", "-m", "-r", "-w", "-c", "-x"]
 
 
@@ -169,7 +179,7 @@ def stubbed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.setenv("TASKSTATS_SOCKET", str(tmp_path / "no-daemon.sock"))
     monkeypatch.setattr(client_mod.Client, "listen", _fake_listen)
     monkeypatch.setattr(run, "execute", _fake_execute)
-    monkeypatch.setattr(run, "_write_report", lambda *a: True)
+    monkeypatch.setattr(run, "_save", lambda *a: True)
     monkeypatch.setattr(top, "Sampler", lambda *a, **k: _Closing())
     monkeypatch.setattr(top, "run_batch", lambda *a, **k: 0)
     monkeypatch.setattr(top, "run_screen", lambda *a, **k: 0)
@@ -290,3 +300,23 @@ def test_stdout_is_clean_of_undecodable_bytes_even_with_them_in_argv(stubbed: No
         code, _, err = _run_main(argv)
         assert code in (1, 2) and "Traceback" not in err, (argv, err)
     assert sys.getfilesystemencoding() == "utf-8"
+
+
+def test_the_vectors_cover_every_subcommand_and_option() -> None:
+    """Each option the parsers define is drawn by the property (a new one cannot hide)."""
+    parser = main.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    drawn = {name: {*FLAGS[name], *OPTIONS[name], *FILE_OPTIONS.get(name, [])}
+             for name in OPTIONS}
+    assert set(sub.choices) - {"getdelays"} == set(OPTIONS)
+    for name, p in sub.choices.items():
+        if name == "getdelays":
+            continue
+        defined = {s for a in p._actions if a.option_strings and a.dest != "help"
+                   for s in a.option_strings}
+        missing = {s for s in defined if s not in drawn[name]}
+        # one spelling per option is enough (-n / --iterations)
+        missing = {s for s in missing if not any(
+            t in drawn[name] for a in p._actions if s in a.option_strings
+            for t in a.option_strings)}
+        assert not missing, f"{name}: options the property never draws: {sorted(missing)}"
