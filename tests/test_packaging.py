@@ -29,7 +29,7 @@ from pytaskstats.daemon import config
 ROOT = Path(__file__).parent.parent
 SAMPLE = ROOT / "contrib" / "taskstatsd.conf"
 # what the sdist must carry besides the package (MANIFEST.in)
-SDIST_HAS = ("README.md", "pyproject.toml", "MANIFEST.in", ".ci/run", "docs/metrics.md",
+SDIST_HAS = ("README.md", "LICENSE", "pyproject.toml", "MANIFEST.in", ".ci/run", "docs/metrics.md",
              "contrib/taskstatsd.conf", "contrib/taskstatsd.service", "tests/conftest.py",
              "tests/storm.c", "tests/fixtures/expected.py", "benchmarks/_bench.py")
 
@@ -79,7 +79,8 @@ def test_the_metadata_says_what_the_package_is(dist: Path) -> None:
     with zipfile.ZipFile(wheel) as z:
         meta = z.read(f"pytaskstats-{__version__}.dist-info/METADATA").decode()
         names = z.namelist()
-    assert "License-Expression: MIT" in meta
+    assert "License-Expression: MIT" in meta and "License-File: LICENSE" in meta
+    assert [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]  # the text ships
     assert "Classifier: License ::" not in meta  # PEP 639: the expression, not classifiers
     assert "Requires-Python: >=3.10" in meta and "Project-URL: " in meta
     assert not [line for line in meta.splitlines() if line.startswith("Requires-Dist:")
