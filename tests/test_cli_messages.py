@@ -495,3 +495,74 @@ def test_root_advice_says_a_namespace_root_does_not_count(monkeypatch: pytest.Mo
     assert "not in a container or user namespace" in str(err.value)
     denied = from_errno(errno.EPERM, "query pid 1")
     assert "not in a container or user namespace" in str(denied), str(denied)
+
+
+# ------------------------------------------------------------------ diff, traces (review r2)
+
+def _run_file(path: Path, wall: float, **process: object) -> Path:
+    """A `run --json`-shaped file of one process, ``process`` overriding its fields."""
+    proc = {"comm": "cc1", "ac_etime": int(wall * 1e6), "ac_utime": 1000, "ac_stime": 0,
+            "cpu_delay_total": 1000, "blkio_delay_total": None, "memory_delay_total": None,
+            "read_bytes": 0, "write_bytes": 0, **process}
+    doc = {"command": ["make"], "exit_status": 0, "wall_s": wall, "processes": [proc]}
+    path.write_text(json.dumps(doc))  # json writes NaN and Infinity as Python reads them
+    return path
+
+
+@pytest.mark.parametrize(("field", "value", "said"), [
+    ("ac_etime", float("nan"), "wall is nan"),
+    ("cpu_delay_total", float("inf"), "CPU wait is inf"),
+    ("read_bytes", -4096, "read is -4096"),
+    ("ac_utime", 10**400, "malformed"),  # too large for a float: OverflowError
+], ids=["nan", "inf", "negative", "huge-int"])
+def test_diff_refuses_numbers_no_run_measures(tmp_path: Path, field: str, value: object,
+                                              said: str) -> None:
+    """A damaged file made diff claim `regression: wall went from 0.003s to nans (+nan%)`
+    (exit 3) or end in 'internal error (OverflowError ...)': it is an error in the file."""
+    good = _run_file(tmp_path / "a.json", 1.0)
+    bad = _run_file(tmp_path / "b.json", 1.0, **{field: value})
+    for first, second in ((good, bad), (bad, good)):
+        done = _cli("diff", str(first), str(second), "--fail-above", "5", "--on",
+                    "wall" if field == "ac_etime" else "cpu")
+        assert done.returncode == 1, (field, done.returncode, done.stderr)
+        assert done.stderr.count("\n") == 1 and "internal error" not in done.stderr
+        assert said in done.stderr and "b.json" in done.stderr, done.stderr
+    exit_inf = tmp_path / "c.json"
+    exit_inf.write_text(json.dumps({**json.loads(good.read_text()),
+                                    "exit_status": float("inf")}))
+    done = _cli("diff", str(good), str(exit_inf))
+    assert done.returncode == 1 and "malformed" in done.stderr, done.stderr
+
+
+def test_diff_regression_from_zero_says_so_not_inf_percent(tmp_path: Path) -> None:
+    """A field that was 0 in A (nothing read: cached) and grew in B: 'from nothing', not
+    '+inf%'."""
+    a = _run_file(tmp_path / "a.json", 1.0, read_bytes=0)
+    b = _run_file(tmp_path / "b.json", 1.0, read_bytes=8192)
+    done = _cli("diff", str(a), str(b), "--fail-above", "10", "--on", "read")
+    assert done.returncode == 3, done.stderr
+    assert "read went from 0B to 8192B (from nothing, above 10%)" in done.stderr
+    assert "inf" not in done.stderr
+
+
+def test_trace_file_messages_suggest_a_trace_and_write_errors_say_what_to_do(
+        tmp_path: Path) -> None:
+    """`--trace DIR` suggested 'report.html'; a report or trace on a full device said
+    only 'No space left on device'."""
+    for parse in (cli_args.trace_file_arg, cli_args.output_file_arg):
+        with pytest.raises(argparse.ArgumentTypeError) as err:
+            parse(str(tmp_path))
+        wanted = "trace.json" if parse is cli_args.trace_file_arg else "report.html"
+        assert f"e.g. {wanted}" in str(err.value)
+    parser = build_parser()
+    for words in (["run", "--trace"], ["history", "--trace"]):
+        subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub = subs.choices[words[0]]
+        action = next(a for a in sub._actions if words[1] in a.option_strings)
+        assert action.type is cli_args.trace_file_arg, words
+    good = _run_file(tmp_path / "a.json", 1.0)
+    done = _cli("diff", str(good), str(good), "--report", "/dev/full")
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("taskstats diff: cannot write /dev/full: No space left on "
+                                   "device: free space on its device, or give a file on "
+                                   "another one"), done.stderr

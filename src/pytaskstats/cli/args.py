@@ -310,13 +310,24 @@ def socket_arg(text: str) -> str:
 
 
 def output_file_arg(text: str) -> str:
-    """A file to write (a report), checked before any work is done: a name in an
-    existing directory this user may write in, not a directory; or an existing
-    non-regular file this user may write (``/dev/stdout``, a FIFO: written into)."""
+    """A report to write (an HTML page); see :func:`_output_file`."""
+    return _output_file(text, "report.html")
+
+
+def trace_file_arg(text: str) -> str:
+    """A trace to write (JSON); see :func:`_output_file`."""
+    return _output_file(text, "trace.json")
+
+
+def _output_file(text: str, example: str) -> str:
+    """A file to write, checked before any work is done: a name in an existing
+    directory this user may write in, not a directory; or an existing non-regular
+    file this user may write (``/dev/stdout``, a FIFO: written into).  ``example``:
+    a file name the messages suggest."""
     if not text.strip():
-        _fail(text, "give a file name, e.g. report.html")
+        _fail(text, f"give a file name, e.g. {example}")
     if os.path.isdir(text):
-        _fail(text, "is a directory: give a file name in it, e.g. report.html")
+        _fail(text, f"is a directory: give a file name in it, e.g. {example}")
     if os.path.exists(text) and not os.path.isfile(text):
         if not os.access(text, os.W_OK):
             _fail(text, "this user may not write it")

@@ -5,6 +5,7 @@ top and the reports lives in :mod:`pytaskstats.textfmt`.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from typing import Any
@@ -50,3 +51,14 @@ def warn_delayacct(state: bool | None) -> None:
     """Say on stderr that delays are not measured, when that is so."""
     if state is False:
         print(f"taskstats: note: {delayacct.OFF_NOTE}", file=sys.stderr)
+
+
+def cannot_write(path: str, err: OSError) -> str:
+    """Why a file (a report, a trace) was not written, and what to do."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        todo = "free space on its device, or give a file on another one"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        todo = "give a file this user may write"
+    else:
+        todo = "give another file"
+    return f"cannot write {path}: {err.strerror or err}: {todo}"

@@ -29,7 +29,7 @@ from ..report.compare import (
 )
 from ..report.diffpage import render_diff
 from .args import count_arg, output_file_arg
-from .common import print_json
+from .common import cannot_write, print_json
 
 REGRESSION = 3  # exit status: a regression above --fail-above
 
@@ -145,8 +145,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             report.save(args.report, render_diff(a, b, whole, changes))
         except OSError as err:
-            print(f"taskstats diff: cannot write {args.report}: {err.strerror}",
-                  file=sys.stderr)
+            print(f"taskstats diff: {cannot_write(args.report, err)}", file=sys.stderr)
             return 1
         print(f"taskstats diff: report written to {args.report}", file=sys.stderr)
     if why:

@@ -24,11 +24,12 @@ from .args import (
     output_file_arg,
     positive_arg,
     text_arg,
+    trace_file_arg,
     uid_arg,
     when_arg,
     when_text_arg,
 )
-from .common import open_client, print_json
+from .common import cannot_write, open_client, print_json
 
 REPORT_SINCE_S = 86400  # --report without --since: the last day
 TRACE_SINCE_S = 3600  # --trace without --since: the last hour
@@ -86,7 +87,7 @@ def add_parser(sub: Any) -> None:
                    help="write an HTML report of the range instead (default --since 1d): "
                    "delays per minute, top commands and cgroups by each wait, of exited "
                    "and live processes")
-    p.add_argument("--trace", metavar="FILE.json", type=output_file_arg,
+    p.add_argument("--trace", metavar="FILE.json", type=trace_file_arg,
                    help="write the exits of the range (default --since 1h) as a Chrome trace "
                    "event file instead (open it in Perfetto UI or chrome://tracing): a track "
                    "per process under its parent, its accounting on its slice, counters, "
@@ -244,8 +245,7 @@ def write_report(args: argparse.Namespace) -> int:
     try:
         report.save(args.report, report.render_history(data))
     except OSError as err:
-        print(f"taskstats history: cannot write {args.report}: {err.strerror}",
-              file=sys.stderr)
+        print(f"taskstats history: {cannot_write(args.report, err)}", file=sys.stderr)
         return 1
     print(f"taskstats history: report written to {args.report}", file=sys.stderr)
     return 0
@@ -282,8 +282,7 @@ def write_trace(args: argparse.Namespace) -> int:
     try:
         report.save(args.trace, json.dumps(doc, separators=(",", ":")) + "\n")
     except OSError as err:
-        print(f"taskstats history: cannot write {args.trace}: {err.strerror}",
-              file=sys.stderr)
+        print(f"taskstats history: {cannot_write(args.trace, err)}", file=sys.stderr)
         return 1
     print(f"taskstats history: trace of {len(data.processes)} processes ({len(rows)} exits) "
           f"written to {args.trace}", file=sys.stderr)

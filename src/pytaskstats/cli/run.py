@@ -30,8 +30,8 @@ from ..report.critical import Link, critical_path, path_json, path_totals
 from ..report.trace import build_trace
 from ..summary import ProcessSummary, process_tree, summarize, totals
 from ..textfmt import delayacct_json, human_bytes, human_duration, wait_status
-from .args import output_file_arg
-from .common import open_client, print_json
+from .args import output_file_arg, trace_file_arg
+from .common import cannot_write, open_client, print_json
 
 PR_SET_CHILD_SUBREAPER = 36
 NOT_FOUND, CANNOT_EXECUTE = 127, 126  # the shell's statuses
@@ -60,7 +60,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--report", metavar="FILE.html", type=output_file_arg,
                    help="also write a self-contained HTML report (timeline, where the time "
                    "went, top waits, totals)")
-    p.add_argument("--trace", metavar="FILE.json", type=output_file_arg,
+    p.add_argument("--trace", metavar="FILE.json", type=trace_file_arg,
                    help="also write the run as a Chrome trace event file (open it in "
                    "Perfetto UI, chrome://tracing or speedscope): a track per process under "
                    "its parent, its accounting on its slice, counters, the critical path")
@@ -354,8 +354,7 @@ def _save(path: str, what: str, text: Callable[[], str]) -> bool:
     try:
         report.save(path, text())
     except OSError as err:
-        print(f"taskstats run: cannot write {what} to {path}: {err.strerror}",
-              file=sys.stderr)
+        print(f"taskstats run: {what}: {cannot_write(path, err)}", file=sys.stderr)
         return False
     print(f"taskstats run: {what.removeprefix('the ')} written to {path}", file=sys.stderr)
     return True

@@ -112,6 +112,16 @@ def _from_trace(doc: Mapping[str, Any]) -> tuple[list[tuple[str, Values]], float
     return rows, float(doc["otherData"]["wall_s"])
 
 
+def _check_numbers(label: str, tables: Sequence[Values]) -> None:
+    """NotARun unless every value is a finite number >= 0 (a run never measures a
+    negative time or byte count; NaN or infinity would fake a change)."""
+    for values in tables:
+        for name, value in values.items():
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise NotARun(f"{label}: {LABELS[name]} is {value!r}, not a number a run "
+                              "measures (finite, 0 or more): the file was edited or damaged")
+
+
 def load(doc: Any, label: str) -> Job:
     """A run from a parsed ``run --json`` document or trace; NotARun otherwise."""
     try:
@@ -136,10 +146,11 @@ def load(doc: Any, label: str) -> Job:
                 totals[name] = (None if totals[name] is None or group[name] is None
                                 else _add(totals[name], group[name]))
         totals["wall"] = wall
+        _check_numbers(label, [totals, *groups.values()])
         status = meta.get("exit_status")
         return Job(label, tuple(str(c) for c in meta.get("command") or ()),
                    None if status is None else int(status), groups, totals)
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
         if isinstance(err, NotARun):
             raise
         raise NotARun(f"{label}: a run or trace document with a missing or malformed part "
@@ -166,8 +177,9 @@ def regression(whole: Change, field: str, above_pct: float) -> str | None:
                          "off?): choose another field with --on")
     if pct <= above_pct:
         return None
+    grew = "from nothing" if math.isinf(pct) else f"{pct:+.1f}%"
     return (f"{LABELS[field]} went from {show(whole.a[field], field)} to "
-            f"{show(whole.b[field], field)} ({pct:+.1f}%, above {above_pct:g}%)")
+            f"{show(whole.b[field], field)} ({grew}, above {above_pct:g}%)")
 
 
 def show(value: float | None, field: str) -> str:
