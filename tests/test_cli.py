@@ -119,6 +119,55 @@ def test_process_tree_across_cpus_and_reused_pids_within_the_run() -> None:
     assert all(p.threads == 1 for p in procs)
 
 
+class _LateDaemon:
+    """A listener as taskstatsd is when exits come fast: it forwards the command's exit
+    record well after the command exited (it holds exits back to batch them)."""
+
+    source = "daemon"
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()  # never readable: nothing comes early
+        self.fds = [self._read]
+        self.pid = 0
+        self.sent = False
+
+    def drain(self) -> list[ExitRecord]:
+        return []
+
+    def poll(self, timeout: float) -> list[ExitRecord]:
+        if self.sent:
+            return []
+        time.sleep(0.3)  # the lateness being modelled, not a synchronisation
+        self.sent = True
+        return [_timed(self.pid, os.getpid(), "late", 100, 0.01)]
+
+    def close(self) -> None:
+        os.close(self._read)
+        os.close(self._write)
+
+
+def test_the_commands_exit_is_dated_by_its_waitpid_not_a_late_arrival(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through taskstatsd, `run --critical-path -- sh -c 'ls; false'` dated sh's exit
+    25 ms late (the daemon's coalescing window): sh seemed to start after its child ls
+    ended, and ls fell off the critical path; TOTAL's wall said 222 ms for a 207 ms run."""
+    late = _LateDaemon()
+    popen = subprocess.Popen
+
+    def spawn(command: list[str]) -> subprocess.Popen[bytes]:
+        proc = popen(command)
+        late.pid = proc.pid
+        return proc
+    monkeypatch.setattr(run, "_subreaper", lambda: None)  # pytest stays no subreaper
+    monkeypatch.setattr(subprocess, "Popen", spawn)  # run.py calls subprocess.Popen
+    try:
+        result = run.execute(["/bin/true"], late, wait_all=False)  # type: ignore[arg-type]
+    finally:
+        late.close()
+    assert [r.pid for r in result.records] == [late.pid]
+    assert result.exit_s == [result.wall_s]  # not the 0.3 s more it took to arrive
+
+
 # ------------------------------------------------------------------ live kernel
 
 @pytest.mark.kernel

@@ -78,7 +78,9 @@ class RunResult:
 
     ``exit_s[i]`` is when ``records[i]`` arrived, in seconds after the command was
     started (monotonic clock; ``started_ns`` is that moment in CLOCK_REALTIME ns); late
-    by up to the listener's coalescing window unless its ``max_wait`` is 0.
+    by up to the listener's coalescing window unless its ``max_wait`` is 0, and through
+    taskstatsd by up to its own (a quarter of its max_wait_ms), except the command's own
+    records: at most ``wall_s``.
     """
 
     command: list[str]
@@ -178,7 +180,11 @@ def execute(command: list[str], listener: Listener, *, wait_all: bool) -> RunRes
         collect(listener.poll(0.1))
     result.still_running = _children()
     result.records = process_tree(result.records, proc.pid, os.getpid())
-    result.exit_s = [arrived[id(rec)] for rec in result.records]
+    # the command's own exit is known to the waitpid: its records (the process, its
+    # threads) cannot have ended later, however late taskstatsd forwarded them (it holds
+    # an exit back up to a quarter of its max_wait_ms when exits come fast)
+    result.exit_s = [min(arrived[id(rec)], result.wall_s) if rec.tgid == proc.pid
+                     else arrived[id(rec)] for rec in result.records]
     return result
 
 
