@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pytaskstats.cli import completion, getdelays, manpage
+from pytaskstats.cli import completion, diff, getdelays, manpage
 from pytaskstats.cli.main import build_parser
 from pytaskstats.daemon import config
 
@@ -100,6 +100,22 @@ def test_the_main_page_lists_every_command(pages: dict[str, str]) -> None:
     for name in _commands():
         assert f".TP\n\\fB{name}\\fR\n" in text
         assert f"\\fBtaskstats-{name}\\fR(1)" in text
+
+
+def _exit_statuses(page: str) -> list[str]:
+    """The statuses an EXIT STATUS section lists, in order."""
+    section = page.split(".SH EXIT STATUS\n", 1)[1].split(".SH ", 1)[0]
+    return re.findall(r"^\.TP\n\\fB(\w+)\\fR$", section, re.M)
+
+
+def test_exit_statuses_include_diffs_regression_and_runs_own_errors(
+        pages: dict[str, str]) -> None:
+    """taskstats-diff(1) listed 0, 1 and 2 but not 3, the status --fail-above exists for;
+    taskstats-run(1) listed only 0 and 'other' though run's own errors are 1 and 2."""
+    assert _exit_statuses(pages["taskstats-diff"]) == ["0", "1", "2", str(diff.REGRESSION)]
+    assert _exit_statuses(pages["taskstats-run"]) == ["0", "1", "2", "other"]
+    assert _exit_statuses(pages["taskstats"]) == ["0", "1", "2", "3", "run"]
+    assert _exit_statuses(pages["taskstats-get"]) == ["0", "1", "2"]
 
 
 def test_pages_render_without_warnings(pages: dict[str, str], tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import __version__
 from .args import printable
+from .diff import REGRESSION
 from .parsewalk import Command, Option, Positional, commands
 
 SEE_ALSO_DAEMON = ("taskstatsd", 8)
@@ -23,7 +24,10 @@ _EXIT_STATUS = (
     ("2", "a usage error: one line on stderr says what is wrong and what is accepted"),
 )
 _RUN_STATUS = ("run passes its command's status through: 126 when it cannot be executed, "
-               "127 when it is not found, 128+N when it was killed by signal N")
+               "127 when it is not found, 128+N when it was killed by signal N; its own "
+               "errors are 1 and 2, as above, with a line on stderr")
+_DIFF_STATUS = ("diff --fail-above: the whole run's FIELD grew by more than PCT percent (a "
+                "regression, told apart from an error; the comparison is printed)")
 _ENVIRONMENT = (
     ("TASKSTATS_SOCKET", "taskstatsd's socket when --socket is not given (default "
      "/run/taskstats/taskstatsd.sock)"),
@@ -137,7 +141,8 @@ def render_main(cmd: Command) -> str:
     lines.append(".SH COMMANDS")
     for sub in cmd.commands:
         lines += [".TP", f"\\fB{escape(sub.path[-1])}\\fR", escape(sub.summary)]
-    lines += _listing("EXIT STATUS", (*_EXIT_STATUS, ("run", _RUN_STATUS)))
+    lines += _listing("EXIT STATUS", (*_EXIT_STATUS, (str(REGRESSION), _DIFF_STATUS),
+                                      ("run", _RUN_STATUS)))
     lines += _listing("ENVIRONMENT", _ENVIRONMENT)
     lines += _see_also([(sub.name, 1) for sub in cmd.commands] + [SEE_ALSO_DAEMON])
     return "\n".join(lines) + "\n"
@@ -151,8 +156,9 @@ def render_command(cmd: Command) -> str:
         lines += [".SH OPTIONS", *_option_lines(cmd.options, cmd.positionals)]
     lines += [".PP", escape("The global options (--backend, --socket) go before the "
                             "command; see taskstats(1).")]
-    lines += _listing("EXIT STATUS", _EXIT_STATUS if cmd.path[-1] != "run"
-                      else (*_EXIT_STATUS[:1], ("other", _RUN_STATUS)))
+    statuses = {"run": (*_EXIT_STATUS, ("other", _RUN_STATUS)),
+                "diff": (*_EXIT_STATUS, (str(REGRESSION), _DIFF_STATUS))}
+    lines += _listing("EXIT STATUS", statuses.get(cmd.path[-1], _EXIT_STATUS))
     lines += _see_also([("taskstats", 1), SEE_ALSO_DAEMON])
     return "\n".join(lines) + "\n"
 
