@@ -375,6 +375,12 @@ def test_history_trace_through_the_daemon(tmp_path: Path) -> None:
         doc = json.loads(trace.read_text())
         trace_rules.check(doc)
         assert [e["name"] for e in _slices(doc)] == [marker] * 4
+        none = _cli("--socket", daemon.socket, "history", "--trace", str(trace), "--comm",
+                    f"{marker}x")  # it wrote an empty trace without a word on the filter
+        assert none.returncode == 0, none.stderr
+        assert (f"no exits match (--comm {marker}x, in the last 1h (the default --since))"
+                in none.stderr), none.stderr
+        assert _slices(json.loads(trace.read_text())) == []
         clash = _cli("--socket", daemon.socket, "history", "--trace", str(trace), "--json")
         assert clash.returncode == 2 and "does not combine" in clash.stderr
     finally:

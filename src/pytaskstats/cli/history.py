@@ -284,6 +284,12 @@ def write_trace(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"taskstats history: {cannot_write(args.trace, err)}", file=sys.stderr)
         return 1
+    if not rows:  # as a query that matches nothing says, with the filter
+        shown = describe_filter(args)
+        if args.since is None:
+            shown = ("" if shown.startswith("no filter") else f"{shown}, ") + (
+                f"in the last {TRACE_SINCE_S // 3600}h (the default --since)")
+        print(f"taskstats history: no exits match ({shown})", file=sys.stderr)
     print(f"taskstats history: trace of {len(data.processes)} processes ({len(rows)} exits) "
           f"written to {args.trace}", file=sys.stderr)
     return 0
