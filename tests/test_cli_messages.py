@@ -566,3 +566,23 @@ def test_trace_file_messages_suggest_a_trace_and_write_errors_say_what_to_do(
     assert done.stderr.strip() == ("taskstats diff: cannot write /dev/full: No space left on "
                                    "device: free space on its device, or give a file on "
                                    "another one"), done.stderr
+
+
+def test_diff_names_json_lines_and_an_unknown_exit_status(tmp_path: Path) -> None:
+    """`history --json` output given to diff said 'not JSON (Extra data: line 2 column
+    1 ...)', though every line is JSON; a trace without an exit status said 'exit None'."""
+    good = _run_file(tmp_path / "a.json", 1.0)
+    lines = tmp_path / "lines.json"
+    lines.write_text('{"comm": "make"}\n{"comm": "cc1"}\n')
+    done = _cli("diff", str(good), str(lines))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "one JSON document per line" in done.stderr and "history --json" in done.stderr
+    assert "not JSON" not in done.stderr
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"traceEvents": [], "otherData": {"wall_s": 1.0}}))
+    page = tmp_path / "d.html"
+    done = _cli("diff", str(bare), str(good), "--report", str(page))
+    assert done.returncode == 0, done.stderr
+    assert f"A: {bare} (?, exit ?)" in done.stdout.splitlines()[0], done.stdout
+    assert "None" not in done.stdout and "None" not in page.read_text()
+    assert "(exit status ?)" in page.read_text()

@@ -79,8 +79,12 @@ def read_job(path: str) -> Job:
     except OSError as err:
         raise NotARun(f"cannot read {path}: {err.strerror}") from err
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise NotARun(f"{path}: not JSON ({err}); give a 'taskstats run --json' output or "
-                      "a 'taskstats run --trace' file") from err
+        what = (f"one JSON document per line ({err.msg} at line {err.lineno}: the output of "
+                "'history --json' or 'listen --json'?)"
+                if isinstance(err, json.JSONDecodeError) and err.msg == "Extra data"
+                else f"not JSON ({err})")
+        raise NotARun(f"{path}: {what}; give a 'taskstats run --json' output or a "
+                      "'taskstats run --trace' file") from err
     return load(doc, path)
 
 
@@ -103,7 +107,8 @@ def format_change(change: Change, title: str) -> list[str]:
 def format_text(a: Job, b: Job, whole: Change, changes: list[Change], limit: int) -> str:
     """The comparison as text: the whole run, then the most changed command names."""
     def who(job: Job) -> str:
-        return f"{job.label} ({' '.join(job.command) or '?'}, exit {job.exit_status})"
+        status = "?" if job.exit_status is None else job.exit_status
+        return f"{job.label} ({' '.join(job.command) or '?'}, exit {status})"
     lines = [f"A: {who(a)}", f"B: {who(b)}"]
     lines += format_change(whole, "whole run (wall: the run's wall time)")
     for c in changes[:limit]:

@@ -70,13 +70,13 @@ def _table(changes: Sequence[Change]) -> str:
 def render_diff(a: Job, b: Job, whole: Change, changes: Sequence[Change]) -> str:
     """The page as one self-contained HTML document."""
     def cmd(job: Job) -> str:
-        return " ".join(job.command) or "?"
+        status = "?" if job.exit_status is None else job.exit_status
+        return f"{' '.join(job.command) or '?'} (exit status {status})"
     title = f"taskstats diff: {a.label} vs {b.label}"
     cards = [(f"{LABELS[f]} A / B", f"{_value(whole.a.get(f), f)} / {_value(whole.b.get(f), f)}",
               f"change {_delta(whole, f)}") for f in FIELDS]
     head = [f"<h1>{esc(title)}</h1>",
-            page.para(f"A: {a.label}: {cmd(a)} (exit status {a.exit_status}); "
-                      f"B: {b.label}: {cmd(b)} (exit status {b.exit_status})"),
+            page.para(f"A: {a.label}: {cmd(a)}; B: {b.label}: {cmd(b)}"),
             page.nav([("whole", "Whole run"), ("commands", "Per command name"),
                       ("table", "Table")]),
             page.cards(cards)]
