@@ -586,3 +586,23 @@ def test_diff_names_json_lines_and_an_unknown_exit_status(tmp_path: Path) -> Non
     assert f"A: {bare} (?, exit ?)" in done.stdout.splitlines()[0], done.stdout
     assert "None" not in done.stdout and "None" not in page.read_text()
     assert "(exit status ?)" in page.read_text()
+
+
+def test_taskstatsd_out_of_range_settings_say_where_they_were_given(tmp_path: Path) -> None:
+    """`max_wait_ms = -1` in a config file said 'max_wait_ms = -1.0: want 0 .. 60000',
+    without the file (the same line as for --max-wait-ms), with a float for an integer."""
+    conf = tmp_path / "taskstatsd.conf"
+    conf.write_text("[taskstatsd]\nmax_wait_ms = -1\nsynchronous = fast\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(["--config", str(conf)])
+    assert str(err.value) == f"config file {conf}: max_wait_ms = -1: want 0 .. 60000"
+    with pytest.raises(config.ConfigError) as err:
+        config.load(["--config", os.devnull, "--max-wait-ms", "1e9"])
+    assert str(err.value) == "--max-wait-ms: max_wait_ms = 1000000000: want 0 .. 60000"
+    conf.write_text("[taskstatsd]\nsynchronous = fast\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(["--config", str(conf), "--procfs-interval-s", "0.001"])
+    assert str(err.value).startswith("--procfs-interval-s: procfs_interval_s = 0.001: want 0.01")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(["--config", str(conf)])
+    assert str(err.value).startswith(f"config file {conf}: synchronous = 'FAST': want one of")

@@ -14,7 +14,7 @@ import grp
 import math
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 
@@ -249,16 +249,19 @@ def load(argv: Sequence[str] | None = None) -> Config:
 def from_args(args: argparse.Namespace) -> Config:
     """The checked Config of parsed arguments (reads the config file)."""
     cfg = Config()
+    origin: dict[str, str] = {}  # setting -> where it was given, for the messages
     for key, value in _read_file(args.config).items():
-        _set(cfg, key.replace("-", "_"), value,
-             f"config file {args.config or DEFAULT_CONFIG}: ")
+        name = key.replace("-", "_")
+        origin[name] = f"config file {args.config or DEFAULT_CONFIG}: "
+        _set(cfg, name, value, origin[name])
     for f in fields(Config):
         flag = getattr(args, f.name, None)
         if isinstance(flag, bool):
             setattr(cfg, f.name, flag)
         elif flag is not None:
-            _set(cfg, f.name, flag, "--" + f.name.replace("_", "-") + ": ")
-    check(cfg)
+            origin[f.name] = "--" + f.name.replace("_", "-") + ": "
+            _set(cfg, f.name, flag, origin[f.name])
+    check(cfg, origin)
     return cfg
 
 
@@ -344,21 +347,25 @@ def _convert(kind: str, text: str) -> Any:
     return text
 
 
-def check(cfg: Config) -> None:
+def check(cfg: Config, origin: Mapping[str, str] | None = None) -> None:
     """Raise ConfigError for the first setting taskstatsd cannot use; reads, never
-    writes (paths are looked at, the admin group looked up)."""
+    writes (paths are looked at, the admin group looked up).  ``origin``: setting ->
+    where it was given ("config file F: ", "--flag: "), said before it."""
+    where = origin or {}
     for f in fields(Config):
         value = getattr(cfg, f.name)
         if f.type in ("int", "float"):
             low, high = BOUNDS.get(f.name, DEFAULT_BOUNDS)
             if not low <= value <= high:
-                raise ConfigError(f"{f.name} = {value}: want {low} .. {high}")
+                raise ConfigError(f"{where.get(f.name, '')}{f.name} = {_number(value)}: "
+                                  f"want {_number(low)} .. {_number(high)}")
     for name, choices in CHOICES.items():
         value = getattr(cfg, name)
         if name == "synchronous":
             value = cfg.synchronous = value.upper()
         if value not in choices:
-            raise ConfigError(f"{name} = {value!r}: want one of {', '.join(choices)}")
+            raise ConfigError(f"{where.get(name, '')}{name} = {value!r}: want one of "
+                              f"{', '.join(choices)}")
     _check_together(cfg)
     _check_state_dir(cfg.state_dir)
     try:
