@@ -578,6 +578,10 @@ def test_diff_names_json_lines_and_an_unknown_exit_status(tmp_path: Path) -> Non
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert "one JSON document per line" in done.stderr and "history --json" in done.stderr
     assert "not JSON" not in done.stderr
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)  # was 'internal error (RecursionError ...)'
+    done = _cli("diff", str(deep), str(good))
+    assert done.returncode == 1 and "nested too deeply" in done.stderr, done.stderr
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps({"traceEvents": [], "otherData": {"wall_s": 1.0}}))
     page = tmp_path / "d.html"

@@ -85,6 +85,9 @@ def read_job(path: str) -> Job:
                 else f"not JSON ({err})")
         raise NotARun(f"{path}: {what}; give a 'taskstats run --json' output or a "
                       "'taskstats run --trace' file") from err
+    except RecursionError as err:  # Python's parser has a depth limit; a run is shallow
+        raise NotARun(f"{path}: JSON nested too deeply to be a run; give a 'taskstats run "
+                      "--json' output or a 'taskstats run --trace' file") from err
     return load(doc, path)
 
 
