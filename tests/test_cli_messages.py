@@ -610,3 +610,20 @@ def test_taskstatsd_out_of_range_settings_say_where_they_were_given(tmp_path: Pa
     with pytest.raises(config.ConfigError) as err:
         config.load(["--config", str(conf)])
     assert str(err.value).startswith(f"config file {conf}: synchronous = 'FAST': want one of")
+
+
+def test_undecodable_file_names_are_shown_as_bytes(tmp_path: Path) -> None:
+    """A file name of non-UTF-8 bytes was said as 'trace written to t\\udcff.json' (or
+    'cannot read \\udcfe.json'): Python's surrogate, not the byte; man said '\\\\xff'."""
+    good = _run_file(tmp_path / "a.json", 1.0)
+    odd = os.fsdecode(bytes(tmp_path) + b"/\xff.json")
+    Path(odd).write_bytes(good.read_bytes())
+    done = _cli("diff", odd, str(good), "--report", os.fsdecode(bytes(tmp_path) + b"/\xfe.html"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"A: {tmp_path}/\\xff.json ("), done.stdout
+    assert done.stderr == f"taskstats diff: report written to {tmp_path}/\\xfe.html\n"
+    missing = _cli("diff", os.fsdecode(bytes(tmp_path) + b"/\xfd.json"), str(good))
+    assert missing.stderr.startswith(f"taskstats diff: cannot read {tmp_path}/\\xfd.json:")
+    assert "udc" not in done.stderr + missing.stderr + done.stdout
+    page = _cli("man", os.fsdecode(b"\xff"))
+    assert page.returncode == 2 and page.stderr.startswith("taskstats man: no page '\\xff';")

@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import delayacct
 from ..client import Client
+from .args import printable
 
 
 def open_client(args: Any, backend: str | None = None, *, exits: bool = False,
@@ -61,4 +62,4 @@ def cannot_write(path: str, err: OSError) -> str:
         todo = "give a file this user may write"
     else:
         todo = "give another file"
-    return f"cannot write {path}: {err.strerror or err}: {todo}"
+    return f"cannot write {printable(path)}: {err.strerror or err}: {todo}"

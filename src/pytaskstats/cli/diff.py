@@ -28,7 +28,7 @@ from ..report.compare import (
     show,
 )
 from ..report.diffpage import render_diff
-from .args import count_arg, output_file_arg
+from .args import count_arg, output_file_arg, printable
 from .common import cannot_write, print_json
 
 REGRESSION = 3  # exit status: a regression above --fail-above
@@ -73,22 +73,23 @@ def add_parser(sub: Any) -> None:
 
 def read_job(path: str) -> Job:
     """A run from a file; NotARun (with the path and what is wrong) otherwise."""
+    label = printable(path)  # a name of undecodable bytes is shown as \xNN
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except OSError as err:
-        raise NotARun(f"cannot read {path}: {err.strerror}") from err
+        raise NotARun(f"cannot read {label}: {err.strerror}") from err
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         what = (f"one JSON document per line ({err.msg} at line {err.lineno}: the output of "
                 "'history --json' or 'listen --json'?)"
                 if isinstance(err, json.JSONDecodeError) and err.msg == "Extra data"
                 else f"not JSON ({err})")
-        raise NotARun(f"{path}: {what}; give a 'taskstats run --json' output or a "
+        raise NotARun(f"{label}: {what}; give a 'taskstats run --json' output or a "
                       "'taskstats run --trace' file") from err
     except RecursionError as err:  # Python's parser has a depth limit; a run is shallow
-        raise NotARun(f"{path}: JSON nested too deeply to be a run; give a 'taskstats run "
+        raise NotARun(f"{label}: JSON nested too deeply to be a run; give a 'taskstats run "
                       "--json' output or a 'taskstats run --trace' file") from err
-    return load(doc, path)
+    return load(doc, label)
 
 
 def format_change(change: Change, title: str) -> list[str]:
@@ -155,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError as err:
             print(f"taskstats diff: {cannot_write(args.report, err)}", file=sys.stderr)
             return 1
-        print(f"taskstats diff: report written to {args.report}", file=sys.stderr)
+        print(f"taskstats diff: report written to {printable(args.report)}", file=sys.stderr)
     if why:
         print(f"taskstats diff: regression: {why}", file=sys.stderr)
         return REGRESSION

@@ -23,6 +23,7 @@ from .args import (
     id_arg,
     output_file_arg,
     positive_arg,
+    printable,
     text_arg,
     trace_file_arg,
     uid_arg,
@@ -247,7 +248,7 @@ def write_report(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"taskstats history: {cannot_write(args.report, err)}", file=sys.stderr)
         return 1
-    print(f"taskstats history: report written to {args.report}", file=sys.stderr)
+    print(f"taskstats history: report written to {printable(args.report)}", file=sys.stderr)
     return 0
 
 
@@ -291,7 +292,7 @@ def write_trace(args: argparse.Namespace) -> int:
                 f"in the last {TRACE_SINCE_S // 3600}h (the default --since)")
         print(f"taskstats history: no exits match ({shown})", file=sys.stderr)
     print(f"taskstats history: trace of {len(data.processes)} processes ({len(rows)} exits) "
-          f"written to {args.trace}", file=sys.stderr)
+          f"written to {printable(args.trace)}", file=sys.stderr)
     return 0
 
 

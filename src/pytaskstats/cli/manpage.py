@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         else str(args.page)
     key = name if name in found else f"taskstats-{name}"
     if key not in found:
-        print(f"taskstats man: no page {printable(args.page)!r}; pages: "
+        print(f"taskstats man: no page '{printable(args.page)}'; pages: "
               f"{', '.join(found)}", file=sys.stderr)
         return 2
     sys.stdout.write(found[key][1])

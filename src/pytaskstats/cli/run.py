@@ -30,7 +30,7 @@ from ..report.critical import Link, critical_path, path_json, path_totals
 from ..report.trace import build_trace
 from ..summary import ProcessSummary, process_tree, summarize, totals
 from ..textfmt import delayacct_json, human_bytes, human_duration, wait_status
-from .args import output_file_arg, trace_file_arg
+from .args import output_file_arg, printable, trace_file_arg
 from .common import cannot_write, open_client, print_json
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -362,7 +362,8 @@ def _save(path: str, what: str, text: Callable[[], str]) -> bool:
     except OSError as err:
         print(f"taskstats run: {what}: {cannot_write(path, err)}", file=sys.stderr)
         return False
-    print(f"taskstats run: {what.removeprefix('the ')} written to {path}", file=sys.stderr)
+    print(f"taskstats run: {what.removeprefix('the ')} written to {printable(path)}",
+          file=sys.stderr)
     return True
 
 
