@@ -19,7 +19,7 @@ import pytest
 
 from pytaskstats import ExitRecord, delayacct, taskstats
 from pytaskstats.cli import args as cli_args
-from pytaskstats.cli import history, run, status
+from pytaskstats.cli import history, listen, run, status
 from pytaskstats.cli.main import build_parser
 from pytaskstats.daemon import config
 from pytaskstats.errors import AccessDenied, from_errno
@@ -627,3 +627,29 @@ def test_undecodable_file_names_are_shown_as_bytes(tmp_path: Path) -> None:
     assert "udc" not in done.stderr + missing.stderr + done.stdout
     page = _cli("man", os.fsdecode(b"\xff"))
     assert page.returncode == 2 and page.stderr.startswith("taskstats man: no page '\\xff';")
+
+
+class _StatusOnly:
+    """A client whose taskstatsd answers STATUS with ``doc``."""
+
+    def __init__(self, backend: str, doc: dict[str, object]) -> None:
+        self.backend, self.doc = backend, doc
+
+    def status(self) -> dict[str, object]:
+        return self.doc
+
+
+def test_listen_says_when_taskstatsd_sends_only_your_own_exits() -> None:
+    """As nobody, `taskstats listen` through taskstatsd waited in silence: its policy
+    sends a non-admin only the exits of its own processes (`status` says so; listen
+    did not)."""
+    def note(backend: str, admin: bool, policy: str, why: str = "") -> str | None:
+        doc = {"client": {"uid": 65534, "admin": admin},
+               "exit_policy": {"non_admin_exits": policy, "why": why}}
+        return listen.scope_note(_StatusOnly(backend, doc))  # type: ignore[arg-type]
+    own = note("daemon", False, "own")
+    assert own is not None and "your own processes only (uid 65534" in own
+    off = note("daemon", False, "none", "no proc connector")
+    assert off is not None and "no exits" in off and "(no proc connector)" in off
+    assert note("daemon", True, "own") is None  # an admin sees every exit
+    assert note("kernel", False, "own") is None  # the kernel sends every exit

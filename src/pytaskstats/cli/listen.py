@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, cast
 
 from .. import delayacct
+from ..client import Client
+from ..errors import TaskstatsError
 from ..listener import DEFAULT_MAX_WAIT_S
 from ..records import ExitRecord, Lost, TaskStats
 from ..textfmt import delayacct_json, human_bytes, human_duration, record_json, wait_status
@@ -95,6 +97,30 @@ def _line(event: ExitRecord | Lost, args: argparse.Namespace, state: bool | None
     return text_line(event, state) + "\n"
 
 
+def scope_note(client: Client) -> str | None:
+    """What taskstatsd's exit policy withholds from this (non-admin) user, when it
+    withholds anything: a listener that sees only its own exits, or none, would
+    otherwise wait in silence.  None with the kernel, for an admin, or when unknown."""
+    if client.backend != "daemon":
+        return None
+    try:
+        doc = cast(dict[str, Any], client.status())
+    except TaskstatsError:
+        return None
+    me, policy = doc.get("client") or {}, doc.get("exit_policy") or {}
+    if me.get("admin") is not False:
+        return None
+    if policy.get("non_admin_exits") == "own":
+        return (f"taskstatsd sends you the exits of your own processes only (uid "
+                f"{me.get('uid')}; its exit policy): root, or a member of its admin_group, "
+                "sees every exit")
+    if policy.get("non_admin_exits") == "none":
+        why = f" ({policy['why']})" if policy.get("why") else ""
+        return (f"taskstatsd sends you no exits: its exit policy is off{why}; root, or a "
+                "member of its admin_group, sees them")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Listen until interrupted (or ``--count`` exits), printing each event; the
     lines of one batch are written together and flushed once."""
@@ -107,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         elif state is False:
             print(f"taskstats: note: {delayacct.OFF_NOTE}", file=sys.stderr)
+        scope = scope_note(client)
+        if scope:
+            print(f"taskstats: note: {scope}", file=sys.stderr)
         for batch in listener.batches():
             lines = []
             for event in batch:
