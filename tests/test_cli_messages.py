@@ -653,3 +653,24 @@ def test_listen_says_when_taskstatsd_sends_only_your_own_exits() -> None:
     assert off is not None and "no exits" in off and "(no proc connector)" in off
     assert note("daemon", True, "own") is None  # an admin sees every exit
     assert note("kernel", False, "own") is None  # the kernel sends every exit
+
+
+def test_an_output_file_never_overwrites_an_input_or_the_other_output(tmp_path: Path) -> None:
+    """`diff j1.json j2.json --report j2.json` replaced the run j2.json with the HTML
+    page; `run --trace x --report x` wrote both and said both were written (the trace
+    had overwritten the report)."""
+    good = _run_file(tmp_path / "a.json", 1.0)
+    other = _run_file(tmp_path / "b.json", 2.0)
+    kept = other.read_bytes()
+    link = tmp_path / "link.json"
+    link.symlink_to(other)
+    for report in (str(other), str(link), f"{tmp_path}/./b.json"):
+        done = _cli("diff", str(good), str(other), "--report", report)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "is a run compared: it would be overwritten" in done.stderr
+        assert other.read_bytes() == kept
+    marker = tmp_path / "ran"
+    same = _cli("run", "--trace", str(tmp_path / "x"), "--report", f"{tmp_path}/./x", "--",
+                "touch", str(marker))
+    assert same.returncode == 2 and same.stderr.count("\n") == 1, same.stderr
+    assert "both name" in same.stderr and not marker.exists()  # refused before running

@@ -309,6 +309,15 @@ def socket_arg(text: str) -> str:
     return text
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (existing: the same inode; else the
+    same resolved path); for an output that would overwrite an input or another output."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def output_file_arg(text: str) -> str:
     """A report to write (an HTML page); see :func:`_output_file`."""
     return _output_file(text, "report.html")
