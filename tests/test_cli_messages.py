@@ -674,3 +674,27 @@ def test_an_output_file_never_overwrites_an_input_or_the_other_output(tmp_path: 
                 "touch", str(marker))
     assert same.returncode == 2 and same.stderr.count("\n") == 1, same.stderr
     assert "both name" in same.stderr and not marker.exists()  # refused before running
+
+
+def test_an_output_file_that_is_stdouts_file_is_refused(tmp_path: Path) -> None:
+    """`run --json --trace j.json -- make > j.json`: the trace replaced the file stdout
+    was writing, and the run's JSON went to the unlinked inode (lost, without a word)."""
+    good = _run_file(tmp_path / "a.json", 1.0)
+    out = tmp_path / "out.json"
+    marker = tmp_path / "ran"
+    for argv in (["diff", str(good), str(good), "--report", str(out)],
+                 ["run", "--json", "--trace", str(out), "--", "touch", str(marker)],
+                 ["run", "--report", str(out), "--", "touch", str(marker)]):
+        with out.open("w") as stdout:
+            done = subprocess.run([*CLI, *argv], stdout=stdout, stderr=subprocess.PIPE,
+                                  text=True, timeout=60, check=False)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, (argv, done.stderr)
+        assert "is the file stdout is redirected to" in done.stderr, done.stderr
+        assert not marker.exists()
+    with out.open("w") as stdout:  # stdout asked for by name: written there, as before
+        done = subprocess.run([*CLI, "diff", str(good), str(good), "--report", "/dev/stdout"],
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=60,
+                              check=False)
+    assert done.returncode == 0, done.stderr
+    assert cli_args.stdout_clash("--trace", str(good)) is None  # stdout is not that file
+    assert cli_args.stdout_clash("--trace", None) is None

@@ -14,6 +14,7 @@ import math
 import os
 import pwd
 import re
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -316,6 +317,23 @@ def same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return os.path.realpath(a) == os.path.realpath(b)
+
+
+def stdout_clash(option: str, path: str | None) -> str | None:
+    """The usage error when output file ``path`` (of ``option``) is the regular file
+    stdout is redirected to: writing it replaces that file, and what went to stdout is
+    lost.  None otherwise (no path, a terminal, a pipe, stdout named as such: asked for)."""
+    if not path or path in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+        return None
+    try:
+        out, named = os.fstat(sys.stdout.fileno()), os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(out.st_mode) or (out.st_dev, out.st_ino) != (named.st_dev,
+                                                                      named.st_ino):
+        return None
+    return (f"{option} {printable(path)} is the file stdout is redirected to: what is "
+            "printed would be lost; give another file")
 
 
 def output_file_arg(text: str) -> str:

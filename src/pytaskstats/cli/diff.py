@@ -28,7 +28,7 @@ from ..report.compare import (
     show,
 )
 from ..report.diffpage import render_diff
-from .args import count_arg, output_file_arg, printable, same_file
+from .args import count_arg, output_file_arg, printable, same_file, stdout_clash
 from .common import cannot_write, print_json
 
 REGRESSION = 3  # exit status: a regression above --fail-above
@@ -127,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
     """Compare; print; write the page; check --fail-above."""
     if args.on is not None and args.fail_above is None:
         print("taskstats diff: --on FIELD goes with --fail-above PCT", file=sys.stderr)
+        return 2
+    clash = stdout_clash("--report", args.report)
+    if clash:
+        print(f"taskstats diff: {clash}", file=sys.stderr)
         return 2
     if args.report and any(same_file(args.report, run) for run in (args.a, args.b)):
         print(f"taskstats diff: --report {printable(args.report)} is a run compared: it "

@@ -30,7 +30,7 @@ from ..report.critical import Link, critical_path, path_json, path_totals
 from ..report.trace import build_trace
 from ..summary import ProcessSummary, process_tree, summarize, totals
 from ..textfmt import delayacct_json, human_bytes, human_duration, wait_status
-from .args import output_file_arg, printable, same_file, trace_file_arg
+from .args import output_file_arg, printable, same_file, stdout_clash, trace_file_arg
 from .common import cannot_write, open_client, print_json
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -302,6 +302,10 @@ def run(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         print("taskstats run: give a command: taskstats run -- CMD ARGS...", file=sys.stderr)
+        return 2
+    clash = stdout_clash("--report", args.report) or stdout_clash("--trace", args.trace)
+    if clash:
+        print(f"taskstats run: {clash}", file=sys.stderr)
         return 2
     if args.report and args.trace and same_file(args.report, args.trace):
         print(f"taskstats run: --report and --trace both name {printable(args.trace)}: one "
