@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import stat
 import sys
 from typing import Any
 
@@ -71,15 +73,44 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+MAX_INPUT = 1 << 30  # bytes: a file larger than this is refused (parsing takes ~5x in memory)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a run holds")
+
+
 def read_job(path: str) -> Job:
-    """A run from a file; NotARun (with the path and what is wrong) otherwise."""
+    """A run from a file; NotARun (with the path and what is wrong) otherwise.
+
+    Only a regular file of at most :data:`MAX_INPUT` bytes is read (a FIFO, a device or
+    a directory is refused without blocking); NaN, Infinity and nesting deeper than the
+    parser's recursion limit are refused, so any input ends in bounded time and memory.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
         raise NotARun(f"cannot read {path}: {err.strerror}") from err
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise NotARun(f"{path}: not JSON ({err}); give a 'taskstats run --json' output or "
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise NotARun(f"cannot read {path}: {kind}; give a 'taskstats run --json' "
+                          "output or a 'taskstats run --trace' file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_INPUT + 1)
+    except OSError as err:
+        raise NotARun(f"cannot read {path}: {err.strerror}") from err
+    finally:
+        os.close(fd)
+    if len(data) > MAX_INPUT:
+        raise NotARun(f"{path}: larger than {MAX_INPUT >> 20} MiB, more than a run's output; "
+                      "give a 'taskstats run --json' output or a 'taskstats run --trace' file")
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        why = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise NotARun(f"{path}: not JSON ({why}); give a 'taskstats run --json' output or "
                       "a 'taskstats run --trace' file") from err
     return load(doc, path)
 

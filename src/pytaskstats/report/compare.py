@@ -27,6 +27,8 @@ LABELS = {"processes": "processes", "wall": "wall", "cpu": "CPU", "cpu_wait": "C
           "io_wait": "IO wait", "memory_wait": "memory wait", "read": "read",
           "write": "written"}
 Values = dict[str, float | None]
+TRACE_ARGS = {"cpu": "cpu_s", "cpu_wait": "cpu_wait_s", "io_wait": "io_wait_s",
+              "memory_wait": "memory_wait_s", "read": "read_bytes", "write": "write_bytes"}
 
 
 class NotARun(ValueError):
@@ -79,8 +81,27 @@ def _add(a: float | None, b: float | None) -> float | None:
     return a if b is None else a + b
 
 
+def _number(value: Any, what: str) -> float:
+    """``value`` as a float: a finite number >= 0 (ints of any size, not bools);
+    ValueError otherwise (strings, NaN, Infinity, negative times, 10**400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} is {type(value).__name__}, not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not (math.isfinite(number) and number >= 0):
+        shown = f"{value:.6g}" if isinstance(value, float) or abs(value) < 10**12 else "huge"
+        raise ValueError(f"{what} is {shown}: not a finite number from 0 up")
+    return number
+
+
+def _optional(value: Any, what: str) -> float | None:
+    return None if value is None else _number(value, what)
+
+
 def _scaled(values: Mapping[str, Any], names: Sequence[str], scale: float) -> float | None:
-    present = [values[n] for n in names if values.get(n) is not None]
+    present = [_number(values[n], n) for n in names if values.get(n) is not None]
     return sum(present) * scale if present else None
 
 
@@ -89,13 +110,13 @@ def _from_run(doc: Mapping[str, Any]) -> tuple[list[tuple[str, Values]], float]:
     for p in doc["processes"]:
         etime = p.get("ac_etime")
         rows.append((str(p.get("comm") or "?"), {
-            "processes": 1.0, "wall": None if etime is None else etime / 1e6,
+            "processes": 1.0, "wall": None if etime is None else _number(etime, "ac_etime") / 1e6,
             "cpu": _scaled(p, ("ac_utime", "ac_stime"), 1e-6),
             "cpu_wait": _scaled(p, ("cpu_delay_total",), 1e-9),
             "io_wait": _scaled(p, ("blkio_delay_total",), 1e-9),
             "memory_wait": _scaled(p, ("memory_delay_total",), 1e-9),
             "read": _scaled(p, ("read_bytes",), 1.0), "write": _scaled(p, ("write_bytes",), 1.0)}))
-    return rows, float(doc["wall_s"])
+    return rows, _number(doc["wall_s"], "wall_s")
 
 
 def _from_trace(doc: Mapping[str, Any]) -> tuple[list[tuple[str, Values]], float]:
@@ -105,11 +126,9 @@ def _from_trace(doc: Mapping[str, Any]) -> tuple[list[tuple[str, Values]], float
             continue
         a = e.get("args") or {}
         rows.append((str(a.get("comm") or e.get("name") or "?"), {
-            "processes": 1.0, "wall": float(e["dur"]) / 1e6, "cpu": a.get("cpu_s"),
-            "cpu_wait": a.get("cpu_wait_s"), "io_wait": a.get("io_wait_s"),
-            "memory_wait": a.get("memory_wait_s"), "read": a.get("read_bytes"),
-            "write": a.get("write_bytes")}))
-    return rows, float(doc["otherData"]["wall_s"])
+            "processes": 1.0, "wall": _number(e["dur"], "dur") / 1e6,
+            **{field: _optional(a.get(arg), arg) for field, arg in TRACE_ARGS.items()}}))
+    return rows, _number(doc["otherData"]["wall_s"], "wall_s")
 
 
 def load(doc: Any, label: str) -> Job:
@@ -137,8 +156,11 @@ def load(doc: Any, label: str) -> Job:
                                 else _add(totals[name], group[name]))
         totals["wall"] = wall
         status = meta.get("exit_status")
+        if status is not None and (isinstance(status, bool) or not isinstance(status, int)
+                                   or not -1 << 31 <= status < 1 << 31):
+            raise ValueError(f"exit_status is {status!r}: not an exit status")
         return Job(label, tuple(str(c) for c in meta.get("command") or ()),
-                   None if status is None else int(status), groups, totals)
+                   status, groups, totals)
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         if isinstance(err, NotARun):
             raise
