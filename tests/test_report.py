@@ -521,6 +521,32 @@ def test_save_writes_into_what_is_not_a_regular_file(tmp_path: Path,
     assert output_file_arg("/dev/full") == "/dev/full"  # writable: accepted, not "in /dev"
 
 
+def test_save_follows_no_symlink_another_user_planted(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root writing ``--report`` into a directory a user controls: the user's symlink
+    there must not turn the write into root replacing (or writing into) a file of the
+    user's choosing (a root-only 0600 file became the report, mode 0644)."""
+    victim = tmp_path / "victim"
+    victim.write_text("secret")
+    victim.chmod(0o600)
+    owned = tmp_path / "user"
+    owned.mkdir()
+    link, device = owned / "r.html", owned / "d.html"
+    link.symlink_to(victim)
+    device.symlink_to("/dev/full")
+    if os.geteuid() == 0:
+        for path in (owned, link, device):
+            os.lchown(path, 65534, 65534)
+    else:  # this user's links look like another user's
+        monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1)
+    for planted in (link, device):
+        with pytest.raises(OSError) as refused:
+            save(planted, "<p>report</p>")
+        assert refused.value.errno == errno.EPERM and "symbolic link of uid" in str(refused.value)
+    assert victim.read_text() == "secret" and stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert link.is_symlink() and sorted(p.name for p in owned.iterdir()) == ["d.html", "r.html"]
+
+
 # ------------------------------------------------------------------ Chromium
 
 
