@@ -8,6 +8,7 @@ Regenerate the recorded fixture (root, delay accounting on):
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import errno
 import json
@@ -545,6 +546,8 @@ def test_save_follows_no_symlink_another_user_planted(tmp_path: Path,
         assert refused.value.errno == errno.EPERM and "symbolic link of uid" in str(refused.value)
     assert victim.read_text() == "secret" and stat.S_IMODE(victim.stat().st_mode) == 0o600
     assert link.is_symlink() and sorted(p.name for p in owned.iterdir()) == ["d.html", "r.html"]
+    with pytest.raises(argparse.ArgumentTypeError, match="symbolic link of uid"):
+        output_file_arg(str(link))  # said before the run, not after it
 
 
 # ------------------------------------------------------------------ Chromium

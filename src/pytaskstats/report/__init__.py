@@ -18,13 +18,14 @@ from .history import BUCKET_FIELDS, GROUP_FIELDS, HistoryReport, choose_bucket, 
 from .run import Process, RunReport, build_run, render_run
 
 __all__ = ["BUCKET_FIELDS", "GROUP_FIELDS", "HistoryReport", "Process", "RunReport",
-           "build_run", "choose_bucket", "render_history", "render_run", "save"]
+           "build_run", "choose_bucket", "render_history", "render_run", "resolve_output",
+           "save"]
 
 
 MAX_LINKS = 40  # symbolic links followed from a name, as the kernel's path walk allows
 
 
-def _resolve(name: str) -> str:
+def resolve_output(name: str) -> str:
     """``name`` with the symbolic links at its end followed, each only when this user
     (its euid) or root owns it: a link another user planted in a directory they
     control must not send this user's write (root's, above all) to a file of their
@@ -52,9 +53,9 @@ def save(path: str | os.PathLike[str], html: str) -> None:
     in its directory, then rename; through a symlink, its target), readable as a
     normal new file would be (umask applies); anything else that exists (``/dev/full``,
     a FIFO, ``/dev/stdout``) is written into, never replaced.  Symbolic links are
-    followed only when this user or root owns them (:func:`_resolve`).  OSError on
+    followed only when this user or root owns them (:func:`resolve_output`).  OSError on
     failure."""
-    target = _resolve(os.fspath(path))
+    target = resolve_output(os.fspath(path))
     try:
         regular = stat.S_ISREG(os.lstat(target).st_mode)
     except FileNotFoundError:
