@@ -23,7 +23,7 @@ import pytest
 
 from pytaskstats import Client, delayacct
 from pytaskstats.report import render_run
-from pytaskstats.report.compare import Job, compare, load, regression
+from pytaskstats.report.compare import Job, compare, load, pruned, regression
 from pytaskstats.report.critical import critical_path
 from pytaskstats.report.run import Process, tree_order
 from pytaskstats.report.trace import CATEGORY, COUNTERS_PID, build_trace
@@ -225,6 +225,22 @@ def test_diff_reads_a_trace_as_it_reads_run_json() -> None:
     cpu = sum(((p.summary.values["ac_utime"] or 0) + (p.summary.values["ac_stime"] or 0))
               for p in report.processes) / 1e6
     assert from_trace.totals["cpu"] == pytest.approx(cpu, abs=1e-4)
+
+
+def test_diff_parsing_drops_only_keys_it_does_not_read() -> None:
+    """read_job parses with ``pruned`` (memory); a run's values come out the same."""
+    report = fixture_report()
+    run_doc = {"command": ["make"], "exit_status": 2, "wall_s": report.wall_s,
+               "delayacct": True, "lost": 0, "processes": [
+                   {**p.summary.values, "comm": p.summary.comm, "tgid": p.summary.tgid,
+                    "ppid": 1, "threads": 1} for p in report.processes]}
+    for doc in (run_doc, build_trace(report)):
+        text = json.dumps(doc)
+        whole = load(json.loads(text), "a")
+        small = load(json.loads(text, object_pairs_hook=pruned), "a")
+        assert small == whole and whole.totals["processes"] == 27
+        assert whole.totals["cpu"] and whole.totals["read"] is not None
+        assert len(json.dumps(json.loads(text, object_pairs_hook=pruned))) < 0.75 * len(text)
 
 
 def test_diff_command_line_errors(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from ..report.compare import (
     change_json,
     compare,
     load,
+    pruned,
     regression,
     show,
 )
@@ -80,6 +81,16 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number a run holds")
 
 
+def _too_large(path: str) -> NotARun:
+    return NotARun(f"{path}: larger than {MAX_INPUT >> 20} MiB, more than a run's output; "
+                   "give a 'taskstats run --json' output or a 'taskstats run --trace' file")
+
+
+def _not_json(path: str, why: str) -> NotARun:
+    return NotARun(f"{path}: not JSON ({why}); give a 'taskstats run --json' output or "
+                   "a 'taskstats run --trace' file")
+
+
 def read_job(path: str) -> Job:
     """A run from a file; NotARun (with the path and what is wrong) otherwise.
 
@@ -97,21 +108,23 @@ def read_job(path: str) -> Job:
             kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
             raise NotARun(f"cannot read {path}: {kind}; give a 'taskstats run --json' "
                           "output or a 'taskstats run --trace' file")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(MAX_INPUT + 1)
+        if info.st_size > MAX_INPUT:
+            raise _too_large(path)
+        with os.fdopen(os.dup(fd), encoding="utf-8") as f:
+            text = f.read(MAX_INPUT + 1)  # bounded though the file grows meanwhile
     except OSError as err:
         raise NotARun(f"cannot read {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise _not_json(path, str(err)) from err
     finally:
         os.close(fd)
-    if len(data) > MAX_INPUT:
-        raise NotARun(f"{path}: larger than {MAX_INPUT >> 20} MiB, more than a run's output; "
-                      "give a 'taskstats run --json' output or a 'taskstats run --trace' file")
-    try:
-        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as err:
-        why = "nested too deeply" if isinstance(err, RecursionError) else str(err)
-        raise NotARun(f"{path}: not JSON ({why}); give a 'taskstats run --json' output or "
-                      "a 'taskstats run --trace' file") from err
+    if len(text) > MAX_INPUT:
+        raise _too_large(path)
+    try:  # the keys load() does not read are dropped as they are parsed (memory)
+        doc = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=pruned)
+    except (ValueError, RecursionError) as err:
+        raise _not_json(path, "nested too deeply" if isinstance(err, RecursionError)
+                        else str(err)) from err
     return load(doc, path)
 
 
