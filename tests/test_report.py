@@ -550,6 +550,27 @@ def test_save_follows_no_symlink_another_user_planted(tmp_path: Path,
         output_file_arg(str(link))  # said before the run, not after it
 
 
+def test_save_changes_no_mode_through_a_swapped_temp_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temp file's name is in a directory its owner may write: swapped for a
+    symlink while the report is written, a chmod by name made root's 0600 file 0644."""
+    victim = tmp_path / "victim"
+    victim.write_text("secret")
+    victim.chmod(0o600)
+    owned = tmp_path / "user"
+    owned.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def swapped(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        fd, tmp = real_mkstemp(*args, **kwargs)
+        os.rename(tmp, tmp + ".moved")  # what a user watching the directory can do
+        os.symlink(victim, tmp)
+        return fd, tmp
+    monkeypatch.setattr(tempfile, "mkstemp", swapped)
+    save(owned / "r.html", "<p>report</p>")
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600 and victim.read_text() == "secret"
+
+
 # ------------------------------------------------------------------ Chromium
 
 

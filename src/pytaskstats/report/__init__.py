@@ -69,10 +69,11 @@ def save(path: str | os.PathLike[str], html: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            umask = os.umask(0)
+            os.umask(umask)
+            # by the descriptor: the name may be another user's symlink by now
+            os.fchmod(f.fileno(), 0o666 & ~umask)
             f.write(html)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)  # a link swapped in meanwhile is replaced, not followed
     except BaseException:
         if os.path.exists(tmp):
