@@ -36,7 +36,7 @@ def resolve_output(name: str) -> str:
     for _ in range(MAX_LINKS):
         try:
             info = os.lstat(name)
-        except FileNotFoundError:
+        except OSError:  # absent, or not to be looked at: writing it says what is wrong
             return name
         if not stat.S_ISLNK(info.st_mode):
             return name
