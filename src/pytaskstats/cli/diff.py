@@ -31,6 +31,7 @@ from ..report.compare import (
     show,
 )
 from ..report.diffpage import render_diff
+from ..textfmt import shown
 from .args import count_arg, output_file_arg
 from .common import print_json
 
@@ -147,12 +148,12 @@ def format_change(change: Change, title: str) -> list[str]:
 def format_text(a: Job, b: Job, whole: Change, changes: list[Change], limit: int) -> str:
     """The comparison as text: the whole run, then the most changed command names."""
     def who(job: Job) -> str:
-        return f"{job.label} ({' '.join(job.command) or '?'}, exit {job.exit_status})"
+        return shown(f"{job.label} ({' '.join(job.command) or '?'}, exit {job.exit_status})")
     lines = [f"A: {who(a)}", f"B: {who(b)}"]
     lines += format_change(whole, "whole run (wall: the run's wall time)")
     for c in changes[:limit]:
         procs = f"x{c.a.get('processes') or 0:.0f} -> x{c.b.get('processes') or 0:.0f}"
-        lines += format_change(c, f"{c.comm} ({procs}; wall: summed lifetimes)")
+        lines += format_change(c, f"{shown(c.comm)} ({procs}; wall: summed lifetimes)")
     if len(changes) > limit:
         lines.append(f"... and {len(changes) - limit} more command names (--limit N, --json)")
     return "\n".join(lines)
