@@ -14,6 +14,8 @@ from pytaskstats.cli.history import format_row
 from pytaskstats.cli.listen import procacct_line, text_line
 from pytaskstats.records import ExitRecord
 from pytaskstats.textfmt import shown
+from pytaskstats.top.model import COUNTED, METRICS, Row
+from pytaskstats.top.render import row_cells
 
 from .test_journal import FAMILY, exit_bytes
 
@@ -37,6 +39,15 @@ def test_text_lines_escape_a_hostile_comm() -> None:
     for line in (text_line(rec, True), procacct_line(rec.task), format_row(row),
                  format_row(sample)):
         assert "\x1b" not in line and "\r" not in line and "\\x1b[2J" in line, line
+
+
+def test_top_escapes_a_hostile_command() -> None:
+    row = Row(pid=7, tgid=7, uid=0, user="root", command=HOSTILE, cgroup="/", threads=1,
+              exited=False, seconds=1.0, totals=(0,) * len(COUNTED),
+              values=(None,) * len(METRICS), cmdline=HOSTILE + " -x")
+    for full in (False, True):
+        line = row_cells(row, False, full=full)
+        assert "\x1b" not in line and "\\x1b[2J" in line, line
 
 
 def test_diff_text_escapes_names_from_its_files(tmp_path: Path) -> None:
