@@ -36,8 +36,10 @@ def test_text_lines_escape_a_hostile_comm() -> None:
     row = {"kind": "exit", "time_ns": 10**18, "pid": 7, "ac_comm": HOSTILE}
     sample = {"kind": "sample", "time_ns": 10**18, "tgid": 7, "comm": HOSTILE,
               "interval_ns": 10**9, "running": True}
+    group = {"exits": 1, "ac_comm": HOSTILE}
+    cgroup = {"exits": 1, "cgroup": "/user.slice/" + HOSTILE}
     for line in (text_line(rec, True), procacct_line(rec.task), format_row(row),
-                 format_row(sample)):
+                 format_row(sample), format_row(group, "comm"), format_row(cgroup, "cgroup")):
         assert "\x1b" not in line and "\r" not in line and "\\x1b[2J" in line, line
 
 

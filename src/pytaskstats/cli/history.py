@@ -125,7 +125,7 @@ def group_label(row: dict[str, Any], group_by: str | None) -> str:
             return f"uid {key} ({pwd.getpwuid(int(key)).pw_name})"
         except (KeyError, ValueError, OverflowError):
             return f"uid {key}"
-    return str(key)
+    return shown(str(key))  # a comm or a cgroup's name: any user may choose it
 
 
 _OTHER_WAITS = tuple(k for k in DELAY_KINDS if k not in ("cpu", "blkio"))
