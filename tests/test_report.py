@@ -29,11 +29,13 @@ from typing import Any
 import pytest
 
 from pytaskstats import Client, ExitRecord, delayacct, taskstats
+from pytaskstats.cli import getdelays
 from pytaskstats.cli.args import output_file_arg
 from pytaskstats.cli.run import execute, exit_status
 from pytaskstats.daemon.journal import Store
 from pytaskstats.daemon.journal_queries import JournalQueries
 from pytaskstats.daemon.journal_rows import JournalEntry
+from pytaskstats.errors import TaskstatsError
 from pytaskstats.kernel import Connection
 from pytaskstats.report import (
     BUCKET_FIELDS,
@@ -548,6 +550,15 @@ def test_save_follows_no_symlink_another_user_planted(tmp_path: Path,
     assert link.is_symlink() and sorted(p.name for p in owned.iterdir()) == ["d.html", "r.html"]
     with pytest.raises(argparse.ArgumentTypeError, match="symbolic link of uid"):
         output_file_arg(str(link))  # said before the run, not after it
+    with pytest.raises(TaskstatsError, match="symbolic link of uid"):  # getdelays -w
+        getdelays.Output(getdelays.Options(logfile=str(link))).__enter__()
+    assert victim.read_text() == "secret"
+    monkeypatch.undo()
+    own = tmp_path / "own.log"
+    own.symlink_to(tmp_path / "log")  # this user's link: followed
+    with getdelays.Output(getdelays.Options(logfile=str(own))):
+        pass
+    assert (tmp_path / "log").exists()
 
 
 def test_save_changes_no_mode_through_a_swapped_temp_name(
