@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from ..cpulist import parse_cpulist
 from ..kernel import possible_cpus
+from ..report import resolve_output
 
 ID_MAX = (1 << 32) - 1  # pids, tgids, uids: u32 in struct taskstats
 COUNT_MAX = (1 << 31) - 1  # -n, --limit, -P: a C int
@@ -315,6 +316,10 @@ def output_file_arg(text: str) -> str:
     non-regular file this user may write (``/dev/stdout``, a FIFO: written into)."""
     if not text.strip():
         _fail(text, "give a file name, e.g. report.html")
+    try:
+        resolve_output(text)  # another user's symlink: refused now, not after the run
+    except OSError as err:
+        _fail(text, str(err.strerror))
     if os.path.isdir(text):
         _fail(text, "is a directory: give a file name in it, e.g. report.html")
     if os.path.exists(text) and not os.path.isfile(text):
