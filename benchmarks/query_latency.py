@@ -1,5 +1,7 @@
 """Query latency: ``Client("daemon").pid(p)`` against ``Client("kernel").pid(p)`` one
-by one (median, p99), and the bulk ``pids()`` per task, interleaved.
+by one (median, p99), and the bulk ``pids()`` per task, interleaved.  An ``[info]`` row
+gives the floor of any userland relay: a bare Python process that receives each request
+on a Unix socket, sends it to the kernel and the reply back (no checks at all).
 
 Run as root: ``python benchmarks/query_latency.py`` (``--help`` for options;
 ``--quick`` for fewer rounds).  It starts a taskstatsd of its own
@@ -9,10 +11,13 @@ Run as root: ``python benchmarks/query_latency.py`` (``--help`` for options;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import socket
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from _bench import (
     header,
@@ -29,11 +34,45 @@ from _bench import (
 from pytaskstats import Client, NoSuchTask
 
 
+def _relay(listening: socket.socket) -> None:
+    """The relay's loop (in a child): one client at a time, one reply per request."""
+    kernel = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)  # NETLINK_GENERIC
+    kernel.bind((0, 0))
+    while True:
+        conn, _ = listening.accept()
+        with conn:
+            while data := conn.recv(65536):
+                kernel.send(data)
+                conn.send(kernel.recv(65536))
+
+
+@contextlib.contextmanager
+def bare_relay() -> Iterator[str]:
+    """A bare Python relay to the kernel on a Unix socket of its own: its path."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "relay.sock")
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        listening.bind(path)
+        listening.listen(4)
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the relay process
+            try:
+                _relay(listening)
+            finally:
+                os._exit(0)
+        listening.close()
+        try:
+            yield path
+        finally:
+            os.kill(child, 9)
+            os.waitpid(child, 0)
+
+
 def latency_section(socket_path: str, args: argparse.Namespace) -> None:
     ids = task_ids()
     repeat = max(1, math.ceil(int(args.queries) / len(ids)))
     samples: dict[str, list[int]] = {}
-    esrch = {"daemon": 0, "kernel": 0}
+    esrch = {"daemon": 0, "kernel": 0, "relay": 0}
 
     def one_by_one(client: Client, name: str) -> Callable[[], float]:
         def run() -> float:
@@ -62,15 +101,17 @@ def latency_section(socket_path: str, args: argparse.Namespace) -> None:
         return run
 
     with Client("daemon", socket_path=socket_path) as via_daemon, \
-            Client("kernel") as kernel:
+            Client("kernel") as kernel, bare_relay() as relay_path, \
+            Client("daemon", socket_path=relay_path) as via_relay:
         contenders = [("daemon pid(p), one by one", one_by_one(via_daemon, "daemon")),
                       ("kernel pid(p), one by one", one_by_one(kernel, "kernel")),
+                      ("[info] bare relay pid(p), one by one", one_by_one(via_relay, "relay")),
                       ("daemon pids(all), per task", bulk(via_daemon)),
                       ("kernel pids(all), per task", bulk(kernel))]
         for _, run in contenders:  # warm-up, not counted
             run()
         samples.clear()
-        esrch.update(daemon=0, kernel=0)
+        esrch.update(daemon=0, kernel=0, relay=0)
         t0 = time.perf_counter()
         results = interleave(contenders, args.latency_reps)
         wall = time.perf_counter() - t0
@@ -82,32 +123,36 @@ def latency_section(socket_path: str, args: argparse.Namespace) -> None:
     gone = sum(not os.path.exists(f"/proc/{i}") for i in ids)
     print("== 4. query latency: Client(\"daemon\") against Client(\"kernel\") ==")
     print(f"{len(ids)} threads ({gone} gone since listed; ESRCH one by one: daemon "
-          f"{esrch['daemon']}, kernel {esrch['kernel']}), {repeat} x {len(ids)} = "
+          f"{esrch['daemon']}, kernel {esrch['kernel']}, relay {esrch['relay']}), "
+          f"{repeat} x {len(ids)} = "
           f"{repeat * len(ids):,} queries per contender and round; {args.latency_reps} "
           f"interleaved rounds in {wall:.1f} s")
     print()
     rows = []
     for name, _ in contenders:
         med = median(results[name])
-        kind = "daemon" if name.startswith("daemon") else "kernel"
+        kind = ("daemon" if name.startswith("daemon") else
+                "relay" if "relay" in name else "kernel")
         if "one by one" in name:
             pooled = samples[kind]
             other = median(samples["kernel"])
             rows.append([name, f"{median(pooled) / 1000:.1f}", f"{p99(pooled) / 1000:.1f}",
                          spread(results[name]),
-                         f"{median(pooled) / other:.2f}x" if kind == "daemon" else "",
+                         f"{median(pooled) / other:.2f}x" if kind != "kernel" else "",
                          f"{p99(pooled) / p99(samples['kernel']):.2f}x"
-                         if kind == "daemon" else ""])
+                         if kind != "kernel" else ""])
         else:
             kernel_bulk = median(results["kernel pids(all), per task"])
             rows.append([name, f"{med / 1000:.1f}", "-", spread(results[name]),
                          f"{med / kernel_bulk:.2f}x" if kind == "daemon" else "", ""])
-    print(table(["query", "median us", "p99 us", "min/max", "daemon/kernel",
-                 "p99 daemon/kernel"], rows))
+    print(table(["query", "median us", "p99 us", "min/max", "vs kernel",
+                 "p99 vs kernel"], rows))
     print()
     print("one by one: latency of each call (perf_counter_ns around Client.pid), median and "
           "p99 over all rounds' calls; min/max = spread of the per-round medians. pids(all): "
-          "the whole pipelined bulk query / number of tasks.")
+          "the whole pipelined bulk query / number of tasks. [info] bare relay: a Python "
+          "process that only receives each request, sends it to the kernel and the reply "
+          "back (no peer, policy or framing checks): the floor of any relay in Python.")
 
 
 def main() -> None:

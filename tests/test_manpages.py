@@ -224,6 +224,25 @@ def test_bash_completes_commands_options_and_choices(scripts: dict[str, str],
         config.CHOICES["source"])
 
 
+def test_bash_completes_hostile_file_names_as_they_are(scripts: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    """Names in the current directory are offered whole: not split at blanks, not
+    expanded as globs ('*' offered every name), never run."""
+    script = tmp_path / "taskstats.bash"
+    script.write_text(scripts["bash"])
+    names = ["a b.html", "*", "$(touch pwned)", "`touch pwned2`", "x\\ty"]
+    for name in names:
+        (tmp_path / name).write_text("")
+
+    def comp(*words: str) -> list[str]:
+        return _bash_complete(script, "_taskstats", "taskstats", *words)
+    assert comp("run", "--report", "a") == ["a b.html"]
+    assert comp("run", "--report", "*") == ["*"]
+    assert sorted(comp("diff", "--report", "")) == sorted([*names, "taskstats.bash"])
+    assert sorted(comp("run", "--", "ls", "")) == sorted([*names, "taskstats.bash"])
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+
+
 def test_fish_completes_commands_options_and_choices(scripts: dict[str, str],
                                                      tmp_path: Path) -> None:
     fish = _tool("fish", "fish")

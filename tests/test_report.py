@@ -8,6 +8,7 @@ Regenerate the recorded fixture (root, delay accounting on):
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import errno
 import json
@@ -28,11 +29,13 @@ from typing import Any
 import pytest
 
 from pytaskstats import Client, ExitRecord, delayacct, taskstats
+from pytaskstats.cli import getdelays
 from pytaskstats.cli.args import output_file_arg
 from pytaskstats.cli.run import execute, exit_status
 from pytaskstats.daemon.journal import Store
 from pytaskstats.daemon.journal_queries import JournalQueries
 from pytaskstats.daemon.journal_rows import JournalEntry
+from pytaskstats.errors import TaskstatsError
 from pytaskstats.kernel import Connection
 from pytaskstats.report import (
     BUCKET_FIELDS,
@@ -519,6 +522,64 @@ def test_save_writes_into_what_is_not_a_regular_file(tmp_path: Path,
     assert full.value.errno == errno.ENOSPC
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
     assert output_file_arg("/dev/full") == "/dev/full"  # writable: accepted, not "in /dev"
+
+
+def test_save_follows_no_symlink_another_user_planted(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root writing ``--report`` into a directory a user controls: the user's symlink
+    there must not turn the write into root replacing (or writing into) a file of the
+    user's choosing (a root-only 0600 file became the report, mode 0644)."""
+    victim = tmp_path / "victim"
+    victim.write_text("secret")
+    victim.chmod(0o600)
+    owned = tmp_path / "user"
+    owned.mkdir()
+    link, device = owned / "r.html", owned / "d.html"
+    link.symlink_to(victim)
+    device.symlink_to("/dev/full")
+    if os.geteuid() == 0:
+        for path in (owned, link, device):
+            os.lchown(path, 65534, 65534)
+    else:  # this user's links look like another user's
+        monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1)
+    for planted in (link, device):
+        with pytest.raises(OSError) as refused:
+            save(planted, "<p>report</p>")
+        assert refused.value.errno == errno.EPERM and "symbolic link of uid" in str(refused.value)
+    assert victim.read_text() == "secret" and stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert link.is_symlink() and sorted(p.name for p in owned.iterdir()) == ["d.html", "r.html"]
+    with pytest.raises(argparse.ArgumentTypeError, match="symbolic link of uid"):
+        output_file_arg(str(link))  # said before the run, not after it
+    with pytest.raises(TaskstatsError, match="symbolic link of uid"):  # getdelays -w
+        getdelays.Output(getdelays.Options(logfile=str(link))).__enter__()
+    assert victim.read_text() == "secret"
+    monkeypatch.undo()
+    own = tmp_path / "own.log"
+    own.symlink_to(tmp_path / "log")  # this user's link: followed
+    with getdelays.Output(getdelays.Options(logfile=str(own))):
+        pass
+    assert (tmp_path / "log").exists()
+
+
+def test_save_changes_no_mode_through_a_swapped_temp_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temp file's name is in a directory its owner may write: swapped for a
+    symlink while the report is written, a chmod by name made root's 0600 file 0644."""
+    victim = tmp_path / "victim"
+    victim.write_text("secret")
+    victim.chmod(0o600)
+    owned = tmp_path / "user"
+    owned.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def swapped(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        fd, tmp = real_mkstemp(*args, **kwargs)
+        os.rename(tmp, tmp + ".moved")  # what a user watching the directory can do
+        os.symlink(victim, tmp)
+        return fd, tmp
+    monkeypatch.setattr(tempfile, "mkstemp", swapped)
+    save(owned / "r.html", "<p>report</p>")
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600 and victim.read_text() == "secret"
 
 
 # ------------------------------------------------------------------ Chromium

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ import pytest
 
 from pytaskstats import Client, delayacct
 from pytaskstats.report import render_run
-from pytaskstats.report.compare import Job, compare, load, regression
+from pytaskstats.report.compare import Job, compare, load, pruned, regression
 from pytaskstats.report.critical import critical_path
 from pytaskstats.report.run import Process, tree_order
 from pytaskstats.report.trace import CATEGORY, COUNTERS_PID, build_trace
@@ -225,6 +227,22 @@ def test_diff_reads_a_trace_as_it_reads_run_json() -> None:
     assert from_trace.totals["cpu"] == pytest.approx(cpu, abs=1e-4)
 
 
+def test_diff_parsing_drops_only_keys_it_does_not_read() -> None:
+    """read_job parses with ``pruned`` (memory); a run's values come out the same."""
+    report = fixture_report()
+    run_doc = {"command": ["make"], "exit_status": 2, "wall_s": report.wall_s,
+               "delayacct": True, "lost": 0, "processes": [
+                   {**p.summary.values, "comm": p.summary.comm, "tgid": p.summary.tgid,
+                    "ppid": 1, "threads": 1} for p in report.processes]}
+    for doc in (run_doc, build_trace(report)):
+        text = json.dumps(doc)
+        whole = load(json.loads(text), "a")
+        small = load(json.loads(text, object_pairs_hook=pruned), "a")
+        assert small == whole and whole.totals["processes"] == 27
+        assert whole.totals["cpu"] and whole.totals["read"] is not None
+        assert len(json.dumps(json.loads(text, object_pairs_hook=pruned))) < 0.75 * len(text)
+
+
 def test_diff_command_line_errors(tmp_path: Path) -> None:
     good = tmp_path / "a.json"
     good.write_text(json.dumps(_run_doc(1.0, [("x", 1.0, 1)])))
@@ -246,6 +264,46 @@ def test_diff_command_line_errors(tmp_path: Path) -> None:
         assert len(done.stderr.strip().splitlines()) == 1
     same = _cli("diff", str(good), str(good), "--fail-above", "0")
     assert same.returncode == 0 and "whole run" in same.stdout
+
+
+def _limited() -> None:
+    """In the child: at most 2 GiB of address space, so a regression that reads
+    /dev/zero whole fails with an error instead of eating the shared machine."""
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def test_diff_refuses_hostile_files_in_bounded_time_with_one_line(tmp_path: Path) -> None:
+    good = tmp_path / "a.json"
+    good.write_text(json.dumps(_run_doc(1.0, [("x", 1.0, 1)])))
+    run = json.dumps(_run_doc(1.0, [("x", 1.0, 1)]))
+    files = {
+        "deep.json": "[" * 200_000 + "]" * 200_000,
+        "nan.json": run.replace('"wall_s": 1.0', '"wall_s": NaN'),
+        "inf_status.json": run.replace('"exit_status": 0', '"exit_status": Infinity'),
+        "huge.json": run.replace('"ac_etime": 1000000', '"ac_etime": 1' + "0" * 400),
+        "negative.json": run.replace('"wall_s": 1.0', '"wall_s": -5'),
+        "string.json": run.replace('"ac_utime": 1', '"ac_utime": "1"'),
+        "float_status.json": run.replace('"exit_status": 0', '"exit_status": 1e300'),
+        "bad_utf8.json": "",
+    }
+    for name, text in files.items():
+        assert name == "bad_utf8.json" or text != run, name  # the replacement happened
+        (tmp_path / name).write_text(text)
+    (tmp_path / "bad_utf8.json").write_bytes(b'{"processes": [], "wall_s": 1, "\xff": 0}')
+    trace = {"traceEvents": [{"ph": "X", "cat": CATEGORY, "name": "x", "dur": "1e400",
+                              "args": {}}], "otherData": {"wall_s": 1.0}}
+    (tmp_path / "trace_dur.json").write_text(json.dumps(trace))
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    hostile = [*(str(tmp_path / n) for n in (*files, "trace_dur.json", "fifo", "dir")),
+               "/dev/zero"]
+    for path in hostile:
+        done = subprocess.run([*CLI, "diff", str(good), path], capture_output=True,
+                              text=True, timeout=60, check=False, preexec_fn=_limited)
+        assert done.returncode == 1, (path, done.stderr)
+        assert done.stderr.startswith("taskstats diff: "), (path, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, (path, done.stderr)
+        assert len(done.stderr) < 400, (path, done.stderr)
 
 
 # ------------------------------------------------------------------ real runs

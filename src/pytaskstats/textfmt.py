@@ -20,7 +20,16 @@ from .records import TaskStats
 
 __all__ = ["OFF_KINDS", "delay_kind", "delayacct_json", "format_record", "format_value",
            "human_bytes", "human_date", "human_duration", "record_json", "seconds_of",
-           "unmeasured", "wait_status"]
+           "shown", "unmeasured", "wait_status"]
+
+def shown(text: str) -> str:
+    """``text`` (a comm, a command line: any user may choose them) safe to print on a
+    terminal: control characters (ESC, CR, ...) and other non-printables escaped as
+    ``\\xNN``, undecodable bytes (surrogateescape) likewise; JSON keeps the text."""
+    raw = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return raw if raw.isprintable() else "".join(
+        c if c.isprintable() else repr(c)[1:-1] for c in raw)
+
 
 # non-CPU delay kinds: meaningless while delay accounting is off
 OFF_KINDS = tuple(k for k in DELAY_KINDS if k != "cpu")

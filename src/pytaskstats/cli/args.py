@@ -22,6 +22,7 @@ from typing import NoReturn
 
 from ..cpulist import parse_cpulist
 from ..kernel import possible_cpus
+from ..report import resolve_output
 
 ID_MAX = (1 << 32) - 1  # pids, tgids, uids: u32 in struct taskstats
 COUNT_MAX = (1 << 31) - 1  # -n, --limit, -P: a C int
@@ -353,6 +354,10 @@ def _output_file(text: str, example: str) -> str:
     a file name the messages suggest."""
     if not text.strip():
         _fail(text, f"give a file name, e.g. {example}")
+    try:
+        resolve_output(text)  # another user's symlink: refused now, not after the run
+    except OSError as err:
+        _fail(text, str(err.strerror))
     if os.path.isdir(text):
         _fail(text, f"is a directory: give a file name in it, e.g. {example}")
     if os.path.exists(text) and not os.path.isfile(text):

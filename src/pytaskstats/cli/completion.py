@@ -63,10 +63,17 @@ def _bash_values(cmd: Command, indent: str) -> list[str]:
             action = f"COMPREPLY=($(compgen -W {_shq(' '.join(o.choices))} -- \"$cur\"))"
         else:
             flag = {"file": "-f", "dir": "-d", "user": "-u"}.get(o.complete)
-            action = f'COMPREPLY=($(compgen {flag} -- "$cur"))' if flag else "COMPREPLY=()"
+            action = _bash_names(flag) if flag else "COMPREPLY=()"
         lines.append(f"{indent}    {pattern}) {action}; return;;")
     lines.append(f"{indent}esac")
     return lines
+
+
+def _bash_names(flag: str) -> str:
+    """COMPREPLY from ``compgen FLAG``, one name a line: not split at blanks nor
+    expanded as a glob (a file named '*' or 'a b' in the current directory), and
+    quoted when inserted."""
+    return f'mapfile -t COMPREPLY < <(compgen {flag} -- "$cur"); compopt -o filenames 2>/dev/null'
 
 
 def _bash_words(cmd: Command) -> str:
@@ -91,8 +98,8 @@ def _bash_function(cmd: Command) -> list[str]:
     lines.append('            *) [ -z "$cmd" ] && cmd=${COMP_WORDS[i]};;')
     lines += ["        esac", "    done"]
     lines += ['    if ((words_end)); then',  # after --: a command, then its arguments
-              '        if ((COMP_CWORD == words_end + 1)); then COMPREPLY=($(compgen -c -- '
-              '"$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi',
+              f"        if ((COMP_CWORD == words_end + 1)); then {_bash_names('-c')}; "
+              f"else {_bash_names('-f')}; fi",
               "        return", "    fi"]
     if cmd.commands:
         lines.append('    case "$cmd" in')

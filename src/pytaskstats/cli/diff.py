@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import stat
 import sys
 from typing import Any
 
@@ -24,10 +26,12 @@ from ..report.compare import (
     change_json,
     compare,
     load,
+    pruned,
     regression,
     show,
 )
 from ..report.diffpage import render_diff
+from ..textfmt import shown
 from .args import count_arg, output_file_arg, printable, same_file, stdout_clash
 from .common import cannot_write, print_json
 
@@ -71,24 +75,63 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+MAX_INPUT = 1 << 30  # bytes: a file larger than this is refused (parsing takes ~5x in memory)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a run holds")
+
+
+def _too_large(path: str) -> NotARun:
+    return NotARun(f"{path}: larger than {MAX_INPUT >> 20} MiB, more than a run's output; "
+                   "give a 'taskstats run --json' output or a 'taskstats run --trace' file")
+
+
+def _not_json(path: str, why: str) -> NotARun:
+    return NotARun(f"{path}: not JSON ({why}); give a 'taskstats run --json' output or "
+                   "a 'taskstats run --trace' file")
+
+
 def read_job(path: str) -> Job:
-    """A run from a file; NotARun (with the path and what is wrong) otherwise."""
+    """A run from a file; NotARun (with the path and what is wrong) otherwise.
+
+    Only a regular file of at most :data:`MAX_INPUT` bytes is read (a FIFO, a device or
+    a directory is refused without blocking); NaN, Infinity and nesting deeper than the
+    parser's recursion limit are refused, so any input ends in bounded time and memory.
+    """
     label = printable(path)  # a name of undecodable bytes is shown as \xNN
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
         raise NotARun(f"cannot read {label}: {err.strerror}") from err
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        what = (f"one JSON document per line ({err.msg} at line {err.lineno}: the output of "
-                "'history --json' or 'listen --json'?)"
-                if isinstance(err, json.JSONDecodeError) and err.msg == "Extra data"
-                else f"not JSON ({err})")
-        raise NotARun(f"{label}: {what}; give a 'taskstats run --json' output or a "
-                      "'taskstats run --trace' file") from err
-    except RecursionError as err:  # Python's parser has a depth limit; a run is shallow
-        raise NotARun(f"{label}: JSON nested too deeply to be a run; give a 'taskstats run "
-                      "--json' output or a 'taskstats run --trace' file") from err
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise NotARun(f"cannot read {label}: {kind}; give a 'taskstats run --json' "
+                          "output or a 'taskstats run --trace' file")
+        if info.st_size > MAX_INPUT:
+            raise _too_large(label)
+        with os.fdopen(os.dup(fd), encoding="utf-8") as f:
+            text = f.read(MAX_INPUT + 1)  # bounded though the file grows meanwhile
+    except OSError as err:
+        raise NotARun(f"cannot read {label}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise _not_json(label, str(err)) from err
+    finally:
+        os.close(fd)
+    if len(text) > MAX_INPUT:
+        raise _too_large(label)
+    try:  # the keys load() does not read are dropped as they are parsed (memory)
+        doc = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=pruned)
+    except (ValueError, RecursionError) as err:
+        if isinstance(err, json.JSONDecodeError) and err.msg == "Extra data":
+            raise NotARun(f"{label}: one JSON document per line ({err.msg} at line "
+                          f"{err.lineno}: the output of 'history --json' or 'listen --json'?); "
+                          "give a 'taskstats run --json' output or a 'taskstats run --trace' "
+                          "file") from err
+        raise _not_json(label, "nested too deeply" if isinstance(err, RecursionError)
+                        else str(err)) from err
     return load(doc, label)
 
 
@@ -112,12 +155,12 @@ def format_text(a: Job, b: Job, whole: Change, changes: list[Change], limit: int
     """The comparison as text: the whole run, then the most changed command names."""
     def who(job: Job) -> str:
         status = "?" if job.exit_status is None else job.exit_status
-        return f"{job.label} ({' '.join(job.command) or '?'}, exit {status})"
+        return shown(f"{job.label} ({' '.join(job.command) or '?'}, exit {status})")
     lines = [f"A: {who(a)}", f"B: {who(b)}"]
     lines += format_change(whole, "whole run (wall: the run's wall time)")
     for c in changes[:limit]:
         procs = f"x{c.a.get('processes') or 0:.0f} -> x{c.b.get('processes') or 0:.0f}"
-        lines += format_change(c, f"{c.comm} ({procs}; wall: summed lifetimes)")
+        lines += format_change(c, f"{shown(c.comm)} ({procs}; wall: summed lifetimes)")
     if len(changes) > limit:
         lines.append(f"... and {len(changes) - limit} more command names (--limit N, --json)")
     return "\n".join(lines)

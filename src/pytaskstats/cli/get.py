@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .. import delayacct
-from ..textfmt import delayacct_json, format_record, record_json
+from ..textfmt import delayacct_json, format_record, record_json, shown
 from .args import id_arg
 from .common import note_backend, open_client, print_json, warn_delayacct
 
@@ -37,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
         print_json({"record": record_json(stats, state), "delayacct": delayacct_json(state)})
         return 0
     warn_delayacct(state)
-    print(format_record(stats, title.replace("{comm}", stats.ac_comm or "?"), state))
+    print(format_record(stats, title.replace("{comm}", shown(stats.ac_comm or "?")), state))
     return 0

@@ -51,6 +51,7 @@ from ..fields import Scope
 from ..kernel import LISTEN_RCVBUF, QUERY_RCVBUF, Connection
 from ..listener import Listener
 from ..records import CgroupStats, ExitRecord, Lost, TaskStats
+from ..report import resolve_output
 from ..taskstats import encode_stats
 from .getdelays_format import Sections, cgroup_line, exit_records, format_stats, message_size
 
@@ -258,8 +259,10 @@ class Output:
     def __enter__(self) -> Output:
         if self.opts.logfile is not None:
             try:
-                self.fd = os.open(self.opts.logfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-                                  | os.O_CLOEXEC, 0o644)
+                # another user's symlink is not followed (root would truncate its target)
+                path = resolve_output(self.opts.logfile)
+                self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                                  | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
             except OSError as err:
                 raise TaskstatsError(f"cannot open output file {self.opts.logfile!r}: "
                                      f"{err.strerror}") from err

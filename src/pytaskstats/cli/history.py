@@ -16,7 +16,7 @@ from ..extproto import AGGREGATES, EXIT_SORTS, GROUP_KEYS, SAMPLE_KEYS, HistoryQ
 from ..fields import DELAY_KINDS
 from ..report.critical import critical_path
 from ..report.trace import build_trace
-from ..textfmt import human_duration
+from ..textfmt import human_duration, shown
 from ..top.replayframe import exit_record
 from .args import (
     WHEN_FORMS,
@@ -127,7 +127,7 @@ def group_label(row: dict[str, Any], group_by: str | None) -> str:
             return f"uid {key} ({pwd.getpwuid(int(key)).pw_name})"
         except (KeyError, ValueError, OverflowError):
             return f"uid {key}"
-    return str(key)
+    return shown(str(key))  # a comm or a cgroup's name: any user may choose it
 
 
 _OTHER_WAITS = tuple(k for k in DELAY_KINDS if k not in ("cpu", "blkio"))
@@ -141,9 +141,9 @@ def _head(row: dict[str, Any], group_by: str | None) -> str:
     when = time.strftime("%F %T", time.localtime(row["time_ns"] / 1e9))
     if row.get("kind") == "sample":
         state = "running" if row.get("running") else "ended  "
-        return (f"{when} tgid {row.get('tgid')} {row.get('comm') or '?':<16} {state} "
+        return (f"{when} tgid {row.get('tgid')} {shown(row.get('comm') or '?'):<16} {state} "
                 f"{human_duration(row['interval_ns'] / 1e9):>6}")
-    return f"{when} pid {row.get('pid')} {row.get('ac_comm') or '?':<16} exited"
+    return f"{when} pid {row.get('pid')} {shown(row.get('ac_comm') or '?'):<16} exited"
 
 
 def format_row(row: dict[str, Any], group_by: str | None = None) -> str:

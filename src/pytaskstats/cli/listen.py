@@ -11,7 +11,14 @@ from ..client import Client
 from ..errors import TaskstatsError
 from ..listener import DEFAULT_MAX_WAIT_S
 from ..records import ExitRecord, Lost, TaskStats
-from ..textfmt import delayacct_json, human_bytes, human_duration, record_json, wait_status
+from ..textfmt import (
+    delayacct_json,
+    human_bytes,
+    human_duration,
+    record_json,
+    shown,
+    wait_status,
+)
 from .args import bounded_arg, count_arg, cpulist_arg
 from .common import json_line, open_client, print_json
 
@@ -55,7 +62,7 @@ def procacct_line(stats: TaskStats) -> str:
             f"uid={_val(stats.ac_uid)} wall={_val(stats.ac_etime)} "
             f"gwall={_val(stats.ac_tgetime)} cpu={_val(cpu)} vmpeak={_val(stats.hiwater_vm)} "
             f"rsspeak={_val(stats.hiwater_rss)} dev={dev} inode={_val(stats.ac_exe_inode)} "
-            f"comm={stats.ac_comm or ''}")
+            f"comm={shown(stats.ac_comm or '')}")
 
 
 def _secs(stats: TaskStats, name: str) -> str:
@@ -71,7 +78,8 @@ def text_line(rec: ExitRecord, delayacct_on: bool | None) -> str:
     end = {True: " [process ended]", False: "", None: ""}[rec.ended_process]
     cpu = "" if rec.cpu is None else f" cpu={rec.cpu}"
     return (f"exit pid={rec.pid} tgid={_val(rec.tgid)} ppid={_val(t.ac_ppid)} "
-            f"uid={_val(t.ac_uid)} comm={t.ac_comm}{cpu} status={wait_status(t.ac_exitcode)} "
+            f"uid={_val(t.ac_uid)} comm={shown(str(t.ac_comm))}{cpu} "
+            f"status={wait_status(t.ac_exitcode)} "
             f"wall={_secs(t, 'ac_etime')} user={_secs(t, 'ac_utime')} "
             f"sys={_secs(t, 'ac_stime')} cpuwait={_secs(t, 'cpu_delay_total')} "
             f"iowait={iowait} rss={rss}{end}")

@@ -29,7 +29,7 @@ from ..records import ExitRecord, Lost
 from ..report.critical import Link, critical_path, path_json, path_totals
 from ..report.trace import build_trace
 from ..summary import ProcessSummary, process_tree, summarize, totals
-from ..textfmt import delayacct_json, human_bytes, human_duration, wait_status
+from ..textfmt import delayacct_json, human_bytes, human_duration, shown, wait_status
 from .args import output_file_arg, printable, same_file, stdout_clash, trace_file_arg
 from .common import cannot_write, open_client, print_json
 
@@ -242,7 +242,7 @@ def format_text(result: RunResult, procs: list[ProcessSummary], state: bool | No
     lines = [f"{'PID':>7} {'PPID':>7} {'THR':>4} {'COMMAND':<16} {head} STATUS"]
     for p in procs:
         status = wait_status(p.exitcode)
-        lines.append(f"{p.tgid:>7} {p.ppid or 0:>7} {p.threads:>4} {p.comm[:16]:<16} "
+        lines.append(f"{p.tgid:>7} {p.ppid or 0:>7} {p.threads:>4} {shown(p.comm[:16]):<16} "
                      f"{_cells(_row_values(p.values, p.etime_us), state)} {status}")
     tot, left_out = plausible_totals(result.records, procs)
     wall_us = int(max(result.wall_s, *result.exit_s) * 1e6)  # rows may outlive the command
@@ -268,8 +268,9 @@ def plausible_totals(records: list[ExitRecord], procs: list[ProcessSummary] | No
 
 def left_out_note(left_out: list[LeftOut]) -> str:
     """The line under the table that lists delays left out of TOTAL."""
-    listed = "; ".join(f"{i.comm} (pid {i.pid}) {i.field} {human_duration(i.value_ns / 1e9)} "
-                       f"in a life of {human_duration(i.etime_us / 1e6)}" for i in left_out[:3])
+    listed = "; ".join(f"{shown(i.comm)} (pid {i.pid}) {i.field} "
+                       f"{human_duration(i.value_ns / 1e9)} in a life of "
+                       f"{human_duration(i.etime_us / 1e6)}" for i in left_out[:3])
     more = f"; and {len(left_out) - 3} more" if len(left_out) > 3 else ""
     return (f"note: {len(left_out)} delay value{'s' if len(left_out) > 1 else ''} longer than "
             f"the task lived (a kernel accounting error) left out of TOTAL: {listed}{more}")
@@ -391,7 +392,7 @@ def format_path(links: list[Link], state: bool | None) -> str:
              f"{sec(tot['memory_wait_s'], True)}"]
     for link in links:
         s = link.process.summary
-        lines.append(f"  {'  ' * min(link.depth, 20)}{s.comm} (pid {s.tgid}) at "
+        lines.append(f"  {'  ' * min(link.depth, 20)}{shown(s.comm)} (pid {s.tgid}) at "
                      f"{link.process.start_s:.3f}s, lived {sec(link.life_s)} (alone "
                      f"{sec(link.own_s)}): running {sec(link.running_s)}, CPU wait "
                      f"{sec(link.cpu_wait_s)}, IO wait {sec(link.io_wait_s, True)}, memory "
@@ -401,7 +402,7 @@ def format_path(links: list[Link], state: bool | None) -> str:
 
 def _print_text(result: RunResult, procs: list[ProcessSummary], state: bool | None) -> None:
     err = sys.stderr
-    print(f"\ntaskstats run: {' '.join(result.command)}: exit status "
+    print(f"\ntaskstats run: {shown(' '.join(result.command))}: exit status "
           f"{exit_status(result.returncode)}, wall {human_duration(result.wall_s)}", file=err)
     if state is False:
         print(f"note: {delayacct.OFF_NOTE}", file=err)
@@ -411,5 +412,5 @@ def _print_text(result: RunResult, procs: list[ProcessSummary], state: bool | No
         print(f"warning: {result.lost} exit records were lost (listener overrun): totals "
               "are incomplete", file=err)
     for pid, comm in result.still_running:
-        print(f"still running (not accounted): pid {pid} ({comm}); use --wait-all",
+        print(f"still running (not accounted): pid {pid} ({shown(comm)}); use --wait-all",
               file=err)

@@ -271,6 +271,7 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.on_exit(event, cgroup)
             self.server.publish(event, data, tags.owner_sees)
+        self.sampling.send_tails()  # committed with the exits marked sampled
         self.journal.push()
         return bool(drained)
 

@@ -77,9 +77,7 @@ class Sampling:
     def step(self, budget_s: float = SLICE_S) -> None:
         """Send the tail rows taken; begin a scan when due; read slices of the scan
         for about ``budget_s``; finish it (its rows to the journal) when read."""
-        if self._tails:
-            self.submit(self._tails)
-            self._tails = []
+        self.send_tails()
         if not self.enabled:
             return
         now = self.clock()
@@ -96,9 +94,16 @@ class Sampling:
                 return
         self._finish()
 
+    def send_tails(self) -> None:
+        """Send the tail rows taken to the journal (before the exits that made them
+        are committed: a reader who sees an exit marked sampled sees its tail too)."""
+        if self._tails:
+            self.submit(self._tails)
+            self._tails = []
+
     def exit(self, record: ExitRecord, time_ns: int, cgroup: str | None, tags: Tags) -> bool:
         """Take an exit received at ``time_ns`` with its ``cgroup`` and ``tags``: whether
-        the samples cover its thread (its tail row is sent at the next :meth:`step`)."""
+        the samples cover its thread (its tail row is sent by :meth:`send_tails`)."""
         if not self.enabled:
             return False
         covered, tail = self.sampler.exit(record, time_ns)

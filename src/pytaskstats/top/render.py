@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from ..textfmt import delayacct_json
+from ..textfmt import delayacct_json, shown
 from .model import COUNTED, METRICS, Frame, Row
 from .systotals import system_totals, task_io
 from .view import SORTS, ViewState
@@ -137,7 +137,8 @@ def last_column_at(wide: bool = False) -> int:
 def command_text(row: Row, full: bool = False) -> str:
     """The last cell uncut: the cgroup path, the comm or (``full``) the command line
     (the comm when it has none), indented by its ``depth`` in the tree view."""
-    text = (row.cmdline or row.command) if full and row.cgroup != row.command else row.command
+    text = shown((row.cmdline or row.command) if full and row.cgroup != row.command
+                 else row.command)  # any user names its processes: escape ESC and the like
     if row.depth:
         text = "  " * (row.depth - 1) + "`- " + text
     return text
