@@ -126,12 +126,15 @@ def test_listen_sees_both_records_of_a_multithreaded_exit(client: Client) -> Non
     threads = [e for e in mine if e.pid != pid]
     leader = [e for e in mine if e.pid == pid]
     assert len(threads) == 2 and len(leader) == 1
-    last = leader[0]  # the main thread joins the others, so it exits last
-    assert last.group is not None and last.ended_process
-    assert last.group.scope == "tgid" and last.group.ac_etime is not None
-    assert last.task.ac_exitcode == 5 << 8
+    # the thread that exits last carries the group's record: usually the main thread,
+    # but Python's join() returns before a joined thread has left the kernel
+    enders = [e for e in mine if e.group is not None]
+    assert len(enders) == 1 and enders[0].ended_process
+    group = enders[0].group
+    assert group is not None and group.scope == "tgid" and group.ac_etime is not None
+    assert leader[0].task.ac_exitcode == 5 << 8
     assert all(e.cpu in (0, 1) for e in mine)
-    assert all(not e.ended_process and e.group is None for e in threads)
+    assert all(not e.ended_process for e in mine if e is not enders[0])
 
 
 def test_replies_and_exit_events_on_one_socket_are_told_apart(client: Client) -> None:
