@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from pytaskstats.daemon.namespaces import NsView
 from pytaskstats.errors import NoSuchTask
 
-from .conftest import NOBODY_PYTHON, require_kernel, wait_until
+from .conftest import NOBODY_PYTHON, wait_until
 from .daemon_util import RunningDaemon
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -45,17 +44,6 @@ with Client("daemon", socket_path=sys.argv[1]) as c:
     except Exception as err:
         print(type(err).__name__, err, flush=True)
 """
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[RunningDaemon]:
-    """A taskstatsd of this module's own."""
-    require_kernel()
-    d = RunningDaemon()
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def _children(pid: int) -> list[int]:
