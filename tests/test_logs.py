@@ -10,13 +10,15 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytaskstats import taskstats as ts
-from pytaskstats.cli.listen import exit_json
-from pytaskstats.fields import FIELDS
+from pytaskstats.cli.listen import exit_json, exit_json_text
+from pytaskstats.fields import FIELDS, Timespec
 from pytaskstats.records import ExitRecord
 
 from .conftest import fixture_bytes, unique_command, wait_until
@@ -46,7 +48,37 @@ def _exits() -> list[ExitRecord]:
 
 def _line(record: ExitRecord, delayacct_on: bool | None) -> str:
     """The line ``listen --json`` prints for ``record`` (its own formatter)."""
-    return json.dumps(exit_json(record, delayacct_on), separators=(",", ":"))
+    return exit_json_text(record, delayacct_on)
+
+
+def _odd(record: ExitRecord) -> list[ExitRecord]:
+    """``record`` with the values a direct JSON writer could get wrong: comms with
+    quotes, backslashes, control characters, non-ASCII and undecodable bytes, every
+    timespec set, trailing bytes, an odd group record and no cpu or tgid."""
+    task = record.task
+    stamps: dict[str, Any] = {f.name: Timespec(1_700_000_000 + f.position, 999_999_999)
+              for f in FIELDS if f.ctype == "timespec"}
+    odd = [replace(record, task=task._replace(ac_comm=comm)) for comm in
+           ('a"b\\c', "\x1b[31m\n\t\x00", "caf\u00e9\u2603", "x\udcff", "", None)]
+    odd.append(replace(record, task=task._replace(extra=b"\x00\xff", **stamps)))
+    if record.group is not None:
+        odd.append(replace(record, group=record.group._replace(ac_comm='g"\\x7f', extra=b"\\x01"),
+                           cpu=None, tgid=None))
+    return odd
+
+
+def test_the_direct_json_line_is_the_json_modules_text() -> None:
+    """listen --json writes each exit without the json module; for every fixture (every
+    struct version, dual records) and odd values, the text is what json.dumps makes of
+    exit_json(), and it reads back to the same values."""
+    checked = 0
+    for record in _exits():
+        for rec in (record, *_odd(record)):
+            for state in (True, False, None):
+                want = json.dumps(exit_json(rec, state), separators=(",", ":"))
+                assert exit_json_text(rec, state) == want, (rec.task.version, state)
+                checked += 1
+    assert checked > 150
 
 
 def test_every_struct_version_gives_one_line_with_the_same_keys() -> None:

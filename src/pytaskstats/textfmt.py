@@ -12,6 +12,7 @@ import functools
 import math
 import signal
 import time
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from . import delayacct
@@ -19,7 +20,8 @@ from .fields import DELAY_KINDS, FIELDS, SECONDS_PER_UNIT, Field, Timespec
 from .records import TaskStats
 
 __all__ = ["OFF_KINDS", "delay_kind", "delayacct_json", "format_record", "format_value",
-           "human_bytes", "human_date", "human_duration", "record_json", "seconds_of",
+           "human_bytes", "human_date", "human_duration", "record_json", "record_json_text",
+           "seconds_of",
            "shown", "unmeasured", "wait_status"]
 
 def shown(text: str) -> str:
@@ -168,6 +170,47 @@ def record_json(stats: TaskStats, delayacct_on: bool | None) -> dict[str, Any]:
 
 
 _OFF_FIELDS = tuple(f.name for f in FIELDS if delay_kind(f.name) in OFF_KINDS)
+
+# record_json_text: the text json.dumps(record_json(...), separators=(",", ":")) makes,
+# from one format string (the keys are fixed) and the record's values converted in place
+_N = len(FIELDS)
+_RECORD_FMT = ("{" + ",".join(f'"{f.name}":%s' for f in FIELDS)
+               + ',"scope":%s,"source":%s,"payload_len":%s,"exe_major":%s,"exe_minor":%s%s}')
+_COMMS = tuple(f.position for f in FIELDS if f.ctype == "comm")
+_TIMESPECS = tuple(f.position for f in FIELDS if f.ctype == "timespec")
+_OFF_POSITIONS = tuple(f.position for f in FIELDS if f.name in _OFF_FIELDS)
+_PLAIN = frozenset((int, str, type(None), Timespec))  # what the fields hold
+
+
+def _json_atom(value: int | str | None) -> str:
+    if value is None:
+        return "null"
+    return encode_basestring_ascii(value) if isinstance(value, str) else str(int(value))
+
+
+def record_json_text(stats: TaskStats, delayacct_on: bool | None) -> str:
+    """``record_json(stats, delayacct_on)`` as compact JSON text: the same text as the
+    json module makes of it (a test compares them on every fixture), about 3x faster
+    (``listen --json`` writes one per exit)."""
+    values: tuple[Any, ...] = stats[:_N]
+    if not set(map(type, values)) <= _PLAIN:  # not a kernel record's kinds: the slow way
+        from json import dumps  # noqa: PLC0415 - only for the odd record
+        return dumps(record_json(stats, delayacct_on), separators=(",", ":"))
+    out: list[Any] = ["null" if v is None else v for v in values]
+    for i in _COMMS:
+        if values[i] is not None:
+            out[i] = encode_basestring_ascii(values[i])
+    for i in _TIMESPECS:
+        ts = values[i]
+        if ts is not None:
+            out[i] = f'{{"tv_sec":{ts.tv_sec},"tv_nsec":{ts.tv_nsec}}}'
+    if delayacct_on is False:
+        for i in _OFF_POSITIONS:
+            out[i] = "null"
+    extra = f',"extra":"{stats.extra.hex()}"' if stats.extra else ""
+    return _RECORD_FMT % (*out, _json_atom(stats.scope), _json_atom(stats.source),
+                          _json_atom(stats.payload_len), _json_atom(stats.exe_major),
+                          _json_atom(stats.exe_minor), extra)
 
 
 def delayacct_json(state: bool | None) -> dict[str, Any]:

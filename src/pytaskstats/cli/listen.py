@@ -16,6 +16,7 @@ from ..textfmt import (
     human_bytes,
     human_duration,
     record_json,
+    record_json_text,
     shown,
     wait_status,
 )
@@ -92,6 +93,20 @@ def exit_json(rec: ExitRecord, delayacct_on: bool | None) -> dict[str, Any]:
             "group": None if rec.group is None else record_json(rec.group, delayacct_on)}
 
 
+def exit_json_text(rec: ExitRecord, delayacct_on: bool | None) -> str:
+    """``exit_json(rec, delayacct_on)`` as one compact JSON line (without the newline),
+    built directly: the same text the json module makes of it, a third of the cost."""
+    ended = {True: "true", False: "false", None: "null"}[rec.ended_process]
+    group = "null" if rec.group is None else record_json_text(rec.group, delayacct_on)
+    return (f'{{"event":"exit","pid":{int(rec.pid)},"tgid":{_num(rec.tgid)},'
+            f'"cpu":{_num(rec.cpu)},"ended_process":{ended},'
+            f'"task":{record_json_text(rec.task, delayacct_on)},"group":{group}}}')
+
+
+def _num(value: int | None) -> str:
+    return "null" if value is None else str(int(value))
+
+
 def _line(event: ExitRecord | Lost, args: argparse.Namespace, state: bool | None) -> str:
     """What ``event`` prints on stdout ("" for nothing); a loss is also said on stderr."""
     if isinstance(event, Lost):
@@ -99,7 +114,7 @@ def _line(event: ExitRecord | Lost, args: argparse.Namespace, state: bool | None
               f"{event.cpus})", file=sys.stderr)
         return json_line({"event": "lost", **event._asdict()}) if args.json else ""
     if args.json:
-        return json_line(exit_json(event, state))
+        return exit_json_text(event, state) + "\n"
     if args.format == "procacct":
         return procacct_line(event.task) + "\n"
     return text_line(event, state) + "\n"
