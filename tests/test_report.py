@@ -743,6 +743,12 @@ def test_history_report_through_the_daemon(tmp_path: Path,
                     "--comm", marker).returncode == 0
         text = Page(only.read_text()).plain
         assert "exits 5 " in text and f"comm {marker}" in text
+        assert "no rows match" not in done.stderr
+        empty = _cli("--socket", daemon.socket, "history", "--report", str(only),
+                     "--comm", f"{marker}x")  # a page, and the word that it is empty
+        assert empty.returncode == 0 and only.exists(), empty.stderr
+        assert (f"no rows match (--comm {marker}x, in the last 24h (the default --since)): "
+                "the report is empty") in empty.stderr, empty.stderr
         screenshots(html, "report-history-daemon", capsys, rows=40)
     finally:
         daemon.close()

@@ -433,6 +433,11 @@ def test_history_trace_through_the_daemon(tmp_path: Path) -> None:
         doc = json.loads(trace.read_text())
         trace_rules.check(doc)
         assert [e["name"] for e in _slices(doc)] == [marker] * 4
+        assert doc["otherData"]["exit_status"] is None  # no command ran: no status claimed
+        a = tmp_path / "a.json"
+        a.write_text(trace.read_text())
+        again = _cli("diff", str(a), str(trace))
+        assert again.returncode == 0 and "exit ?" in again.stdout, again.stdout
         none = _cli("--socket", daemon.socket, "history", "--trace", str(trace), "--comm",
                     f"{marker}x")  # it wrote an empty trace without a word on the filter
         assert none.returncode == 0, none.stderr

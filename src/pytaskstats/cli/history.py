@@ -248,8 +248,20 @@ def write_report(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"taskstats history: {cannot_write(args.report, err)}", file=sys.stderr)
         return 1
+    if not (data.totals.get("exits") or data.totals.get("samples")):
+        print(f"taskstats history: no rows match ({_range_filter(args, REPORT_SINCE_S)}): "
+              "the report is empty", file=sys.stderr)
     print(f"taskstats history: report written to {printable(args.report)}", file=sys.stderr)
     return 0
+
+
+def _range_filter(args: argparse.Namespace, default_since_s: int) -> str:
+    """The filter as given, with the default --since said when it applied."""
+    shown = describe_filter(args)
+    if args.since is None:
+        shown = ("" if shown.startswith("no filter") else f"{shown}, ") + (
+            f"in the last {default_since_s // 3600}h (the default --since)")
+    return shown
 
 
 def write_trace(args: argparse.Namespace) -> int:
@@ -277,7 +289,7 @@ def write_trace(args: argparse.Namespace) -> int:
     command = ["taskstats", "history", *describe_filter(args).split()] if any(
         getattr(args, k, None) is not None for k in ("since", "until", "comm", "uid", "pid",
                                                       "cgroup")) else ["taskstats", "history"]
-    data = report.build_run(command, 0, max(exit_s, default=0.0), records, exit_s,
+    data = report.build_run(command, None, max(exit_s, default=0.0), records, exit_s,
                             delayacct=delayacct.status(), started_ns=origin)
     doc = build_trace(data, critical_path(data.processes))
     try:
@@ -286,11 +298,8 @@ def write_trace(args: argparse.Namespace) -> int:
         print(f"taskstats history: {cannot_write(args.trace, err)}", file=sys.stderr)
         return 1
     if not rows:  # as a query that matches nothing says, with the filter
-        shown = describe_filter(args)
-        if args.since is None:
-            shown = ("" if shown.startswith("no filter") else f"{shown}, ") + (
-                f"in the last {TRACE_SINCE_S // 3600}h (the default --since)")
-        print(f"taskstats history: no exits match ({shown})", file=sys.stderr)
+        print(f"taskstats history: no exits match ({_range_filter(args, TRACE_SINCE_S)})",
+              file=sys.stderr)
     print(f"taskstats history: trace of {len(data.processes)} processes ({len(rows)} exits) "
           f"written to {printable(args.trace)}", file=sys.stderr)
     return 0

@@ -56,10 +56,11 @@ class Process:
 class RunReport:
     """Everything the run report shows.  ``delayacct`` is the delay accounting state
     during the run (None: no such sysctl); ``started_ns`` CLOCK_REALTIME ns;
-    ``impossible``: delays left out of ``processes``."""
+    ``impossible``: delays left out of ``processes``; ``exit_status`` None when no
+    command ran (the journal's exits: ``history --trace``)."""
 
     command: tuple[str, ...]
-    exit_status: int
+    exit_status: int | None
     wall_s: float
     processes: tuple[Process, ...]
     delayacct: bool | None
@@ -86,7 +87,7 @@ def _exits(records: Sequence[ExitRecord], exit_s: Sequence[float]
     return out
 
 
-def build_run(command: Sequence[str], exit_status: int, wall_s: float,
+def build_run(command: Sequence[str], exit_status: int | None, wall_s: float,
               records: Sequence[ExitRecord], exit_s: Sequence[float], *,
               delayacct: bool | None, started_ns: int | None = None, lost: int = 0,
               still_running: Iterable[tuple[int, str]] = (),
@@ -128,10 +129,11 @@ def render_run(report: RunReport, *, max_rows: int = MAX_ROWS) -> str:
 def _header(report: RunReport, tot: dict[str, int | None]) -> str:
     state = report.delayacct
     when = f"started {local_time(report.started_ns)}, " if report.started_ns else ""
+    status = "none" if report.exit_status is None else str(report.exit_status)
     sub = (f"{when}wall time {human_duration(report.wall_s)}, exit status "
-           f"{report.exit_status}, {count(tot['processes'] or 0)} processes, "
+           f"{status}, {count(tot['processes'] or 0)} processes, "
            f"{count(tot['threads'] or 0)} threads")
-    figures = [("exit status", str(report.exit_status), "the command's exit status"),
+    figures = [("exit status", status, "the command's exit status (none: no command ran)"),
                ("wall time", human_duration(report.wall_s), "from start to exit of the command"),
                ("processes", f"{count(tot['processes'] or 0)}",
                 f"{count(tot['threads'] or 0)} threads")]
