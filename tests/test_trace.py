@@ -264,6 +264,16 @@ def test_diff_command_line_errors(tmp_path: Path) -> None:
         assert len(done.stderr.strip().splitlines()) == 1
     same = _cli("diff", str(good), str(good), "--fail-above", "0")
     assert same.returncode == 0 and "whole run" in same.stdout
+    slower = json.dumps(_run_doc(2.0, [("x", 2.0, 1)]))
+    for args, text, status, said in (  # '-': one run from stdin, as from a pipe
+            ((str(good), "-", "--fail-above", "10"), slower, 3, "regression: wall"),
+            (("-", str(good)), slower, 0, ""),
+            (("-", "-"), slower, 2, "one run only can come on stdin"),
+            ((str(good), "-"), "{", 1, "stdin: not JSON")):
+        done = subprocess.run([*CLI, "diff", *args], input=text, capture_output=True,
+                              text=True, timeout=180, check=False)
+        assert done.returncode == status and said in done.stderr, (args, done.stderr)
+        assert status in (2, 1) or "B: stdin" in done.stdout or "A: stdin" in done.stdout
 
 
 def _limited() -> None:

@@ -59,8 +59,8 @@ def add_parser(sub: Any) -> None:
                        "wait). Exit status: 0 compared, 3 a regression above --fail-above, "
                        "1 an error (unreadable file, not a run), 2 usage.")
     p.add_argument("a", metavar="A.json", help="the baseline: 'taskstats run --json' output "
-                   "or a 'taskstats run --trace' file")
-    p.add_argument("b", metavar="B.json", help="the run compared with it")
+                   "or a 'taskstats run --trace' file; '-' reads it from stdin")
+    p.add_argument("b", metavar="B.json", help="the run compared with it ('-': stdin)")
     p.add_argument("--json", action="store_true", help="one JSON document")
     p.add_argument("--report", metavar="FILE.html", type=output_file_arg,
                    help="also write an HTML page with the two runs side by side")
@@ -99,7 +99,25 @@ def read_job(path: str) -> Job:
     a directory is refused without blocking); NaN, Infinity and nesting deeper than the
     parser's recursion limit are refused, so any input ends in bounded time and memory.
     """
-    label = printable(path)  # a name of undecodable bytes is shown as \xNN
+    label = "stdin" if path == "-" else printable(path)  # undecodable bytes as \xNN
+    text = _stdin_text() if path == "-" else _file_text(path, label)
+    if len(text) > MAX_INPUT:
+        raise _too_large(label)
+    return _parse(text, label)
+
+
+def _stdin_text() -> str:
+    """``-``: standard input, up to MAX_INPUT + 1 bytes (what a pipe gives)."""
+    try:
+        return sys.stdin.buffer.read(MAX_INPUT + 1).decode("utf-8")
+    except OSError as err:
+        raise NotARun(f"cannot read stdin: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise _not_json("stdin", str(err)) from err
+
+
+def _file_text(path: str, label: str) -> str:
+    """A regular file's text, at most MAX_INPUT + 1 characters; never blocks."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
@@ -120,8 +138,11 @@ def read_job(path: str) -> Job:
         raise _not_json(label, str(err)) from err
     finally:
         os.close(fd)
-    if len(text) > MAX_INPUT:
-        raise _too_large(label)
+    return text
+
+
+def _parse(text: str, label: str) -> Job:
+    """The run in ``text`` (read from ``label``)."""
     try:  # the keys load() does not read are dropped as they are parsed (memory)
         doc = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=pruned)
     except (ValueError, RecursionError) as err:
@@ -170,6 +191,10 @@ def run(args: argparse.Namespace) -> int:
     """Compare; print; write the page; check --fail-above."""
     if args.on is not None and args.fail_above is None:
         print("taskstats diff: --on FIELD goes with --fail-above PCT", file=sys.stderr)
+        return 2
+    if args.a == args.b == "-":
+        print("taskstats diff: one run only can come on stdin ('-'): give the other as a "
+              "file", file=sys.stderr)
         return 2
     clash = stdout_clash("--report", args.report)
     if clash:
