@@ -365,6 +365,7 @@ def test_pipeline_with_a_slow_stage_has_a_known_critical_path(tmp_path: Path) ->
 
 
 @pytest.mark.kernel
+@pytest.mark.usefixtures("delayacct_steady")  # its last check follows kernel.task_delayacct
 def test_make_j2_project_trace_critical_path_and_diff(tmp_path: Path) -> None:
     require_kernel()
     project = tmp_path / "proj"
