@@ -25,7 +25,7 @@ from pytaskstats.records import AGROUP
 from pytaskstats.top.model import Model, Row
 from pytaskstats.top.sampler import Sampler
 
-from .conftest import remove_cgroup
+from .conftest import STORM_LOCK, machine_lock, remove_cgroup
 from .daemon_util import RunningDaemon
 
 SHELL, CHILD, THREAD = 100, 200, 201
@@ -177,11 +177,13 @@ def cgroup2_root() -> Path:
 
 @pytest.fixture
 def storm_cgroup() -> Iterator[Path]:
-    """A cgroup of this test's own, removed afterwards."""
+    """A cgroup of this test's own, removed afterwards; no other suite's exit storm
+    meanwhile (the storm lock, shared: every exit of this test must be attributed)."""
     group = cgroup2_root() / f"pytaskstats-test-{secrets.token_hex(4)}"
     group.mkdir()
     try:
-        yield group
+        with machine_lock(STORM_LOCK, shared=True):
+            yield group
     finally:
         remove_cgroup(group)
 

@@ -28,7 +28,9 @@ from pytaskstats.kernel import Connection
 from .conftest import NOBODY_PYTHON, as_nobody, unique_command, wait_until
 from .daemon_util import RunningDaemon
 
-pytestmark = pytest.mark.kernel
+# the kernel; and no other suite's exit storm meanwhile: these tests wait for exits of
+# their own, which the daemon drops, fail-closed, when its proc connector overruns
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_exit_storm")]
 
 
 def _exits(conn: Connection, pid: int, timeout: float = 2.0) -> list[ExitRecord]:

@@ -24,7 +24,9 @@ from pytaskstats.kernel import Connection, possible_cpus
 from .conftest import NOBODY_PYTHON, wait_until
 from .daemon_util import HOLD, RunningDaemon
 
-pytestmark = pytest.mark.kernel
+# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
+# a daemon drops, fail-closed, when its proc connector overruns
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_exit_storm")]
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 MIB = 1 << 20

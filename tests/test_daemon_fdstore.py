@@ -18,7 +18,9 @@ from pytaskstats import Client
 from .conftest import require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon
 
-pytestmark = pytest.mark.kernel
+# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
+# a daemon drops, fail-closed, when its proc connector overruns
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_exit_storm")]
 
 
 def _collect(sock: socket.socket) -> list[tuple[str, int]]:

@@ -28,7 +28,9 @@ from pytaskstats.daemon.journal_schema import MIGRATIONS, apply
 from .conftest import NOBODY_PYTHON, as_nobody
 from .daemon_util import RunningDaemon
 
-pytestmark = pytest.mark.kernel
+# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
+# a daemon drops, fail-closed, when its proc connector overruns
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_exit_storm")]
 
 NOBODY = 65534
 CAP = 50

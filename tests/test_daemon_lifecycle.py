@@ -28,6 +28,10 @@ from pytaskstats.daemon.trustedpath import check_chain
 from .conftest import NOBODY_PYTHON, as_nobody, wait_until
 from .daemon_util import RunningDaemon
 
+# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
+# a daemon drops, fail-closed, when its proc connector overruns
+pytestmark = pytest.mark.usefixtures("no_exit_storm")
+
 DAEMON = [sys.executable, "-m", "pytaskstats.daemon", "--config", os.devnull]
 
 

@@ -22,7 +22,9 @@ from .conftest import require_kernel, wait_until
 from .daemon_util import RunningDaemon
 from .test_daemon_policy import Agent, agent
 
-pytestmark = pytest.mark.kernel
+# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
+# a daemon drops, fail-closed, when its proc connector overruns
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_exit_storm")]
 TRIES = 40  # new namespaces made while waiting for one to get a dead one's inode
 REUSE_WAIT_S = 20.0  # how long namespaces are made, TRIES at least, before giving up
 

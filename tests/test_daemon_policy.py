@@ -30,7 +30,9 @@ from .conftest import NOBODY_PYTHON, as_nobody, require_kernel, wait_until
 from .daemon_util import RunningDaemon
 from .test_journal import decoded
 
-pytestmark = pytest.mark.kernel
+# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
+# a daemon drops, fail-closed, when its proc connector overruns
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_exit_storm")]
 ADMIN_GID = 43210
 
 # Connects as uid/gid 65534 without groups (saved uid 0 kept), then, while the

@@ -32,6 +32,10 @@ from pytaskstats.records import Bulk, ExitRecord, TaskStats
 from .conftest import NOBODY_PYTHON, as_nobody, require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon
 
+# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
+# a daemon drops, fail-closed, when its proc connector overruns
+pytestmark = pytest.mark.usefixtures("no_exit_storm")
+
 S = 1_000_000_000
 
 

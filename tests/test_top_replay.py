@@ -35,6 +35,10 @@ from .daemon_util import RunningDaemon
 from .replay_rows import STEP, T0, ListSource, S, by_pid, demo_journal, srow, xrow
 from .test_top import Tmux, tmux  # noqa: F401  (the fixture)
 
+# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
+# a daemon drops, fail-closed, when its proc connector overruns
+pytestmark = pytest.mark.usefixtures("no_exit_storm")
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "pytaskstats"]
 SINCE, UNTIL = T0 - 3600 * S, T0 + 3600 * S
