@@ -30,12 +30,14 @@ sys.path.insert(0, str(FIXTURES))  # expected.py: the fixtures' value rule
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
+def wait_until(predicate: Callable[[], T | None], what: str, timeout: float = 20.0,
+               poll_max: float = 0.1) -> T:
     """Poll ``predicate`` until it returns something true and return that; raise
     AssertionError naming ``what`` after ``timeout`` seconds.  Polls every 5 ms at
-    first, backing off to 100 ms, so a quick condition costs little."""
+    first (or ``poll_max`` if less), backing off to ``poll_max`` (s), so a quick
+    condition costs little."""
     deadline = time.monotonic() + timeout
-    pause = 0.005
+    pause = min(0.005, poll_max)
     while True:
         got = predicate()
         if got:
@@ -43,7 +45,7 @@ def wait_until(predicate: Callable[[], T | None], what: str, timeout: float = 20
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(pause)  # the poll interval of a deadline-bounded wait
-        pause = min(pause * 2, 0.1)
+        pause = min(pause * 2, poll_max)
 
 
 def unique_command(tmp_path: Path, prefix: str, source: str = "/bin/true") -> Path:

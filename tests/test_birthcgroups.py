@@ -4,6 +4,7 @@ test creates."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import shutil
@@ -25,7 +26,7 @@ from pytaskstats.records import AGROUP
 from pytaskstats.top.model import Model, Row
 from pytaskstats.top.sampler import Sampler
 
-from .conftest import STORM_LOCK, machine_lock, remove_cgroup
+from .conftest import STORM_LOCK, machine_lock, remove_cgroup, wait_until
 from .daemon_util import RunningDaemon
 
 SHELL, CHILD, THREAD = 100, 200, 201
@@ -211,11 +212,14 @@ def test_taskstatsd_attributes_a_storm_of_short_tasks_to_their_cgroup(
     try:
         subprocess.run(["sh", "-c", STORM, "sh", str(storm_cgroup), str(TASKS), str(exe)],
                        check=True, timeout=120)
-        deadline = time.monotonic() + 30
-        groups = _history(daemon.socket, comm=comm, group_by="cgroup")
-        while sum(g["exits"] for g in groups) < TASKS and time.monotonic() < deadline:
-            time.sleep(0.1)  # a poll with a deadline: the journal catches up
+        groups: list[dict[str, Any]] = []
+
+        def journaled() -> bool:  # the journal catches up
+            nonlocal groups
             groups = _history(daemon.socket, comm=comm, group_by="cgroup")
+            return bool(sum(g["exits"] for g in groups) >= TASKS)
+        with contextlib.suppress(AssertionError):  # some lost: the asserts below say
+            wait_until(journaled, "every exit in the journal", 30)
     finally:
         daemon.close()
     exits = {g["cgroup"]: g["exits"] for g in groups}
@@ -247,10 +251,8 @@ sys.exit(status != 0)
 
 def _serving(err: Path, proc: subprocess.Popen[bytes]) -> str:
     """The exporter's URL once it says it serves (at most 20 s)."""
-    deadline = time.monotonic() + 20
-    while proc.poll() is None and "serving" not in err.read_text():
-        assert time.monotonic() < deadline, err.read_text()
-        time.sleep(0.05)
+    wait_until(lambda: proc.poll() is not None or "serving" in err.read_text(),
+               "the exporter to say it serves")
     found = re.search(r"serving (http://127\.0\.0\.1:\d+/metrics)", err.read_text())
     assert proc.poll() is None and found, err.read_text()
     return found.group(1)
@@ -287,11 +289,14 @@ def test_the_exporter_attributes_orphaned_short_tasks_to_their_cgroup(
                         "/bin/true"], check=True, timeout=120)
         label = "/" + str(storm_cgroup.relative_to(cgroup2_root()))
         expected = 2 * n + 1
-        deadline = time.monotonic() + 20
-        mine, lost = _exits_in(url, label)
-        while mine + lost < expected and time.monotonic() < deadline:
-            time.sleep(0.1)  # a poll with a deadline: the orphans' exits trail the shell's
+        mine, lost = 0.0, 0.0
+
+        def counted() -> bool:  # the orphans' exits trail the shell's
+            nonlocal mine, lost
             mine, lost = _exits_in(url, label)
+            return mine + lost >= expected
+        with contextlib.suppress(AssertionError):  # some missing: the assert below says
+            wait_until(counted, "every orphan's exit in the metrics", 20)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, err.read_text()

@@ -13,7 +13,6 @@ import socket
 import sqlite3
 import subprocess
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from pytaskstats import netlink as nl
 from pytaskstats.daemon.history import Shares
 from pytaskstats.daemon.journal_schema import MIGRATIONS, apply
 
-from .conftest import NOBODY_PYTHON, as_nobody
+from .conftest import NOBODY_PYTHON, as_nobody, wait_until
 from .daemon_util import RunningDaemon
 
 # no other suite's exit storm meanwhile: these tests wait for exits of their own, which
@@ -202,14 +201,13 @@ def test_sigterm_ends_a_running_query(tmp_path: Path) -> None:
 def _wait_for_query(pid: int, journal: Path, timeout: float = 60.0) -> None:
     """Until the daemon ``pid`` (not its writer) has ``journal`` open: a history
     query's read-only connection, open while the query runs."""
-    deadline = time.monotonic() + timeout
     fds = Path(f"/proc/{pid}/fd")
-    while True:
+
+    def open_now() -> bool:
         with contextlib.suppress(OSError):
-            if any(os.readlink(fd) == str(journal) for fd in fds.iterdir()):
-                return
-        assert time.monotonic() < deadline, "the query never started"
-        time.sleep(0.001)
+            return any(os.readlink(fd) == str(journal) for fd in fds.iterdir())
+        return False
+    wait_until(open_now, "the query to start", timeout, poll_max=0.001)
 
 
 def _answer(sock: socket.socket) -> str | int:

@@ -12,7 +12,6 @@ import os
 import random
 import socket
 import struct
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -26,7 +25,7 @@ from pytaskstats import taskstats as ts
 from pytaskstats.daemon import schema
 from pytaskstats.kernel import Connection
 
-from .conftest import as_nobody, require_kernel
+from .conftest import as_nobody, require_kernel, wait_until
 from .daemon_util import RunningDaemon
 
 SEED = 11
@@ -173,9 +172,8 @@ def test_100k_mutated_frames_break_nothing(daemon: RunningDaemon) -> None:
             _drain_until(s, marker)
     with Client("daemon", socket_path=daemon.socket) as c:
         assert c.pid(os.getpid()).ac_pid == os.getpid()
-        deadline = time.monotonic() + 10  # until the daemon has seen the fuzzer hang up
-        while _open_fds(daemon.pid) > fds_before and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: _open_fds(daemon.pid) <= fds_before,
+                   "the daemon to see the fuzzer hang up", 10)
         assert _open_fds(daemon.pid) == fds_before
     assert "internal error" not in _stderr(daemon)
 

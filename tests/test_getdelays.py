@@ -37,7 +37,7 @@ from pytaskstats.cli.getdelays_format import (
 )
 from pytaskstats.fields import Timespec, layout
 from pytaskstats.records import AGROUP, ExitRecord, TaskStats
-from tests.conftest import fixture_bytes
+from tests.conftest import fixture_bytes, wait_until
 from tests.fixtures.expected import expected_value, fnv1a32
 
 FAMILY = 27  # the fixtures' family id
@@ -480,15 +480,14 @@ def test_live_io_row_with_delay_accounting_on(capsys: pytest.CaptureFixture[str]
 
 def _wait_for(path: Path, needle: str, what: str, poke: bool = False) -> str:
     """Wait (bounded) until ``path`` contains ``needle``; ``poke`` spawns exits meanwhile."""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    def printed() -> str | None:
         text = path.read_text()
         if needle in text:
             return text
         if poke:
             subprocess.run(["true"], check=True)
-        time.sleep(0.02)
-    raise AssertionError(f"getdelays never printed {what}")
+        return None
+    return wait_until(printed, f"getdelays to print {what}", 15)
 
 
 THREADED = ("import os, threading, time\n"

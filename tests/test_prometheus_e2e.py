@@ -14,13 +14,14 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from .conftest import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -106,11 +107,10 @@ def _get(url: str) -> bytes:
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0,
               show: Callable[[], object] = lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what} {show()}")
-        time.sleep(0.25)
+    try:
+        wait_until(check, what, timeout)
+    except AssertionError as err:
+        raise AssertionError(f"{err} {show()}") from None
 
 
 def _dashboard_queries() -> list[str]:

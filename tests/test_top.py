@@ -40,7 +40,7 @@ from pytaskstats.top.view import (
     view,
 )
 
-from .conftest import require_kernel
+from .conftest import require_kernel, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "pytaskstats"]
@@ -494,14 +494,16 @@ class Tmux:
 
     def until(self, check: Callable[[list[str]], bool], what: str, timeout: float = 10
               ) -> list[str]:
-        deadline = time.monotonic() + timeout
         lines: list[str] = []
-        while time.monotonic() < deadline:
+
+        def shown() -> list[str] | None:
+            nonlocal lines
             lines = self.screen()
-            if check(lines):
-                return lines
-            time.sleep(0.05)
-        raise AssertionError(f"screen never showed {what}:\n" + "\n".join(lines))
+            return lines if check(lines) else None
+        try:
+            return wait_until(shown, what, timeout)
+        except AssertionError:
+            raise AssertionError(f"screen never showed {what}:\n" + "\n".join(lines)) from None
 
     def close(self) -> None:
         subprocess.run([*self.base, "kill-server"], capture_output=True, check=False)
@@ -547,10 +549,8 @@ def test_screen_starts_sorts_resizes_and_quits(tmux: Callable[[str], Tmux]) -> N
     assert "*IOW%" in lines[5] and "RSS  PEAK  THR COMMAND" in lines[5]
     assert all(line.strip() for line in lines[6:29])
     term.run("send-keys", "-t", "top", "q")
-    deadline = time.monotonic() + 10
-    while not term.status.exists() or not term.status.read_text().strip():
-        assert time.monotonic() < deadline, "top did not quit"
-        time.sleep(0.05)
+    wait_until(lambda: term.status.exists() and term.status.read_text().strip(),
+               "top to quit", 10)
     assert term.status.read_text().strip() == "0"
 
 
