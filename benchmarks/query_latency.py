@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from _bench import (
+    cpu_seconds,
     header,
     interleave,
     median,
@@ -47,8 +48,8 @@ def _relay(listening: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def bare_relay() -> Iterator[str]:
-    """A bare Python relay to the kernel on a Unix socket of its own: its path."""
+def bare_relay() -> Iterator[tuple[int, str]]:
+    """A bare Python relay to the kernel on a Unix socket of its own: its pid, path."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "relay.sock")
         listening = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -62,22 +63,54 @@ def bare_relay() -> Iterator[str]:
                 os._exit(0)
         listening.close()
         try:
-            yield path
+            yield child, path
         finally:
             os.kill(child, 9)
             os.waitpid(child, 0)
 
 
-def latency_section(socket_path: str, args: argparse.Namespace) -> None:
+def _p99(values: Sequence[int]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+def _rows(names: Sequence[str], results: dict[str, list[float]],
+          samples: dict[str, list[int]]) -> list[list[str]]:
+    """The latency table's rows: one by one from every call, bulk from the rounds."""
+    rows = []
+    for name in names:
+        med = median(results[name])
+        kind = ("daemon" if name.startswith("daemon") else
+                "relay" if "relay" in name else "kernel")
+        if "one by one" in name:
+            pooled = samples[kind]
+            other = median(samples["kernel"])
+            rows.append([name, f"{median(pooled) / 1000:.1f}", f"{_p99(pooled) / 1000:.1f}",
+                         spread(results[name]),
+                         f"{median(pooled) / other:.2f}x" if kind != "kernel" else "",
+                         f"{_p99(pooled) / _p99(samples['kernel']):.2f}x"
+                         if kind != "kernel" else ""])
+        else:
+            kernel_bulk = median(results["kernel pids(all), per task"])
+            rows.append([name, f"{med / 1000:.1f}", "-", spread(results[name]),
+                         f"{med / kernel_bulk:.2f}x" if kind == "daemon" else "", ""])
+    return rows
+
+
+def latency_section(daemon_pid: int, socket_path: str, args: argparse.Namespace) -> None:
     ids = task_ids()
     repeat = max(1, math.ceil(int(args.queries) / len(ids)))
     samples: dict[str, list[int]] = {}
     esrch = {"daemon": 0, "kernel": 0, "relay": 0}
+    server_cpu = {"daemon": 0.0, "relay": 0.0}  # s of the serving process, one by one
+    servers: dict[str, int] = {"daemon": daemon_pid}
 
     def one_by_one(client: Client, name: str) -> Callable[[], float]:
         def run() -> float:
             lat = []
             query = client.pid
+            server = servers.get(name)
+            cpu0 = cpu_seconds(server) if server else 0.0
             for _ in range(repeat):
                 for i in ids:
                     t0 = time.perf_counter_ns()
@@ -86,6 +119,8 @@ def latency_section(socket_path: str, args: argparse.Namespace) -> None:
                     except NoSuchTask:
                         esrch[name] += 1
                     lat.append(time.perf_counter_ns() - t0)
+            if server:
+                server_cpu[name] += cpu_seconds(server) - cpu0
             samples.setdefault(name, []).extend(lat)
             return median(lat)
 
@@ -101,8 +136,9 @@ def latency_section(socket_path: str, args: argparse.Namespace) -> None:
         return run
 
     with Client("daemon", socket_path=socket_path) as via_daemon, \
-            Client("kernel") as kernel, bare_relay() as relay_path, \
+            Client("kernel") as kernel, bare_relay() as (relay_pid, relay_path), \
             Client("daemon", socket_path=relay_path) as via_relay:
+        servers["relay"] = relay_pid
         contenders = [("daemon pid(p), one by one", one_by_one(via_daemon, "daemon")),
                       ("kernel pid(p), one by one", one_by_one(kernel, "kernel")),
                       ("[info] bare relay pid(p), one by one", one_by_one(via_relay, "relay")),
@@ -112,13 +148,10 @@ def latency_section(socket_path: str, args: argparse.Namespace) -> None:
             run()
         samples.clear()
         esrch.update(daemon=0, kernel=0, relay=0)
+        server_cpu.update(daemon=0.0, relay=0.0)
         t0 = time.perf_counter()
         results = interleave(contenders, args.latency_reps)
         wall = time.perf_counter() - t0
-
-    def p99(values: Sequence[int]) -> float:
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
 
     gone = sum(not os.path.exists(f"/proc/{i}") for i in ids)
     print("== 4. query latency: Client(\"daemon\") against Client(\"kernel\") ==")
@@ -128,25 +161,13 @@ def latency_section(socket_path: str, args: argparse.Namespace) -> None:
           f"{repeat * len(ids):,} queries per contender and round; {args.latency_reps} "
           f"interleaved rounds in {wall:.1f} s")
     print()
-    rows = []
-    for name, _ in contenders:
-        med = median(results[name])
-        kind = ("daemon" if name.startswith("daemon") else
-                "relay" if "relay" in name else "kernel")
-        if "one by one" in name:
-            pooled = samples[kind]
-            other = median(samples["kernel"])
-            rows.append([name, f"{median(pooled) / 1000:.1f}", f"{p99(pooled) / 1000:.1f}",
-                         spread(results[name]),
-                         f"{median(pooled) / other:.2f}x" if kind != "kernel" else "",
-                         f"{p99(pooled) / p99(samples['kernel']):.2f}x"
-                         if kind != "kernel" else ""])
-        else:
-            kernel_bulk = median(results["kernel pids(all), per task"])
-            rows.append([name, f"{med / 1000:.1f}", "-", spread(results[name]),
-                         f"{med / kernel_bulk:.2f}x" if kind == "daemon" else "", ""])
+    rows = _rows([name for name, _ in contenders], results, samples)
     print(table(["query", "median us", "p99 us", "min/max", "vs kernel",
                  "p99 vs kernel"], rows))
+    print()
+    print(table(["server", "CPU us per query (one by one)"],
+                [[name, f"{server_cpu[name] * 1e6 / len(samples[name]):.1f}"]
+                 for name in ("daemon", "relay")]))
     print()
     print("one by one: latency of each call (perf_counter_ns around Client.pid), median and "
           "p99 over all rounds' calls; min/max = spread of the per-round medians. pids(all): "
@@ -170,10 +191,10 @@ def main() -> None:
     require_root()
     t0 = time.perf_counter()
     header("taskstatsd query latency", args.quick)
-    with running_daemon(args.no_cgroups) as (_, socket_path, status):
+    with running_daemon(args.no_cgroups) as (pid, socket_path, status):
         time.sleep(1.0)  # start-up done, heap settled
         status.counters()
-        latency_section(socket_path, args)
+        latency_section(pid, socket_path, args)
     print()
     print(f"total {time.perf_counter() - t0:.0f} s")
 

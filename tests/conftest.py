@@ -92,6 +92,12 @@ def no_exit_storm() -> Iterator[None]:
         yield
 
 
+WAITS_FOR_EXITS = pytest.mark.usefixtures("no_exit_storm")
+"""The mark of a module whose tests wait for exits of their own through a taskstatsd:
+no other suite's exit storm meanwhile, as a daemon drops exits (fail-closed) when its
+proc connector overruns."""
+
+
 def fixture_bytes(name: str) -> bytes:
     """A golden datagram from tests/fixtures (see its README)."""
     return (FIXTURES / name).read_bytes()

@@ -25,12 +25,10 @@ from pytaskstats import netlink as nl
 from pytaskstats import taskstats as ts
 from pytaskstats.kernel import Connection
 
-from .conftest import NOBODY_PYTHON, as_nobody, unique_command, wait_until
+from .conftest import NOBODY_PYTHON, WAITS_FOR_EXITS, as_nobody, unique_command, wait_until
 from .daemon_util import RunningDaemon
 
-# the kernel; and no other suite's exit storm meanwhile: these tests wait for exits of
-# their own, which the daemon drops, fail-closed, when its proc connector overruns
-pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_exit_storm")]
+pytestmark = [pytest.mark.kernel, WAITS_FOR_EXITS]
 
 
 def _exits(conn: Connection, pid: int, timeout: float = 2.0) -> list[ExitRecord]:

@@ -21,12 +21,10 @@ from pytaskstats import taskstats as ts
 from pytaskstats.daemon.listeners import cpumask_maxlen
 from pytaskstats.kernel import Connection, possible_cpus
 
-from .conftest import NOBODY_PYTHON, wait_until
+from .conftest import NOBODY_PYTHON, WAITS_FOR_EXITS, wait_until
 from .daemon_util import HOLD, RunningDaemon
 
-# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
-# a daemon drops, fail-closed, when its proc connector overruns
-pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_exit_storm")]
+pytestmark = [pytest.mark.kernel, WAITS_FOR_EXITS]
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 MIB = 1 << 20

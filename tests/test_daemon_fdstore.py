@@ -15,12 +15,10 @@ import pytest
 
 from pytaskstats import Client
 
-from .conftest import require_kernel, unique_command, wait_until
+from .conftest import WAITS_FOR_EXITS, require_kernel, unique_command, wait_until
 from .daemon_util import RunningDaemon
 
-# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
-# a daemon drops, fail-closed, when its proc connector overruns
-pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_exit_storm")]
+pytestmark = [pytest.mark.kernel, WAITS_FOR_EXITS]
 
 
 def _collect(sock: socket.socket) -> list[tuple[str, int]]:

@@ -24,12 +24,10 @@ from pytaskstats import netlink as nl
 from pytaskstats.daemon.history import Shares
 from pytaskstats.daemon.journal_schema import MIGRATIONS, apply
 
-from .conftest import NOBODY_PYTHON, as_nobody, wait_until
+from .conftest import NOBODY_PYTHON, WAITS_FOR_EXITS, as_nobody, wait_until
 from .daemon_util import RunningDaemon
 
-# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
-# a daemon drops, fail-closed, when its proc connector overruns
-pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_exit_storm")]
+pytestmark = [pytest.mark.kernel, WAITS_FOR_EXITS]
 
 NOBODY = 65534
 CAP = 50

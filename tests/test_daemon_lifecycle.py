@@ -25,12 +25,10 @@ from pytaskstats.daemon import socketfile as daemon_socket
 from pytaskstats.daemon.config import Config
 from pytaskstats.daemon.trustedpath import check_chain
 
-from .conftest import NOBODY_PYTHON, as_nobody, wait_until
+from .conftest import NOBODY_PYTHON, WAITS_FOR_EXITS, as_nobody, wait_until
 from .daemon_util import RunningDaemon
 
-# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
-# a daemon drops, fail-closed, when its proc connector overruns
-pytestmark = pytest.mark.usefixtures("no_exit_storm")
+pytestmark = WAITS_FOR_EXITS
 
 DAEMON = [sys.executable, "-m", "pytaskstats.daemon", "--config", os.devnull]
 

@@ -18,13 +18,11 @@ import pytest
 from pytaskstats.daemon import namespaces
 from pytaskstats.daemon.namespaces import boot_id, ns_chain, start_ticks
 
-from .conftest import require_kernel, wait_until
+from .conftest import WAITS_FOR_EXITS, require_kernel, wait_until
 from .daemon_util import RunningDaemon
 from .test_daemon_policy import Agent, agent
 
-# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
-# a daemon drops, fail-closed, when its proc connector overruns
-pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_exit_storm")]
+pytestmark = [pytest.mark.kernel, WAITS_FOR_EXITS]
 TRIES = 40  # new namespaces made while waiting for one to get a dead one's inode
 REUSE_WAIT_S = 20.0  # how long namespaces are made, TRIES at least, before giving up
 

@@ -26,13 +26,11 @@ from pytaskstats import Client, ExitRecord, connector, extproto
 from pytaskstats.daemon.policy import ExitPolicy
 from pytaskstats.transport import ConnectorSocket
 
-from .conftest import NOBODY_PYTHON, as_nobody, require_kernel, wait_until
+from .conftest import NOBODY_PYTHON, WAITS_FOR_EXITS, as_nobody, require_kernel, wait_until
 from .daemon_util import RunningDaemon
 from .test_journal import decoded
 
-# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
-# a daemon drops, fail-closed, when its proc connector overruns
-pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_exit_storm")]
+pytestmark = [pytest.mark.kernel, WAITS_FOR_EXITS]
 ADMIN_GID = 43210
 
 # Connects as uid/gid 65534 without groups (saved uid 0 kept), then, while the

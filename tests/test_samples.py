@@ -29,12 +29,17 @@ from pytaskstats.daemon.sampling import Sampling
 from pytaskstats.extproto import SAMPLE_DELTAS, SAMPLE_KEYS
 from pytaskstats.records import Bulk, ExitRecord, TaskStats
 
-from .conftest import NOBODY_PYTHON, as_nobody, require_kernel, unique_command, wait_until
+from .conftest import (
+    NOBODY_PYTHON,
+    WAITS_FOR_EXITS,
+    as_nobody,
+    require_kernel,
+    unique_command,
+    wait_until,
+)
 from .daemon_util import RunningDaemon
 
-# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
-# a daemon drops, fail-closed, when its proc connector overruns
-pytestmark = pytest.mark.usefixtures("no_exit_storm")
+pytestmark = WAITS_FOR_EXITS
 
 S = 1_000_000_000
 

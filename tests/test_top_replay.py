@@ -30,14 +30,12 @@ from pytaskstats.top.replayframe import frame_of
 from pytaskstats.top.replayscreen import REPLAY_KEY_LINE, ReplayScreen
 from pytaskstats.top.view import Filters, ViewState, group_by_cgroup, view
 
-from .conftest import require_kernel, wait_until
+from .conftest import WAITS_FOR_EXITS, require_kernel, wait_until
 from .daemon_util import RunningDaemon
 from .replay_rows import STEP, T0, ListSource, S, by_pid, demo_journal, srow, xrow
 from .test_top import Tmux, tmux  # noqa: F401  (the fixture)
 
-# no other suite's exit storm meanwhile: these tests wait for exits of their own, which
-# a daemon drops, fail-closed, when its proc connector overruns
-pytestmark = pytest.mark.usefixtures("no_exit_storm")
+pytestmark = WAITS_FOR_EXITS
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "pytaskstats"]

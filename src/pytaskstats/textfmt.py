@@ -20,9 +20,8 @@ from .fields import DELAY_KINDS, FIELDS, SECONDS_PER_UNIT, Field, Timespec
 from .records import TaskStats
 
 __all__ = ["OFF_KINDS", "delay_kind", "delayacct_json", "format_record", "format_value",
-           "human_bytes", "human_date", "human_duration", "record_json", "record_json_text",
-           "seconds_of",
-           "shown", "unmeasured", "wait_status"]
+           "human_bytes", "human_date", "human_duration", "json_atom", "record_json",
+           "record_json_text", "seconds_of", "shown", "unmeasured", "wait_status"]
 
 def shown(text: str) -> str:
     """``text`` (a comm, a command line: any user may choose them) safe to print on a
@@ -182,9 +181,10 @@ _OFF_POSITIONS = tuple(f.position for f in FIELDS if f.name in _OFF_FIELDS)
 _PLAIN = frozenset((int, str, type(None), Timespec))  # what the fields hold
 
 
-def _json_atom(value: int | str | None) -> str:
-    if value is None:
-        return "null"
+def json_atom(value: bool | int | str | None) -> str:
+    """One JSON scalar as the json module writes it (ASCII strings)."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
     return encode_basestring_ascii(value) if isinstance(value, str) else str(int(value))
 
 
@@ -208,9 +208,9 @@ def record_json_text(stats: TaskStats, delayacct_on: bool | None) -> str:
         for i in _OFF_POSITIONS:
             out[i] = "null"
     extra = f',"extra":"{stats.extra.hex()}"' if stats.extra else ""
-    return _RECORD_FMT % (*out, _json_atom(stats.scope), _json_atom(stats.source),
-                          _json_atom(stats.payload_len), _json_atom(stats.exe_major),
-                          _json_atom(stats.exe_minor), extra)
+    return _RECORD_FMT % (*out, json_atom(stats.scope), json_atom(stats.source),
+                          json_atom(stats.payload_len), json_atom(stats.exe_major),
+                          json_atom(stats.exe_minor), extra)
 
 
 def delayacct_json(state: bool | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from ..textfmt import (
     delayacct_json,
     human_bytes,
     human_duration,
+    json_atom,
     record_json,
     record_json_text,
     shown,
@@ -96,15 +97,10 @@ def exit_json(rec: ExitRecord, delayacct_on: bool | None) -> dict[str, Any]:
 def exit_json_text(rec: ExitRecord, delayacct_on: bool | None) -> str:
     """``exit_json(rec, delayacct_on)`` as one compact JSON line (without the newline),
     built directly: the same text the json module makes of it, a third of the cost."""
-    ended = {True: "true", False: "false", None: "null"}[rec.ended_process]
     group = "null" if rec.group is None else record_json_text(rec.group, delayacct_on)
-    return (f'{{"event":"exit","pid":{int(rec.pid)},"tgid":{_num(rec.tgid)},'
-            f'"cpu":{_num(rec.cpu)},"ended_process":{ended},'
+    return (f'{{"event":"exit","pid":{json_atom(rec.pid)},"tgid":{json_atom(rec.tgid)},'
+            f'"cpu":{json_atom(rec.cpu)},"ended_process":{json_atom(rec.ended_process)},'
             f'"task":{record_json_text(rec.task, delayacct_on)},"group":{group}}}')
-
-
-def _num(value: int | None) -> str:
-    return "null" if value is None else str(int(value))
 
 
 def _line(event: ExitRecord | Lost, args: argparse.Namespace, state: bool | None) -> str:

@@ -313,11 +313,11 @@ def run(args: argparse.Namespace) -> int:
               "would overwrite the other; give two files", file=sys.stderr)
         return 2
     state = delayacct.status()
+    # a timeline (report, trace, critical path) dates each exit by its arrival: holding
+    # exits back to batch them would shift it by up to the window
+    timed = bool(args.report or args.trace or args.critical_path)
     previous = signal.signal(signal.SIGINT, lambda *_: None)  # the command gets Ctrl-C
     try:
-        # a timeline (report, trace, critical path) dates each exit by its arrival:
-        # holding exits back to batch them would shift it by up to the window
-        timed = bool(args.report or args.trace or args.critical_path)
         with (open_client(args, exits=True) as client,
               client.listen(per_cpu=True, max_wait=0.0 if timed else DEFAULT_MAX_WAIT_S)
               as listener):
@@ -328,8 +328,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     procs = summarize(result.records)
-    data = (report_data(result, procs, state)
-            if args.report or args.trace or args.critical_path else None)
+    data = report_data(result, procs, state) if timed else None
     path = critical_path(data.processes) if data is not None and (
         args.trace or args.critical_path) else []
     if args.json:
