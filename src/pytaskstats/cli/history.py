@@ -214,22 +214,33 @@ def describe_filter(args: argparse.Namespace) -> str:
     return " ".join(given) if given else "no filter: the journal holds no rows you may see"
 
 
+def _range_query(args: argparse.Namespace, output: str, excluded: tuple[str, ...],
+                 default_since_s: int) -> HistoryQuery | None:
+    """The query of a file ``output`` (--report, --trace) over a time range (--since
+    default_since_s ago, --until now by default); None after a usage error said why
+    (an ``excluded`` option given, or an empty range).  ``until_ns`` is set only when
+    --until was given."""
+    clash = [opt for opt in excluded if getattr(args, opt[2:].replace("-", "_"))]
+    if clash:
+        print(f"taskstats history: {output} does not combine with {', '.join(clash)}",
+              file=sys.stderr)
+        return None
+    now = time.time_ns()
+    query = params(args, now)
+    since = query.setdefault("since_ns", now - default_since_s * 1_000_000_000)
+    if query.get("until_ns", now) <= since:
+        print("taskstats history: --until must be later than --since", file=sys.stderr)
+        return None
+    return query
+
+
 def write_report(args: argparse.Namespace) -> int:
     """``--report FILE``: ask for per-bucket sums, groups and totals; write the page."""
-    clash = [opt for opt, value in (("--group-by", args.group_by), ("--sort", args.sort),
-                                    ("--limit", args.limit), ("--totals", args.totals),
-                                    ("--json", args.json), ("--at", args.at)) if value]
-    if clash:
-        print(f"taskstats history: --report does not combine with {', '.join(clash)}",
-              file=sys.stderr)
+    base = _range_query(args, "--report", ("--group-by", "--sort", "--limit", "--totals",
+                                           "--json", "--at"), REPORT_SINCE_S)
+    if base is None:
         return 2
-    now = time.time_ns()
-    base = params(args, now)
-    since = base.setdefault("since_ns", now - REPORT_SINCE_S * 1_000_000_000)
-    until = base.setdefault("until_ns", now)
-    if until <= since:
-        print("taskstats history: --until must be later than --since", file=sys.stderr)
-        return 2
+    since, until = base["since_ns"], base.setdefault("until_ns", time.time_ns())
     bucket = report.choose_bucket((until - since) / 1e9)
     base["plausible"] = True
     fields = list(report.GROUP_FIELDS)
@@ -266,19 +277,11 @@ def _range_filter(args: argparse.Namespace, default_since_s: int) -> str:
 
 def write_trace(args: argparse.Namespace) -> int:
     """``--trace FILE``: the range's exit rows, oldest first, as a trace."""
-    clash = [opt for opt, value in (("--group-by", args.group_by), ("--sort", args.sort),
-                                    ("--totals", args.totals), ("--json", args.json),
-                                    ("--at", args.at), ("--kind", args.kind)) if value]
-    if clash:
-        print(f"taskstats history: --trace does not combine with {', '.join(clash)}",
-              file=sys.stderr)
+    query = _range_query(args, "--trace", ("--group-by", "--sort", "--totals", "--json",
+                                           "--at", "--kind"), TRACE_SINCE_S)
+    if query is None:
         return 2
-    now = time.time_ns()
-    query = params(args, now)
-    since = query.setdefault("since_ns", now - TRACE_SINCE_S * 1_000_000_000)
-    if query.get("until_ns", now) <= since:
-        print("taskstats history: --until must be later than --since", file=sys.stderr)
-        return 2
+    since = query["since_ns"]
     query["kind"] = "exit"
     query["sort"] = "time_ns"
     with open_client(args, backend="daemon") as client:
